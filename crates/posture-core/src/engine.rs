@@ -1,0 +1,1279 @@
+//! The evaluation engine: applies configuration-change events to per-device
+//! state, keeps scope aggregates, and emits one [`Transition`] per
+//! control-state change with the exact points delta of every affected scope.
+//!
+//! # State layout (per device)
+//!
+//! A device does not keep its setting values. It keeps, for every distinct
+//! check leaf of the catalog, the leaf's three-valued result in 2 bits
+//! ([`Tri`]), plus a handful of scalars:
+//!
+//! | field | bytes | what |
+//! | --- | --- | --- |
+//! | `id` | 16 + id length + 16 | device id, shared with the lookup map (`Arc<str>`) |
+//! | `tenant`, `inventory`, `flags` | 9 | interned tenant, interned inventory, retired/inactive bits |
+//! | `last_seq`, `last_seen` | 16 | stale detection and the inactivity window |
+//! | `leaves` | 16 + ceil(leaves / 4) | 2 bits per catalog leaf |
+//!
+//! Inventories (OS family, version, groups, tags) are interned: devices with
+//! the same inventory share one entry, and `applies_to` is evaluated once per
+//! inventory. A control's state is recomputed from leaf results when one of
+//! its leaves changes. `cargo bench -p posture-core` measures the real bytes
+//! per device with a counting allocator.
+//!
+//! # Scoring
+//!
+//! For each scope (tenant, or tenant x group) and control the engine counts
+//! PASS and FAIL devices, with exceptions applied and without. A control's
+//! contribution to a scope is `q = round(p * pass / (pass + fail))` in
+//! integer micro-points; every transition carries `q_new - q_old` for each
+//! scope it touches, so the sum of all deltas equals the from-scratch score
+//! exactly. Categories need no scopes of their own: a delta names its control
+//! and so its category.
+
+use crate::baseline::Catalog;
+use crate::check::Tri;
+use crate::event::{ChangeKind, ConfigChange, DeviceInfo};
+use crate::exception::{Exception, ExceptionScope};
+use crate::types::*;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::ops::Range;
+use std::sync::Arc;
+
+/// Sentinel group index: the scope of the whole tenant.
+pub const NO_GROUP: GroupIdx = u32::MAX;
+const NO_INVENTORY: u32 = u32::MAX;
+
+const RETIRED: u8 = 1;
+const INACTIVE: u8 = 2;
+const IN_HEAP: u8 = 4;
+
+/// Index of each count kept per scope and control.
+pub mod count {
+    /// PASS with exceptions applied (credited exceptions count here).
+    pub const EFF_PASS: usize = 0;
+    /// FAIL with exceptions applied.
+    pub const EFF_FAIL: usize = 1;
+    /// The part of `EFF_FAIL` hidden from recommendations (risk accepted,
+    /// planned remediation).
+    pub const EFF_HIDDEN: usize = 2;
+    /// PASS without exceptions.
+    pub const RAW_PASS: usize = 3;
+    /// FAIL without exceptions.
+    pub const RAW_FAIL: usize = 4;
+}
+use count::*;
+
+/// Index of the two score views in `[Micros; 2]` pairs.
+pub mod view {
+    /// With exceptions applied.
+    pub const WITH: usize = 0;
+    /// Without exceptions.
+    pub const WITHOUT: usize = 1;
+}
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// A device with no event for this long (event time) leaves every score
+    /// until its next event. Default 30 days.
+    pub inactivity_window_ms: i64,
+    /// Events with more settings than this are rejected. Default 10,000.
+    pub max_settings: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            inactivity_window_ms: 30 * 24 * 3600 * 1000,
+            max_settings: 10_000,
+        }
+    }
+}
+
+/// Exception status of one device-control.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ExcStatus {
+    None,
+    /// Third-party control or alternate mitigation: counts as PASS.
+    Credit,
+    /// Risk accepted or planned remediation: score unchanged, hidden from
+    /// recommendations.
+    NoCredit,
+}
+
+/// The state of one device-control: evaluation result and exception status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Cell {
+    pub raw: RawState,
+    pub exc: ExcStatus,
+}
+
+impl Cell {
+    /// The five-valued state s(d,c) of SPEC section 3.
+    pub fn state(self) -> ControlState {
+        match (self.raw, self.exc) {
+            (RawState::NotApplicable, _) => ControlState::NotApplicable,
+            (_, ExcStatus::Credit | ExcStatus::NoCredit) => ControlState::Excepted,
+            (RawState::Pass, _) => ControlState::Pass,
+            (RawState::Fail, _) => ControlState::Fail,
+            (RawState::Unknown, _) => ControlState::Unknown,
+        }
+    }
+
+    /// What this cell adds to a scope's counts when the device is counted.
+    pub fn counts(self) -> [i32; 5] {
+        let mut k = [0; 5];
+        match self.raw {
+            RawState::Pass => k[RAW_PASS] = 1,
+            RawState::Fail => k[RAW_FAIL] = 1,
+            RawState::Unknown | RawState::NotApplicable => return k_eff(k, self),
+        }
+        k_eff(k, self)
+    }
+}
+
+fn k_eff(mut k: [i32; 5], c: Cell) -> [i32; 5] {
+    match (c.raw, c.exc) {
+        (RawState::NotApplicable, _) => {}
+        (_, ExcStatus::Credit) => k[EFF_PASS] = 1,
+        (RawState::Pass, _) => k[EFF_PASS] = 1,
+        (RawState::Fail, ExcStatus::NoCredit) => {
+            k[EFF_FAIL] = 1;
+            k[EFF_HIDDEN] = 1;
+        }
+        (RawState::Fail, _) => k[EFF_FAIL] = 1,
+        (RawState::Unknown, _) => {}
+    }
+    k
+}
+
+/// Why a transition happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// A configuration-change event of the device (settings, inventory,
+    /// first event, return from retirement or inactivity).
+    Event,
+    /// A RETIRE event: the device's points leave every score.
+    Retired,
+    /// No event for longer than the inactivity window.
+    Inactive,
+    /// An exception started.
+    ExceptionStarted,
+    /// An exception expired.
+    ExceptionEnded,
+}
+
+impl Reason {
+    /// The name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Event => "EVENT",
+            Reason::Retired => "RETIRED",
+            Reason::Inactive => "INACTIVE",
+            Reason::ExceptionStarted => "EXCEPTION_STARTED",
+            Reason::ExceptionEnded => "EXCEPTION_ENDED",
+        }
+    }
+}
+
+/// A score scope: a tenant, or one device group of a tenant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ScopeKey {
+    pub tenant: TenantIdx,
+    /// [`NO_GROUP`] for the whole tenant.
+    pub group: GroupIdx,
+}
+
+/// The change of one scope's score caused by one transition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScopeDelta {
+    pub scope: ScopeKey,
+    pub control: ControlIdx,
+    /// Score delta `[with exceptions, without]`, micro-points.
+    pub points: [Micros; 2],
+    /// Maximum delta `[with, without]`, micro-points.
+    pub max: [Micros; 2],
+    /// Count deltas, indexed by [`count`].
+    pub counts: [i8; 5],
+}
+
+/// One control-state transition of one device (SPEC section 4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub tenant: TenantIdx,
+    pub device: DeviceIdx,
+    pub control: ControlIdx,
+    pub old: Cell,
+    pub new: Cell,
+    /// Whether the device counted in scores before and after (not retired,
+    /// not inactive, known).
+    pub old_counted: bool,
+    pub new_counted: bool,
+    pub reason: Reason,
+    /// Event time of the change (ms).
+    pub event_time: i64,
+    /// Lineage of the event that caused it (default for time-driven changes
+    /// is the position of the event that advanced the clock).
+    pub source: SourcePos,
+    /// Device score delta `[with, without]`, micro-points.
+    pub device_points: [Micros; 2],
+    /// Device maximum delta `[with, without]`, micro-points.
+    pub device_max: [Micros; 2],
+    /// The scope deltas of this transition in [`Output::scope_deltas`].
+    pub scopes: Range<u32>,
+}
+
+/// Buffers the engine appends its records to; reuse them between batches.
+#[derive(Default, Debug, Clone)]
+pub struct Output {
+    pub transitions: Vec<Transition>,
+    pub scope_deltas: Vec<ScopeDelta>,
+}
+
+impl Output {
+    /// Empties the buffers, keeping their capacity.
+    pub fn clear(&mut self) {
+        self.transitions.clear();
+        self.scope_deltas.clear();
+    }
+
+    /// The scope deltas of one transition.
+    pub fn deltas_of(&self, t: &Transition) -> &[ScopeDelta] {
+        &self.scope_deltas[t.scopes.start as usize..t.scopes.end as usize]
+    }
+}
+
+/// Why an event was not applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rejected {
+    /// Its sequence is not above the last applied one for the device.
+    Stale { sequence: i64, last_applied: i64 },
+    /// The event breaks the contract; the reason says how.
+    Invalid(String),
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejected::Stale { sequence, last_applied } => {
+                write!(
+                    f,
+                    "stale: sequence {sequence} is not above the last applied {last_applied}"
+                )
+            }
+            Rejected::Invalid(r) => write!(f, "invalid: {r}"),
+        }
+    }
+}
+
+/// Counters of what the engine did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub events_applied: u64,
+    pub events_stale: u64,
+    pub events_invalid: u64,
+    /// Settings whose key no control reads (not stored, no effect).
+    pub settings_ignored: u64,
+    pub transitions: u64,
+}
+
+struct Device {
+    id: Arc<str>,
+    tenant: TenantIdx,
+    inventory: u32,
+    flags: u8,
+    last_seq: i64,
+    last_seen: i64,
+    leaves: Box<[u8]>,
+}
+
+impl Device {
+    #[inline]
+    fn leaf(&self, l: u32) -> Tri {
+        Tri::from_bits(self.leaves[(l >> 2) as usize] >> ((l & 3) * 2))
+    }
+    #[inline]
+    fn set_leaf(&mut self, l: u32, t: Tri) {
+        let b = &mut self.leaves[(l >> 2) as usize];
+        let shift = (l & 3) * 2;
+        *b = (*b & !(3 << shift)) | ((t as u8) << shift);
+    }
+    fn counted(&self) -> bool {
+        self.flags & (RETIRED | INACTIVE) == 0
+    }
+}
+
+struct Inventory {
+    os_family: String,
+    os_version: String,
+    groups: Vec<GroupIdx>,
+    tags: Vec<u32>,
+    /// Which catalog conditions this inventory satisfies.
+    conds: Vec<bool>,
+}
+
+struct Tenant {
+    name: String,
+    devices: HashMap<Arc<str>, DeviceIdx>,
+}
+
+struct ExcEntry {
+    exc: Exception,
+    tenant: TenantIdx,
+    control: ControlIdx,
+    credit: bool,
+    active: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Ctx {
+    counted: bool,
+    inventory: u32,
+}
+
+/// The evaluation engine for one stream (one Kafka partition, or a file).
+pub struct Engine {
+    cat: Arc<Catalog>,
+    cfg: EngineConfig,
+    tenants: Vec<Tenant>,
+    tenant_index: HashMap<String, TenantIdx>,
+    groups: Vec<String>,
+    group_index: HashMap<String, GroupIdx>,
+    tags: Vec<String>,
+    tag_index: HashMap<String, u32>,
+    inventories: Vec<Inventory>,
+    inventory_index: HashMap<u64, Vec<u32>>,
+    devices: Vec<Device>,
+    aggregates: HashMap<ScopeKey, Vec<[i32; 5]>>,
+    clock: i64,
+    heap: BinaryHeap<Reverse<(i64, DeviceIdx)>>,
+    exceptions: Vec<ExcEntry>,
+    boundaries: BTreeSet<(i64, u32, bool)>,
+    active_exc: HashMap<(TenantIdx, ControlIdx), Vec<u32>>,
+    stats: Stats,
+    // scratch buffers, reused across events
+    leaf_updates: Vec<(u32, Tri)>,
+    key_stamp: Vec<u32>,
+    control_stamp: Vec<u32>,
+    stamp: u32,
+    affected: Vec<ControlIdx>,
+    old_cells: Vec<Cell>,
+    snapshot: Vec<u8>,
+}
+
+/// Rounded `p * pass / (pass + fail)`: a control's contribution to a scope.
+#[inline]
+pub fn contribution(points: Micros, pass: i64, fail: i64) -> Micros {
+    let n = pass + fail;
+    if n <= 0 {
+        return 0;
+    }
+    ((2 * points as i128 * pass as i128 + n as i128) / (2 * n as i128)) as Micros
+}
+
+/// A control's share of a scope's maximum: `p` when any device is PASS or FAIL.
+#[inline]
+pub fn max_contribution(points: Micros, pass: i64, fail: i64) -> Micros {
+    if pass + fail > 0 {
+        points
+    } else {
+        0
+    }
+}
+
+fn all_controls_range(n: usize) -> impl Iterator<Item = ControlIdx> {
+    0..n as ControlIdx
+}
+
+impl Engine {
+    /// A new engine scoring against `catalog`.
+    pub fn new(catalog: Arc<Catalog>, cfg: EngineConfig) -> Engine {
+        let n_keys = catalog.key_count();
+        let n_controls = catalog.controls.len();
+        Engine {
+            cat: catalog,
+            cfg,
+            tenants: Vec::new(),
+            tenant_index: HashMap::new(),
+            groups: Vec::new(),
+            group_index: HashMap::new(),
+            tags: Vec::new(),
+            tag_index: HashMap::new(),
+            inventories: Vec::new(),
+            inventory_index: HashMap::new(),
+            devices: Vec::new(),
+            aggregates: HashMap::new(),
+            clock: i64::MIN,
+            heap: BinaryHeap::new(),
+            exceptions: Vec::new(),
+            boundaries: BTreeSet::new(),
+            active_exc: HashMap::new(),
+            stats: Stats::default(),
+            leaf_updates: Vec::new(),
+            key_stamp: vec![0; n_keys],
+            control_stamp: vec![0; n_controls],
+            stamp: 0,
+            affected: Vec::new(),
+            old_cells: Vec::new(),
+            snapshot: Vec::new(),
+        }
+    }
+
+    /// The catalog the engine scores against.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.cat
+    }
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    /// The event-time clock: the latest event time applied (ms), or
+    /// `i64::MIN` before the first event.
+    pub fn clock(&self) -> i64 {
+        self.clock
+    }
+    /// Number of devices known (including retired and inactive ones).
+    pub fn device_count(&self) -> usize {
+        self.devices.len()
+    }
+    /// Number of devices of one tenant (including retired and inactive ones).
+    pub fn tenant_device_count(&self, t: TenantIdx) -> usize {
+        self.tenants[t as usize].devices.len()
+    }
+    /// Tenant name of an index.
+    pub fn tenant_name(&self, t: TenantIdx) -> &str {
+        &self.tenants[t as usize].name
+    }
+    /// Tenant index of a name.
+    pub fn tenant_idx(&self, name: &str) -> Option<TenantIdx> {
+        self.tenant_index.get(name).copied()
+    }
+    /// All tenant names, in index order.
+    pub fn tenant_names(&self) -> impl Iterator<Item = &str> {
+        self.tenants.iter().map(|t| t.name.as_str())
+    }
+    /// Group name of an index (`None` for [`NO_GROUP`]).
+    pub fn group_name(&self, g: GroupIdx) -> Option<&str> {
+        self.groups.get(g as usize).map(String::as_str)
+    }
+    /// Group index of a name.
+    pub fn group_idx(&self, name: &str) -> Option<GroupIdx> {
+        self.group_index.get(name).copied()
+    }
+    /// Device id of an index.
+    pub fn device_name(&self, d: DeviceIdx) -> &str {
+        &self.devices[d as usize].id
+    }
+    /// Device index of a tenant and device id.
+    pub fn device_idx(&self, tenant: &str, device: &str) -> Option<DeviceIdx> {
+        let t = self.tenant_idx(tenant)?;
+        self.tenants[t as usize].devices.get(device).copied()
+    }
+
+    /// Applies one event. Transitions go to `out`; a stale or invalid event
+    /// changes nothing (not even the clock) and is counted.
+    pub fn apply(&mut self, ev: &ConfigChange, source: SourcePos, out: &mut Output) -> Result<(), Rejected> {
+        match self.apply_inner(ev, source, out) {
+            Ok(()) => {
+                self.stats.events_applied += 1;
+                Ok(())
+            }
+            Err(r) => {
+                match r {
+                    Rejected::Stale { .. } => self.stats.events_stale += 1,
+                    Rejected::Invalid(_) => self.stats.events_invalid += 1,
+                }
+                Err(r)
+            }
+        }
+    }
+
+    fn validate(&self, ev: &ConfigChange) -> Result<(), Rejected> {
+        let bad = |m: &str| Err(Rejected::Invalid(m.to_string()));
+        if ev.event_id.is_empty() {
+            return bad("empty event_id");
+        }
+        if ev.tenant_id.is_empty() {
+            return bad("empty tenant_id");
+        }
+        if ev.device_id.is_empty() {
+            return bad("empty device_id");
+        }
+        if ev.observed_at < 0 {
+            return bad("observed_at before 1970");
+        }
+        if ev.settings.len() > self.cfg.max_settings {
+            return Err(Rejected::Invalid(format!(
+                "{} settings, more than the limit of {}",
+                ev.settings.len(),
+                self.cfg.max_settings
+            )));
+        }
+        if ev.kind == ChangeKind::Retire && !ev.settings.is_empty() {
+            return bad("a RETIRE event carries no settings");
+        }
+        if let Some(d) = &ev.device {
+            if d.os_family.is_empty() {
+                return bad("device.os_family is empty");
+            }
+        }
+        if ev.settings.iter().any(|s| s.key.is_empty()) {
+            return bad("a setting with an empty key");
+        }
+        Ok(())
+    }
+
+    fn next_stamp(&mut self) -> u32 {
+        self.stamp = self.stamp.wrapping_add(1);
+        if self.stamp == 0 {
+            self.key_stamp.iter_mut().for_each(|s| *s = 0);
+            self.control_stamp.iter_mut().for_each(|s| *s = 0);
+            self.stamp = 1;
+        }
+        self.stamp
+    }
+
+    /// Computes the leaf results the event sets (before anything changes).
+    /// For SNAPSHOT the full new leaf vector goes to `self.snapshot`.
+    fn compute_leaf_updates(&mut self, ev: &ConfigChange) -> Result<(), Rejected> {
+        self.leaf_updates.clear();
+        let stamp = self.next_stamp();
+        let cat = Arc::clone(&self.cat);
+        if ev.kind == ChangeKind::Snapshot {
+            self.snapshot.clear();
+            self.snapshot.extend(cat.absent_results.iter().map(|t| *t as u8));
+        }
+        for s in &ev.settings {
+            let Some(k) = cat.key_idx(&s.key) else {
+                self.stats.settings_ignored += 1;
+                continue;
+            };
+            if self.key_stamp[k as usize] == stamp {
+                return Err(Rejected::Invalid(format!("setting key {:?} appears twice", s.key)));
+            }
+            self.key_stamp[k as usize] = stamp;
+            for &l in &cat.leaves_by_key[k as usize] {
+                let t = match ev.kind {
+                    ChangeKind::Remove => cat.absent_results[l as usize],
+                    _ => cat.leaves[l as usize].eval(Some(&s.value)),
+                };
+                if ev.kind == ChangeKind::Snapshot {
+                    self.snapshot[l as usize] = t as u8;
+                } else {
+                    self.leaf_updates.push((l, t));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_inner(&mut self, ev: &ConfigChange, source: SourcePos, out: &mut Output) -> Result<(), Rejected> {
+        self.validate(ev)?;
+        let existing = self
+            .tenant_idx(&ev.tenant_id)
+            .and_then(|t| self.tenants[t as usize].devices.get(ev.device_id.as_str()).copied());
+        if let Some(d) = existing {
+            let last = self.devices[d as usize].last_seq;
+            if ev.sequence <= last {
+                return Err(Rejected::Stale {
+                    sequence: ev.sequence,
+                    last_applied: last,
+                });
+            }
+        }
+        self.compute_leaf_updates(ev)?;
+        // Everything below changes state: the event is valid and fresh.
+        self.advance_to(ev.observed_at, source, out);
+        let tenant = self.intern_tenant(&ev.tenant_id);
+        let (dev, is_new) = match existing {
+            Some(d) => (d, false),
+            None => (self.new_device(tenant, &ev.device_id), true),
+        };
+        let old_ctx = {
+            let d = &self.devices[dev as usize];
+            Ctx {
+                counted: !is_new && d.counted(),
+                inventory: d.inventory,
+            }
+        };
+        let new_inventory = match &ev.device {
+            Some(info) => self.intern_inventory(info),
+            None => old_ctx.inventory,
+        };
+        let retire = ev.kind == ChangeKind::Retire;
+        let new_ctx = Ctx {
+            counted: !retire,
+            inventory: new_inventory,
+        };
+
+        // Which controls may change.
+        self.affected.clear();
+        if is_new || old_ctx != new_ctx || ev.kind == ChangeKind::Snapshot {
+            self.affected.extend(all_controls_range(self.cat.controls.len()));
+        } else {
+            let stamp = self.next_stamp();
+            let d = &self.devices[dev as usize];
+            for &(l, t) in &self.leaf_updates {
+                if d.leaf(l) == t {
+                    continue;
+                }
+                for &c in &self.cat.controls_by_leaf[l as usize] {
+                    if self.control_stamp[c as usize] != stamp {
+                        self.control_stamp[c as usize] = stamp;
+                        self.affected.push(c);
+                    }
+                }
+            }
+        }
+        // Old cells (old leaves, old inventory; a new device has absent leaves
+        // and no inventory).
+        let mut affected = std::mem::take(&mut self.affected);
+        let mut old_cells = std::mem::take(&mut self.old_cells);
+        old_cells.clear();
+        old_cells.extend(affected.iter().map(|&c| self.cell(dev, c)));
+
+        // Mutate the device.
+        {
+            let d = &mut self.devices[dev as usize];
+            if ev.kind == ChangeKind::Snapshot {
+                for (l, &t) in self.snapshot.iter().enumerate() {
+                    d.set_leaf(l as u32, Tri::from_bits(t));
+                }
+            } else {
+                for &(l, t) in &self.leaf_updates {
+                    d.set_leaf(l, t);
+                }
+            }
+            d.inventory = new_inventory;
+            d.last_seq = ev.sequence;
+            d.last_seen = if is_new {
+                ev.observed_at
+            } else {
+                d.last_seen.max(ev.observed_at)
+            };
+            d.flags &= !(RETIRED | INACTIVE);
+            if retire {
+                d.flags |= RETIRED;
+            }
+        }
+        if !retire && self.devices[dev as usize].flags & IN_HEAP == 0 {
+            let d = &mut self.devices[dev as usize];
+            d.flags |= IN_HEAP;
+            let deadline = d.last_seen.saturating_add(self.cfg.inactivity_window_ms);
+            self.heap.push(Reverse((deadline, dev)));
+        }
+        let reason = if retire { Reason::Retired } else { Reason::Event };
+        self.emit(
+            dev,
+            &affected,
+            &old_cells,
+            old_ctx,
+            new_ctx,
+            reason,
+            ev.observed_at,
+            source,
+            out,
+        );
+        affected.clear();
+        self.affected = affected;
+        self.old_cells = old_cells;
+        Ok(())
+    }
+
+    /// Moves the event-time clock forward to `t`, applying every exception
+    /// start/expiry and inactivity deadline up to `t`, in time order, each
+    /// stamped with its own instant. Never moves the clock back.
+    pub fn advance_to(&mut self, t: i64, source: SourcePos, out: &mut Output) {
+        if t <= self.clock {
+            self.process_due(source, out);
+            return;
+        }
+        self.clock = t;
+        self.process_due(source, out);
+    }
+
+    fn process_due(&mut self, source: SourcePos, out: &mut Output) {
+        loop {
+            let next_exc = self.boundaries.first().copied().filter(|b| b.0 <= self.clock);
+            let next_inactive = self.heap.peek().map(|r| r.0).filter(|b| b.0 <= self.clock);
+            match (next_exc, next_inactive) {
+                (None, None) => return,
+                (Some(b), i) if i.is_none_or(|i| b.0 <= i.0) => {
+                    self.boundaries.pop_first();
+                    self.exception_boundary(b.1, b.2, b.0, source, out);
+                }
+                (_, Some((key, dev))) => {
+                    self.heap.pop();
+                    let d = &mut self.devices[dev as usize];
+                    if d.flags & RETIRED != 0 {
+                        d.flags &= !IN_HEAP;
+                        continue;
+                    }
+                    let real = d.last_seen.saturating_add(self.cfg.inactivity_window_ms);
+                    if real != key {
+                        self.heap.push(Reverse((real, dev)));
+                        continue;
+                    }
+                    d.flags &= !IN_HEAP;
+                    self.deactivate(dev, key, source, out);
+                }
+                (Some(_), None) => unreachable!("covered by the guard above"),
+            }
+        }
+    }
+
+    fn deactivate(&mut self, dev: DeviceIdx, at: i64, source: SourcePos, out: &mut Output) {
+        let d = &self.devices[dev as usize];
+        let old_ctx = Ctx {
+            counted: d.counted(),
+            inventory: d.inventory,
+        };
+        let new_ctx = Ctx {
+            counted: false,
+            ..old_ctx
+        };
+        let mut affected = std::mem::take(&mut self.affected);
+        let mut old_cells = std::mem::take(&mut self.old_cells);
+        affected.clear();
+        affected.extend(all_controls_range(self.cat.controls.len()));
+        old_cells.clear();
+        old_cells.extend(affected.iter().map(|&c| self.cell(dev, c)));
+        self.devices[dev as usize].flags |= INACTIVE;
+        self.emit(
+            dev,
+            &affected,
+            &old_cells,
+            old_ctx,
+            new_ctx,
+            Reason::Inactive,
+            at,
+            source,
+            out,
+        );
+        self.affected = affected;
+        self.old_cells = old_cells;
+    }
+
+    /// Adds an exception. It takes effect when the clock reaches its start
+    /// (immediately, stamped at its start, if the clock is already past it)
+    /// and ends at its expiry. Errors name an unknown control.
+    pub fn add_exception(&mut self, exc: Exception, out: &mut Output) -> Result<(), String> {
+        let control = self
+            .cat
+            .control_idx(&exc.control)
+            .ok_or_else(|| format!("exception {}: unknown control {:?}", exc.id, exc.control))?;
+        if self.exceptions.iter().any(|e| e.exc.id == exc.id) {
+            return Err(format!("exception {}: id already used", exc.id));
+        }
+        let tenant = self.intern_tenant(&exc.tenant);
+        let idx = self.exceptions.len() as u32;
+        self.boundaries.insert((exc.starts_at, idx, true));
+        if let Some(e) = exc.expires_at {
+            self.boundaries.insert((e, idx, false));
+        }
+        let credit = exc.justification.credits();
+        self.exceptions.push(ExcEntry {
+            exc,
+            tenant,
+            control,
+            credit,
+            active: false,
+        });
+        self.process_due(
+            SourcePos {
+                partition: -1,
+                offset: -1,
+            },
+            out,
+        );
+        Ok(())
+    }
+
+    /// Ends an exception at event time `at` (or at once if `at` has passed).
+    pub fn expire_exception(&mut self, id: &str, at: i64, out: &mut Output) -> Result<(), String> {
+        let idx = self
+            .exceptions
+            .iter()
+            .position(|e| e.exc.id == id)
+            .ok_or_else(|| format!("no exception {id:?}"))? as u32;
+        let e = &mut self.exceptions[idx as usize];
+        if let Some(old) = e.exc.expires_at {
+            self.boundaries.remove(&(old, idx, false));
+        }
+        let at = at.max(e.exc.starts_at);
+        e.exc.expires_at = Some(at);
+        self.boundaries.insert((at, idx, false));
+        self.process_due(
+            SourcePos {
+                partition: -1,
+                offset: -1,
+            },
+            out,
+        );
+        Ok(())
+    }
+
+    /// The exceptions the engine knows, with whether each is in force now.
+    pub fn exceptions(&self) -> impl Iterator<Item = (&Exception, bool)> {
+        self.exceptions.iter().map(|e| (&e.exc, e.active))
+    }
+
+    fn exc_matches(&self, e: &ExcEntry, dev: DeviceIdx) -> bool {
+        let d = &self.devices[dev as usize];
+        if d.tenant != e.tenant {
+            return false;
+        }
+        match &e.exc.scope {
+            ExceptionScope::Tenant => true,
+            ExceptionScope::Device(id) => &*d.id == id.as_str(),
+            ExceptionScope::Group(g) => self.group_index.get(g).is_some_and(|g| {
+                d.inventory != NO_INVENTORY && self.inventories[d.inventory as usize].groups.contains(g)
+            }),
+            ExceptionScope::Tag(t) => self.tag_index.get(t).is_some_and(|t| {
+                d.inventory != NO_INVENTORY && self.inventories[d.inventory as usize].tags.contains(t)
+            }),
+        }
+    }
+
+    fn exception_boundary(&mut self, idx: u32, start: bool, at: i64, source: SourcePos, out: &mut Output) {
+        let (tenant, control) = {
+            let e = &self.exceptions[idx as usize];
+            if e.active == start {
+                return;
+            }
+            (e.tenant, e.control)
+        };
+        let devs: Vec<DeviceIdx> = self.tenants[tenant as usize]
+            .devices
+            .values()
+            .copied()
+            .filter(|&d| self.exc_matches(&self.exceptions[idx as usize], d))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let olds: Vec<Cell> = devs.iter().map(|&d| self.cell(d, control)).collect();
+        self.exceptions[idx as usize].active = start;
+        let list = self.active_exc.entry((tenant, control)).or_default();
+        if start {
+            list.push(idx);
+        } else {
+            list.retain(|&i| i != idx);
+            if list.is_empty() {
+                self.active_exc.remove(&(tenant, control));
+            }
+        }
+        let reason = if start {
+            Reason::ExceptionStarted
+        } else {
+            Reason::ExceptionEnded
+        };
+        for (d, old) in devs.into_iter().zip(olds) {
+            let dv = &self.devices[d as usize];
+            let ctx = Ctx {
+                counted: dv.counted(),
+                inventory: dv.inventory,
+            };
+            self.emit(d, &[control], &[old], ctx, ctx, reason, at, source, out);
+        }
+    }
+
+    fn exc_status(&self, dev: DeviceIdx, c: ControlIdx) -> ExcStatus {
+        if self.active_exc.is_empty() {
+            return ExcStatus::None;
+        }
+        let tenant = self.devices[dev as usize].tenant;
+        let Some(list) = self.active_exc.get(&(tenant, c)) else {
+            return ExcStatus::None;
+        };
+        let mut status = ExcStatus::None;
+        for &i in list {
+            let e = &self.exceptions[i as usize];
+            if self.exc_matches(e, dev) {
+                if e.credit {
+                    return ExcStatus::Credit;
+                }
+                status = ExcStatus::NoCredit;
+            }
+        }
+        status
+    }
+
+    /// The current cell of one device-control.
+    fn cell(&self, dev: DeviceIdx, c: ControlIdx) -> Cell {
+        let d = &self.devices[dev as usize];
+        let control = &self.cat.controls[c as usize];
+        let applicable = control.applies_to.is_empty()
+            || (d.inventory != NO_INVENTORY && {
+                let inv = &self.inventories[d.inventory as usize];
+                control.applies_to.iter().all(|&k| inv.conds[k as usize])
+            });
+        if !applicable {
+            return Cell {
+                raw: RawState::NotApplicable,
+                exc: ExcStatus::None,
+            };
+        }
+        let raw = match control.check.eval(&|l| d.leaf(l)) {
+            Tri::Pass => RawState::Pass,
+            Tri::Fail => RawState::Fail,
+            Tri::Missing => match control.on_missing {
+                OnMissing::Fail => RawState::Fail,
+                OnMissing::Pass => RawState::Pass,
+                OnMissing::Unknown => RawState::Unknown,
+            },
+        };
+        Cell {
+            raw,
+            exc: self.exc_status(dev, c),
+        }
+    }
+
+    fn scopes_of(&self, ctx: Ctx, tenant: TenantIdx) -> impl Iterator<Item = ScopeKey> + '_ {
+        let groups: &[GroupIdx] = if ctx.counted && ctx.inventory != NO_INVENTORY {
+            &self.inventories[ctx.inventory as usize].groups
+        } else {
+            &[]
+        };
+        ctx.counted
+            .then_some(ScopeKey {
+                tenant,
+                group: NO_GROUP,
+            })
+            .into_iter()
+            .chain(groups.iter().map(move |&g| ScopeKey { tenant, group: g }))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn emit(
+        &mut self,
+        dev: DeviceIdx,
+        controls: &[ControlIdx],
+        old_cells: &[Cell],
+        old_ctx: Ctx,
+        new_ctx: Ctx,
+        reason: Reason,
+        at: i64,
+        source: SourcePos,
+        out: &mut Output,
+    ) {
+        let tenant = self.devices[dev as usize].tenant;
+        let ctx_changed = old_ctx != new_ctx;
+        // Scopes before and after (a few entries: tenant plus groups).
+        let old_scopes: Vec<ScopeKey> = self.scopes_of(old_ctx, tenant).collect();
+        let new_scopes: Vec<ScopeKey> = self.scopes_of(new_ctx, tenant).collect();
+        let mut union = old_scopes.clone();
+        union.extend(new_scopes.iter().filter(|s| !old_scopes.contains(s)));
+        let n_controls = self.cat.controls.len();
+        for (i, &c) in controls.iter().enumerate() {
+            let old = old_cells[i];
+            let new = self.cell(dev, c);
+            if old == new && !ctx_changed {
+                continue;
+            }
+            let p = self.cat.controls[c as usize].points;
+            let (ok, nk) = (old.counts(), new.counts());
+            let start = out.scope_deltas.len() as u32;
+            for s in &union {
+                let o = if old_scopes.contains(s) { ok } else { [0; 5] };
+                let n = if new_scopes.contains(s) { nk } else { [0; 5] };
+                if o == n {
+                    continue;
+                }
+                let agg = self.aggregates.entry(*s).or_insert_with(|| vec![[0; 5]; n_controls]);
+                let before = agg[c as usize];
+                let mut after = before;
+                let mut dk = [0i8; 5];
+                for k in 0..5 {
+                    after[k] += n[k] - o[k];
+                    dk[k] = (n[k] - o[k]) as i8;
+                }
+                agg[c as usize] = after;
+                out.scope_deltas.push(ScopeDelta {
+                    scope: *s,
+                    control: c,
+                    points: [
+                        contribution(p, after[EFF_PASS] as i64, after[EFF_FAIL] as i64)
+                            - contribution(p, before[EFF_PASS] as i64, before[EFF_FAIL] as i64),
+                        contribution(p, after[RAW_PASS] as i64, after[RAW_FAIL] as i64)
+                            - contribution(p, before[RAW_PASS] as i64, before[RAW_FAIL] as i64),
+                    ],
+                    max: [
+                        max_contribution(p, after[EFF_PASS] as i64, after[EFF_FAIL] as i64)
+                            - max_contribution(p, before[EFF_PASS] as i64, before[EFF_FAIL] as i64),
+                        max_contribution(p, after[RAW_PASS] as i64, after[RAW_FAIL] as i64)
+                            - max_contribution(p, before[RAW_PASS] as i64, before[RAW_FAIL] as i64),
+                    ],
+                    counts: dk,
+                });
+            }
+            let end = out.scope_deltas.len() as u32;
+            if old == new && start == end {
+                continue;
+            }
+            let dev_pts = |k: [i32; 5], pass: usize, fail: usize| (k[pass] as i64 * p, (k[pass] + k[fail]) as i64 * p);
+            let (op_w, om_w) = dev_pts(ok, EFF_PASS, EFF_FAIL);
+            let (np_w, nm_w) = dev_pts(nk, EFF_PASS, EFF_FAIL);
+            let (op_r, om_r) = dev_pts(ok, RAW_PASS, RAW_FAIL);
+            let (np_r, nm_r) = dev_pts(nk, RAW_PASS, RAW_FAIL);
+            self.stats.transitions += 1;
+            out.transitions.push(Transition {
+                tenant,
+                device: dev,
+                control: c,
+                old,
+                new,
+                old_counted: old_ctx.counted,
+                new_counted: new_ctx.counted,
+                reason,
+                event_time: at,
+                source,
+                device_points: [np_w - op_w, np_r - op_r],
+                device_max: [nm_w - om_w, nm_r - om_r],
+                scopes: start..end,
+            });
+        }
+    }
+
+    fn intern_tenant(&mut self, name: &str) -> TenantIdx {
+        if let Some(&t) = self.tenant_index.get(name) {
+            return t;
+        }
+        let t = self.tenants.len() as TenantIdx;
+        self.tenants.push(Tenant {
+            name: name.to_string(),
+            devices: HashMap::new(),
+        });
+        self.tenant_index.insert(name.to_string(), t);
+        t
+    }
+
+    fn intern_group(&mut self, name: &str) -> GroupIdx {
+        if let Some(&g) = self.group_index.get(name) {
+            return g;
+        }
+        let g = self.groups.len() as GroupIdx;
+        self.groups.push(name.to_string());
+        self.group_index.insert(name.to_string(), g);
+        g
+    }
+
+    fn intern_tag(&mut self, name: &str) -> u32 {
+        if let Some(&g) = self.tag_index.get(name) {
+            return g;
+        }
+        let g = self.tags.len() as u32;
+        self.tags.push(name.to_string());
+        self.tag_index.insert(name.to_string(), g);
+        g
+    }
+
+    fn new_device(&mut self, tenant: TenantIdx, id: &str) -> DeviceIdx {
+        let idx = self.devices.len() as DeviceIdx;
+        let id: Arc<str> = Arc::from(id);
+        let n_leaves = self.cat.leaves.len();
+        let mut d = Device {
+            id: Arc::clone(&id),
+            tenant,
+            inventory: NO_INVENTORY,
+            flags: 0,
+            last_seq: i64::MIN,
+            last_seen: i64::MIN,
+            leaves: vec![0u8; n_leaves.div_ceil(4)].into_boxed_slice(),
+        };
+        for (l, &t) in self.cat.absent_results.iter().enumerate() {
+            d.set_leaf(l as u32, t);
+        }
+        self.devices.push(d);
+        self.tenants[tenant as usize].devices.insert(id, idx);
+        idx
+    }
+
+    fn intern_inventory(&mut self, info: &DeviceInfo) -> u32 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&info.os_family, &info.os_version, &info.groups, &info.tags).hash(&mut h);
+        let hash = h.finish();
+        if let Some(cands) = self.inventory_index.get(&hash) {
+            for &i in cands {
+                let inv = &self.inventories[i as usize];
+                if inv.os_family == info.os_family
+                    && inv.os_version == info.os_version
+                    && inv.groups.len() <= info.groups.len()
+                    && same_names(&inv.groups, &self.groups, &info.groups)
+                    && same_names(&inv.tags, &self.tags, &info.tags)
+                {
+                    return i;
+                }
+            }
+        }
+        let mut groups: Vec<GroupIdx> = info.groups.iter().map(|g| self.intern_group(g)).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        let mut tags: Vec<u32> = info.tags.iter().map(|t| self.intern_tag(t)).collect();
+        tags.sort_unstable();
+        tags.dedup();
+        let conds = self
+            .cat
+            .conditions
+            .iter()
+            .map(|c| c.matches(&info.os_family, &info.os_version, &info.groups, &info.tags))
+            .collect();
+        let i = self.inventories.len() as u32;
+        self.inventories.push(Inventory {
+            os_family: info.os_family.clone(),
+            os_version: info.os_version.clone(),
+            groups,
+            tags,
+            conds,
+        });
+        self.inventory_index.entry(hash).or_default().push(i);
+        i
+    }
+
+    /// The counts of one scope and control, from the incremental aggregates.
+    pub fn counts(&self, scope: ScopeKey, c: ControlIdx) -> [i32; 5] {
+        self.aggregates.get(&scope).map_or([0; 5], |a| a[c as usize])
+    }
+
+    /// Every non-empty (scope, control) cell from the incremental aggregates.
+    pub fn aggregate_table(&self) -> ScopeTable {
+        let mut t = ScopeTable::new();
+        for (s, per_control) in &self.aggregates {
+            for (c, k) in per_control.iter().enumerate() {
+                if *k != [0; 5] {
+                    t.insert(
+                        (*s, c as ControlIdx),
+                        ScopeCell::from_counts(self.cat.controls[c].points, *k),
+                    );
+                }
+            }
+        }
+        t
+    }
+
+    /// The same table recomputed from scratch from every device's current
+    /// state, ignoring the incremental aggregates. Used to prove they agree.
+    pub fn recompute_table(&self) -> ScopeTable {
+        let mut counts: BTreeMap<(ScopeKey, ControlIdx), [i32; 5]> = BTreeMap::new();
+        for (i, d) in self.devices.iter().enumerate() {
+            let ctx = Ctx {
+                counted: d.counted(),
+                inventory: d.inventory,
+            };
+            let scopes: Vec<ScopeKey> = self.scopes_of(ctx, d.tenant).collect();
+            for c in all_controls_range(self.cat.controls.len()) {
+                let k = self.cell(i as DeviceIdx, c).counts();
+                if k == [0; 5] {
+                    continue;
+                }
+                for s in &scopes {
+                    let e = counts.entry((*s, c)).or_insert([0; 5]);
+                    for j in 0..5 {
+                        e[j] += k[j];
+                    }
+                }
+            }
+        }
+        counts
+            .into_iter()
+            .map(|(key, k)| (key, ScopeCell::from_counts(self.cat.controls[key.1 as usize].points, k)))
+            .collect()
+    }
+
+    /// One device's current cells, with whether it counts in scores.
+    pub fn device_cells(&self, dev: DeviceIdx) -> (bool, Vec<Cell>) {
+        let cells = all_controls_range(self.cat.controls.len())
+            .map(|c| self.cell(dev, c))
+            .collect();
+        (self.devices[dev as usize].counted(), cells)
+    }
+
+    /// The groups of a device's current inventory.
+    pub fn device_groups(&self, dev: DeviceIdx) -> Vec<&str> {
+        let d = &self.devices[dev as usize];
+        if d.inventory == NO_INVENTORY {
+            return Vec::new();
+        }
+        self.inventories[d.inventory as usize]
+            .groups
+            .iter()
+            .map(|&g| self.groups[g as usize].as_str())
+            .collect()
+    }
+
+    /// Heap bytes of per-device state as laid out (device struct, id, leaf
+    /// bits, lookup-map entry, inactivity-heap entry), averaged over devices.
+    /// Shared tables (inventories, aggregates) are not included.
+    pub fn state_bytes_per_device(&self) -> f64 {
+        if self.devices.is_empty() {
+            return 0.0;
+        }
+        let mut total = 0usize;
+        for d in &self.devices {
+            total += std::mem::size_of::<Device>() + 16 + d.id.len() + d.leaves.len();
+            // map entry: Arc<str> key + index, at hashbrown's 7/8 load
+            total += (std::mem::size_of::<(Arc<str>, DeviceIdx)>() + 1) * 8 / 7;
+            total += std::mem::size_of::<(i64, DeviceIdx)>();
+        }
+        total as f64 / self.devices.len() as f64
+    }
+}
+
+fn same_names(idx: &[u32], names: &[String], given: &[String]) -> bool {
+    // The stored list is sorted and deduplicated; compare as sets.
+    given.iter().all(|g| idx.iter().any(|&i| names[i as usize] == *g))
+        && idx.iter().all(|&i| given.iter().any(|g| names[i as usize] == *g))
+}
+
+/// A (scope, control) cell as points, maximum and counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ScopeCell {
+    /// `[with exceptions, without]`, micro-points.
+    pub points: [Micros; 2],
+    pub max: [Micros; 2],
+    /// Indexed by [`count`].
+    pub counts: [i64; 5],
+}
+
+impl ScopeCell {
+    /// The cell a set of counts implies.
+    pub fn from_counts(p: Micros, k: [i32; 5]) -> ScopeCell {
+        let k64 = k.map(|x| x as i64);
+        ScopeCell {
+            points: [
+                contribution(p, k64[EFF_PASS], k64[EFF_FAIL]),
+                contribution(p, k64[RAW_PASS], k64[RAW_FAIL]),
+            ],
+            max: [
+                max_contribution(p, k64[EFF_PASS], k64[EFF_FAIL]),
+                max_contribution(p, k64[RAW_PASS], k64[RAW_FAIL]),
+            ],
+            counts: k64,
+        }
+    }
+
+    /// Adds one delta.
+    pub fn add(&mut self, d: &ScopeDelta) {
+        for v in 0..2 {
+            self.points[v] += d.points[v];
+            self.max[v] += d.max[v];
+        }
+        for k in 0..5 {
+            self.counts[k] += d.counts[k] as i64;
+        }
+    }
+
+    /// Whether every field is zero.
+    pub fn is_zero(&self) -> bool {
+        *self == ScopeCell::default()
+    }
+}
+
+/// (scope, control) cells in a stable order.
+pub type ScopeTable = BTreeMap<(ScopeKey, ControlIdx), ScopeCell>;

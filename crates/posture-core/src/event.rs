@@ -1,0 +1,236 @@
+//! The configuration-change event of SPEC section 1, and its JSON-lines form
+//! (for replay, backfill and tests). Avro decoding lives in the ingest stage
+//! and produces the same [`ConfigChange`].
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use std::fmt;
+
+/// Which system reported the change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ConfigSource {
+    Agent,
+    GroupPolicy,
+    Mdm,
+    Intune,
+    Scanner,
+    Other,
+}
+
+/// How the event's settings change the device's configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ChangeKind {
+    /// Sets the listed settings.
+    Upsert,
+    /// Makes the listed keys absent (values ignored).
+    Remove,
+    /// Replaces the whole configuration with the listed settings.
+    Snapshot,
+    /// Removes the device from every score until its next event.
+    Retire,
+}
+
+/// A setting value: `union {null, boolean, long, double, string, array<string>}`.
+/// `Null` counts as absent.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Long(i64),
+    Double(f64),
+    String(String),
+    Array(Vec<String>),
+}
+
+/// One setting of a device.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Setting {
+    pub key: String,
+    #[serde(default = "null_value")]
+    pub value: Value,
+}
+
+fn null_value() -> Value {
+    Value::Null
+}
+
+/// The device's inventory; when an event carries one it replaces the old one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceInfo {
+    pub os_family: String,
+    pub os_version: String,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// A configuration-change event (`posture.v1.ConfigChange`).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigChange {
+    pub event_id: String,
+    pub tenant_id: String,
+    pub device_id: String,
+    /// Event time, milliseconds since the epoch.
+    #[serde(deserialize_with = "de_time")]
+    pub observed_at: i64,
+    /// Per-device, strictly increasing.
+    pub sequence: i64,
+    pub source: ConfigSource,
+    pub kind: ChangeKind,
+    #[serde(default)]
+    pub device: Option<DeviceInfo>,
+    #[serde(default)]
+    pub settings: Vec<Setting>,
+}
+
+impl ConfigChange {
+    /// One JSON line (no newline), the form `from_json` reads.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("events always serialize")
+    }
+
+    /// Parses one JSON line. The error says which field is wrong.
+    pub fn from_json(line: &str) -> Result<ConfigChange, String> {
+        serde_json::from_str(line).map_err(|e| e.to_string())
+    }
+}
+
+fn de_time<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = i64;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("milliseconds since the epoch or an RFC 3339 string")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::custom("observed_at out of range"))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<i64, E> {
+            crate::time::parse_time(v).map_err(E::custom)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+impl Serialize for Value {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Null => s.serialize_none(),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Long(n) => s.serialize_i64(*n),
+            Value::Double(d) => s.serialize_f64(*d),
+            Value::String(x) => s.serialize_str(x),
+            Value::Array(a) => a.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Value;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("null, a boolean, a number, a string or an array of strings")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+                Ok(Value::Null)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+                Ok(Value::Null)
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+                Ok(Value::Bool(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+                Ok(Value::Long(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+                Ok(i64::try_from(v).map(Value::Long).unwrap_or(Value::Double(v as f64)))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+                Ok(Value::Double(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+                Ok(Value::String(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+                Ok(Value::String(v))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    out.push(s);
+                }
+                Ok(Value::Array(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_spec_fields() {
+        let e = ConfigChange::from_json(
+            r#"{"event_id":"e1","tenant_id":"t1","device_id":"d1","observed_at":"2026-11-22T10:00:00Z",
+               "sequence":3,"source":"GROUP_POLICY","kind":"UPSERT",
+               "device":{"os_family":"windows","os_version":"10.0.19045","hostname":null,"groups":["g"],"tags":[]},
+               "settings":[{"key":"a","value":true},{"key":"b","value":5},{"key":"c","value":2.5},
+                           {"key":"d","value":"x"},{"key":"e","value":["p","q"]},{"key":"f","value":null}]}"#,
+        )
+        .unwrap();
+        assert_eq!(e.observed_at, 1_795_341_600_000);
+        assert_eq!(e.source, ConfigSource::GroupPolicy);
+        assert_eq!(e.device.as_ref().unwrap().groups, vec!["g"]);
+        let vals: Vec<_> = e.settings.iter().map(|s| s.value.clone()).collect();
+        assert_eq!(
+            vals,
+            vec![
+                Value::Bool(true),
+                Value::Long(5),
+                Value::Double(2.5),
+                Value::String("x".into()),
+                Value::Array(vec!["p".into(), "q".into()]),
+                Value::Null
+            ]
+        );
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let line = r#"{"event_id":"e","tenant_id":"t","device_id":"d","observed_at":5,"sequence":1,"source":"MDM","kind":"SNAPSHOT","device":null,"settings":[{"key":"a","value":["x"]},{"key":"b","value":null},{"key":"c","value":1.5}]}"#;
+        let e = ConfigChange::from_json(line).unwrap();
+        assert_eq!(e.to_json(), line);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = ConfigChange::from_json(
+            r#"{"event_id":"e1","tenant_id":"t1","device_id":"d1","observed_at":1,"sequence":1,"source":"AGENT","kind":"ZAP"}"#,
+        )
+        .unwrap_err();
+        assert!(err.contains("ZAP"), "{err}");
+        let err = ConfigChange::from_json(r#"{"event_id":"e1"}"#).unwrap_err();
+        assert!(err.contains("missing field"), "{err}");
+        let err = ConfigChange::from_json(
+            r#"{"event_id":"e","tenant_id":"t","device_id":"d","observed_at":1,"sequence":1,"source":"AGENT","kind":"UPSERT","settings":[{"key":"k","value":{"x":1}}]}"#,
+        )
+        .unwrap_err();
+        assert!(err.contains("array of strings"), "{err}");
+    }
+}

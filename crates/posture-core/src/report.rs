@@ -1,0 +1,174 @@
+//! Score reports and recommendations, in the JSON shapes of SPEC section 5.
+
+use crate::baseline::Catalog;
+use crate::engine::{contribution, count::*, view, ScopeCell, ScopeKey};
+use crate::ledger::Ledger;
+use crate::types::*;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Points, maximum and percent of one scope (and view).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct ScorePart {
+    pub points: f64,
+    pub max_points: f64,
+    pub percent: f64,
+    #[serde(skip)]
+    pub points_micros: Micros,
+    #[serde(skip)]
+    pub max_micros: Micros,
+}
+
+impl ScorePart {
+    fn new(points: Micros, max: Micros) -> ScorePart {
+        ScorePart {
+            points: micros_to_points(points),
+            max_points: micros_to_points(max),
+            percent: percent(points, max),
+            points_micros: points,
+            max_micros: max,
+        }
+    }
+}
+
+/// The same scope scored without exceptions.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WithoutExceptions {
+    #[serde(flatten)]
+    pub total: ScorePart,
+    pub categories: BTreeMap<&'static str, ScorePart>,
+}
+
+/// The `score` object of SPEC section 5 (with exceptions applied), plus the
+/// same figures without exceptions.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Score {
+    pub tenant: String,
+    pub group: Option<String>,
+    pub category: Option<&'static str>,
+    pub at: Option<String>,
+    #[serde(flatten)]
+    pub total: ScorePart,
+    pub categories: BTreeMap<&'static str, ScorePart>,
+    pub without_exceptions: WithoutExceptions,
+}
+
+/// One top recommendation (SPEC section 5).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Recommendation {
+    pub control: String,
+    pub title: String,
+    pub category: &'static str,
+    pub remediation: &'static str,
+    /// Points the scope gains if every misconfigured device is fixed.
+    pub points_gained: f64,
+    /// FAIL devices, excluding those with a non-crediting exception.
+    pub misconfigured_devices: i64,
+    /// PASS + FAIL devices (with exceptions applied).
+    pub applicable_devices: i64,
+    /// FAIL devices hidden by risk-accepted or planned-remediation exceptions.
+    pub excepted_devices: i64,
+    pub vulnerabilities: Vec<String>,
+    #[serde(skip)]
+    pub points_gained_micros: Micros,
+}
+
+/// Which part of a ledger a report covers.
+#[derive(Clone, Copy, Debug)]
+pub struct Selection {
+    pub scope: ScopeKey,
+    pub category: Option<Category>,
+    pub remediation: Option<Remediation>,
+}
+
+fn selected<'a>(cat: &'a Catalog, sel: &Selection) -> impl Iterator<Item = (ControlIdx, &'static str)> + 'a {
+    let sel = *sel;
+    cat.controls.iter().enumerate().filter_map(move |(i, c)| {
+        (sel.category.is_none_or(|k| k == c.category) && sel.remediation.is_none_or(|r| r == c.remediation))
+            .then_some((i as ControlIdx, c.category.as_str()))
+    })
+}
+
+/// The score of a selection. `tenant`, `group` and `at` are the names to
+/// print (the ledger works with indices).
+pub fn score(
+    ledger: &Ledger,
+    cat: &Catalog,
+    sel: &Selection,
+    tenant: &str,
+    group: Option<&str>,
+    at: Option<String>,
+) -> Score {
+    let mut per_cat: BTreeMap<&'static str, [Micros; 4]> = BTreeMap::new();
+    for c in Category::ALL {
+        if sel.category.is_none_or(|k| k == c) {
+            per_cat.insert(c.as_str(), [0; 4]);
+        }
+    }
+    let mut tot = [0; 4];
+    for (c, name) in selected(cat, sel) {
+        let cell = ledger.cell(sel.scope, c);
+        let v = [
+            cell.points[view::WITH],
+            cell.max[view::WITH],
+            cell.points[view::WITHOUT],
+            cell.max[view::WITHOUT],
+        ];
+        let e = per_cat.entry(name).or_default();
+        for i in 0..4 {
+            e[i] += v[i];
+            tot[i] += v[i];
+        }
+    }
+    Score {
+        tenant: tenant.to_string(),
+        group: group.map(str::to_string),
+        category: sel.category.map(Category::as_str),
+        at,
+        total: ScorePart::new(tot[0], tot[1]),
+        categories: per_cat.iter().map(|(k, v)| (*k, ScorePart::new(v[0], v[1]))).collect(),
+        without_exceptions: WithoutExceptions {
+            total: ScorePart::new(tot[2], tot[3]),
+            categories: per_cat.iter().map(|(k, v)| (*k, ScorePart::new(v[2], v[3]))).collect(),
+        },
+    }
+}
+
+/// Points gained by fixing every visible misconfigured device of a cell.
+pub fn points_gained(p: Micros, cell: &ScopeCell) -> Micros {
+    let pass = cell.counts[EFF_PASS];
+    let fail = cell.counts[EFF_FAIL];
+    let visible = fail - cell.counts[EFF_HIDDEN];
+    contribution(p, pass + visible, fail - visible) - contribution(p, pass, fail)
+}
+
+/// Recommendations with points gained > 0, points gained descending (then
+/// misconfigured devices descending, then control id).
+pub fn recommendations(ledger: &Ledger, cat: &Catalog, sel: &Selection) -> Vec<Recommendation> {
+    let mut out: Vec<Recommendation> = selected(cat, sel)
+        .filter_map(|(c, _)| {
+            let control = &cat.controls[c as usize];
+            let cell = ledger.cell(sel.scope, c);
+            let gained = points_gained(control.points, &cell);
+            (gained > 0).then(|| Recommendation {
+                control: control.id.clone(),
+                title: control.title.clone(),
+                category: control.category.as_str(),
+                remediation: control.remediation.as_str(),
+                points_gained: micros_to_points(gained),
+                misconfigured_devices: cell.counts[EFF_FAIL] - cell.counts[EFF_HIDDEN],
+                applicable_devices: cell.counts[EFF_PASS] + cell.counts[EFF_FAIL],
+                excepted_devices: cell.counts[EFF_HIDDEN],
+                vulnerabilities: control.vulnerabilities.clone(),
+                points_gained_micros: gained,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.points_gained_micros
+            .cmp(&a.points_gained_micros)
+            .then(b.misconfigured_devices.cmp(&a.misconfigured_devices))
+            .then(a.control.cmp(&b.control))
+    });
+    out
+}

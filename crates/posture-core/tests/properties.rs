@@ -1,0 +1,300 @@
+//! Property tests: random baselines and random event streams.
+//!
+//! 1. After every event (every prefix of the stream), the incremental scope
+//!    aggregates equal a from-scratch recomputation over device state, and
+//!    equal the sum of every emitted delta (checked inside `Harness`).
+//! 2. Duplicates and stale events shuffled into the stream change nothing:
+//!    the transitions are identical to those of the clean stream.
+
+mod common;
+use common::*;
+use posture_core::*;
+use proptest::prelude::*;
+
+const KEYS: [&str; 4] = ["k0", "k1", "k2", "k3"];
+
+fn leaf_yaml() -> impl Strategy<Value = String> {
+    let key = prop::sample::select(KEYS.to_vec());
+    let op_value = prop_oneof![
+        prop::sample::select(vec!["eq", "ne"]).prop_flat_map(|op| {
+            prop::sample::select(vec!["true", "false", "1", "5", "a", "b"])
+                .prop_map(move |v| format!("op: {op}, value: {v}"))
+        }),
+        (
+            prop::sample::select(vec!["lt", "le", "gt", "ge"]),
+            prop::sample::select(vec!["1", "5", "2.5"])
+        )
+            .prop_map(|(op, v)| format!("op: {op}, value: {v}")),
+        (
+            prop::sample::select(vec!["lt", "ge", "eq"]),
+            prop::sample::select(vec!["\"1.2\"", "\"1.10\"", "\"2\""])
+        )
+            .prop_map(|(op, v)| format!("op: {op}, value: {v}, version: true")),
+        prop::sample::select(vec!["in", "not_in"]).prop_map(|op| format!("op: {op}, value: [1, a, true]")),
+        Just("op: contains, value: a".to_string()),
+        Just("op: matches, value: \"^a\"".to_string()),
+        Just("op: exists".to_string()),
+        Just("op: absent".to_string()),
+    ];
+    (key, op_value).prop_map(|(k, ov)| format!("{{ key: {k}, {ov} }}"))
+}
+
+fn check_yaml() -> impl Strategy<Value = String> {
+    leaf_yaml().prop_recursive(2, 8, 3, |inner| {
+        (
+            prop::sample::select(vec!["all", "any", "none"]),
+            prop::collection::vec(inner, 1..4),
+        )
+            .prop_map(|(comb, kids)| format!("{{ {comb}: [{}] }}", kids.join(", ")))
+    })
+}
+
+fn control_yaml() -> impl Strategy<Value = (String, String, u32, String, String)> {
+    (
+        check_yaml(),
+        prop::sample::select(vec!["fail", "unknown", "pass"]),
+        1u32..200,
+        prop::sample::select(vec!["application", "os", "network", "accounts", "security_controls"]),
+        prop::sample::select(vec![
+            "",
+            "applies_to: { os_family: [windows] }, ",
+            "applies_to: { groups: [g1] }, ",
+            "applies_to: { tags: [t0] }, ",
+            "applies_to: { os_version: \">=10.0\" }, ",
+        ]),
+    )
+        .prop_map(|(check, om, p, cat, at)| (check, om.to_string(), p, cat.to_string(), at.to_string()))
+}
+
+fn baseline_yaml() -> impl Strategy<Value = String> {
+    prop::collection::vec(control_yaml(), 1..6).prop_map(|controls| {
+        let mut s = String::from("baseline: random\nversion: 1\ncontrols:\n");
+        for (i, (check, om, p, cat, at)) in controls.into_iter().enumerate() {
+            s += &format!(
+                "  - {{ id: c{i}, title: C{i}, category: {cat}, points: {p}, on_missing: {om}, {at}check: {check} }}\n"
+            );
+        }
+        s
+    })
+}
+
+fn value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        (0i64..7).prop_map(Value::Long),
+        Just(Value::Double(2.5)),
+        prop::sample::select(vec!["a", "b", "ab", "1.2", "1.10.1", "2"]).prop_map(|s| Value::String(s.into())),
+        prop::sample::select(vec![vec![], vec!["a"], vec!["b", "a"]])
+            .prop_map(|v| Value::Array(v.into_iter().map(String::from).collect())),
+    ]
+}
+
+#[derive(Clone, Debug)]
+struct Step {
+    tenant: u8,
+    device: u8,
+    dt_min: i64,
+    kind: ChangeKind,
+    inventory: Option<(bool, u8, Vec<&'static str>, bool)>,
+    settings: Vec<(usize, Value)>,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    (
+        0u8..2,
+        0u8..5,
+        -5i64..40,
+        prop::sample::select(vec![
+            ChangeKind::Upsert,
+            ChangeKind::Upsert,
+            ChangeKind::Remove,
+            ChangeKind::Snapshot,
+            ChangeKind::Retire,
+        ]),
+        prop::option::of((
+            any::<bool>(),
+            0u8..3,
+            prop::sample::subsequence(vec!["g0", "g1"], 0..=2),
+            any::<bool>(),
+        )),
+        prop::collection::vec((0usize..4, value()), 0..4),
+    )
+        .prop_map(|(tenant, device, dt_min, kind, inventory, settings)| Step {
+            tenant,
+            device,
+            dt_min,
+            kind,
+            inventory,
+            settings,
+        })
+}
+
+/// (justification, control, scope kind, device, start minute, length in minutes)
+type ExcSpec = (u8, usize, u8, u8, i64, Option<i64>);
+
+fn exception() -> impl Strategy<Value = ExcSpec> {
+    (
+        0u8..4,
+        0usize..6,
+        0u8..4,
+        0u8..5,
+        0i64..300,
+        prop::option::of(1i64..300),
+    )
+}
+
+/// Turns steps into events with per-device increasing sequences.
+fn events(steps: &[Step]) -> Vec<ConfigChange> {
+    let mut seq = std::collections::HashMap::new();
+    let mut t = T0;
+    steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            t += s.dt_min * MIN;
+            let dev = format!("d{}", s.device);
+            let tenant = format!("t{}", s.tenant);
+            let sq = seq.entry((tenant.clone(), dev.clone())).or_insert(0i64);
+            *sq += 1 + (i as i64 % 3); // gaps are fine: only "strictly increasing" matters
+            let mut settings: Vec<Setting> = Vec::new();
+            if s.kind != ChangeKind::Retire {
+                for (k, v) in &s.settings {
+                    if !settings.iter().any(|x| x.key == KEYS[*k]) {
+                        settings.push(Setting {
+                            key: KEYS[*k].into(),
+                            value: v.clone(),
+                        });
+                    }
+                }
+            }
+            let device = s.inventory.as_ref().map(|(win, ver, groups, tag)| DeviceInfo {
+                os_family: if *win { "windows".into() } else { "linux".into() },
+                os_version: ["9.0", "10.0.19045", "11"][*ver as usize].into(),
+                hostname: None,
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                tags: if *tag { vec!["t0".into()] } else { vec![] },
+            });
+            ConfigChange {
+                event_id: format!("e{i}"),
+                tenant_id: tenant,
+                device_id: dev,
+                observed_at: t,
+                sequence: *sq,
+                source: ConfigSource::Agent,
+                kind: s.kind,
+                device,
+                settings,
+            }
+        })
+        .collect()
+}
+
+fn run(
+    cat: &std::sync::Arc<Catalog>,
+    excs: &[ExcSpec],
+    evs: &[ConfigChange],
+) -> Vec<(String, Transition, Vec<engine::ScopeDelta>)> {
+    let cfg = EngineConfig {
+        inactivity_window_ms: 90 * MIN,
+        ..Default::default()
+    };
+    let mut h = Harness::with_config(cat.clone(), cfg);
+    let n_controls = cat.controls.len();
+    for (i, (j, c, scope, dev, start, len)) in excs.iter().enumerate() {
+        let justification = [
+            Justification::ThirdPartyControl,
+            Justification::AlternateMitigation,
+            Justification::RiskAccepted,
+            Justification::PlannedRemediation,
+        ][*j as usize];
+        let scope = match scope {
+            0 => ExceptionScope::Tenant,
+            1 => ExceptionScope::Device(format!("d{dev}")),
+            2 => ExceptionScope::Group("g1".into()),
+            _ => ExceptionScope::Tag("t0".into()),
+        };
+        let starts_at = T0 + start * MIN;
+        let e = exc(
+            &format!("x{i}"),
+            &format!("c{}", c % n_controls),
+            scope,
+            justification,
+            starts_at,
+            len.map(|l| starts_at + l * MIN),
+        );
+        h.except(e);
+    }
+    let mut out = Vec::new();
+    for e in evs {
+        let _ = h.send(e.clone());
+        for t in &h.out.transitions {
+            out.push((
+                h.engine.device_name(t.device).to_string(),
+                t.clone(),
+                h.out.deltas_of(t).to_vec(),
+            ));
+        }
+    }
+    // finally let every exception and inactivity deadline pass
+    h.advance(T0 + 1000 * DAY);
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Incremental == from scratch == sum of deltas, after every event
+    /// (asserted by the harness), for random baselines, events and exceptions.
+    #[test]
+    fn incremental_equals_from_scratch(
+        yaml in baseline_yaml(),
+        steps in prop::collection::vec(step(), 1..60),
+        excs in prop::collection::vec(exception(), 0..4),
+    ) {
+        let cat = catalog(&yaml);
+        let evs = events(&steps);
+        let transitions = run(&cat, &excs, &evs);
+        // every transition's scope deltas are consistent with its cells
+        for (_, t, deltas) in &transitions {
+            for d in deltas {
+                prop_assert_eq!(d.control, t.control);
+            }
+        }
+    }
+
+    /// Duplicates and stale events shuffled in change no transition.
+    #[test]
+    fn duplicates_and_stale_events_change_nothing(
+        yaml in baseline_yaml(),
+        steps in prop::collection::vec(step(), 1..40),
+        excs in prop::collection::vec(exception(), 0..3),
+        noise in prop::collection::vec((0usize..1000, 0usize..1000, any::<bool>()), 1..20),
+    ) {
+        let cat = catalog(&yaml);
+        let clean = events(&steps);
+        let mut noisy = clean.clone();
+        for (src, pos, stale) in noise {
+            let src = src % clean.len();
+            // insert after the original (a copy before it would be the original)
+            let at_least = noisy.iter().position(|e| e.event_id == clean[src].event_id).unwrap() + 1;
+            let pos = at_least + pos % (noisy.len() - at_least + 1);
+            let mut e = clean[src].clone();
+            if stale {
+                // an older sequence with different content and a later time
+                e.sequence -= 1;
+                e.observed_at += 500 * DAY;
+                e.kind = ChangeKind::Snapshot;
+                e.settings.clear();
+                e.event_id += "-stale";
+            }
+            noisy.insert(pos, e);
+        }
+        let a = run(&cat, &excs, &clean);
+        let b = run(&cat, &excs, &noisy);
+        let strip = |v: Vec<(String, Transition, Vec<engine::ScopeDelta>)>| -> Vec<_> {
+            v.into_iter().map(|(d, mut t, deltas)| { t.source = SourcePos::default(); t.scopes = 0..0; (d, t, deltas) }).collect()
+        };
+        prop_assert_eq!(strip(a), strip(b));
+    }
+}

@@ -1,0 +1,68 @@
+//! `posture`: a live secure score for devices.
+//!
+//! One binary with subcommands. This crate holds only the command line and
+//! output formatting; scoring lives in `posture-core`.
+
+mod baselines;
+mod evaluate;
+mod output;
+mod simulate;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// posture computes a continuously updated secure score for devices from
+/// configuration-change events, against security baselines.
+#[derive(Parser)]
+#[command(name = "posture", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Score a JSON-lines event file against baselines, without Kafka or
+    /// ClickHouse (embedded mode), and print the score report.
+    ///
+    /// Example:
+    ///   posture evaluate --baselines deploy/baselines --events fleet.jsonl
+    ///   posture evaluate --baselines deploy/baselines --events - --format json --at 2026-11-22T10:00:00Z
+    Evaluate(evaluate::Args),
+    /// Work with baseline files.
+    #[command(subcommand)]
+    Baseline(BaselineCmd),
+    /// Generate a synthetic fleet's events (devices, OS mix, drift,
+    /// remediation waves, retirements, duplicates) as JSON lines.
+    ///
+    /// Example:
+    ///   posture simulate --baselines deploy/baselines --devices 1000 --hours 48 --out fleet.jsonl
+    Simulate(simulate::Args),
+}
+
+#[derive(Subcommand)]
+enum BaselineCmd {
+    /// Check every baseline file in DIR and report each error as file:line.
+    ///
+    /// Exits 0 when all files are valid, 1 otherwise.
+    Validate {
+        /// Directory of baseline YAML files (*.yaml, *.yml).
+        dir: std::path::PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Evaluate(args) => evaluate::run(args),
+        Command::Baseline(BaselineCmd::Validate { dir }) => baselines::validate(&dir),
+        Command::Simulate(args) => simulate::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("posture: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
