@@ -37,7 +37,11 @@ use crate::event::{ChangeKind, ConfigChange, DeviceInfo};
 use crate::exception::{Exception, ExceptionScope};
 use crate::types::*;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+/// Hash maps keyed by strings from events: foldhash is several times faster
+/// than SipHash on short keys and still seeded per process.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::hash::{Hash, Hasher};
 use std::ops::Range;
 use std::sync::Arc;
@@ -362,6 +366,7 @@ pub struct Engine {
     affected: Vec<ControlIdx>,
     old_cells: Vec<Cell>,
     snapshot: Vec<u8>,
+    scopes_scratch: Vec<ScopeKey>,
 }
 
 /// Rounded `p * pass / (pass + fail)`: a control's contribution to a scope.
@@ -397,20 +402,20 @@ impl Engine {
             cat: catalog,
             cfg,
             tenants: Vec::new(),
-            tenant_index: HashMap::new(),
+            tenant_index: HashMap::default(),
             groups: Vec::new(),
-            group_index: HashMap::new(),
+            group_index: HashMap::default(),
             tags: Vec::new(),
-            tag_index: HashMap::new(),
+            tag_index: HashMap::default(),
             inventories: Vec::new(),
-            inventory_index: HashMap::new(),
+            inventory_index: HashMap::default(),
             devices: Vec::new(),
-            aggregates: HashMap::new(),
+            aggregates: HashMap::default(),
             clock: i64::MIN,
             heap: BinaryHeap::new(),
             exceptions: Vec::new(),
             boundaries: BTreeSet::new(),
-            active_exc: HashMap::new(),
+            active_exc: HashMap::default(),
             stats: Stats::default(),
             leaf_updates: Vec::new(),
             key_stamp: vec![0; n_keys],
@@ -419,6 +424,7 @@ impl Engine {
             affected: Vec::new(),
             old_cells: Vec::new(),
             snapshot: Vec::new(),
+            scopes_scratch: Vec::new(),
         }
     }
 
@@ -965,11 +971,22 @@ impl Engine {
     ) {
         let tenant = self.devices[dev as usize].tenant;
         let ctx_changed = old_ctx != new_ctx;
-        // Scopes before and after (a few entries: tenant plus groups).
-        let old_scopes: Vec<ScopeKey> = self.scopes_of(old_ctx, tenant).collect();
-        let new_scopes: Vec<ScopeKey> = self.scopes_of(new_ctx, tenant).collect();
-        let mut union = old_scopes.clone();
-        union.extend(new_scopes.iter().filter(|s| !old_scopes.contains(s)));
+        // Scopes before and after (a few entries: tenant plus groups), in one
+        // reused buffer: old scopes, then new scopes, then their union.
+        let mut buf = std::mem::take(&mut self.scopes_scratch);
+        buf.clear();
+        buf.extend(self.scopes_of(old_ctx, tenant));
+        let n_old = buf.len();
+        buf.extend(self.scopes_of(new_ctx, tenant));
+        let n_new = buf.len() - n_old;
+        for i in 0..n_old + n_new {
+            let s = buf[i];
+            if !buf[n_old + n_new..].contains(&s) {
+                buf.push(s);
+            }
+        }
+        let (old_scopes, rest) = buf.split_at(n_old);
+        let (new_scopes, union) = rest.split_at(n_new);
         let n_controls = self.cat.controls.len();
         for (i, &c) in controls.iter().enumerate() {
             let old = old_cells[i];
@@ -980,7 +997,7 @@ impl Engine {
             let p = self.cat.controls[c as usize].points;
             let (ok, nk) = (old.counts(), new.counts());
             let start = out.scope_deltas.len() as u32;
-            for s in &union {
+            for s in union {
                 let o = if old_scopes.contains(s) { ok } else { [0; 5] };
                 let n = if new_scopes.contains(s) { nk } else { [0; 5] };
                 if o == n {
@@ -1039,6 +1056,7 @@ impl Engine {
                 scopes: start..end,
             });
         }
+        self.scopes_scratch = buf;
     }
 
     fn intern_tenant(&mut self, name: &str) -> TenantIdx {
@@ -1048,7 +1066,7 @@ impl Engine {
         let t = self.tenants.len() as TenantIdx;
         self.tenants.push(Tenant {
             name: name.to_string(),
-            devices: HashMap::new(),
+            devices: HashMap::default(),
         });
         self.tenant_index.insert(name.to_string(), t);
         t

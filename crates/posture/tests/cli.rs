@@ -19,8 +19,15 @@ fn fixture(p: &str) -> String {
 }
 
 fn posture(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_posture")).args(args).output().expect("run posture");
-    (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    let out = Command::new(env!("CARGO_BIN_EXE_posture"))
+        .args(args)
+        .output()
+        .expect("run posture");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
 }
 
 fn evaluate_json(extra: &[&str]) -> Value {
@@ -34,7 +41,11 @@ fn evaluate_json(extra: &[&str]) -> Value {
 }
 
 fn part(v: &Value) -> (f64, f64, f64) {
-    (v["points"].as_f64().unwrap(), v["max_points"].as_f64().unwrap(), v["percent"].as_f64().unwrap())
+    (
+        v["points"].as_f64().unwrap(),
+        v["max_points"].as_f64().unwrap(),
+        v["percent"].as_f64().unwrap(),
+    )
 }
 
 #[test]
@@ -67,7 +78,15 @@ fn evaluate_prints_the_spec_json() {
             )
         })
         .collect();
-    assert_eq!(got, vec![("pw", 50.0, 1, 2), ("av", 33.333333, 1, 3), ("fw", 25.0, 1, 4), ("upd", 25.0, 1, 2)]);
+    assert_eq!(
+        got,
+        vec![
+            ("pw", 50.0, 1, 2),
+            ("av", 33.333333, 1, 3),
+            ("fw", 25.0, 1, 4),
+            ("upd", 25.0, 1, 2)
+        ]
+    );
     let upd = &recs[3];
     assert_eq!(upd["title"], "Update to build 19045 or later");
     assert_eq!(upd["category"], "os");
@@ -82,7 +101,12 @@ fn evaluate_with_exceptions_and_at() {
     // pw credited on d2 (third-party control): 2/2 -> 100; total 266.666667 / 350 = 76.19%
     assert_eq!(part(&v["score"]), (266.666667, 350.0, 76.19));
     assert_eq!(part(&v["score"]["without_exceptions"]), (216.666667, 350.0, 61.9));
-    let controls: Vec<&str> = v["recommendations"].as_array().unwrap().iter().map(|r| r["control"].as_str().unwrap()).collect();
+    let controls: Vec<&str> = v["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["control"].as_str().unwrap())
+        .collect();
     assert_eq!(controls, vec!["av", "fw", "upd"]);
     // at 10:20 the exception is in force but d2 has not fixed fw yet: fw 2/4 = 50
     // 50 + 66.666667 + 25 + 100 = 241.666667 / 350 = 69.05%
@@ -112,11 +136,23 @@ fn evaluate_filters_group_and_category() {
 
 #[test]
 fn evaluate_counts_and_reports_bad_lines() {
-    let (code, out, err) = posture(&["evaluate", "--baselines", &fixture("baselines"), "--events", &fixture("events.jsonl")]);
+    let (code, out, err) = posture(&[
+        "evaluate",
+        "--baselines",
+        &fixture("baselines"),
+        "--events",
+        &fixture("events.jsonl"),
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("events.jsonl:5: unparseable event"), "{err}");
-    assert!(err.contains("events.jsonl:6: event e5 rejected: invalid: empty device_id"), "{err}");
-    assert!(err.contains("8 events read: 5 applied, 1 stale or duplicate (ignored), 1 invalid, 1 unparseable; 4 devices"), "{err}");
+    assert!(
+        err.contains("events.jsonl:6: event e5 rejected: invalid: empty device_id"),
+        "{err}"
+    );
+    assert!(
+        err.contains("8 events read: 5 applied, 1 stale or duplicate (ignored), 1 invalid, 1 unparseable; 4 devices"),
+        "{err}"
+    );
     assert!(out.contains("SECURE SCORE"), "{out}");
     assert!(out.contains("216.67 / 350"), "{out}");
     assert!(out.contains("61.90%"), "{out}");
@@ -125,23 +161,57 @@ fn evaluate_counts_and_reports_bad_lines() {
 
 #[test]
 fn evaluate_csv_is_rfc_4180() {
-    let (code, out, _) = posture(&["evaluate", "--baselines", &fixture("baselines"), "--events", &fixture("events.jsonl"), "--format", "csv"]);
+    let (code, out, _) = posture(&[
+        "evaluate",
+        "--baselines",
+        &fixture("baselines"),
+        "--events",
+        &fixture("events.jsonl"),
+        "--format",
+        "csv",
+    ]);
     assert_eq!(code, 0);
     let lines: Vec<&str> = out.split("\r\n").collect();
     assert_eq!(lines[0], "control,title,category,remediation,points_gained,misconfigured_devices,applicable_devices,excepted_devices,vulnerabilities");
-    assert_eq!(lines[1], "pw,\"Require passwords of 14 characters, at least\",accounts,configuration_change,50,1,2,0,");
+    assert_eq!(
+        lines[1],
+        "pw,\"Require passwords of 14 characters, at least\",accounts,configuration_change,50,1,2,0,"
+    );
     assert_eq!(lines.len(), 6, "header, 4 rows, trailing empty");
 }
 
 #[test]
 fn evaluate_errors_are_clear() {
-    let (code, _, err) = posture(&["evaluate", "--baselines", &fixture("baselines"), "--events", "/nonexistent.jsonl"]);
+    let (code, _, err) = posture(&[
+        "evaluate",
+        "--baselines",
+        &fixture("baselines"),
+        "--events",
+        "/nonexistent.jsonl",
+    ]);
     assert_eq!(code, 2);
     assert!(err.contains("cannot open events file /nonexistent.jsonl"), "{err}");
-    let (code, _, err) = posture(&["evaluate", "--baselines", &fixture("baselines"), "--events", &fixture("events.jsonl"), "--tenant", "nope"]);
+    let (code, _, err) = posture(&[
+        "evaluate",
+        "--baselines",
+        &fixture("baselines"),
+        "--events",
+        &fixture("events.jsonl"),
+        "--tenant",
+        "nope",
+    ]);
     assert_eq!(code, 2);
-    assert!(err.contains("tenant \"nope\" has no events (tenants seen: t1)"), "{err}");
-    let (code, _, err) = posture(&["evaluate", "--baselines", &fixture("broken"), "--events", &fixture("events.jsonl")]);
+    assert!(
+        err.contains("tenant \"nope\" has no events (tenants seen: t1)"),
+        "{err}"
+    );
+    let (code, _, err) = posture(&[
+        "evaluate",
+        "--baselines",
+        &fixture("broken"),
+        "--events",
+        &fixture("events.jsonl"),
+    ]);
     assert_eq!(code, 2);
     assert!(err.contains("bad.yaml:8: control ok: duplicate control id"), "{err}");
 }
@@ -151,8 +221,16 @@ fn baseline_validate_reports_file_and_line() {
     let (code, out, _) = posture(&["baseline", "validate", &fixture("broken")]);
     assert_eq!(code, 1);
     let bad = fixture("broken/bad.yaml");
-    assert!(out.contains(&format!("{bad}:8: control ok: duplicate control id (first defined at {bad}:4)")), "{out}");
-    assert!(out.contains(&format!("{bad}:15: control bad-op: unknown operator \"equals\"")), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{bad}:8: control ok: duplicate control id (first defined at {bad}:4)"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{bad}:15: control bad-op: unknown operator \"equals\"")),
+        "{out}"
+    );
     assert!(out.contains("invalid: 2 error(s) in 1 file(s)"), "{out}");
     let (code, out, _) = posture(&["baseline", "validate", &fixture("baselines")]);
     assert_eq!(code, 0);
@@ -165,7 +243,15 @@ fn shipped_baselines_are_valid_and_rich() {
     let (code, out, _) = posture(&["baseline", "validate", &dir]);
     assert_eq!(code, 0, "{out}");
     let last = out.lines().last().unwrap();
-    let n: usize = last.split(", ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    let n: usize = last
+        .split(", ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(n >= 120, "at least 120 controls: {last}");
     for cat in ["application", "os", "network", "accounts", "security_controls"] {
         assert!(!last.contains(&format!("{cat} 0")), "category {cat} empty: {last}");
@@ -179,11 +265,35 @@ fn simulate_is_deterministic_and_evaluates() {
     std::fs::create_dir_all(&tmp).unwrap();
     let (a, b) = (tmp.join("a.jsonl"), tmp.join("b.jsonl"));
     for f in [&a, &b] {
-        let (code, _, err) = posture(&["simulate", "--baselines", &dir, "--devices", "50", "--hours", "12", "--seed", "7", "--out", f.to_str().unwrap()]);
+        let (code, _, err) = posture(&[
+            "simulate",
+            "--baselines",
+            &dir,
+            "--devices",
+            "50",
+            "--hours",
+            "12",
+            "--seed",
+            "7",
+            "--out",
+            f.to_str().unwrap(),
+        ]);
         assert_eq!(code, 0, "{err}");
     }
-    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "same seed, same events");
-    let (code, out, err) = posture(&["evaluate", "--baselines", &dir, "--events", a.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(
+        std::fs::read(&a).unwrap(),
+        std::fs::read(&b).unwrap(),
+        "same seed, same events"
+    );
+    let (code, out, err) = posture(&[
+        "evaluate",
+        "--baselines",
+        &dir,
+        "--events",
+        a.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     let pct = v["score"]["percent"].as_f64().unwrap();
