@@ -107,6 +107,15 @@ fn synth(check: &Check, want: bool, cat: &Catalog, rng: &mut fastrand::Rng, out:
     match check {
         Check::Leaf(l) => {
             let leaf = &cat.leaves[*l as usize];
+            // several `contains` leaves on one list key: the list holds every item
+            if let (Op::Contains, true, Expected::Scalar(Scalar::Str(item)), Some(Some(Value::Array(items)))) =
+                (leaf.op, want, &leaf.expected, out.get_mut(&leaf.key))
+            {
+                if !items.contains(item) {
+                    items.push(item.clone());
+                }
+                return;
+            }
             out.entry(leaf.key)
                 .or_insert_with(|| leaf_value(leaf.op, &leaf.expected, want, rng));
         }
