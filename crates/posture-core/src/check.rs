@@ -186,15 +186,19 @@ fn num_cmp(actual: &Value, expected: &Scalar) -> Option<Ordering> {
     }
 }
 
-fn ordering_op(op: Op, o: Ordering) -> bool {
-    match op {
-        Op::Eq => o == Ordering::Equal,
-        Op::Ne => o != Ordering::Equal,
-        Op::Lt => o == Ordering::Less,
-        Op::Le => o != Ordering::Greater,
-        Op::Gt => o == Ordering::Greater,
-        Op::Ge => o != Ordering::Less,
-        _ => false,
+impl Op {
+    /// Whether a comparison operator holds for `actual.cmp(expected) == o`
+    /// (false for the non-comparison operators).
+    pub fn holds(self, o: Ordering) -> bool {
+        match self {
+            Op::Eq => o == Ordering::Equal,
+            Op::Ne => o != Ordering::Equal,
+            Op::Lt => o == Ordering::Less,
+            Op::Le => o != Ordering::Greater,
+            Op::Gt => o == Ordering::Greater,
+            Op::Ge => o != Ordering::Less,
+            _ => false,
+        }
     }
 }
 
@@ -231,12 +235,12 @@ impl Leaf {
                     Value::Long(n) if *n >= 0 => Some(crate::version::cmp_versions(&[*n as u64], expected)),
                     _ => None,
                 };
-                o.map_or(Tri::Fail, |o| pass_if(ordering_op(op, o)))
+                o.map_or(Tri::Fail, |o| pass_if(op.holds(o)))
             }
             (Op::Eq, Expected::Scalar(e)) => scalar_eq(v, e).map_or(Tri::Fail, pass_if),
             (Op::Ne, Expected::Scalar(e)) => scalar_eq(v, e).map_or(Tri::Fail, |b| pass_if(!b)),
             (op @ (Op::Lt | Op::Le | Op::Gt | Op::Ge), Expected::Scalar(e)) => {
-                num_cmp(v, e).map_or(Tri::Fail, |o| pass_if(ordering_op(op, o)))
+                num_cmp(v, e).map_or(Tri::Fail, |o| pass_if(op.holds(o)))
             }
             (op @ (Op::In | Op::NotIn), Expected::List(list)) => {
                 let mut comparable = false;

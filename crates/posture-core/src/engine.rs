@@ -319,6 +319,31 @@ struct Inventory {
     conds: Vec<bool>,
 }
 
+/// Names interned to dense indices.
+#[derive(Default)]
+struct Interner {
+    names: Vec<String>,
+    index: HashMap<String, u32>,
+}
+
+impl Interner {
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        let i = self.names.len() as u32;
+        self.names.push(name.to_string());
+        self.index.insert(name.to_string(), i);
+        i
+    }
+    fn get(&self, name: &str) -> Option<u32> {
+        self.index.get(name).copied()
+    }
+    fn name(&self, i: u32) -> &str {
+        &self.names[i as usize]
+    }
+}
+
 struct Tenant {
     name: String,
     devices: HashMap<Arc<str>, DeviceIdx>,
@@ -344,10 +369,8 @@ pub struct Engine {
     cfg: EngineConfig,
     tenants: Vec<Tenant>,
     tenant_index: HashMap<String, TenantIdx>,
-    groups: Vec<String>,
-    group_index: HashMap<String, GroupIdx>,
-    tags: Vec<String>,
-    tag_index: HashMap<String, u32>,
+    groups: Interner,
+    tags: Interner,
     inventories: Vec<Inventory>,
     inventory_index: HashMap<u64, Vec<u32>>,
     devices: Vec<Device>,
@@ -403,10 +426,8 @@ impl Engine {
             cfg,
             tenants: Vec::new(),
             tenant_index: HashMap::default(),
-            groups: Vec::new(),
-            group_index: HashMap::default(),
-            tags: Vec::new(),
-            tag_index: HashMap::default(),
+            groups: Interner::default(),
+            tags: Interner::default(),
             inventories: Vec::new(),
             inventory_index: HashMap::default(),
             devices: Vec::new(),
@@ -467,11 +488,11 @@ impl Engine {
     }
     /// Group name of an index (`None` for [`NO_GROUP`]).
     pub fn group_name(&self, g: GroupIdx) -> Option<&str> {
-        self.groups.get(g as usize).map(String::as_str)
+        self.groups.names.get(g as usize).map(String::as_str)
     }
     /// Group index of a name.
     pub fn group_idx(&self, name: &str) -> Option<GroupIdx> {
-        self.group_index.get(name).copied()
+        self.groups.get(name)
     }
     /// Device id of an index.
     pub fn device_name(&self, d: DeviceIdx) -> &str {
@@ -839,11 +860,11 @@ impl Engine {
         match &e.exc.scope {
             ExceptionScope::Tenant => true,
             ExceptionScope::Device(id) => &*d.id == id.as_str(),
-            ExceptionScope::Group(g) => self.group_index.get(g).is_some_and(|g| {
-                d.inventory != NO_INVENTORY && self.inventories[d.inventory as usize].groups.contains(g)
+            ExceptionScope::Group(g) => self.groups.get(g).is_some_and(|g| {
+                d.inventory != NO_INVENTORY && self.inventories[d.inventory as usize].groups.contains(&g)
             }),
-            ExceptionScope::Tag(t) => self.tag_index.get(t).is_some_and(|t| {
-                d.inventory != NO_INVENTORY && self.inventories[d.inventory as usize].tags.contains(t)
+            ExceptionScope::Tag(t) => self.tags.get(t).is_some_and(|t| {
+                d.inventory != NO_INVENTORY && self.inventories[d.inventory as usize].tags.contains(&t)
             }),
         }
     }
@@ -1072,26 +1093,6 @@ impl Engine {
         t
     }
 
-    fn intern_group(&mut self, name: &str) -> GroupIdx {
-        if let Some(&g) = self.group_index.get(name) {
-            return g;
-        }
-        let g = self.groups.len() as GroupIdx;
-        self.groups.push(name.to_string());
-        self.group_index.insert(name.to_string(), g);
-        g
-    }
-
-    fn intern_tag(&mut self, name: &str) -> u32 {
-        if let Some(&g) = self.tag_index.get(name) {
-            return g;
-        }
-        let g = self.tags.len() as u32;
-        self.tags.push(name.to_string());
-        self.tag_index.insert(name.to_string(), g);
-        g
-    }
-
     fn new_device(&mut self, tenant: TenantIdx, id: &str) -> DeviceIdx {
         let idx = self.devices.len() as DeviceIdx;
         let id: Arc<str> = Arc::from(id);
@@ -1123,17 +1124,17 @@ impl Engine {
                 if inv.os_family == info.os_family
                     && inv.os_version == info.os_version
                     && inv.groups.len() <= info.groups.len()
-                    && same_names(&inv.groups, &self.groups, &info.groups)
-                    && same_names(&inv.tags, &self.tags, &info.tags)
+                    && same_names(&inv.groups, &self.groups.names, &info.groups)
+                    && same_names(&inv.tags, &self.tags.names, &info.tags)
                 {
                     return i;
                 }
             }
         }
-        let mut groups: Vec<GroupIdx> = info.groups.iter().map(|g| self.intern_group(g)).collect();
+        let mut groups: Vec<GroupIdx> = info.groups.iter().map(|g| self.groups.intern(g)).collect();
         groups.sort_unstable();
         groups.dedup();
-        let mut tags: Vec<u32> = info.tags.iter().map(|t| self.intern_tag(t)).collect();
+        let mut tags: Vec<u32> = info.tags.iter().map(|t| self.tags.intern(t)).collect();
         tags.sort_unstable();
         tags.dedup();
         let conds = self
@@ -1221,7 +1222,7 @@ impl Engine {
         self.inventories[d.inventory as usize]
             .groups
             .iter()
-            .map(|&g| self.groups[g as usize].as_str())
+            .map(|&g| self.groups.name(g))
             .collect()
     }
 

@@ -1,6 +1,7 @@
 //! Dotted versions ("10.0.19045") compared per numeric component, missing
 //! components counting as 0, and version ranges (">=10.0.15063, <11").
 
+use crate::check::Op;
 use std::cmp::Ordering;
 
 /// Parses a dotted version: one or more non-empty all-digit components.
@@ -62,21 +63,11 @@ pub fn cmp_versions(a: &[u64], b: &[u64]) -> Ordering {
     Ordering::Equal
 }
 
-/// A comparison operator in a version range.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RangeOp {
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    Eq,
-    Ne,
-}
-
 /// A conjunction of version constraints, e.g. `>=10.0.15063, <11`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VersionRange {
-    pub constraints: Vec<(RangeOp, Vec<u64>)>,
+    /// Each constraint: a comparison operator (eq, ne, lt, le, gt, ge) and a version.
+    pub constraints: Vec<(Op, Vec<u64>)>,
 }
 
 impl VersionRange {
@@ -90,21 +81,21 @@ impl VersionRange {
                 return Err(format!("empty constraint in version range {s:?}"));
             }
             let (op, rest) = if let Some(r) = p.strip_prefix(">=") {
-                (RangeOp::Ge, r)
+                (Op::Ge, r)
             } else if let Some(r) = p.strip_prefix("<=") {
-                (RangeOp::Le, r)
+                (Op::Le, r)
             } else if let Some(r) = p.strip_prefix("!=") {
-                (RangeOp::Ne, r)
+                (Op::Ne, r)
             } else if let Some(r) = p.strip_prefix("==") {
-                (RangeOp::Eq, r)
+                (Op::Eq, r)
             } else if let Some(r) = p.strip_prefix('>') {
-                (RangeOp::Gt, r)
+                (Op::Gt, r)
             } else if let Some(r) = p.strip_prefix('<') {
-                (RangeOp::Lt, r)
+                (Op::Lt, r)
             } else if let Some(r) = p.strip_prefix('=') {
-                (RangeOp::Eq, r)
+                (Op::Eq, r)
             } else {
-                (RangeOp::Eq, p)
+                (Op::Eq, p)
             };
             let v = parse_version(rest).ok_or_else(|| {
                 format!(
@@ -120,19 +111,9 @@ impl VersionRange {
     /// Whether a version string satisfies every constraint; a string that is
     /// not a dotted version satisfies none.
     pub fn matches(&self, version: &str) -> bool {
-        self.constraints.iter().all(|(op, v)| {
-            let Some(o) = cmp_version_str(version, v) else {
-                return false;
-            };
-            match op {
-                RangeOp::Lt => o == Ordering::Less,
-                RangeOp::Le => o != Ordering::Greater,
-                RangeOp::Gt => o == Ordering::Greater,
-                RangeOp::Ge => o != Ordering::Less,
-                RangeOp::Eq => o == Ordering::Equal,
-                RangeOp::Ne => o != Ordering::Equal,
-            }
-        })
+        self.constraints
+            .iter()
+            .all(|(op, v)| cmp_version_str(version, v).is_some_and(|o| op.holds(o)))
     }
 }
 
