@@ -1,0 +1,304 @@
+//! Test harness of posture's integration tests: the real test stack, never mocks.
+//!
+//! `scripts/stack up` starts Tansu (Kafka API) and ClickHouse on loopback; `scripts/test` exports
+//! their addresses (`eval "$(scripts/stack env)"`). This crate reads them and hands tests fresh,
+//! uniquely named resources so that tests can run in parallel and repeatedly against one stack:
+//!
+//! * [`kafka_brokers`], [`clickhouse_url`]: the addresses, from `POSTURE_KAFKA_BROKERS` and
+//!   `POSTURE_CLICKHOUSE_URL`, defaulting to the stack's defaults.
+//! * [`fresh_topic`] / [`fresh_topic_with_partitions`]: a new topic, created with the admin API.
+//!   Topics are not deleted: Tansu keeps them in memory until `scripts/stack down`.
+//! * [`fresh_database`]: a new ClickHouse database and a [`clickhouse::Client`] pointed at it.
+//!   Databases are not dropped (so a failed test leaves its data to look at); ClickHouse starts
+//!   with an empty data directory every time `scripts/stack up` starts it.
+//! * [`kafka_config`], [`clickhouse_client`]: client settings for the stack.
+//!
+//! A test that cannot reach a server fails (panics) with a message that names what was
+//! unreachable and contains [`STACK_HINT`]: "start the test stack with: scripts/stack up".
+//! Tests never skip.
+//!
+//! Everything async here needs a tokio runtime: use `#[tokio::test]`.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::metadata::Metadata;
+use rdkafka::util::Timeout;
+
+pub use clickhouse;
+pub use rdkafka;
+
+/// What every "cannot reach the stack" panic says.
+pub const STACK_HINT: &str = "start the test stack with: scripts/stack up";
+
+/// Default Kafka bootstrap address (Tansu started by `scripts/stack up`).
+pub const DEFAULT_KAFKA_BROKERS: &str = "127.0.0.1:9092";
+/// Default ClickHouse HTTP URL (started by `scripts/stack up`).
+pub const DEFAULT_CLICKHOUSE_URL: &str = "http://127.0.0.1:8123";
+/// Partitions of a topic made by [`fresh_topic`].
+pub const DEFAULT_PARTITIONS: i32 = 3;
+/// How long the harness waits for a server before it declares it unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Kafka bootstrap servers: `POSTURE_KAFKA_BROKERS`, else [`DEFAULT_KAFKA_BROKERS`].
+pub fn kafka_brokers() -> String {
+    env_or("POSTURE_KAFKA_BROKERS", DEFAULT_KAFKA_BROKERS)
+}
+
+/// ClickHouse HTTP URL: `POSTURE_CLICKHOUSE_URL`, else [`DEFAULT_CLICKHOUSE_URL`].
+pub fn clickhouse_url() -> String {
+    env_or("POSTURE_CLICKHOUSE_URL", DEFAULT_CLICKHOUSE_URL)
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v.trim().to_string(),
+        _ => default.to_string(),
+    }
+}
+
+/// A name no other test (in this or another process, now or in an earlier run) uses:
+/// `prefix_<pid>_<counter>_<random>`, lower case, only `[a-z0-9_]`, so it is valid both as a
+/// Kafka topic or group and as a ClickHouse identifier.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(n);
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    let random = h.finish() & 0xffff_ffff;
+    let mut prefix: String = prefix
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if prefix.is_empty() || prefix.starts_with(|c: char| c.is_ascii_digit()) {
+        prefix.insert(0, 't');
+    }
+    format!("{prefix}_{}_{n}_{random:08x}", std::process::id())
+}
+
+/// The panic of a test that cannot reach a server of the stack.
+fn stack_unreachable(what: &str, detail: impl std::fmt::Display) -> ! {
+    panic!("cannot reach {what}: {detail}; {STACK_HINT}")
+}
+
+// --- Kafka ---------------------------------------------------------------------------------------
+
+/// Client settings for the stack's Kafka at `brokers`; add `group.id` etc. as needed.
+pub fn kafka_config_at(brokers: &str) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", brokers)
+        // Keep failures quick and quiet: the harness reports them itself.
+        .set("socket.connection.setup.timeout.ms", "5000")
+        .set("reconnect.backoff.max.ms", "1000")
+        .set("message.timeout.ms", "30000");
+    cfg
+}
+
+/// Client settings for the stack's Kafka ([`kafka_brokers`]).
+pub fn kafka_config() -> ClientConfig {
+    kafka_config_at(&kafka_brokers())
+}
+
+/// Fetch cluster metadata from `brokers` (optionally for one topic), or panic with
+/// [`STACK_HINT`] when no broker answers within [`CONNECT_TIMEOUT`].
+pub async fn kafka_metadata_at(brokers: &str, topic: Option<&str>) -> Metadata {
+    // Fail fast when nothing listens (librdkafka would retry until the timeout).
+    if let Err(e) = tcp_reachable(brokers) {
+        stack_unreachable(&format!("Kafka at {brokers}"), e);
+    }
+    let brokers = brokers.to_string();
+    let topic = topic.map(str::to_string);
+    let result = tokio::task::spawn_blocking({
+        let brokers = brokers.clone();
+        move || {
+            let consumer: BaseConsumer = kafka_config_at(&brokers).create()?;
+            consumer.fetch_metadata(topic.as_deref(), Timeout::After(CONNECT_TIMEOUT))
+        }
+    })
+    .await
+    .expect("metadata task panicked");
+    match result {
+        Ok(md) if !md.brokers().is_empty() => md,
+        Ok(_) => stack_unreachable(&format!("Kafka at {brokers}"), "metadata names no broker"),
+        Err(e) => stack_unreachable(
+            &format!("Kafka at {brokers}"),
+            format!("no metadata within {CONNECT_TIMEOUT:?} ({e})"),
+        ),
+    }
+}
+
+/// Ok when at least one of the comma-separated `host:port` addresses accepts a TCP connection.
+fn tcp_reachable(addrs: &str) -> Result<(), String> {
+    let mut errors = Vec::new();
+    for addr in addrs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        let resolved = match addr.to_socket_addrs() {
+            Ok(r) => r.collect::<Vec<_>>(),
+            Err(e) => {
+                errors.push(format!("{addr}: {e}"));
+                continue;
+            }
+        };
+        for sa in resolved {
+            match TcpStream::connect_timeout(&sa, Duration::from_secs(2)) {
+                Ok(_) => return Ok(()),
+                Err(e) => errors.push(format!("{sa}: {e}")),
+            }
+        }
+    }
+    if errors.is_empty() {
+        errors.push("no address given".to_string());
+    }
+    Err(errors.join(", "))
+}
+
+/// A new topic on [`kafka_brokers`] with [`DEFAULT_PARTITIONS`] partitions; returns its name.
+pub async fn fresh_topic(prefix: &str) -> String {
+    fresh_topic_at(&kafka_brokers(), prefix, DEFAULT_PARTITIONS).await
+}
+
+/// A new topic on [`kafka_brokers`] with `partitions` partitions; returns its name.
+pub async fn fresh_topic_with_partitions(prefix: &str, partitions: i32) -> String {
+    fresh_topic_at(&kafka_brokers(), prefix, partitions).await
+}
+
+/// A new topic named `prefix_...` with `partitions` partitions (replication 1) on `brokers`.
+/// Waits until the metadata shows every partition with a leader. Panics with [`STACK_HINT`] when
+/// Kafka is unreachable, and with the broker's error when it refuses the topic.
+pub async fn fresh_topic_at(brokers: &str, prefix: &str, partitions: i32) -> String {
+    assert!(partitions > 0, "a topic needs at least one partition");
+    // Fails with the stack hint when nothing answers.
+    kafka_metadata_at(brokers, None).await;
+
+    let name = unique_name(prefix);
+    let admin: AdminClient<DefaultClientContext> = kafka_config_at(brokers)
+        .create()
+        .unwrap_or_else(|e| panic!("cannot create a Kafka admin client for {brokers}: {e}"));
+    let opts = AdminOptions::new()
+        .request_timeout(Some(Timeout::After(CONNECT_TIMEOUT)))
+        .operation_timeout(Some(Timeout::After(CONNECT_TIMEOUT)));
+    let results = admin
+        .create_topics(&[NewTopic::new(&name, partitions, TopicReplication::Fixed(1))], &opts)
+        .await
+        .unwrap_or_else(|e| stack_unreachable(&format!("Kafka at {brokers}"), format!("create topic {name}: {e}")));
+    for r in results {
+        match r {
+            Ok(_) => {}
+            Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                panic!("topic {topic} already exists: unique_name() is not unique")
+            }
+            Err((topic, code)) => {
+                panic!("Kafka at {brokers} refused to create topic {topic}: {code}")
+            }
+        }
+    }
+
+    // Wait until the topic is visible with all partitions led.
+    let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+    loop {
+        let md = kafka_metadata_at(brokers, Some(&name)).await;
+        let ready = md.topics().iter().any(|t| {
+            t.name() == name
+                && t.error().is_none()
+                && t.partitions().len() == partitions as usize
+                && t.partitions().iter().all(|p| p.leader() >= 0)
+        });
+        if ready {
+            return name;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("topic {name} was created on {brokers} but its {partitions} partitions did not show up in the metadata within {CONNECT_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// --- ClickHouse ----------------------------------------------------------------------------------
+
+/// A client for the ClickHouse at `url`, with row validation off: the stack's ClickHouse 18.16
+/// does not know the `RowBinaryWithNamesAndTypes` format that validation uses.
+pub fn clickhouse_client_at(url: &str) -> clickhouse::Client {
+    clickhouse::Client::default().with_url(url).with_validation(false)
+}
+
+/// A client for the stack's ClickHouse ([`clickhouse_url`]), database `default`.
+pub fn clickhouse_client() -> clickhouse::Client {
+    clickhouse_client_at(&clickhouse_url())
+}
+
+/// Check that ClickHouse at `url` answers `SELECT 1`; panic with [`STACK_HINT`] otherwise.
+pub async fn check_clickhouse_at(url: &str) {
+    let client = clickhouse_client_at(url);
+    let answer = tokio::time::timeout(CONNECT_TIMEOUT, client.query("SELECT 1").fetch_one::<u8>()).await;
+    match answer {
+        Ok(Ok(1)) => {}
+        Ok(Ok(other)) => panic!("ClickHouse at {url} answered SELECT 1 with {other}"),
+        Ok(Err(e)) => stack_unreachable(&format!("ClickHouse at {url}"), e),
+        Err(_) => stack_unreachable(
+            &format!("ClickHouse at {url}"),
+            format!("no answer to SELECT 1 within {CONNECT_TIMEOUT:?}"),
+        ),
+    }
+}
+
+/// A new database on [`clickhouse_url`] and a client pointed at it; see [`fresh_database_at`].
+pub async fn fresh_database(prefix: &str) -> (clickhouse::Client, String) {
+    fresh_database_at(&clickhouse_url(), prefix).await
+}
+
+/// `CREATE DATABASE prefix_...` on the ClickHouse at `url`; returns a client whose default
+/// database is the new one, and its name. The database is left behind (not dropped); it goes
+/// away when `scripts/stack up` next starts ClickHouse. Panics with [`STACK_HINT`] when
+/// ClickHouse is unreachable.
+pub async fn fresh_database_at(url: &str, prefix: &str) -> (clickhouse::Client, String) {
+    check_clickhouse_at(url).await;
+    let name = unique_name(prefix);
+    let client = clickhouse_client_at(url);
+    client
+        .query(&format!("CREATE DATABASE {name}"))
+        .execute()
+        .await
+        .unwrap_or_else(|e| panic!("CREATE DATABASE {name} on ClickHouse at {url} failed: {e}"));
+    (client.with_database(name.clone()), name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_names_differ_and_are_identifiers() {
+        let a = unique_name("Smoke-Test");
+        let b = unique_name("Smoke-Test");
+        assert_ne!(a, b);
+        for n in [&a, &b] {
+            assert!(n.starts_with("smoke_test_"), "{n}");
+            assert!(
+                n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{n}"
+            );
+        }
+        assert!(unique_name("9lives").starts_with("t9lives_"));
+        assert!(unique_name("").starts_with("t_"));
+    }
+}
