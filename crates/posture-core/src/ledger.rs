@@ -1,6 +1,11 @@
-//! The ledger: scope scores as the sum of transition deltas, optionally only
-//! those whose event time is `<= at` (SPEC section 3: "the score at time t is
-//! the sum of every score delta whose event time is <= t").
+//! The ledger: the sum of transition deltas per (scope, control), optionally
+//! only those whose event time is `<= at` (SPEC section 3: "the score at time
+//! t is the sum of every score delta whose event time is <= t").
+//!
+//! Reports compute points from the summed PASS/FAIL count deltas
+//! ([`crate::report::cell_points`]), which are additive across partitions;
+//! the summed score deltas are kept too, and for one ordered stream both give
+//! the same score.
 //!
 //! Reports are always computed from a ledger, so "now" and "as of t" share one
 //! code path, and the same sums run in ClickHouse over the transitions table.

@@ -1,7 +1,7 @@
 //! Score reports and recommendations, in the JSON shapes of SPEC section 5.
 
 use crate::baseline::Catalog;
-use crate::engine::{contribution, count::*, view, ScopeCell, ScopeKey};
+use crate::engine::{contribution, count::*, max_contribution, ScopeCell, ScopeKey};
 use crate::ledger::Ledger;
 use crate::types::*;
 use serde::Serialize;
@@ -107,13 +107,7 @@ pub fn score(
     }
     let mut tot = [0; 4];
     for (c, name) in selected(cat, sel) {
-        let cell = ledger.cell(sel.scope, c);
-        let v = [
-            cell.points[view::WITH],
-            cell.max[view::WITH],
-            cell.points[view::WITHOUT],
-            cell.max[view::WITHOUT],
-        ];
+        let v = cell_points(cat.controls[c as usize].points, &ledger.cell(sel.scope, c));
         let e = per_cat.entry(name).or_default();
         for i in 0..4 {
             e[i] += v[i];
@@ -132,6 +126,23 @@ pub fn score(
             categories: per_cat.iter().map(|(k, v)| (*k, ScorePart::new(v[2], v[3]))).collect(),
         },
     }
+}
+
+/// `[points with, max with, points without, max without]` of one control in
+/// one scope, from its PASS/FAIL counts: `p * pass / (pass + fail)`.
+///
+/// Scores are computed from counts, not by summing score deltas, because
+/// counts are additive across partitions (and so across engines and
+/// instances) while per-engine score deltas are not. For a single ordered
+/// stream the two agree exactly.
+pub fn cell_points(p: Micros, cell: &ScopeCell) -> [Micros; 4] {
+    let k = &cell.counts;
+    [
+        contribution(p, k[EFF_PASS], k[EFF_FAIL]),
+        max_contribution(p, k[EFF_PASS], k[EFF_FAIL]),
+        contribution(p, k[RAW_PASS], k[RAW_FAIL]),
+        max_contribution(p, k[RAW_PASS], k[RAW_FAIL]),
+    ]
 }
 
 /// Points gained by fixing every visible misconfigured device of a cell.
