@@ -1,0 +1,299 @@
+//! # posture-ingest
+//!
+//! The ingest stage: an rdkafka consumer in a consumer group, one
+//! [`Engine`] per assigned partition (device state lives with its partition,
+//! since events are keyed by device), and a batch loop:
+//!
+//! ```text
+//! recv ─► decode ─► Engine::apply (lineage = partition, offset) ─► Stage::absorb
+//!                                                     │
+//!            every `batch_rows` rows or `batch_interval` ─► Stage::flush (awaited)
+//!                                                     │
+//!                                   commit offsets of everything flushed
+//! ```
+//!
+//! Offsets are committed only after every output derived from them has been
+//! durably written ([`Stage::flush`] returned `Ok`). While a flush retries (a
+//! slow or down sink), nothing is consumed, so memory stays bounded by one
+//! batch: backpressure, not buffering. The guarantee here is at-least-once;
+//! exactly-once effect (state restore and suppression of replayed output) is
+//! built on the lineage every row carries.
+
+use posture_core::{Catalog, ConfigChange, Engine, EngineConfig, Output, SourcePos};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::TopicPartitionList;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where and how to consume.
+#[derive(Clone, Debug)]
+pub struct IngestConfig {
+    /// Kafka bootstrap servers, e.g. `127.0.0.1:9092`.
+    pub brokers: String,
+    /// Consumer group id; instances in one group split the partitions.
+    pub group_id: String,
+    /// Input topic (SPEC default `posture.config-changes`).
+    pub topic: String,
+    /// Flush when a batch holds this many rows.
+    pub batch_rows: usize,
+    /// Flush at least this often when anything is pending.
+    pub batch_interval: Duration,
+    /// Extra librdkafka properties (e.g. `security.protocol`); secrets come
+    /// from the environment, never from argv.
+    pub extra: Vec<(String, String)>,
+}
+
+impl IngestConfig {
+    /// Defaults: 10,000 rows or 1 s per batch.
+    pub fn new(brokers: impl Into<String>, group_id: impl Into<String>, topic: impl Into<String>) -> IngestConfig {
+        IngestConfig {
+            brokers: brokers.into(),
+            group_id: group_id.into(),
+            topic: topic.into(),
+            batch_rows: 10_000,
+            batch_interval: Duration::from_secs(1),
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// What the stages after the engine do with its output: turn it into rows
+/// (`absorb`) and write them durably (`flush`).
+pub trait Stage {
+    /// The error of a failed flush (after the stage's own retries).
+    type Error: std::fmt::Display;
+    /// Converts one engine output into pending rows.
+    fn absorb(&mut self, engine: &Engine, out: &Output);
+    /// Rows pending since the last flush.
+    fn pending_rows(&self) -> usize;
+    /// Writes every pending row durably; only then are offsets committed.
+    fn flush(&mut self) -> impl Future<Output = Result<(), Self::Error>>;
+}
+
+/// Why a record was not applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Skipped {
+    /// The bytes could not be decoded (reason for the dead-letter stage).
+    Undecodable(String),
+    /// The engine rejected the event (stale, duplicate or invalid).
+    Rejected(String),
+}
+
+/// Counters of one ingest run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IngestStats {
+    pub records: u64,
+    pub applied: u64,
+    pub undecodable: u64,
+    pub rejected: u64,
+    pub flushes: u64,
+    pub rows_flushed: u64,
+}
+
+/// Errors that stop ingestion.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("kafka consumer for topic {topic:?} at {brokers}: {source}")]
+    Kafka {
+        topic: String,
+        brokers: String,
+        #[source]
+        source: Box<KafkaError>,
+    },
+    #[error("sink flush failed after retries: {0}")]
+    Sink(String),
+}
+
+/// One assigned partition: its engine and the next offset to commit.
+struct PartitionState {
+    engine: Engine,
+    next_offset: i64,
+    committed: i64,
+}
+
+/// Everything but the consumer, so a borrowed message and the state can be
+/// used at once.
+struct State<S, D> {
+    catalog: Arc<Catalog>,
+    engine_cfg: EngineConfig,
+    stage: S,
+    decode: D,
+    partitions: BTreeMap<i32, PartitionState>,
+    out: Output,
+    stats: IngestStats,
+}
+
+/// The consume-evaluate-flush loop.
+pub struct Ingest<S: Stage, D> {
+    cfg: IngestConfig,
+    consumer: StreamConsumer,
+    st: State<S, D>,
+    last_flush: Instant,
+}
+
+impl<S: Stage, D: FnMut(&[u8]) -> Result<ConfigChange, String>> Ingest<S, D> {
+    /// Creates the consumer (subscribed to the topic) and the loop.
+    pub fn new(
+        cfg: IngestConfig,
+        catalog: Arc<Catalog>,
+        engine_cfg: EngineConfig,
+        stage: S,
+        decode: D,
+    ) -> Result<Self, IngestError> {
+        let err = |source| IngestError::Kafka {
+            topic: cfg.topic.clone(),
+            brokers: cfg.brokers.clone(),
+            source: Box::new(source),
+        };
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &cfg.brokers)
+            .set("group.id", &cfg.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false");
+        for (k, v) in &cfg.extra {
+            cc.set(k, v);
+        }
+        let consumer: StreamConsumer = cc.create().map_err(err)?;
+        consumer.subscribe(&[&cfg.topic]).map_err(err)?;
+        Ok(Ingest {
+            cfg,
+            consumer,
+            st: State {
+                catalog,
+                engine_cfg,
+                stage,
+                decode,
+                partitions: BTreeMap::new(),
+                out: Output::default(),
+                stats: IngestStats::default(),
+            },
+            last_flush: Instant::now(),
+        })
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &IngestStats {
+        &self.st.stats
+    }
+
+    /// The stage, e.g. to inspect what it wrote.
+    pub fn stage_mut(&mut self) -> &mut S {
+        &mut self.st.stage
+    }
+
+    /// The engine of a partition, if assigned and seen.
+    pub fn engine(&self, partition: i32) -> Option<&Engine> {
+        self.st.partitions.get(&partition).map(|p| &p.engine)
+    }
+
+    /// Consumes until `stop` resolves, then flushes and commits what is
+    /// pending. `on_skip` sees every record that was not applied.
+    pub async fn run_until(
+        &mut self,
+        stop: impl Future<Output = ()>,
+        mut on_skip: impl FnMut(i32, i64, &Skipped),
+    ) -> Result<(), IngestError> {
+        tokio::pin!(stop);
+        let mut tick = tokio::time::interval(self.cfg.batch_interval.min(Duration::from_millis(200)));
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                msg = self.consumer.recv() => {
+                    let msg = msg.map_err(|source| IngestError::Kafka { topic: self.cfg.topic.clone(), brokers: self.cfg.brokers.clone(), source: Box::new(source) })?;
+                    let (partition, offset) = (msg.partition(), msg.offset());
+                    let skipped = self.st.handle(partition, offset, msg.payload().unwrap_or(&[]));
+                    if let Some(s) = skipped {
+                        on_skip(partition, offset, &s);
+                    }
+                    drop(msg);
+                    if self.st.stage.pending_rows() >= self.cfg.batch_rows {
+                        self.flush().await?;
+                    }
+                }
+                _ = tick.tick() => {
+                    if self.last_flush.elapsed() >= self.cfg.batch_interval {
+                        self.flush().await?;
+                    }
+                }
+            }
+        }
+        self.flush().await
+    }
+
+    /// Writes pending rows, then commits the offsets they came from.
+    pub async fn flush(&mut self) -> Result<(), IngestError> {
+        self.last_flush = Instant::now();
+        let rows = self.st.stage.pending_rows();
+        if rows > 0 {
+            self.st
+                .stage
+                .flush()
+                .await
+                .map_err(|e| IngestError::Sink(e.to_string()))?;
+            self.st.stats.flushes += 1;
+            self.st.stats.rows_flushed += rows as u64;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (&partition, p) in self.st.partitions.iter_mut() {
+            if p.next_offset > p.committed {
+                tpl.add_partition_offset(&self.cfg.topic, partition, rdkafka::Offset::Offset(p.next_offset))
+                    .map_err(|source| IngestError::Kafka {
+                        topic: self.cfg.topic.clone(),
+                        brokers: self.cfg.brokers.clone(),
+                        source: Box::new(source),
+                    })?;
+                p.committed = p.next_offset;
+            }
+        }
+        if tpl.count() > 0 {
+            self.consumer
+                .commit(&tpl, CommitMode::Sync)
+                .map_err(|source| IngestError::Kafka {
+                    topic: self.cfg.topic.clone(),
+                    brokers: self.cfg.brokers.clone(),
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(())
+    }
+}
+
+impl<S: Stage, D: FnMut(&[u8]) -> Result<ConfigChange, String>> State<S, D> {
+    fn handle(&mut self, partition: i32, offset: i64, payload: &[u8]) -> Option<Skipped> {
+        self.stats.records += 1;
+        let p = self.partitions.entry(partition).or_insert_with(|| PartitionState {
+            engine: Engine::new(self.catalog.clone(), self.engine_cfg.clone()),
+            next_offset: offset,
+            committed: -1,
+        });
+        p.next_offset = offset + 1;
+        let ev = match (self.decode)(payload) {
+            Ok(ev) => ev,
+            Err(reason) => {
+                self.stats.undecodable += 1;
+                return Some(Skipped::Undecodable(reason));
+            }
+        };
+        let result = p.engine.apply(&ev, SourcePos { partition, offset }, &mut self.out);
+        self.stage.absorb(&p.engine, &self.out);
+        self.out.clear();
+        match result {
+            Ok(()) => {
+                self.stats.applied += 1;
+                None
+            }
+            Err(r) => {
+                self.stats.rejected += 1;
+                Some(Skipped::Rejected(r.to_string()))
+            }
+        }
+    }
+}
