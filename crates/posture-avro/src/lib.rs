@@ -1,0 +1,43 @@
+//! # posture-avro
+//!
+//! Avro for posture (SPEC sections 1 and 4): decoding the configuration-change
+//! events that arrive on Kafka, encoding the records posture produces, and
+//! reading Avro object container files for `posture evaluate`.
+//!
+//! * [`wire`]: the Confluent Schema Registry wire format (byte 0 = `0x00`,
+//!   bytes 1-4 = big-endian schema id, then the Avro binary body) and
+//!   [`WireDecoder`], the decode stage of the pipeline.
+//! * [`binary`]: the hand-written decoder and encoder of `posture.v1.ConfigChange`.
+//!   This is the production path: one pass over the bytes, bounds-checked, no
+//!   allocation beyond the `String`s and `Vec`s of the result.
+//! * [`reference`](mod@reference): the same decoding through `apache-avro` (generic `Value`s,
+//!   schema resolution). Slower; the oracle the hand decoder is tested against,
+//!   and the engine of container-file reading.
+//! * [`output`]: `posture.v1.ScoreDelta` (one per engine [`Transition`]) and
+//!   `posture.v1.ScoreDropAlert` encoders.
+//! * [`container`]: object container files (`Obj\x01`) of `ConfigChange`.
+//! * [`schemas`]: the `.avsc` texts of `schemas/avro/`, embedded, and parsed.
+//!
+//! Every decode failure is a [`DecodeError`] whose [`DecodeError::reason`] is a
+//! short stable string for metrics labels and dead-letter headers.
+//!
+//! [`Transition`]: posture_core::Transition
+
+#![warn(missing_docs)]
+
+pub mod binary;
+pub mod container;
+mod error;
+pub mod output;
+pub mod reference;
+pub mod schemas;
+pub mod wire;
+
+pub use binary::{decode_config_change_body, encode_config_change, encode_config_change_into, DEFAULT_MAX_ARRAY_LEN};
+pub use container::{is_container, read_container};
+pub use error::DecodeError;
+pub use output::{
+    decode_alert, decode_score_delta, encode_alert, encode_alert_into, encode_engine_delta_into, encode_score_delta,
+    encode_score_delta_into, AlertCause, DeltaNames, ScopeChangeRecord, ScoreDeltaRecord, ScoreDropAlert,
+};
+pub use wire::{split_wire, WireDecoder, MAGIC_BYTE, WIRE_HEADER_LEN};

@@ -1,0 +1,172 @@
+//! The Confluent Schema Registry wire format and the decode stage.
+//!
+//! A Kafka record value is `0x00`, the writer schema's registry id as 4
+//! big-endian bytes, then the Avro binary body (SPEC section 1).
+
+use crate::binary::{decode_config_change_body, DEFAULT_MAX_ARRAY_LEN};
+use crate::error::DecodeError;
+use posture_core::ConfigChange;
+
+/// Byte 0 of every wire-format record.
+pub const MAGIC_BYTE: u8 = 0x00;
+
+/// Length of the wire-format header (magic byte + schema id).
+pub const WIRE_HEADER_LEN: usize = 5;
+
+/// Splits a wire-format record into its schema id and Avro body, checking the
+/// header only. Useful on its own for dead-letter headers and metrics by id.
+pub fn split_wire(record: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
+    if record.len() < WIRE_HEADER_LEN {
+        return Err(DecodeError::TooShort { len: record.len() });
+    }
+    if record[0] != MAGIC_BYTE {
+        return Err(DecodeError::BadMagic { byte: record[0] });
+    }
+    let id = u32::from_be_bytes([record[1], record[2], record[3], record[4]]);
+    Ok((id, &record[WIRE_HEADER_LEN..]))
+}
+
+/// The decode stage: wire-format Kafka record values to [`ConfigChange`]s.
+///
+/// Decoding always uses the embedded reader schema
+/// (`schemas/avro/config_change.avsc`); there is no registry lookup. So the
+/// accepted ids must name schemas with the same binary layout as the embedded
+/// one (the same schema registered under several subjects or versions, or
+/// versions differing only in docs/defaults). With no list (`None`), any id is
+/// accepted, which is what a deployment without a registry does.
+///
+/// Cheap to clone and `Send + Sync`: one per consumer task, or shared.
+#[derive(Clone, Debug)]
+pub struct WireDecoder {
+    accepted_ids: Option<Vec<u32>>,
+    max_array_len: usize,
+}
+
+impl Default for WireDecoder {
+    /// Accepts any schema id, arrays capped at [`DEFAULT_MAX_ARRAY_LEN`].
+    fn default() -> Self {
+        WireDecoder::new(None)
+    }
+}
+
+impl WireDecoder {
+    /// A decoder accepting the given schema ids (`None`: any id), arrays
+    /// capped at [`DEFAULT_MAX_ARRAY_LEN`].
+    pub fn new(accepted_ids: Option<Vec<u32>>) -> WireDecoder {
+        WireDecoder {
+            accepted_ids,
+            max_array_len: DEFAULT_MAX_ARRAY_LEN,
+        }
+    }
+
+    /// Sets the cap on the items of any one array in an event (settings,
+    /// groups, tags, string-list values); larger arrays are
+    /// [`DecodeError::ArrayTooLong`].
+    pub fn with_max_array_len(mut self, max: usize) -> WireDecoder {
+        self.max_array_len = max;
+        self
+    }
+
+    /// The accepted schema ids (`None`: any).
+    pub fn accepted_ids(&self) -> Option<&[u32]> {
+        self.accepted_ids.as_deref()
+    }
+
+    /// The array cap.
+    pub fn max_array_len(&self) -> usize {
+        self.max_array_len
+    }
+
+    /// Checks the header and the schema id, returning the id and the body.
+    pub fn check_header<'a>(&self, record: &'a [u8]) -> Result<(u32, &'a [u8]), DecodeError> {
+        let (id, body) = split_wire(record)?;
+        if let Some(ids) = &self.accepted_ids {
+            if !ids.contains(&id) {
+                return Err(DecodeError::UnknownSchemaId { id });
+            }
+        }
+        Ok((id, body))
+    }
+
+    /// Decodes one record value with the hand-written decoder (the fast
+    /// production path).
+    pub fn decode(&self, record: &[u8]) -> Result<ConfigChange, DecodeError> {
+        let (_, body) = self.check_header(record)?;
+        decode_config_change_body(body, self.max_array_len)
+    }
+
+    /// Decodes one record value through `apache-avro` (see
+    /// [`crate::reference`]): the same result as [`WireDecoder::decode`] on
+    /// every valid record, much slower. For tests, benchmarks and
+    /// cross-checking. Does not apply the array cap, and `apache-avro` may
+    /// reserve memory for a corrupt block count before noticing the record is
+    /// short, so prefer [`WireDecoder::decode`] on untrusted input.
+    pub fn decode_reference(&self, record: &[u8]) -> Result<ConfigChange, DecodeError> {
+        let (_, body) = self.check_header(record)?;
+        crate::reference::decode_config_change_body(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode_config_change;
+    use posture_core::{ChangeKind, ConfigSource};
+
+    fn ev() -> ConfigChange {
+        ConfigChange {
+            event_id: "e1".into(),
+            tenant_id: "t1".into(),
+            device_id: "d1".into(),
+            observed_at: 1_795_341_600_000,
+            sequence: 3,
+            source: ConfigSource::Mdm,
+            kind: ChangeKind::Snapshot,
+            device: None,
+            settings: vec![],
+        }
+    }
+
+    #[test]
+    fn header_errors_and_reasons() {
+        let d = WireDecoder::new(Some(vec![42, 43]));
+        assert_eq!(d.decode(&[0, 0, 0]).unwrap_err(), DecodeError::TooShort { len: 3 });
+        assert_eq!(d.decode(&[]).unwrap_err().reason(), "too_short");
+        assert_eq!(
+            d.decode(&[1, 0, 0, 0, 42, 0]).unwrap_err(),
+            DecodeError::BadMagic { byte: 1 }
+        );
+        let rec = encode_config_change(&ev(), 44);
+        assert_eq!(d.decode(&rec).unwrap_err(), DecodeError::UnknownSchemaId { id: 44 });
+        assert_eq!(d.decode(&rec).unwrap_err().reason(), "unknown_schema_id");
+        assert_eq!(d.decode_reference(&rec).unwrap_err().reason(), "unknown_schema_id");
+        // Any id without a list.
+        assert_eq!(WireDecoder::default().decode(&rec).unwrap(), ev());
+        let rec = encode_config_change(&ev(), 0x0102_0304);
+        assert_eq!(&rec[..5], &[0, 1, 2, 3, 4]);
+        assert_eq!(split_wire(&rec).unwrap().0, 0x0102_0304);
+        let rec = encode_config_change(&ev(), 43);
+        assert_eq!(d.decode(&rec).unwrap(), ev());
+        assert_eq!(d.decode_reference(&rec).unwrap(), ev());
+        // Header only: the body is empty, which is malformed.
+        assert_eq!(d.decode(&[0, 0, 0, 0, 42]).unwrap_err().reason(), "malformed_avro");
+        let mut rec = rec;
+        rec.extend_from_slice(&[1, 2]);
+        assert_eq!(d.decode(&rec).unwrap_err(), DecodeError::TrailingBytes { count: 2 });
+        assert_eq!(d.decode_reference(&rec).unwrap_err().reason(), "trailing_bytes");
+        for e in [
+            DecodeError::TooShort { len: 0 },
+            DecodeError::BadMagic { byte: 9 },
+            DecodeError::UnknownSchemaId { id: 1 },
+            DecodeError::malformed(0, "x"),
+            DecodeError::ArrayTooLong {
+                field: "settings",
+                max: 1,
+            },
+            DecodeError::TrailingBytes { count: 1 },
+            DecodeError::Container { detail: "x".into() },
+        ] {
+            assert!(DecodeError::REASONS.contains(&e.reason()));
+        }
+    }
+}
