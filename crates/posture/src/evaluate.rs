@@ -19,7 +19,8 @@ pub struct Args {
     /// Directory of baseline YAML files.
     #[arg(long, env = "POSTURE_BASELINES", value_name = "DIR")]
     baselines: PathBuf,
-    /// JSON-lines file of ConfigChange events ("-" reads standard input).
+    /// ConfigChange events: a JSON-lines file, or an Avro object container
+    /// file (detected by its magic bytes); "-" reads standard input.
     #[arg(long, value_name = "FILE")]
     events: PathBuf,
     /// YAML file of exceptions (see the README for the format).
@@ -64,6 +65,9 @@ fn parse_remediation(s: &str) -> Result<Remediation, String> {
     Remediation::parse(s).ok_or_else(|| format!("unknown remediation {s:?} (configuration_change, software_update)"))
 }
 
+/// An event (or why it could not be read) with its line or record number.
+type Positioned = (u64, std::result::Result<ConfigChange, String>);
+
 /// What reading the events did, for the summary line.
 #[derive(Default)]
 struct Counts {
@@ -102,6 +106,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         Box::new(std::fs::File::open(&args.events).with_context(|| format!("cannot open events file {name}"))?)
     };
+    let mut reader = BufReader::with_capacity(1 << 20, reader);
+    let avro = posture_avro::is_container(reader.fill_buf().with_context(|| format!("cannot read {name}"))?);
     let mut counts = Counts::default();
     let report_err = |counts: &mut Counts, line: u64, msg: &str| {
         if counts.printed < args.max_errors {
@@ -109,18 +115,35 @@ pub fn run(args: Args) -> Result<ExitCode> {
             counts.printed += 1;
         }
     };
-    for (i, line) in BufReader::with_capacity(1 << 20, reader).lines().enumerate() {
-        let line = line.with_context(|| format!("cannot read {name} at line {}", i + 1))?;
-        let lineno = i as u64 + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
+    // Each event with its position: the line number, or the record number of an Avro file.
+    let events: Box<dyn Iterator<Item = Result<Positioned>>> = if avro {
+        Box::new(
+            posture_avro::read_container(reader)
+                .enumerate()
+                .map(|(i, r)| Ok((i as u64 + 1, r.map_err(|e| e.to_string())))),
+        )
+    } else {
+        Box::new(reader.lines().enumerate().filter_map(|(i, line)| match line {
+            Err(e) => Some(Err(
+                anyhow::Error::new(e).context(format!("cannot read {name} at line {}", i + 1)),
+            )),
+            Ok(l) if l.trim().is_empty() => None,
+            Ok(l) => Some(Ok((i as u64 + 1, ConfigChange::from_json(&l)))),
+        }))
+    };
+    for item in events {
+        let (lineno, parsed) = item?;
         counts.lines += 1;
-        let ev = match ConfigChange::from_json(&line) {
+        let ev = match parsed {
             Ok(ev) => ev,
             Err(e) => {
                 counts.unparseable += 1;
-                report_err(&mut counts, lineno, &format!("unparseable event: {e}"));
+                let what = if avro {
+                    "undecodable record"
+                } else {
+                    "unparseable event"
+                };
+                report_err(&mut counts, lineno, &format!("{what}: {e}"));
                 continue;
             }
         };

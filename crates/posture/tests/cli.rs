@@ -301,3 +301,35 @@ fn simulate_is_deterministic_and_evaluates() {
     assert!(err.contains(" 0 invalid, 0 unparseable"), "{err}");
     std::fs::remove_dir_all(&tmp).unwrap();
 }
+
+#[test]
+fn evaluate_reads_avro_container_files() {
+    // The fixture's parseable events, written as an Avro object container file.
+    let text = std::fs::read_to_string(fixture("events.jsonl")).unwrap();
+    let schema = posture_avro::schemas::config_change();
+    let mut w = apache_avro::Writer::new(schema, Vec::new());
+    for line in text.lines() {
+        if let Ok(ev) = posture_core::ConfigChange::from_json(line) {
+            w.append(posture_avro::reference::to_value(&ev)).unwrap();
+        }
+    }
+    let path = std::env::temp_dir().join(format!("posture-events-{}.avro", std::process::id()));
+    std::fs::write(&path, w.into_inner().unwrap()).unwrap();
+    let (code, out, err) = posture(&[
+        "evaluate",
+        "--baselines",
+        &fixture("baselines"),
+        "--events",
+        path.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(code, 0, "{err}");
+    let avro: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(avro, evaluate_json(&[]), "same events, same report");
+    assert!(
+        err.contains("7 events read: 5 applied, 1 stale or duplicate (ignored), 1 invalid, 0 unparseable"),
+        "{err}"
+    );
+}
