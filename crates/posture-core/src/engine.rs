@@ -1055,11 +1055,17 @@ impl Engine {
             if old == new && start == end {
                 continue;
             }
+            // A device's own score counts only while the device counts (not
+            // before its first event, not while retired or inactive).
+            let (okd, nkd) = (
+                if old_ctx.counted { ok } else { [0; 5] },
+                if new_ctx.counted { nk } else { [0; 5] },
+            );
             let dev_pts = |k: [i32; 5], pass: usize, fail: usize| (k[pass] as i64 * p, (k[pass] + k[fail]) as i64 * p);
-            let (op_w, om_w) = dev_pts(ok, EFF_PASS, EFF_FAIL);
-            let (np_w, nm_w) = dev_pts(nk, EFF_PASS, EFF_FAIL);
-            let (op_r, om_r) = dev_pts(ok, RAW_PASS, RAW_FAIL);
-            let (np_r, nm_r) = dev_pts(nk, RAW_PASS, RAW_FAIL);
+            let (op_w, om_w) = dev_pts(okd, EFF_PASS, EFF_FAIL);
+            let (np_w, nm_w) = dev_pts(nkd, EFF_PASS, EFF_FAIL);
+            let (op_r, om_r) = dev_pts(okd, RAW_PASS, RAW_FAIL);
+            let (np_r, nm_r) = dev_pts(nkd, RAW_PASS, RAW_FAIL);
             self.stats.transitions += 1;
             out.transitions.push(Transition {
                 tenant,

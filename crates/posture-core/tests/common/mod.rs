@@ -80,6 +80,7 @@ impl Harness {
         self.all.extend(self.out.transitions.iter().cloned());
         self.history.push(self.out.clone());
         check_consistent(&self.engine, &self.ledger);
+        check_device_sums(&self.engine, &self.all);
     }
 
     /// The ledger of every recorded delta with event time <= t.
@@ -140,6 +141,39 @@ pub fn check_consistent(engine: &Engine, ledger: &Ledger) {
     );
     if ledger.at().is_none() {
         assert_eq!(ledger.table(), inc, "the sum of deltas differs from the aggregates");
+    }
+}
+
+/// Per device, the sum of its transitions' device deltas equals its score
+/// from its current cells (zero while it does not count).
+pub fn check_device_sums(engine: &Engine, all: &[Transition]) {
+    let mut sums: std::collections::HashMap<u32, [Micros; 4]> = Default::default();
+    for t in all {
+        let e = sums.entry(t.device).or_default();
+        e[0] += t.device_points[0];
+        e[1] += t.device_max[0];
+        e[2] += t.device_points[1];
+        e[3] += t.device_max[1];
+    }
+    for d in 0..engine.device_count() as u32 {
+        let (counted, cells) = engine.device_cells(d);
+        let mut want = [0; 4];
+        if counted {
+            for (c, cell) in cells.iter().enumerate() {
+                let p = engine.catalog().controls[c].points;
+                let k = cell.counts();
+                want[0] += k[engine::count::EFF_PASS] as i64 * p;
+                want[1] += (k[engine::count::EFF_PASS] + k[engine::count::EFF_FAIL]) as i64 * p;
+                want[2] += k[engine::count::RAW_PASS] as i64 * p;
+                want[3] += (k[engine::count::RAW_PASS] + k[engine::count::RAW_FAIL]) as i64 * p;
+            }
+        }
+        assert_eq!(
+            sums.get(&d).copied().unwrap_or_default(),
+            want,
+            "device {} deltas",
+            engine.device_name(d)
+        );
     }
 }
 

@@ -1,0 +1,34 @@
+//! # posture-sink
+//!
+//! The ClickHouse side of posture (SPEC section 4): the schema, the rows, and the writer.
+//!
+//! * [`migrate()`] applies the migrations of `schemas/clickhouse/` (embedded at build time, in
+//!   file-name order) to a database and records them in `schema_migrations`; it is idempotent.
+//! * [`rows()`] turns one core [`Output`](posture_core::Output) into rows of the three tables
+//!   (`score_deltas`, `transitions`, `control_state`), appended to a [`Batch`].
+//! * [`Sink::write`] sends a batch: one INSERT per table, each retried with bounded exponential
+//!   backoff on transient errors.
+//! * [`queries`] holds the documented trend queries (`schemas/clickhouse/queries.sql`) and renders
+//!   their `{name:Type}` parameters for servers without query parameters.
+//!
+//! Every statement is plain SQL that ClickHouse 18.16 (the test stack) and 24-26 (production)
+//! both run; nothing is gated on the server version.
+
+#![warn(missing_docs)]
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
+}
+
+pub mod migrate;
+pub mod queries;
+pub mod rows;
+pub mod sink;
+pub mod sql;
+
+pub use migrate::{migrate, migrations, Migration, SCHEMA_MIGRATIONS_DDL};
+pub use rows::{rows, Batch, ControlStateRow, ScoreDeltaRow, TransitionRow};
+pub use sink::{RetryPolicy, Sink, SinkError};
+
+/// Results of this crate.
+pub type Result<T, E = SinkError> = std::result::Result<T, E>;

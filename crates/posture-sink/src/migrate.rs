@@ -1,0 +1,197 @@
+//! Schema migrations: the files of `schemas/clickhouse/` named `NNN_name.sql`, embedded at build
+//! time and applied in file-name order.
+//!
+//! [`migrate`] creates the database if needed and the bookkeeping table `schema_migrations`
+//! (name, checksum, applied_at), applies every migration not recorded there, and records it.
+//! A second run applies nothing. A recorded migration whose text has changed since is an error
+//! (write a new migration instead of editing an applied one). The migrations themselves are
+//! idempotent (`CREATE TABLE IF NOT EXISTS`), so a run that dies between applying a file and
+//! recording it is safely repeated. Two instances migrating at the same moment may both apply
+//! and record a file; that is harmless for the same reason.
+
+use crate::embedded::MIGRATIONS;
+use crate::sql::{is_identifier, split_statements};
+use crate::{Result, SinkError};
+use clickhouse::Client;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The bookkeeping table, created by [`migrate`] in the target database.
+pub const SCHEMA_MIGRATIONS_DDL: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
+     (name String, checksum UInt64, applied_at DateTime) ENGINE = MergeTree() ORDER BY name";
+
+/// One embedded migration file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Migration {
+    /// File name, e.g. `001_score_deltas.sql`.
+    pub name: &'static str,
+    /// The file's text.
+    pub sql: &'static str,
+}
+
+impl Migration {
+    /// The statements of the file, in order.
+    pub fn statements(&self) -> Vec<String> {
+        split_statements(self.sql)
+    }
+
+    /// A 64-bit FNV-1a hash of the file's text, recorded in `schema_migrations`.
+    pub fn checksum(&self) -> u64 {
+        self.sql.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    }
+}
+
+/// Every embedded migration, in the order they are applied.
+pub fn migrations() -> Vec<Migration> {
+    MIGRATIONS.iter().map(|&(name, sql)| Migration { name, sql }).collect()
+}
+
+#[derive(clickhouse::Row, Serialize, Deserialize)]
+struct Applied {
+    name: String,
+    checksum: u64,
+    applied_at: u32,
+}
+
+/// Applies the migrations to `database` (created if missing) through `client` (its own default
+/// database does not matter). Returns the names of the files applied by this call, in order;
+/// empty when everything was applied before. Errors name the file and statement that failed.
+pub async fn migrate(client: &Client, database: &str) -> Result<Vec<String>> {
+    if !is_identifier(database) {
+        return Err(SinkError::InvalidDatabase(database.to_string()));
+    }
+    let server = client.clone().with_database("system");
+    server
+        .query_raw(&format!("CREATE DATABASE IF NOT EXISTS {database}"))
+        .execute()
+        .await
+        .map_err(|source| SinkError::Migration {
+            file: "(create database)".into(),
+            statement: format!("CREATE DATABASE IF NOT EXISTS {database}"),
+            source,
+        })?;
+    let db = client.clone().with_database(database);
+    db.query_raw(SCHEMA_MIGRATIONS_DDL)
+        .execute()
+        .await
+        .map_err(|source| SinkError::Migration {
+            file: "(schema_migrations)".into(),
+            statement: SCHEMA_MIGRATIONS_DDL.into(),
+            source,
+        })?;
+    let recorded: Vec<Applied> = db
+        .query_raw("SELECT name, checksum, applied_at FROM schema_migrations ORDER BY name")
+        .fetch_all()
+        .await
+        .map_err(|source| SinkError::Migration {
+            file: "(schema_migrations)".into(),
+            statement: "SELECT ... FROM schema_migrations".into(),
+            source,
+        })?;
+    let recorded: BTreeMap<String, u64> = recorded.into_iter().map(|a| (a.name, a.checksum)).collect();
+
+    let mut applied = Vec::new();
+    for m in migrations() {
+        if let Some(&sum) = recorded.get(m.name) {
+            if sum != m.checksum() {
+                return Err(SinkError::MigrationChanged {
+                    file: m.name.to_string(),
+                    recorded: sum,
+                    now: m.checksum(),
+                });
+            }
+            continue;
+        }
+        for stmt in m.statements() {
+            db.query_raw(&stmt)
+                .execute()
+                .await
+                .map_err(|source| SinkError::Migration {
+                    file: m.name.to_string(),
+                    statement: first_line(&stmt),
+                    source,
+                })?;
+        }
+        let mut insert = db
+            .insert::<Applied>("schema_migrations")
+            .await
+            .map_err(|source| record_error(m.name, source))?;
+        insert
+            .write(&Applied {
+                name: m.name.to_string(),
+                checksum: m.checksum(),
+                applied_at: now_secs(),
+            })
+            .await
+            .map_err(|source| record_error(m.name, source))?;
+        insert.end().await.map_err(|source| record_error(m.name, source))?;
+        applied.push(m.name.to_string());
+    }
+    Ok(applied)
+}
+
+fn record_error(file: &str, source: clickhouse::error::Error) -> SinkError {
+    SinkError::Migration {
+        file: file.to_string(),
+        statement: "INSERT INTO schema_migrations".into(),
+        source,
+    }
+}
+
+fn first_line(stmt: &str) -> String {
+    stmt.lines()
+        .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--"))
+        .unwrap_or(stmt)
+        .trim()
+        .to_string()
+}
+
+fn now_secs() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs().min(u32::MAX as u64) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embeds_every_migration_file_in_order() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/clickhouse");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.len() > 4 && n.as_bytes()[..3].iter().all(u8::is_ascii_digit) && n.ends_with(".sql"))
+            .collect();
+        on_disk.sort();
+        let embedded: Vec<&str> = migrations().iter().map(|m| m.name).collect();
+        assert_eq!(embedded, on_disk);
+        assert!(embedded.len() >= 3);
+        for m in migrations() {
+            let stmts = m.statements();
+            assert!(!stmts.is_empty(), "{} has no statement", m.name);
+            for s in &stmts {
+                assert!(
+                    s.contains("IF NOT EXISTS") || s.contains("IF EXISTS"),
+                    "{}: statements must be idempotent: {s}",
+                    m.name
+                );
+                assert!(
+                    !s.contains("{db}") && !s.contains('.'),
+                    "{}: no database names: {s}",
+                    m.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn checksum_is_stable() {
+        let m = Migration { name: "x", sql: "abc" };
+        assert_eq!(m.checksum(), 0xe71f_a219_0541_574b);
+    }
+}

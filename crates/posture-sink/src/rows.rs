@@ -1,0 +1,388 @@
+//! Rows of the ClickHouse tables, and their conversion from the core's [`Output`].
+//!
+//! Names (tenant, device, group, control id, category) are resolved through the [`Engine`] that
+//! produced the output. Enum columns are written as their `Enum8` codes (see [`state_code`] and
+//! friends); the DDL in `schemas/clickhouse/` names the values.
+
+use posture_core::engine::{Cell, ExcStatus, Reason, ScopeDelta, NO_GROUP};
+use posture_core::{ControlState, Engine, Micros, Output, RawState, SourcePos, Transition};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// One row of `score_deltas`: one [`ScopeDelta`].
+#[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Serialize)]
+pub struct ScoreDeltaRow {
+    /// Tenant name.
+    pub tenant: String,
+    /// Device group, `""` for the scope of the whole tenant.
+    pub group: String,
+    /// The control's category (`network`, `os`, ...).
+    pub category: String,
+    /// Control id.
+    pub control: String,
+    /// The control's points p_c, micro-points (scores are computed from the summed counts).
+    pub control_points: i64,
+    /// Event time in whole seconds (DateTime), for partitioning and bucketing.
+    pub event_time: u32,
+    /// Exact event time, ms since the epoch.
+    pub event_time_ms: i64,
+    /// Score delta with exceptions, micro-points.
+    pub points_with: i64,
+    /// Maximum delta with exceptions, micro-points.
+    pub max_with: i64,
+    /// Score delta without exceptions, micro-points.
+    pub points_without: i64,
+    /// Maximum delta without exceptions, micro-points.
+    pub max_without: i64,
+    /// PASS count delta, exceptions applied.
+    pub pass_with: i32,
+    /// FAIL count delta, exceptions applied.
+    pub fail_with: i32,
+    /// Delta of the FAIL devices hidden from recommendations by an exception.
+    pub hidden_with: i32,
+    /// PASS count delta without exceptions.
+    pub pass_without: i32,
+    /// FAIL count delta without exceptions.
+    pub fail_without: i32,
+    /// Kafka partition of the source event (-1 when not from Kafka).
+    pub source_partition: i32,
+    /// Kafka offset (or file line) of the source event.
+    pub source_offset: i64,
+    /// Index of this row among the `score_deltas` rows of its source position.
+    pub seq: u32,
+}
+
+/// One row of `transitions`: one [`Transition`].
+#[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Serialize)]
+pub struct TransitionRow {
+    /// Tenant name.
+    pub tenant: String,
+    /// Device id.
+    pub device: String,
+    /// Control id.
+    pub control: String,
+    /// The control's category.
+    pub category: String,
+    /// State before ([`state_code`]).
+    pub old_state: i8,
+    /// State after ([`state_code`]).
+    pub new_state: i8,
+    /// Evaluation result before, without exceptions ([`raw_code`]).
+    pub old_raw: i8,
+    /// Evaluation result after, without exceptions ([`raw_code`]).
+    pub new_raw: i8,
+    /// Exception status before ([`exception_code`]).
+    pub old_exception: i8,
+    /// Exception status after ([`exception_code`]).
+    pub new_exception: i8,
+    /// 1 when the device counted in scores before.
+    pub old_counted: u8,
+    /// 1 when the device counts in scores after.
+    pub new_counted: u8,
+    /// Why it happened ([`reason_code`]).
+    pub reason: i8,
+    /// Event time in whole seconds.
+    pub event_time: u32,
+    /// Exact event time, ms.
+    pub event_time_ms: i64,
+    /// Device score delta with exceptions, micro-points.
+    pub device_points_with: i64,
+    /// Device maximum delta with exceptions, micro-points.
+    pub device_max_with: i64,
+    /// Device score delta without exceptions, micro-points.
+    pub device_points_without: i64,
+    /// Device maximum delta without exceptions, micro-points.
+    pub device_max_without: i64,
+    /// Kafka partition of the source event.
+    pub source_partition: i32,
+    /// Kafka offset of the source event.
+    pub source_offset: i64,
+    /// Index of this row among the `transitions` rows of its source position.
+    pub seq: u32,
+}
+
+/// One row of `control_state`: the state a [`Transition`] leaves behind.
+#[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Serialize)]
+pub struct ControlStateRow {
+    /// Tenant name.
+    pub tenant: String,
+    /// Device id.
+    pub device: String,
+    /// Control id.
+    pub control: String,
+    /// The control's category.
+    pub category: String,
+    /// The state s(d,c) ([`state_code`]).
+    pub state: i8,
+    /// The evaluation result before exceptions ([`raw_code`]).
+    pub raw_state: i8,
+    /// Exception status ([`exception_code`]).
+    pub exception: i8,
+    /// 1 when the device counts in scores.
+    pub counted: u8,
+    /// Why the state was last changed ([`reason_code`]).
+    pub reason: i8,
+    /// Event time of the change, whole seconds.
+    pub event_time: u32,
+    /// Event time of the change, ms.
+    pub event_time_ms: i64,
+    /// Kafka partition of the source event.
+    pub source_partition: i32,
+    /// Kafka offset of the source event.
+    pub source_offset: i64,
+    /// The `seq` of the matching `transitions` row.
+    pub seq: u32,
+    /// ReplacingMergeTree version: increases in the order rows are made (see [`next_version`]).
+    pub version: u64,
+}
+
+/// Rows for the three tables, collected from one or more [`Output`]s and written by
+/// [`crate::Sink::write`] with one INSERT per table.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    /// Rows of `score_deltas`.
+    pub score_deltas: Vec<ScoreDeltaRow>,
+    /// Rows of `transitions`.
+    pub transitions: Vec<TransitionRow>,
+    /// Rows of `control_state`.
+    pub control_state: Vec<ControlStateRow>,
+    /// Next `seq` per source position: `[transitions, score_deltas]`.
+    seqs: HashMap<SourcePos, [u32; 2]>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    /// Whether the batch holds no row.
+    pub fn is_empty(&self) -> bool {
+        self.score_deltas.is_empty() && self.transitions.is_empty() && self.control_state.is_empty()
+    }
+
+    /// Rows in all tables.
+    pub fn len(&self) -> usize {
+        self.score_deltas.len() + self.transitions.len() + self.control_state.len()
+    }
+
+    /// Removes every row (keeping capacity) and restarts the `seq` numbering.
+    pub fn clear(&mut self) {
+        self.score_deltas.clear();
+        self.transitions.clear();
+        self.control_state.clear();
+        self.seqs.clear();
+    }
+}
+
+/// `Enum8` code of a [`ControlState`] (PASS 1, FAIL 2, UNKNOWN 3, NOT_APPLICABLE 4, EXCEPTED 5).
+pub fn state_code(s: ControlState) -> i8 {
+    match s {
+        ControlState::Pass => 1,
+        ControlState::Fail => 2,
+        ControlState::Unknown => 3,
+        ControlState::NotApplicable => 4,
+        ControlState::Excepted => 5,
+    }
+}
+
+/// `Enum8` code of a [`RawState`] (PASS 1, FAIL 2, UNKNOWN 3, NOT_APPLICABLE 4).
+pub fn raw_code(s: RawState) -> i8 {
+    match s {
+        RawState::Pass => 1,
+        RawState::Fail => 2,
+        RawState::Unknown => 3,
+        RawState::NotApplicable => 4,
+    }
+}
+
+/// `Enum8` code of an [`ExcStatus`] (NONE 0, CREDIT 1, NO_CREDIT 2).
+pub fn exception_code(e: ExcStatus) -> i8 {
+    match e {
+        ExcStatus::None => 0,
+        ExcStatus::Credit => 1,
+        ExcStatus::NoCredit => 2,
+    }
+}
+
+/// `Enum8` code of a [`Reason`] (EVENT 1, RETIRED 2, INACTIVE 3, EXCEPTION_STARTED 4,
+/// EXCEPTION_ENDED 5).
+pub fn reason_code(r: Reason) -> i8 {
+    match r {
+        Reason::Event => 1,
+        Reason::Retired => 2,
+        Reason::Inactive => 3,
+        Reason::ExceptionStarted => 4,
+        Reason::ExceptionEnded => 5,
+    }
+}
+
+/// The `control_state` version of the next row: a hybrid clock, the larger of the last version
+/// plus one and the wall clock in microseconds. It increases within the process and, as long as
+/// the wall clock does not go back by more than the rows written ahead of it, across restarts.
+/// (Instances with skewed clocks taking over a partition after a rebalance are the known limit.)
+pub fn next_version() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let prev = LAST
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(now.max(last + 1)))
+        .expect("the update closure always returns Some");
+    now.max(prev + 1)
+}
+
+/// Seconds for a DateTime column: `floor(ms / 1000)`, clamped to DateTime's range.
+pub fn datetime_secs(ms: i64) -> u32 {
+    ms.div_euclid(1000).clamp(0, u32::MAX as i64) as u32
+}
+
+/// Appends the rows of one [`Output`] of `engine` to `batch`: one `score_deltas` row per scope
+/// delta, one `transitions` and one `control_state` row per transition. `seq` numbers the rows
+/// of each table per source position (partition, offset) across everything appended to the
+/// batch since it was made or cleared, so keep all output of one source position in one batch.
+pub fn rows(engine: &Engine, out: &Output, batch: &mut Batch) {
+    let cat = engine.catalog();
+    batch.score_deltas.reserve(out.scope_deltas.len());
+    batch.transitions.reserve(out.transitions.len());
+    batch.control_state.reserve(out.transitions.len());
+    for t in &out.transitions {
+        let control = &cat.controls[t.control as usize];
+        let tenant = engine.tenant_name(t.tenant);
+        let device = engine.device_name(t.device);
+        let category = control.category.as_str();
+        let event_time = datetime_secs(t.event_time);
+        let seqs = batch.seqs.entry(t.source).or_insert([0, 0]);
+        let seq = seqs[0];
+        seqs[0] += 1;
+        let first_delta_seq = seqs[1];
+        seqs[1] += t.scopes.len() as u32;
+
+        batch
+            .transitions
+            .push(transition_row(t, tenant, device, &control.id, category, seq));
+        batch.control_state.push(ControlStateRow {
+            tenant: tenant.to_string(),
+            device: device.to_string(),
+            control: control.id.clone(),
+            category: category.to_string(),
+            state: state_code(t.new.state()),
+            raw_state: raw_code(t.new.raw),
+            exception: exception_code(t.new.exc),
+            counted: t.new_counted as u8,
+            reason: reason_code(t.reason),
+            event_time,
+            event_time_ms: t.event_time,
+            source_partition: t.source.partition,
+            source_offset: t.source.offset,
+            seq,
+            version: next_version(),
+        });
+        for (i, d) in out.deltas_of(t).iter().enumerate() {
+            batch.score_deltas.push(delta_row(
+                engine,
+                d,
+                t,
+                (&control.id, control.points, category),
+                first_delta_seq + i as u32,
+            ));
+        }
+    }
+}
+
+fn transition_row(
+    t: &Transition,
+    tenant: &str,
+    device: &str,
+    control: &str,
+    category: &str,
+    seq: u32,
+) -> TransitionRow {
+    let (old, new): (Cell, Cell) = (t.old, t.new);
+    let (dp, dm) = (t.device_points, t.device_max);
+    TransitionRow {
+        tenant: tenant.to_string(),
+        device: device.to_string(),
+        control: control.to_string(),
+        category: category.to_string(),
+        old_state: state_code(old.state()),
+        new_state: state_code(new.state()),
+        old_raw: raw_code(old.raw),
+        new_raw: raw_code(new.raw),
+        old_exception: exception_code(old.exc),
+        new_exception: exception_code(new.exc),
+        old_counted: t.old_counted as u8,
+        new_counted: t.new_counted as u8,
+        reason: reason_code(t.reason),
+        event_time: datetime_secs(t.event_time),
+        event_time_ms: t.event_time,
+        device_points_with: dp[0],
+        device_max_with: dm[0],
+        device_points_without: dp[1],
+        device_max_without: dm[1],
+        source_partition: t.source.partition,
+        source_offset: t.source.offset,
+        seq,
+    }
+}
+
+fn delta_row(
+    engine: &Engine,
+    d: &ScopeDelta,
+    t: &Transition,
+    (control, control_points, category): (&str, Micros, &str),
+    seq: u32,
+) -> ScoreDeltaRow {
+    use posture_core::engine::count::*;
+    use posture_core::engine::view::{WITH, WITHOUT};
+    let group = if d.scope.group == NO_GROUP {
+        ""
+    } else {
+        engine.group_name(d.scope.group).unwrap_or_default()
+    };
+    ScoreDeltaRow {
+        tenant: engine.tenant_name(d.scope.tenant).to_string(),
+        group: group.to_string(),
+        category: category.to_string(),
+        control: control.to_string(),
+        control_points,
+        event_time: datetime_secs(t.event_time),
+        event_time_ms: t.event_time,
+        points_with: d.points[WITH],
+        max_with: d.max[WITH],
+        points_without: d.points[WITHOUT],
+        max_without: d.max[WITHOUT],
+        pass_with: d.counts[EFF_PASS] as i32,
+        fail_with: d.counts[EFF_FAIL] as i32,
+        hidden_with: d.counts[EFF_HIDDEN] as i32,
+        pass_without: d.counts[RAW_PASS] as i32,
+        fail_without: d.counts[RAW_FAIL] as i32,
+        source_partition: t.source.partition,
+        source_offset: t.source.offset,
+        seq,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_increase() {
+        let mut last = 0;
+        for _ in 0..10_000 {
+            let v = next_version();
+            assert!(v > last);
+            last = v;
+        }
+    }
+
+    #[test]
+    fn datetime_seconds() {
+        assert_eq!(datetime_secs(1_795_341_600_999), 1_795_341_600);
+        assert_eq!(datetime_secs(-1), 0);
+        assert_eq!(datetime_secs(i64::MAX), u32::MAX);
+    }
+}

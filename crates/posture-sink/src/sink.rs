@@ -1,0 +1,246 @@
+//! The writer: one INSERT per table per [`Batch`], retried with bounded exponential backoff.
+
+use crate::rows::Batch;
+use clickhouse::{Client, Row, RowWrite};
+use std::time::Duration;
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// An INSERT failed for good: a permanent error, or a transient one on every attempt.
+    #[error("insert into {table} failed after {attempts} attempt(s) ({rows} rows not written): {source}")]
+    Insert {
+        /// The table.
+        table: &'static str,
+        /// Attempts made.
+        attempts: u32,
+        /// Rows of that table left in the batch.
+        rows: usize,
+        /// The last error.
+        #[source]
+        source: clickhouse::error::Error,
+    },
+    /// A migration statement failed.
+    #[error("migration {file} failed at `{statement}`: {source}")]
+    Migration {
+        /// The migration file (or the runner's own step, in parentheses).
+        file: String,
+        /// The first line of the failing statement.
+        statement: String,
+        /// The server's error.
+        #[source]
+        source: clickhouse::error::Error,
+    },
+    /// A migration recorded as applied has different text now.
+    #[error(
+        "migration {file} was changed after it was applied (checksum {recorded:#x} recorded, {now:#x} now); \
+         add a new migration instead of editing an applied one"
+    )]
+    MigrationChanged {
+        /// The migration file.
+        file: String,
+        /// Checksum in `schema_migrations`.
+        recorded: u64,
+        /// Checksum of the embedded text.
+        now: u64,
+    },
+    /// A database name that is not a plain identifier.
+    #[error("invalid database name {0:?}: use letters, digits and underscores")]
+    InvalidDatabase(String),
+    /// A trend query could not be rendered.
+    #[error("query {query}: {message}")]
+    Query {
+        /// The query's name.
+        query: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// How [`Sink::write`] retries a failed INSERT.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts per table and write, the first included (at least 1).
+    pub max_attempts: u32,
+    /// Wait before the second attempt.
+    pub initial_backoff: Duration,
+    /// Each wait is the previous one times this factor ...
+    pub multiplier: f64,
+    /// ... capped at this.
+    pub max_backoff: Duration,
+    /// Send timeout and end timeout of each INSERT (`None`: the client's defaults).
+    pub timeout: Option<Duration>,
+}
+
+impl Default for RetryPolicy {
+    /// 6 attempts, waits of 100 ms, 200 ms, 400 ms, 800 ms, 1.6 s (at most 10 s each), 30 s timeout.
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 6,
+            initial_backoff: Duration::from_millis(100),
+            multiplier: 2.0,
+            max_backoff: Duration::from_secs(10),
+            timeout: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after failed attempt `n` (1-based).
+    pub fn backoff(&self, n: u32) -> Duration {
+        let f = self.multiplier.max(1.0).powi(n.saturating_sub(1).min(64) as i32);
+        self.initial_backoff.mul_f64(f.min(1e9)).min(self.max_backoff)
+    }
+}
+
+/// Writes [`Batch`]es to the three tables of one database.
+#[derive(Clone)]
+pub struct Sink {
+    client: Client,
+    retry: RetryPolicy,
+}
+
+impl Sink {
+    /// A sink writing through `client`, whose default database holds the tables (see
+    /// [`crate::migrate()`]). ClickHouse 18.16 needs `client.with_validation(false)`.
+    pub fn new(client: Client) -> Sink {
+        Sink {
+            client,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// The same sink with another retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Sink {
+        self.retry = retry;
+        self
+    }
+
+    /// The retry policy.
+    pub fn retry(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// Writes the batch: one INSERT per non-empty table (`score_deltas`, `transitions`,
+    /// `control_state`, in that order), each retried on transient errors (network errors,
+    /// timeouts, server errors that say "try again") per the [`RetryPolicy`]. A table is removed
+    /// from the batch as soon as its INSERT succeeds, so after an error the batch holds exactly
+    /// the tables not yet written, and calling `write` again resumes; on success the batch is
+    /// empty (and its `seq` numbering restarts).
+    ///
+    /// An INSERT that timed out or lost its connection may still have been committed by the
+    /// server, so a retry can write a table's rows twice; (source_partition, source_offset,
+    /// seq) identifies such duplicates.
+    pub async fn write(&self, batch: &mut Batch) -> Result<(), SinkError> {
+        if !batch.score_deltas.is_empty() {
+            self.insert_retrying("score_deltas", &batch.score_deltas).await?;
+            batch.score_deltas.clear();
+        }
+        if !batch.transitions.is_empty() {
+            self.insert_retrying("transitions", &batch.transitions).await?;
+            batch.transitions.clear();
+        }
+        if !batch.control_state.is_empty() {
+            self.insert_retrying("control_state", &batch.control_state).await?;
+            batch.control_state.clear();
+        }
+        batch.clear();
+        Ok(())
+    }
+
+    async fn insert_retrying<T>(&self, table: &'static str, rows: &[T]) -> Result<(), SinkError>
+    where
+        T: RowWrite + for<'a> Row<Value<'a> = T>,
+    {
+        let max = self.retry.max_attempts.max(1);
+        let mut attempt = 1;
+        loop {
+            match self.insert_once(table, rows).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < max && is_transient(&e) => {
+                    tokio::time::sleep(self.retry.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(source) => {
+                    return Err(SinkError::Insert {
+                        table,
+                        attempts: attempt,
+                        rows: rows.len(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
+    async fn insert_once<T>(&self, table: &str, rows: &[T]) -> clickhouse::error::Result<()>
+    where
+        T: RowWrite + for<'a> Row<Value<'a> = T>,
+    {
+        let mut insert = self.client.insert::<T>(table).await?;
+        if let Some(t) = self.retry.timeout {
+            insert = insert.with_timeouts(Some(t), Some(t));
+        }
+        for row in rows {
+            insert.write(row).await?;
+        }
+        insert.end().await
+    }
+}
+
+/// Whether an error may go away when the same INSERT is sent again.
+pub fn is_transient(e: &clickhouse::error::Error) -> bool {
+    use clickhouse::error::Error;
+    match e {
+        Error::Network(_) | Error::TimedOut => true,
+        Error::BadResponse(msg) => match server_error_code(msg) {
+            Some(code) => TRANSIENT_CODES.contains(&code),
+            // No ClickHouse error code: an HTTP error from a proxy or an overloaded server.
+            None => true,
+        },
+        _ => false,
+    }
+}
+
+/// ClickHouse error codes worth retrying: timeouts, network and socket errors, too many parts
+/// or queries, memory limits, read-only replicas, Keeper trouble, unknown insert status.
+const TRANSIENT_CODES: &[u32] = &[
+    3, 159, 164, 202, 203, 209, 210, 225, 236, 241, 242, 252, 285, 319, 394, 425, 999,
+];
+
+/// The error code of a ClickHouse exception text (`Code: 60, e.displayText() = ...` in 18.16,
+/// `Code: 60. DB::Exception: ...` later).
+pub fn server_error_code(msg: &str) -> Option<u32> {
+    let rest = &msg[msg.find("Code: ")? + 6..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.backoff(1), Duration::from_millis(100));
+        assert_eq!(p.backoff(2), Duration::from_millis(200));
+        assert_eq!(p.backoff(5), Duration::from_millis(1600));
+        assert_eq!(p.backoff(20), Duration::from_secs(10));
+        assert_eq!(p.backoff(u32::MAX), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn classifies_server_errors() {
+        use clickhouse::error::Error;
+        let unknown_table =
+            "Code: 60, e.displayText() = DB::Exception: Table x.score_deltas doesn't exist., e.what() = DB::Exception";
+        assert_eq!(server_error_code(unknown_table), Some(60));
+        assert!(!is_transient(&Error::BadResponse(unknown_table.into())));
+        let too_many_parts = "Code: 252. DB::Exception: Too many parts (300). (TOO_MANY_PARTS)";
+        assert!(is_transient(&Error::BadResponse(too_many_parts.into())));
+        assert!(is_transient(&Error::BadResponse("502 Bad Gateway".into())));
+        assert!(is_transient(&Error::TimedOut));
+        assert!(!is_transient(&Error::NotEnoughData));
+    }
+}

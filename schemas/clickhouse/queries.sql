@@ -1,0 +1,178 @@
+-- posture trend queries (ClickHouse). Each block is one query, introduced by `-- name: NAME`.
+-- Parameters use ClickHouse's query-parameter syntax {name:Type}: ClickHouse 19.x and later bind
+-- them server-side (HTTP param_name=..., clickhouse-client --param_name=...); for servers without
+-- query parameters (the test stack's 18.16) posture_sink::queries renders them as typed literals.
+-- Times are epoch milliseconds (UTC). Points are micro-points (1 point = 1,000,000).
+-- Scope scores come from summed PASS/FAIL count deltas per control, which are additive across
+-- partitions (one engine each): f_c = pass / (pass + fail), a control contributes
+-- round(p_c * f_c) = intDiv(p, n) * pass + intDiv(2 * (p % n) * pass + n, 2 * n) micro-points
+-- (n = pass + fail; exact in Int64, the core's `contribution`) and p_c to the maximum when n > 0.
+-- Percent = 100 * score / max rounded half up to two decimals, 0 when max = 0 (the core's rule).
+
+-- name: score_at
+-- The score of one scope at instant at_ms, from every delta with event_time_ms <= at_ms, with
+-- and without exceptions. group = '' is the whole tenant; category = '' is every category.
+SELECT
+    sum(if(pass_w + fail_w > 0, intDiv(p, greatest(pass_w + fail_w, 1)) * pass_w + intDiv(2 * (p % greatest(pass_w + fail_w, 1)) * pass_w + pass_w + fail_w, 2 * greatest(pass_w + fail_w, 1)), 0)) AS score_with,
+    sum(if(pass_w + fail_w > 0, p, 0)) AS max_score_with,
+    if(max_score_with = 0, 0, intDiv(20000 * score_with + max_score_with, 2 * greatest(max_score_with, 1)) / 100) AS percent_with,
+    sum(if(pass_wo + fail_wo > 0, intDiv(p, greatest(pass_wo + fail_wo, 1)) * pass_wo + intDiv(2 * (p % greatest(pass_wo + fail_wo, 1)) * pass_wo + pass_wo + fail_wo, 2 * greatest(pass_wo + fail_wo, 1)), 0)) AS score_without,
+    sum(if(pass_wo + fail_wo > 0, p, 0)) AS max_score_without,
+    if(max_score_without = 0, 0, intDiv(20000 * score_without + max_score_without, 2 * greatest(max_score_without, 1)) / 100) AS percent_without
+FROM
+(
+    SELECT
+        control,
+        argMax(control_points, event_time_ms) AS p,
+        sum(pass_with) AS pass_w,
+        sum(fail_with) AS fail_w,
+        sum(pass_without) AS pass_wo,
+        sum(fail_without) AS fail_wo
+    FROM score_deltas
+    WHERE tenant = {tenant:String}
+        AND group = {group:String}
+        AND ({category:String} = '' OR category = {category:String})
+        AND event_time <= toDateTime(intDiv({at_ms:Int64}, 1000))
+        AND event_time_ms <= {at_ms:Int64}
+    GROUP BY control
+);
+
+-- name: category_scores_at
+-- The per-category breakdown of score_at: one row per category with any delta up to at_ms
+-- (a category with no row has score 0 and maximum 0).
+SELECT
+    category,
+    sum(if(pass_w + fail_w > 0, intDiv(p, greatest(pass_w + fail_w, 1)) * pass_w + intDiv(2 * (p % greatest(pass_w + fail_w, 1)) * pass_w + pass_w + fail_w, 2 * greatest(pass_w + fail_w, 1)), 0)) AS score_with,
+    sum(if(pass_w + fail_w > 0, p, 0)) AS max_score_with,
+    if(max_score_with = 0, 0, intDiv(20000 * score_with + max_score_with, 2 * greatest(max_score_with, 1)) / 100) AS percent_with,
+    sum(if(pass_wo + fail_wo > 0, intDiv(p, greatest(pass_wo + fail_wo, 1)) * pass_wo + intDiv(2 * (p % greatest(pass_wo + fail_wo, 1)) * pass_wo + pass_wo + fail_wo, 2 * greatest(pass_wo + fail_wo, 1)), 0)) AS score_without,
+    sum(if(pass_wo + fail_wo > 0, p, 0)) AS max_score_without,
+    if(max_score_without = 0, 0, intDiv(20000 * score_without + max_score_without, 2 * greatest(max_score_without, 1)) / 100) AS percent_without
+FROM
+(
+    SELECT
+        category,
+        control,
+        argMax(control_points, event_time_ms) AS p,
+        sum(pass_with) AS pass_w,
+        sum(fail_with) AS fail_w,
+        sum(pass_without) AS pass_wo,
+        sum(fail_without) AS fail_wo
+    FROM score_deltas
+    WHERE tenant = {tenant:String}
+        AND group = {group:String}
+        AND event_time <= toDateTime(intDiv({at_ms:Int64}, 1000))
+        AND event_time_ms <= {at_ms:Int64}
+    GROUP BY category, control
+)
+GROUP BY category
+ORDER BY category;
+
+-- name: score_series
+-- The score of one scope over [from_ms, to_ms] in buckets of step_ms (3600000 = hour, 86400000 =
+-- day; buckets are aligned to multiples of step_ms since the epoch, i.e. UTC hours and days).
+-- One row per bucket, empty buckets included: the score at the bucket's end, at_ms = the bucket's
+-- last millisecond (the last bucket ends at to_ms), from every delta with event_time_ms <= at_ms.
+-- Per control, the count deltas are summed per bucket (deltas before from_ms go to the first),
+-- laid out densely (groupArrayInsertAt, padded to the number of buckets) and accumulated with
+-- arrayCumSum: no window functions, which ClickHouse 18.16 lacks.
+SELECT
+    intDiv({from_ms:Int64}, {step_ms:Int64}) + toInt64(i) AS bucket,
+    toDateTime(intDiv(bucket * {step_ms:Int64}, 1000)) AS bucket_start,
+    least((bucket + 1) * {step_ms:Int64} - 1, {to_ms:Int64}) AS at_ms,
+    sum(if(pass_w + fail_w > 0, intDiv(p, greatest(pass_w + fail_w, 1)) * pass_w + intDiv(2 * (p % greatest(pass_w + fail_w, 1)) * pass_w + pass_w + fail_w, 2 * greatest(pass_w + fail_w, 1)), 0)) AS score_with,
+    sum(if(pass_w + fail_w > 0, p, 0)) AS max_score_with,
+    if(max_score_with = 0, 0, intDiv(20000 * score_with + max_score_with, 2 * greatest(max_score_with, 1)) / 100) AS percent_with,
+    sum(if(pass_wo + fail_wo > 0, intDiv(p, greatest(pass_wo + fail_wo, 1)) * pass_wo + intDiv(2 * (p % greatest(pass_wo + fail_wo, 1)) * pass_wo + pass_wo + fail_wo, 2 * greatest(pass_wo + fail_wo, 1)), 0)) AS score_without,
+    sum(if(pass_wo + fail_wo > 0, p, 0)) AS max_score_without,
+    if(max_score_without = 0, 0, intDiv(20000 * score_without + max_score_without, 2 * greatest(max_score_without, 1)) / 100) AS percent_without
+FROM
+(
+    SELECT
+        control,
+        argMax(points, pos) AS p,
+        arrayCumSum(arrayConcat(groupArrayInsertAt(pw, pos), arrayMap(x -> toInt64(0), range(toUInt64(nb - max(pos) - 1))))) AS cum_pass_w,
+        arrayCumSum(arrayConcat(groupArrayInsertAt(fw, pos), arrayMap(x -> toInt64(0), range(toUInt64(nb - max(pos) - 1))))) AS cum_fail_w,
+        arrayCumSum(arrayConcat(groupArrayInsertAt(pwo, pos), arrayMap(x -> toInt64(0), range(toUInt64(nb - max(pos) - 1))))) AS cum_pass_wo,
+        arrayCumSum(arrayConcat(groupArrayInsertAt(fwo, pos), arrayMap(x -> toInt64(0), range(toUInt64(nb - max(pos) - 1))))) AS cum_fail_wo,
+        any(n_buckets) AS nb
+    FROM
+    (
+        SELECT
+            control,
+            toUInt32(greatest(intDiv(event_time_ms, {step_ms:Int64}) - intDiv({from_ms:Int64}, {step_ms:Int64}), 0)) AS pos,
+            intDiv({to_ms:Int64}, {step_ms:Int64}) - intDiv({from_ms:Int64}, {step_ms:Int64}) + 1 AS n_buckets,
+            argMax(control_points, event_time_ms) AS points,
+            sum(pass_with) AS pw,
+            sum(fail_with) AS fw,
+            sum(pass_without) AS pwo,
+            sum(fail_without) AS fwo
+        FROM score_deltas
+        WHERE tenant = {tenant:String}
+            AND group = {group:String}
+            AND ({category:String} = '' OR category = {category:String})
+            AND event_time <= toDateTime(intDiv({to_ms:Int64}, 1000))
+            AND event_time_ms <= {to_ms:Int64}
+        GROUP BY control, pos
+        UNION ALL
+        -- a zero row, so that every bucket has a row even when the scope has no delta at all
+        SELECT
+            '' AS control,
+            toUInt32(0) AS pos,
+            intDiv({to_ms:Int64}, {step_ms:Int64}) - intDiv({from_ms:Int64}, {step_ms:Int64}) + 1 AS n_buckets,
+            toInt64(0) AS points,
+            toInt64(0) AS pw,
+            toInt64(0) AS fw,
+            toInt64(0) AS pwo,
+            toInt64(0) AS fwo
+    )
+    GROUP BY control
+)
+ARRAY JOIN
+    range(toUInt64(nb)) AS i,
+    cum_pass_w AS pass_w,
+    cum_fail_w AS fail_w,
+    cum_pass_wo AS pass_wo,
+    cum_fail_wo AS fail_wo
+GROUP BY bucket
+ORDER BY bucket;
+
+-- name: device_scores_at
+-- Device scores at instant at_ms from the transitions table: one row per device of the tenant
+-- (device = '' for every device), the sum of its device deltas with event_time_ms <= at_ms
+-- (score = points of PASS controls, maximum = points of PASS + FAIL controls; both 0 while the
+-- device is retired or inactive). Device deltas are additive: a device lives in one partition.
+SELECT
+    device,
+    sum(device_points_with) AS score_with,
+    sum(device_max_with) AS max_score_with,
+    if(max_score_with = 0, 0, intDiv(20000 * score_with + max_score_with, 2 * greatest(max_score_with, 1)) / 100) AS percent_with,
+    sum(device_points_without) AS score_without,
+    sum(device_max_without) AS max_score_without,
+    if(max_score_without = 0, 0, intDiv(20000 * score_without + max_score_without, 2 * greatest(max_score_without, 1)) / 100) AS percent_without
+FROM transitions
+WHERE tenant = {tenant:String}
+    AND ({device:String} = '' OR device = {device:String})
+    AND event_time <= toDateTime(intDiv({at_ms:Int64}, 1000))
+    AND event_time_ms <= {at_ms:Int64}
+GROUP BY device
+ORDER BY device;
+
+-- name: control_state_current
+-- The current state of every control of a device (device = '' for every device of the tenant):
+-- the latest row per (tenant, device, control) of control_state, by FINAL (ReplacingMergeTree on
+-- `version`). counted = 0 means the device is retired or inactive and outside every score.
+SELECT
+    device,
+    control,
+    category,
+    state,
+    raw_state,
+    exception,
+    counted,
+    reason,
+    event_time_ms AS since_ms
+FROM control_state FINAL
+WHERE tenant = {tenant:String}
+    AND ({device:String} = '' OR device = {device:String})
+ORDER BY device, control;

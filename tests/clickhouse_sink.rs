@@ -1,0 +1,1023 @@
+//! posture-sink against the real servers: ClickHouse 18.16 (the test stack) and ClickHouse 26
+//! (chdb, in-process, through `tests/chdb_run.py` and `$POSTURE_PYTHON`).
+//!
+//! The main test drives posture-core with a small hand-built event sequence (three controls, two
+//! tenants, four devices, two groups, exceptions, fixes, a regression, a retirement) through two
+//! engines, one per Kafka partition as in the pipeline, and one reference engine over all events.
+//! It turns the two engines' output into rows with `posture_sink::rows`, writes them with
+//! `posture_sink::Sink` into 18.16 and inserts the same rows into chdb, then runs every documented
+//! query of `schemas/clickhouse/queries.sql` on both and compares each answer with the core's own
+//! numbers (`report::score` over `Ledger::new(Some(t))`, transition sums, device cells), exactly,
+//! in micro-points. The other tests cover migrate, the sink's errors and its retries.
+//!
+//! They need `scripts/stack up` and fail (never skip) when it is not running.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use posture_core::engine::{count::*, Reason, ScopeKey, NO_GROUP};
+use posture_core::report::{self, Selection};
+use posture_core::*;
+use posture_sink::queries::{self, Param};
+use posture_sink::{migrate, migrations, rows, Batch, RetryPolicy, Sink, SinkError, SCHEMA_MIGRATIONS_DDL};
+use posture_tests::{clickhouse_client, fresh_database, unique_name, STACK_HINT};
+use serde_json::{Map, Value as Json};
+
+const T0: i64 = 1_795_341_600_000; // 2026-11-22T10:00:00Z, on an hour (and day) boundary + 10 h
+const MIN: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
+
+const BASELINE: &str = r#"
+baseline: sink-test
+version: 1
+controls:
+  - { id: fw, title: Firewall, category: network, points: 30, check: { key: fw, op: eq, value: true }, on_missing: fail }
+  - { id: av, title: Antivirus, category: security_controls, points: 25, check: { key: av, op: eq, value: true } }
+  - { id: upd, title: Updates, category: os, points: 50, remediation: software_update, check: { key: upd, op: eq, value: true } }
+"#;
+
+const CATEGORIES: [&str; 5] = ["", "network", "security_controls", "os", "accounts"];
+
+// --- the scenario --------------------------------------------------------------------------------
+
+enum Step {
+    Event(ConfigChange),
+    Exception(Exception),
+    Advance(i64),
+    /// Write what was collected so far as one batch.
+    Flush,
+}
+
+struct Scenario {
+    /// One engine over every event: the reference.
+    engine: Engine,
+    /// Every output of the reference engine, in order (for the expected values).
+    outputs: Vec<Output>,
+    /// The rows, batch by batch, as given to the sink.
+    batches: Vec<Batch>,
+}
+
+fn event(
+    tenant: &str,
+    device: &str,
+    seq: i64,
+    t: i64,
+    kind: ChangeKind,
+    groups: &[&str],
+    settings: &[(&str, bool)],
+) -> Step {
+    Step::Event(ConfigChange {
+        event_id: format!("{device}-{seq}"),
+        tenant_id: tenant.into(),
+        device_id: device.into(),
+        observed_at: t,
+        sequence: seq,
+        source: ConfigSource::Agent,
+        kind,
+        device: (!groups.is_empty()).then(|| DeviceInfo {
+            os_family: "windows".into(),
+            os_version: "10.0.19045".into(),
+            hostname: None,
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            tags: Vec::new(),
+        }),
+        settings: settings
+            .iter()
+            .map(|(k, v)| Setting {
+                key: k.to_string(),
+                value: Value::Bool(*v),
+            })
+            .collect(),
+    })
+}
+
+fn exception(id: &str, control: &str, scope: ExceptionScope, j: Justification, start: i64, end: Option<i64>) -> Step {
+    Step::Exception(Exception {
+        id: id.into(),
+        tenant: "t1".into(),
+        control: control.into(),
+        scope,
+        justification: j,
+        starts_at: start,
+        expires_at: end,
+        author: "test".into(),
+        note: String::new(),
+    })
+}
+
+fn scenario() -> Scenario {
+    use ChangeKind::*;
+    let cat = Arc::new(Catalog::from_sources(&[("sink-test.yaml", BASELINE)]).unwrap_or_else(|e| panic!("{e:#?}")));
+    let mut engine = Engine::new(cat.clone(), EngineConfig::default());
+    let steps = vec![
+        event(
+            "t1",
+            "d1",
+            1,
+            T0 + 5 * MIN,
+            Snapshot,
+            &["office"],
+            &[("fw", true), ("av", false), ("upd", false)],
+        ),
+        event(
+            "t1",
+            "d2",
+            1,
+            T0 + 20 * MIN,
+            Snapshot,
+            &["office", "servers"],
+            &[("fw", false), ("av", true), ("upd", true)],
+        ),
+        event(
+            "t2",
+            "d9",
+            1,
+            T0 + 30 * MIN,
+            Snapshot,
+            &["office"],
+            &[("fw", true), ("av", true), ("upd", false)],
+        ),
+        Step::Flush,
+        // d1's missing updates: risk accepted from T0+1h (hidden, score unchanged).
+        exception(
+            "ex-risk",
+            "upd",
+            ExceptionScope::Device("d1".into()),
+            Justification::RiskAccepted,
+            T0 + HOUR,
+            None,
+        ),
+        // The servers' firewall is a third party's from T0+3h to T0+5h (credited).
+        exception(
+            "ex-fw",
+            "fw",
+            ExceptionScope::Group("servers".into()),
+            Justification::ThirdPartyControl,
+            T0 + 3 * HOUR,
+            Some(T0 + 5 * HOUR),
+        ),
+        event(
+            "t1",
+            "d3",
+            1,
+            T0 + 70 * MIN,
+            Snapshot,
+            &["servers"],
+            &[("fw", true), ("av", true), ("upd", false)],
+        ),
+        // A change exactly on an hour boundary: it belongs to the 12:00 bucket, not the 11:00 one.
+        event("t2", "d9", 2, T0 + 2 * HOUR, Upsert, &[], &[("fw", false)]),
+        // The fix: d1 turns its antivirus on.
+        event("t1", "d1", 2, T0 + 150 * MIN + 123, Upsert, &[], &[("av", true)]),
+        // Stale: ignored, no rows.
+        event("t1", "d1", 2, T0 + 151 * MIN, Upsert, &[], &[("av", false)]),
+        Step::Flush,
+        // Passing T0+3h starts ex-fw (stamped T0+3h) before this event.
+        event("t1", "d3", 2, T0 + 4 * HOUR, Upsert, &[], &[("upd", true)]),
+        // The clock passes T0+5h: ex-fw ends (stamped T0+5h).
+        Step::Advance(T0 + 6 * HOUR),
+        // Next day: d1's firewall regresses, d2 retires.
+        event("t1", "d1", 3, T0 + 25 * HOUR + 7, Upsert, &[], &[("fw", false)]),
+        Step::Flush,
+        event("t1", "d2", 2, T0 + 26 * HOUR, Retire, &[], &[]),
+        Step::Flush,
+    ];
+    // The reference engine sees every event (the expected values); the rows come from two engines,
+    // one per Kafka partition, as in the pipeline: d1 and d3 on partition 0, d2 and d9 on 1.
+    let mut parts = [
+        Engine::new(cat.clone(), EngineConfig::default()),
+        Engine::new(cat.clone(), EngineConfig::default()),
+    ];
+    let partition_of = |device: &str| usize::from(matches!(device, "d2" | "d9"));
+    let mut offsets = [100i64, 500];
+    let mut outputs = Vec::new();
+    let mut batches = Vec::new();
+    let mut batch = Batch::new();
+    for step in steps {
+        let mut out = Output::default();
+        let mut part_outs = [Output::default(), Output::default()];
+        let mut next_source = |p: usize| {
+            offsets[p] += 1;
+            SourcePos {
+                partition: p as i32,
+                offset: offsets[p],
+            }
+        };
+        match step {
+            Step::Event(ev) => {
+                let stale = ev.event_id == "d1-2" && ev.observed_at == T0 + 151 * MIN;
+                let p = partition_of(&ev.device_id);
+                let source = next_source(p);
+                let r = engine.apply(&ev, source, &mut out);
+                assert_eq!(r.is_err(), stale, "event {}: {r:?}", ev.event_id);
+                let r = parts[p].apply(&ev, source, &mut part_outs[p]);
+                assert_eq!(r.is_err(), stale, "event {} on partition {p}: {r:?}", ev.event_id);
+            }
+            Step::Exception(e) => {
+                engine.add_exception(e.clone(), &mut out).expect("exception");
+                for (p, part) in parts.iter_mut().enumerate() {
+                    part.add_exception(e.clone(), &mut part_outs[p]).expect("exception");
+                }
+            }
+            Step::Advance(t) => {
+                engine.advance_to(t, SourcePos::default(), &mut out);
+                for (p, part) in parts.iter_mut().enumerate() {
+                    part.advance_to(t, next_source(p), &mut part_outs[p]);
+                }
+            }
+            Step::Flush => {
+                batches.push(std::mem::take(&mut batch));
+                continue;
+            }
+        }
+        for (p, part) in parts.iter().enumerate() {
+            rows(part, &part_outs[p], &mut batch);
+        }
+        outputs.push(out);
+    }
+    assert!(batch.is_empty(), "the scenario ends with a flush");
+    let reasons: Vec<Reason> = outputs
+        .iter()
+        .flat_map(|o| o.transitions.iter().map(|t| t.reason))
+        .collect();
+    for r in [
+        Reason::Event,
+        Reason::Retired,
+        Reason::ExceptionStarted,
+        Reason::ExceptionEnded,
+    ] {
+        assert!(reasons.contains(&r), "the scenario should produce a {r:?} transition");
+    }
+    // Per-partition score deltas do not add up across partitions (counts do), so the queries must
+    // not sum points_with. Check that this scenario would notice: at some instant the sum differs.
+    let t1 = engine.tenant_idx("t1").unwrap();
+    let sel = Selection {
+        scope: ScopeKey {
+            tenant: t1,
+            group: NO_GROUP,
+        },
+        category: None,
+        remediation: None,
+    };
+    let differs = (0..30).map(|h| T0 + h * HOUR).any(|at| {
+        let summed: i64 = batches
+            .iter()
+            .flat_map(|b| &b.score_deltas)
+            .filter(|r| r.tenant == "t1" && r.group.is_empty() && r.event_time_ms <= at)
+            .map(|r| r.points_with)
+            .sum();
+        let mut l = Ledger::new(Some(at));
+        outputs.iter().for_each(|o| l.record(o));
+        summed
+            != report::score(&l, engine.catalog(), &sel, "t1", None, None)
+                .total
+                .points_micros
+    });
+    assert!(differs, "the partitions' point deltas should not add up to the score");
+    Scenario {
+        engine,
+        outputs,
+        batches,
+    }
+}
+
+impl Scenario {
+    fn ledger_at(&self, at: i64) -> Ledger {
+        let mut l = Ledger::new(Some(at));
+        for o in &self.outputs {
+            l.record(o);
+        }
+        l
+    }
+
+    fn scope(&self, tenant: &str, group: &str) -> ScopeKey {
+        ScopeKey {
+            tenant: self.engine.tenant_idx(tenant).expect("tenant"),
+            group: if group.is_empty() {
+                NO_GROUP
+            } else {
+                self.engine.group_idx(group).expect("group")
+            },
+        }
+    }
+
+    fn score(&self, tenant: &str, group: &str, category: &str, at: i64) -> report::Score {
+        let sel = Selection {
+            scope: self.scope(tenant, group),
+            category: (!category.is_empty()).then(|| Category::parse(category).expect("category")),
+            remediation: None,
+        };
+        let g = (!group.is_empty()).then_some(group);
+        report::score(&self.ledger_at(at), self.engine.catalog(), &sel, tenant, g, None)
+    }
+
+    /// Device score (with, max with, without, max without) from the transitions up to `at`.
+    fn device_scores(&self, tenant: &str, at: i64) -> BTreeMap<String, [i64; 4]> {
+        let mut m: BTreeMap<String, [i64; 4]> = BTreeMap::new();
+        for t in self.outputs.iter().flat_map(|o| &o.transitions) {
+            if t.event_time > at || self.engine.tenant_name(t.tenant) != tenant {
+                continue;
+            }
+            // score_d = sum of p over PASS, max_d = sum of p over PASS + FAIL, zero while the
+            // device does not count (SPEC section 3).
+            let p = self.engine.catalog().controls[t.control as usize].points;
+            let part = |cell: engine::Cell, counted: bool| {
+                let k = cell.counts().map(|x| i64::from(x) * i64::from(counted) * p);
+                [
+                    k[EFF_PASS],
+                    k[EFF_PASS] + k[EFF_FAIL],
+                    k[RAW_PASS],
+                    k[RAW_PASS] + k[RAW_FAIL],
+                ]
+            };
+            let (o, n) = (part(t.old, t.old_counted), part(t.new, t.new_counted));
+            let e = m.entry(self.engine.device_name(t.device).to_string()).or_default();
+            for i in 0..4 {
+                e[i] += n[i] - o[i];
+            }
+        }
+        m
+    }
+
+    /// Every event time of a transition.
+    fn instants(&self) -> Vec<i64> {
+        let mut v: Vec<i64> = self
+            .outputs
+            .iter()
+            .flat_map(|o| o.transitions.iter().map(|t| t.event_time))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+// --- expected answers ----------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq)]
+enum Val {
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+/// One query with its parameters and the rows it must return (only the named columns are checked;
+/// row order matters).
+struct Case {
+    label: String,
+    sql: String,
+    expected: Vec<Vec<(&'static str, Val)>>,
+}
+
+fn case(label: String, query: &str, params: &[(&str, Param)], expected: Vec<Vec<(&'static str, Val)>>) -> Case {
+    let q = queries::get(query).unwrap_or_else(|| panic!("no query {query} in queries.sql"));
+    let sql = q.render(params).unwrap_or_else(|e| panic!("{label}: {e}"));
+    Case { label, sql, expected }
+}
+
+fn score_cols(s: &report::ScorePart, w: &report::ScorePart) -> Vec<(&'static str, Val)> {
+    vec![
+        ("score_with", Val::Int(s.points_micros)),
+        ("max_score_with", Val::Int(s.max_micros)),
+        ("percent_with", Val::Float(s.percent)),
+        ("score_without", Val::Int(w.points_micros)),
+        ("max_score_without", Val::Int(w.max_micros)),
+        ("percent_without", Val::Float(w.percent)),
+    ]
+}
+
+fn percent_of(points: i64, max: i64) -> f64 {
+    posture_core::percent(points, max)
+}
+
+fn cases(sc: &Scenario) -> Vec<Case> {
+    let scopes = [
+        ("t1", ""),
+        ("t1", "office"),
+        ("t1", "servers"),
+        ("t2", ""),
+        ("t2", "office"),
+    ];
+    let mut times = vec![T0 - 1, T0 + 100 * DAY];
+    for t in sc.instants() {
+        times.extend([t - 1, t]);
+    }
+    let mut out = Vec::new();
+
+    for (tenant, group) in scopes {
+        for &at in &times {
+            // score_at, for the whole scope and each category.
+            for category in CATEGORIES {
+                let s = sc.score(tenant, group, category, at);
+                out.push(case(
+                    format!("score_at {tenant}/{group:?}/{category:?} at T0{:+}ms", at - T0),
+                    "score_at",
+                    &[
+                        ("tenant", tenant.into()),
+                        ("group", group.into()),
+                        ("category", category.into()),
+                        ("at_ms", at.into()),
+                    ],
+                    vec![score_cols(&s.total, &s.without_exceptions.total)],
+                ));
+            }
+            // category_scores_at: the categories with any delta (the others score 0 of 0).
+            let s = sc.score(tenant, group, "", at);
+            let scope = sc.scope(tenant, group);
+            let cat = sc.engine.catalog();
+            let mut with_rows: Vec<&str> = (0..cat.controls.len())
+                .filter(|&c| has_deltas(sc, scope, c as ControlIdx, at))
+                .map(|c| cat.controls[c].category.as_str())
+                .collect();
+            with_rows.sort();
+            with_rows.dedup();
+            let expected = with_rows
+                .iter()
+                .map(|c| {
+                    let mut row = vec![("category", Val::Str(c.to_string()))];
+                    row.extend(score_cols(&s.categories[c], &s.without_exceptions.categories[c]));
+                    row
+                })
+                .collect();
+            for (c, part) in &s.categories {
+                if !with_rows.contains(c) {
+                    assert_eq!(
+                        (part.points_micros, part.max_micros),
+                        (0, 0),
+                        "{c} has no rows but a score"
+                    );
+                }
+            }
+            out.push(case(
+                format!("category_scores_at {tenant}/{group:?} at T0{:+}ms", at - T0),
+                "category_scores_at",
+                &[("tenant", tenant.into()), ("group", group.into()), ("at_ms", at.into())],
+                expected,
+            ));
+        }
+
+        // score_series: hours and days, a range starting mid-bucket and one on a boundary.
+        for (step, from, to) in [
+            (HOUR, T0 - 30 * MIN, T0 + 27 * HOUR + 17 * MIN),
+            (HOUR, T0 + 2 * HOUR, T0 + 5 * HOUR),
+            (DAY, T0 - 3 * DAY, T0 + 26 * HOUR + 1),
+            (DAY, T0 - 10 * HOUR, T0 - 10 * HOUR + DAY - 1),
+        ] {
+            for category in ["", "os", "accounts"] {
+                let first = from.div_euclid(step);
+                let last = to.div_euclid(step);
+                let expected = (first..=last)
+                    .map(|b| {
+                        let at = ((b + 1) * step - 1).min(to);
+                        let s = sc.score(tenant, group, category, at);
+                        let mut row = vec![("bucket", Val::Int(b)), ("at_ms", Val::Int(at))];
+                        row.extend(score_cols(&s.total, &s.without_exceptions.total));
+                        row
+                    })
+                    .collect();
+                out.push(case(
+                    format!(
+                        "score_series {tenant}/{group:?}/{category:?} step {step} from T0{:+} to T0{:+}",
+                        from - T0,
+                        to - T0
+                    ),
+                    "score_series",
+                    &[
+                        ("tenant", tenant.into()),
+                        ("group", group.into()),
+                        ("category", category.into()),
+                        ("from_ms", from.into()),
+                        ("to_ms", to.into()),
+                        ("step_ms", step.into()),
+                    ],
+                    expected,
+                ));
+            }
+        }
+    }
+
+    // device_scores_at: every device of a tenant, at every instant.
+    for tenant in ["t1", "t2"] {
+        for &at in &times {
+            let expected = sc
+                .device_scores(tenant, at)
+                .into_iter()
+                .map(|(d, v)| {
+                    vec![
+                        ("device", Val::Str(d)),
+                        ("score_with", Val::Int(v[0])),
+                        ("max_score_with", Val::Int(v[1])),
+                        ("percent_with", Val::Float(percent_of(v[0], v[1]))),
+                        ("score_without", Val::Int(v[2])),
+                        ("max_score_without", Val::Int(v[3])),
+                        ("percent_without", Val::Float(percent_of(v[2], v[3]))),
+                    ]
+                })
+                .collect();
+            out.push(case(
+                format!("device_scores_at {tenant} at T0{:+}ms", at - T0),
+                "device_scores_at",
+                &[("tenant", tenant.into()), ("device", "".into()), ("at_ms", at.into())],
+                expected,
+            ));
+        }
+    }
+    // The device sums at the end agree with the devices' current cells.
+    let cat = sc.engine.catalog();
+    for tenant in ["t1", "t2"] {
+        for (d, v) in sc.device_scores(tenant, i64::MAX) {
+            let (counted, cells) = sc.engine.device_cells(sc.engine.device_idx(tenant, &d).unwrap());
+            let mut want = [0i64; 4];
+            if counted {
+                for (c, cell) in cells.iter().enumerate() {
+                    let p = cat.controls[c].points;
+                    let k = cell.counts().map(i64::from);
+                    want[0] += p * k[EFF_PASS];
+                    want[1] += p * (k[EFF_PASS] + k[EFF_FAIL]);
+                    want[2] += p * k[RAW_PASS];
+                    want[3] += p * (k[RAW_PASS] + k[RAW_FAIL]);
+                }
+            }
+            assert_eq!(v, want, "device {tenant}/{d}: transition sums vs current cells");
+        }
+    }
+    // One device alone.
+    let v = sc.device_scores("t1", T0 + 3 * HOUR)["d3"];
+    out.push(case(
+        "device_scores_at t1/d3 at T0+3h".into(),
+        "device_scores_at",
+        &[
+            ("tenant", "t1".into()),
+            ("device", "d3".into()),
+            ("at_ms", (T0 + 3 * HOUR).into()),
+        ],
+        vec![vec![
+            ("device", Val::Str("d3".into())),
+            ("score_with", Val::Int(v[0])),
+            ("max_score_with", Val::Int(v[1])),
+        ]],
+    ));
+
+    // control_state_current: every device-control that ever had a transition.
+    for (tenant, device) in [("t1", ""), ("t2", ""), ("t1", "d1")] {
+        let mut seen: BTreeMap<(String, String), ()> = BTreeMap::new();
+        for t in sc.outputs.iter().flat_map(|o| &o.transitions) {
+            let name = sc.engine.device_name(t.device);
+            if sc.engine.tenant_name(t.tenant) == tenant && (device.is_empty() || name == device) {
+                seen.insert((name.to_string(), cat.controls[t.control as usize].id.clone()), ());
+            }
+        }
+        let expected = seen
+            .keys()
+            .map(|(d, c)| {
+                let (counted, cells) = sc.engine.device_cells(sc.engine.device_idx(tenant, d).unwrap());
+                let ci = cat.control_idx(c).unwrap();
+                let cell = cells[ci as usize];
+                vec![
+                    ("device", Val::Str(d.clone())),
+                    ("control", Val::Str(c.clone())),
+                    ("category", Val::Str(cat.controls[ci as usize].category.as_str().into())),
+                    ("state", Val::Str(cell.state().as_str().into())),
+                    ("raw_state", Val::Str(cell.raw.as_str().into())),
+                    (
+                        "exception",
+                        Val::Str(
+                            match cell.exc {
+                                engine::ExcStatus::None => "NONE",
+                                engine::ExcStatus::Credit => "CREDIT",
+                                engine::ExcStatus::NoCredit => "NO_CREDIT",
+                            }
+                            .into(),
+                        ),
+                    ),
+                    ("counted", Val::Int(counted as i64)),
+                ]
+            })
+            .collect();
+        out.push(case(
+            format!("control_state_current {tenant}/{device:?}"),
+            "control_state_current",
+            &[("tenant", tenant.into()), ("device", device.into())],
+            expected,
+        ));
+    }
+    out
+}
+
+/// Whether any delta of (scope, control) has event time <= at (a cell can sum to zero).
+fn has_deltas(sc: &Scenario, scope: ScopeKey, c: ControlIdx, at: i64) -> bool {
+    sc.outputs.iter().any(|o| {
+        o.transitions
+            .iter()
+            .any(|t| t.event_time <= at && o.deltas_of(t).iter().any(|d| d.scope == scope && d.control == c))
+    })
+}
+
+// --- running and comparing -----------------------------------------------------------------------
+
+fn as_i64(v: &Json) -> Option<i64> {
+    match v {
+        Json::Number(n) => n.as_i64(),
+        Json::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn matches(want: &Val, got: &Json) -> bool {
+    match want {
+        Val::Int(i) => as_i64(got) == Some(*i),
+        Val::Float(f) => got.as_f64() == Some(*f) || got.as_str().and_then(|s| s.parse::<f64>().ok()) == Some(*f),
+        Val::Str(s) => got.as_str() == Some(s.as_str()),
+    }
+}
+
+fn parse_rows(text: &str) -> Vec<Map<String, Json>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSONEachRow line {l:?}: {e}")))
+        .collect()
+}
+
+/// Compares every case with its answer; panics listing the mismatches.
+fn compare(server: &str, cases: &[Case], answers: &[Vec<Map<String, Json>>]) {
+    assert_eq!(cases.len(), answers.len());
+    let mut bad = Vec::new();
+    for (c, got) in cases.iter().zip(answers) {
+        let ok = got.len() == c.expected.len()
+            && c.expected
+                .iter()
+                .zip(got)
+                .all(|(want, row)| want.iter().all(|(col, v)| row.get(*col).is_some_and(|g| matches(v, g))));
+        if !ok {
+            bad.push(format!(
+                "{}\n  expected {:?}\n  got      {:?}",
+                c.label,
+                c.expected,
+                got.iter()
+                    .map(|r| Json::Object(r.clone()).to_string())
+                    .collect::<Vec<_>>()
+            ));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{server}: {} of {} queries answered differently from the core:\n{}\nfirst query:\n{}",
+        bad.len(),
+        cases.len(),
+        bad.iter().take(8).cloned().collect::<Vec<_>>().join("\n"),
+        cases
+            .iter()
+            .find(|c| bad[0].starts_with(&c.label))
+            .map_or("", |c| c.sql.as_str())
+    );
+}
+
+async fn run_clickhouse(client: &clickhouse::Client, sql: &str) -> Vec<Map<String, Json>> {
+    let bytes = client
+        .query_raw(sql)
+        .fetch_bytes("JSONEachRow")
+        .unwrap_or_else(|e| panic!("query failed: {e}\n{sql}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("query failed: {e}\n{sql}"));
+    parse_rows(std::str::from_utf8(&bytes).expect("utf-8 answer"))
+}
+
+/// The python with chdb: `$POSTURE_PYTHON`, else the stack's venv.
+fn chdb_python() -> String {
+    let py = std::env::var("POSTURE_PYTHON")
+        .ok()
+        .filter(|p| !p.trim().is_empty())
+        .unwrap_or_else(|| {
+            let cache = std::env::var("POSTURE_CACHE")
+                .ok()
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| format!("{}/.cache/posture", std::env::var("HOME").unwrap_or_default()));
+            format!("{cache}/venv/bin/python")
+        });
+    if !std::path::Path::new(&py).exists() {
+        panic!("cannot find the python with chdb (ClickHouse 26) at {py} ($POSTURE_PYTHON); {STACK_HINT}");
+    }
+    py
+}
+
+/// Runs setup statements and queries in a fresh chdb session; returns the server version and
+/// one JSONEachRow answer per query.
+fn run_chdb(setup: &[String], queries: &[String]) -> (String, Vec<Vec<Map<String, Json>>>) {
+    let job = serde_json::json!({"database": unique_name("chdb"), "setup": setup, "queries": queries});
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/chdb_run.py");
+    let mut child = Command::new(chdb_python())
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {script}: {e}; {STACK_HINT}"));
+    let input = job.to_string();
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().expect("chdb_run.py");
+    writer.join().expect("writer thread").expect("write to chdb_run.py");
+    assert!(
+        out.status.success(),
+        "chdb_run.py failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Json = serde_json::from_slice(&out.stdout).expect("chdb_run.py prints JSON");
+    let version = answer["version"].as_str().unwrap_or_default().to_string();
+    let results = answer["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| parse_rows(r.as_str().expect("result text")))
+        .collect();
+    (version, results)
+}
+
+/// `INSERT ... FORMAT JSONEachRow` statements of the scenario's rows.
+fn json_inserts(batches: &[Batch]) -> Vec<String> {
+    fn insert<T: serde::Serialize>(table: &str, rows: &[T]) -> Option<String> {
+        (!rows.is_empty()).then(|| {
+            let mut s = format!("INSERT INTO {table} FORMAT JSONEachRow\n");
+            for r in rows {
+                s.push_str(&serde_json::to_string(r).unwrap());
+                s.push('\n');
+            }
+            s
+        })
+    }
+    batches
+        .iter()
+        .flat_map(|b| {
+            [
+                insert("score_deltas", &b.score_deltas),
+                insert("transitions", &b.transitions),
+                insert("control_state", &b.control_state),
+            ]
+        })
+        .flatten()
+        .collect()
+}
+
+fn migration_statements() -> Vec<String> {
+    let mut v = vec![SCHEMA_MIGRATIONS_DDL.to_string()];
+    for m in migrations() {
+        v.extend(m.statements());
+    }
+    v
+}
+
+// --- the tests -----------------------------------------------------------------------------------
+
+/// The scenario through Sink into ClickHouse 18.16; every documented query compared with the core.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trend_queries_match_the_core_on_clickhouse_18() {
+    let sc = scenario();
+    let cases = cases(&sc);
+    let (client, db) = fresh_database("sink_trends").await;
+    let applied = migrate(&client, &db).await.expect("migrate");
+    assert_eq!(applied.len(), migrations().len());
+
+    let sink = Sink::new(client.clone());
+    let mut written = [0usize; 3];
+    for b in &sc.batches {
+        let mut b = b.clone();
+        written[0] += b.score_deltas.len();
+        written[1] += b.transitions.len();
+        written[2] += b.control_state.len();
+        sink.write(&mut b).await.expect("sink write");
+        assert!(b.is_empty(), "a written batch is empty");
+    }
+    for (i, table) in ["score_deltas", "transitions", "control_state"].iter().enumerate() {
+        let n: u64 = client
+            .query(&format!("SELECT count() FROM {table}"))
+            .fetch_one()
+            .await
+            .expect("count");
+        assert_eq!(n as usize, written[i], "{table} rows");
+    }
+    // (source_partition, source_offset, seq) identifies every row.
+    for table in ["score_deltas", "transitions"] {
+        let dups: u64 = client
+            .query(&format!(
+                "SELECT count() FROM (SELECT source_partition, source_offset, seq, count() AS n FROM {table} \
+                 GROUP BY source_partition, source_offset, seq HAVING n > 1)"
+            ))
+            .fetch_one()
+            .await
+            .expect("dups");
+        assert_eq!(dups, 0, "{table}: duplicate (partition, offset, seq)");
+    }
+
+    let start = Instant::now();
+    // Eight queries at a time.
+    let mut answers = Vec::with_capacity(cases.len());
+    for chunk in cases.chunks(8) {
+        let tasks: Vec<_> = chunk
+            .iter()
+            .map(|c| {
+                let (client, sql) = (client.clone(), c.sql.clone());
+                tokio::spawn(async move { run_clickhouse(&client, &sql).await })
+            })
+            .collect();
+        for t in tasks {
+            answers.push(t.await.expect("query task"));
+        }
+    }
+    compare("ClickHouse 18.16", &cases, &answers);
+    println!(
+        "{} queries on ClickHouse 18.16 in {:?}, all equal to the core",
+        cases.len(),
+        start.elapsed()
+    );
+    assert!(cases.len() > 500, "{} cases", cases.len());
+}
+
+/// The same DDL, rows and queries on ClickHouse 26 (chdb).
+#[test]
+fn trend_queries_match_the_core_on_clickhouse_26() {
+    let sc = scenario();
+    let cases = cases(&sc);
+    let mut setup = migration_statements();
+    // Twice: the migrations are idempotent.
+    setup.extend(migration_statements());
+    setup.extend(json_inserts(&sc.batches));
+    let sqls: Vec<String> = cases.iter().map(|c| c.sql.clone()).collect();
+    let (version, answers) = run_chdb(&setup, &sqls);
+    assert!(version.starts_with("2"), "chdb runs ClickHouse {version}");
+    compare(&format!("ClickHouse {version} (chdb)"), &cases, &answers);
+    println!(
+        "{} queries on ClickHouse {version} (chdb), all equal to the core",
+        cases.len()
+    );
+}
+
+/// migrate creates the database and the tables, records them, and applies nothing the second time.
+#[tokio::test]
+async fn migrate_is_idempotent() {
+    let (client, db) = fresh_database("sink_migrate").await;
+    let first = migrate(&client, &db).await.expect("first migrate");
+    let names: Vec<String> = migrations().iter().map(|m| m.name.to_string()).collect();
+    assert_eq!(first, names);
+    let second = migrate(&client, &db).await.expect("second migrate");
+    assert!(second.is_empty(), "second run applied {second:?}");
+    let recorded: Vec<String> = client
+        .query("SELECT name FROM schema_migrations ORDER BY name")
+        .fetch_all()
+        .await
+        .expect("schema_migrations");
+    assert_eq!(recorded, names);
+    let tables: Vec<String> = client
+        .query("SELECT name FROM system.tables WHERE database = ? ORDER BY name")
+        .bind(db.as_str())
+        .fetch_all()
+        .await
+        .expect("tables");
+    assert_eq!(
+        tables,
+        ["control_state", "schema_migrations", "score_deltas", "transitions"]
+    );
+
+    // A database that does not exist yet is created.
+    let fresh = unique_name("sink_migrate_new");
+    let applied = migrate(&clickhouse_client(), &fresh)
+        .await
+        .expect("migrate a new database");
+    assert_eq!(applied, names);
+
+    // Bad names are refused before anything is sent.
+    let e = migrate(&client, "x; DROP TABLE y").await.unwrap_err();
+    assert!(matches!(e, SinkError::InvalidDatabase(_)), "{e}");
+}
+
+/// An applied migration whose text changed is an error naming the file.
+#[tokio::test]
+async fn migrate_refuses_an_edited_migration() {
+    let (client, db) = fresh_database("sink_migrate_edit").await;
+    migrate(&client, &db).await.expect("migrate");
+    let name = migrations()[0].name;
+    client
+        .query("ALTER TABLE schema_migrations DELETE WHERE name = ?")
+        .bind(name)
+        .execute()
+        .await
+        .expect("delete");
+    // Mutations are asynchronous: wait until the row is gone.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n: u64 = client
+            .query("SELECT count() FROM schema_migrations WHERE name = ?")
+            .bind(name)
+            .fetch_one()
+            .await
+            .expect("count");
+        if n == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the mutation did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client
+        .query("INSERT INTO schema_migrations (name, checksum, applied_at) VALUES (?, 42, now())")
+        .bind(name)
+        .execute()
+        .await
+        .expect("insert");
+    let e = migrate(&client, &db).await.unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, SinkError::MigrationChanged { .. }), "{msg}");
+    assert!(msg.contains(name), "{msg}");
+}
+
+/// A permanent error (no such table) is not retried; the batch keeps the unwritten rows.
+#[tokio::test]
+async fn sink_reports_a_missing_table_without_retrying() {
+    let (client, _db) = fresh_database("sink_no_tables").await;
+    let sc = scenario();
+    let mut batch = sc.batches[0].clone();
+    let n = batch.score_deltas.len();
+    let sink = Sink::new(client).with_retry(RetryPolicy {
+        max_attempts: 5,
+        initial_backoff: Duration::from_secs(5),
+        ..RetryPolicy::default()
+    });
+    let start = Instant::now();
+    let e = sink.write(&mut batch).await.unwrap_err();
+    let msg = e.to_string();
+    match &e {
+        SinkError::Insert {
+            table, attempts, rows, ..
+        } => {
+            assert_eq!((*table, *attempts, *rows), ("score_deltas", 1, n), "{msg}");
+        }
+        other => panic!("expected an insert error, got {other}"),
+    }
+    assert!(msg.contains("score_deltas") && msg.contains("doesn't exist"), "{msg}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "a permanent error was retried"
+    );
+    assert_eq!(batch.score_deltas.len(), n, "unwritten rows stay in the batch");
+}
+
+/// A transient error (nothing listening) is retried max_attempts times with backoff, then reported.
+#[tokio::test]
+async fn sink_retries_transient_errors_with_backoff() {
+    // A port nothing listens on: bind, note the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = posture_tests::clickhouse_client_at(&format!("http://127.0.0.1:{port}"));
+    let policy = RetryPolicy {
+        max_attempts: 4,
+        initial_backoff: Duration::from_millis(50),
+        multiplier: 2.0,
+        max_backoff: Duration::from_millis(120),
+        timeout: Some(Duration::from_secs(5)),
+    };
+    let sink = Sink::new(client).with_retry(policy);
+    let sc = scenario();
+    let mut batch = sc.batches[0].clone();
+    let start = Instant::now();
+    let e = sink.write(&mut batch).await.unwrap_err();
+    let took = start.elapsed();
+    match &e {
+        SinkError::Insert { table, attempts, .. } => assert_eq!((*table, *attempts), ("score_deltas", 4), "{e}"),
+        other => panic!("expected an insert error, got {other}"),
+    }
+    // Waits: 50 + 100 + 120 ms.
+    assert!(took >= Duration::from_millis(270), "retried too fast: {took:?}");
+    assert!(took < Duration::from_secs(10), "retried too slowly: {took:?}");
+    assert!(!batch.is_empty());
+
+    // The same batch goes through once the server is right.
+    let (client, db) = fresh_database("sink_resume").await;
+    migrate(&client, &db).await.expect("migrate");
+    Sink::new(client.clone()).write(&mut batch).await.expect("resume");
+    let n: u64 = client
+        .query("SELECT count() FROM transitions")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(n as usize, sc.batches[0].transitions.len());
+}
+
+/// The comparison itself notices a wrong answer.
+#[test]
+#[should_panic(expected = "1 of 1 queries answered differently")]
+fn compare_notices_a_difference() {
+    let c = Case {
+        label: "x".into(),
+        sql: String::new(),
+        expected: vec![vec![("score_with", Val::Int(5)), ("percent_with", Val::Float(54.55))]],
+    };
+    let got = parse_rows("{\"score_with\":\"5\",\"percent_with\":54.54}\n");
+    compare("test", &[c], &[got]);
+}
