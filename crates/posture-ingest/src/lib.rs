@@ -19,6 +19,8 @@
 //! exactly-once effect (state restore and suppression of replayed output) is
 //! built on the lineage every row carries.
 
+pub mod pipeline;
+
 use posture_core::{Catalog, ConfigChange, Engine, EngineConfig, Output, SourcePos};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -93,6 +95,8 @@ pub struct IngestStats {
     pub rejected: u64,
     pub flushes: u64,
     pub rows_flushed: u64,
+    /// Errors from the consumer (retried, not fatal).
+    pub consumer_errors: u64,
 }
 
 /// Errors that stop ingestion.
@@ -207,7 +211,22 @@ impl<S: Stage, D: FnMut(&[u8]) -> Result<ConfigChange, String>> Ingest<S, D> {
                 biased;
                 _ = &mut stop => break,
                 msg = self.consumer.recv() => {
-                    let msg = msg.map_err(|source| IngestError::Kafka { topic: self.cfg.topic.clone(), brokers: self.cfg.brokers.clone(), source: Box::new(source) })?;
+                    // Consumer errors (a topic not yet known, a broker restart) are
+                    // retried: counted, reported at a bounded rate, and polled again.
+                    let msg = match msg {
+                        Ok(m) => m,
+                        Err(e) => {
+                            self.st.stats.consumer_errors += 1;
+                            if self.st.stats.consumer_errors <= 10 || self.st.stats.consumer_errors.is_power_of_two() {
+                                eprintln!(
+                                    "posture ingest: consumer error #{} on {} at {} (retrying): {e}",
+                                    self.st.stats.consumer_errors, self.cfg.topic, self.cfg.brokers
+                                );
+                            }
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue;
+                        }
+                    };
                     let (partition, offset) = (msg.partition(), msg.offset());
                     let skipped = self.st.handle(partition, offset, msg.payload().unwrap_or(&[]));
                     if let Some(s) = skipped {

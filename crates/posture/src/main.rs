@@ -6,6 +6,7 @@
 mod baselines;
 mod evaluate;
 mod output;
+mod pipeline;
 mod simulate;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +39,18 @@ enum Command {
     /// Example:
     ///   posture simulate --baselines deploy/baselines --devices 1000 --hours 48 --out fleet.jsonl
     Simulate(simulate::Args),
+    /// Apply the ClickHouse schema (schemas/clickhouse, embedded) to the
+    /// configured database; idempotent.
+    ///
+    /// Example:
+    ///   POSTURE_CLICKHOUSE_URL=http://127.0.0.1:8123 posture migrate --database posture
+    Migrate(pipeline::MigrateArgs),
+    /// The pipeline: consume Avro events from Kafka, evaluate them, write
+    /// transitions and score deltas to ClickHouse, commit offsets.
+    ///
+    /// Example:
+    ///   posture run --baselines deploy/baselines --brokers 127.0.0.1:9092 --database posture
+    Run(pipeline::RunArgs),
 }
 
 #[derive(Subcommand)]
@@ -57,6 +70,8 @@ fn main() -> ExitCode {
         Command::Evaluate(args) => evaluate::run(args),
         Command::Baseline(BaselineCmd::Validate { dir }) => baselines::validate(&dir),
         Command::Simulate(args) => simulate::run(args),
+        Command::Migrate(args) => pipeline::migrate(args),
+        Command::Run(args) => pipeline::run(args),
     };
     match result {
         Ok(code) => code,

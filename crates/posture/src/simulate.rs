@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -56,6 +56,19 @@ pub struct Args {
     /// Output JSON-lines file ("-" for standard output).
     #[arg(long, default_value = "-")]
     out: PathBuf,
+    /// Produce to Kafka at these brokers instead (Avro, Confluent wire
+    /// format, keyed by device id).
+    #[arg(long, value_name = "BROKERS")]
+    kafka: Option<String>,
+    /// Topic for --kafka.
+    #[arg(long, default_value = "posture.config-changes")]
+    topic: String,
+    /// Schema id written in the wire-format header for --kafka.
+    #[arg(long, default_value_t = 1)]
+    schema_id: u32,
+    /// Partitions of the topic when --kafka creates it.
+    #[arg(long, default_value_t = 6)]
+    partitions: i32,
 }
 
 const GROUPS: [&str; 8] = [
@@ -451,29 +464,37 @@ pub fn run(args: Args) -> Result<ExitCode> {
         noise.iter().filter(|(_, e)| e.event_id.ends_with("-stale")).count(),
     );
 
-    let out_name = args.out.display().to_string();
-    let sink: Box<dyn Write> = if out_name == "-" {
-        Box::new(std::io::stdout().lock())
-    } else {
-        Box::new(std::fs::File::create(&args.out).with_context(|| format!("cannot create {out_name}"))?)
-    };
-    let mut w = BufWriter::with_capacity(1 << 20, sink);
+    // Arrival order: the events with the noise spliced in.
     let mut noise_iter = noise.into_iter().peekable();
-    let mut written = 0usize;
-    for (i, e) in events.iter().enumerate() {
-        writeln!(w, "{}", e.to_json())?;
-        written += 1;
+    let mut ordered: Vec<ConfigChange> = Vec::with_capacity(events.len());
+    for (i, e) in events.into_iter().enumerate() {
+        ordered.push(e);
         while noise_iter.peek().is_some_and(|(pos, _)| *pos <= i) {
-            let (_, e) = noise_iter.next().expect("peeked");
-            writeln!(w, "{}", e.to_json())?;
-            written += 1;
+            ordered.push(noise_iter.next().expect("peeked").1);
         }
     }
-    for (_, e) in noise_iter {
-        writeln!(w, "{}", e.to_json())?;
-        written += 1;
-    }
-    w.flush()?;
+    ordered.extend(noise_iter.map(|(_, e)| e));
+    let written = ordered.len();
+    let out_name = match &args.kafka {
+        Some(brokers) => {
+            produce(brokers, &args.topic, args.partitions, args.schema_id, &ordered)?;
+            format!("kafka {brokers} topic {}", args.topic)
+        }
+        None => {
+            let out_name = args.out.display().to_string();
+            let sink: Box<dyn Write> = if out_name == "-" {
+                Box::new(std::io::stdout().lock())
+            } else {
+                Box::new(std::fs::File::create(&args.out).with_context(|| format!("cannot create {out_name}"))?)
+            };
+            let mut w = BufWriter::with_capacity(1 << 20, sink);
+            for e in &ordered {
+                writeln!(w, "{}", e.to_json())?;
+            }
+            w.flush()?;
+            out_name
+        }
+    };
     eprintln!(
         "posture simulate: {written} events ({} devices, {} tenants, {} snapshots, {} drift, {} remediation waves, {} retirements, {dups} duplicates, {stale} stale) from {} to {} in {:.0} ms -> {out_name}",
         args.devices,
@@ -487,4 +508,116 @@ pub fn run(args: Args) -> Result<ExitCode> {
         started.elapsed().as_secs_f64() * 1000.0
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Counts delivery reports, so no event is lost silently.
+#[derive(Default)]
+struct Deliveries {
+    ok: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
+    first_error: std::sync::Mutex<Option<String>>,
+}
+
+impl rdkafka::ClientContext for Deliveries {}
+
+impl rdkafka::producer::ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match r {
+            Ok(_) => {
+                self.ok.fetch_add(1, Relaxed);
+            }
+            Err((e, _)) => {
+                self.failed.fetch_add(1, Relaxed);
+                let mut first = self.first_error.lock().expect("not poisoned");
+                first.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+/// Creates the topic if it does not exist.
+fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .with_context(|| format!("cannot create a Kafka admin client for {brokers}"))?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let results = rt
+        .block_on(admin.create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ))
+        .with_context(|| format!("creating topic {topic} at {brokers}"))?;
+    for r in results {
+        match r {
+            Ok(_) => eprintln!("posture simulate: created topic {topic} with {partitions} partitions"),
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => anyhow::bail!("creating topic {t} at {brokers}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Produces events to Kafka, Avro-encoded and keyed by device, with an
+/// idempotent producer; fails unless every event is acknowledged.
+fn produce(brokers: &str, topic: &str, partitions: i32, schema_id: u32, events: &[ConfigChange]) -> Result<()> {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use std::sync::atomic::Ordering::Relaxed;
+    ensure_topic(brokers, topic, partitions)?;
+    let producer: BaseProducer<Deliveries> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "20")
+        .create_with_context(Deliveries::default())
+        .with_context(|| format!("cannot create a Kafka producer for {brokers}"))?;
+    let started = Instant::now();
+    let mut last = Instant::now();
+    for (i, e) in events.iter().enumerate() {
+        let payload = posture_avro::encode_config_change(e, schema_id);
+        let mut record = BaseRecord::to(topic).key(e.device_id.as_str()).payload(&payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    r,
+                )) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(50));
+                }
+                Err((e, _)) => return Err(anyhow::anyhow!("producing to {topic} at {brokers}: {e}")),
+            }
+        }
+        producer.poll(Duration::ZERO);
+        if last.elapsed() >= Duration::from_secs(5) {
+            eprintln!("posture simulate: {} of {} events produced", i + 1, events.len());
+            last = Instant::now();
+        }
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .with_context(|| format!("waiting for {topic} at {brokers} to acknowledge every event"))?;
+    let ctx = producer.context();
+    let (ok, failed) = (ctx.ok.load(Relaxed), ctx.failed.load(Relaxed));
+    if failed > 0 || ok != events.len() as u64 {
+        let first = ctx
+            .first_error
+            .lock()
+            .expect("not poisoned")
+            .clone()
+            .unwrap_or_default();
+        anyhow::bail!(
+            "{failed} of {} events were not delivered to {topic} at {brokers} (first error: {first})",
+            events.len()
+        );
+    }
+    eprintln!(
+        "posture simulate: produced {ok} events in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
