@@ -130,6 +130,7 @@ struct State<S, D> {
     partitions: BTreeMap<i32, PartitionState>,
     out: Output,
     stats: IngestStats,
+    progress: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The consume-evaluate-flush loop.
@@ -177,6 +178,7 @@ impl<S: Stage, D: FnMut(&[u8]) -> Result<ConfigChange, String>> Ingest<S, D> {
                 partitions: BTreeMap::new(),
                 out: Output::default(),
                 stats: IngestStats::default(),
+                progress: Arc::default(),
             },
             last_flush: Instant::now(),
         })
@@ -185,6 +187,12 @@ impl<S: Stage, D: FnMut(&[u8]) -> Result<ConfigChange, String>> Ingest<S, D> {
     /// Counters so far.
     pub fn stats(&self) -> &IngestStats {
         &self.st.stats
+    }
+
+    /// A counter of records consumed, readable while [`Ingest::run_until`]
+    /// runs (e.g. by its stop future, to stop when the topic is drained).
+    pub fn progress(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.st.progress.clone()
     }
 
     /// The stage, e.g. to inspect what it wrote.
@@ -288,6 +296,7 @@ impl<S: Stage, D: FnMut(&[u8]) -> Result<ConfigChange, String>> Ingest<S, D> {
 impl<S: Stage, D: FnMut(&[u8]) -> Result<ConfigChange, String>> State<S, D> {
     fn handle(&mut self, partition: i32, offset: i64, payload: &[u8]) -> Option<Skipped> {
         self.stats.records += 1;
+        self.progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let p = self.partitions.entry(partition).or_insert_with(|| PartitionState {
             engine: Engine::new(self.catalog.clone(), self.engine_cfg.clone()),
             next_offset: offset,

@@ -73,9 +73,13 @@ pub struct RunArgs {
     /// Days without an event after which a device leaves the score.
     #[arg(long, default_value_t = 30)]
     inactivity_days: u32,
-    /// Stop after this many seconds (default: run until Ctrl-C / SIGTERM).
+    /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long)]
     duration_secs: Option<u64>,
+    /// Stop once no record has arrived for this many seconds (after the
+    /// first one): for backfills and demos.
+    #[arg(long, value_name = "SECS")]
+    until_idle: Option<u64>,
     #[command(flatten)]
     ch: ClickHouseArgs,
 }
@@ -133,11 +137,30 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         );
         let started = Instant::now();
         let duration = args.duration_secs.map(Duration::from_secs);
+        let idle = args.until_idle.map(Duration::from_secs);
+        let progress = ingest.progress();
         let stop = async move {
-            match duration {
-                Some(d) => tokio::time::sleep(d).await,
-                None => {
-                    let _ = tokio::signal::ctrl_c().await;
+            let deadline = duration.map(|d| tokio::time::Instant::now() + d);
+            let (mut seen, mut since) = (0u64, tokio::time::Instant::now());
+            let mut last_report = tokio::time::Instant::now();
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                let now = tokio::time::Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    return;
+                }
+                let n = progress.load(std::sync::atomic::Ordering::Relaxed);
+                if n != seen {
+                    (seen, since) = (n, now);
+                } else if idle.is_some_and(|i| n > 0 && now - since >= i) {
+                    return;
+                }
+                if now - last_report >= Duration::from_secs(10) {
+                    eprintln!("posture run: {n} records consumed");
+                    last_report = now;
                 }
             }
         };
