@@ -500,6 +500,41 @@ fn cases(sc: &Scenario) -> Vec<Case> {
         }
     }
 
+    // control_counts_at: every control with a nonzero count, from the ledger's cells.
+    for (tenant, group) in scopes {
+        for &at in &times {
+            let ledger = sc.ledger_at(at);
+            let scope = sc.scope(tenant, group);
+            let cat = sc.engine.catalog();
+            let mut rows: Vec<(&str, Vec<(&'static str, Val)>)> = Vec::new();
+            for (c, control) in cat.controls.iter().enumerate() {
+                let k = ledger.cell(scope, c as ControlIdx).counts;
+                if k.iter().all(|&n| n == 0) {
+                    continue;
+                }
+                rows.push((
+                    control.id.as_str(),
+                    vec![
+                        ("control", Val::Str(control.id.clone())),
+                        ("category", Val::Str(control.category.as_str().to_string())),
+                        ("pass_w", Val::Int(k[EFF_PASS])),
+                        ("fail_w", Val::Int(k[EFF_FAIL])),
+                        ("hidden_w", Val::Int(k[EFF_HIDDEN])),
+                        ("pass_wo", Val::Int(k[RAW_PASS])),
+                        ("fail_wo", Val::Int(k[RAW_FAIL])),
+                    ],
+                ));
+            }
+            rows.sort_by(|a, b| a.0.cmp(b.0));
+            out.push(case(
+                format!("control_counts_at {tenant}/{group:?} at T0{:+}ms", at - T0),
+                "control_counts_at",
+                &[("tenant", tenant.into()), ("group", group.into()), ("at_ms", at.into())],
+                rows.into_iter().map(|(_, r)| r).collect(),
+            ));
+        }
+    }
+
     // device_scores_at: every device of a tenant, at every instant.
     for tenant in ["t1", "t2"] {
         for &at in &times {

@@ -7,7 +7,7 @@
 use posture_core::engine::{ScopeKey, NO_GROUP};
 use posture_core::report::{self, Selection};
 use posture_core::*;
-use posture_ingest::{Ingest, IngestConfig, Skipped, Stage};
+use posture_ingest::{Ingest, IngestConfig, Skipped, Stage, Undecodable};
 use posture_tests::{fresh_topic_with_partitions, kafka_brokers, kafka_config, unique_name};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -173,7 +173,11 @@ async fn ingest_consumes_evaluates_flushes_and_commits() {
         flushed: Counts::new(),
         absorbed: absorbed.clone(),
     };
-    let decode = |b: &[u8]| ConfigChange::from_json(std::str::from_utf8(b).map_err(|e| e.to_string())?);
+    let decode = |b: &[u8]| -> Result<ConfigChange, Undecodable> {
+        Ok(ConfigChange::from_json(
+            std::str::from_utf8(b).map_err(|e| e.to_string())?,
+        )?)
+    };
     let mut ingest = Ingest::new(cfg, cat.clone(), EngineConfig::default(), stage, decode).expect("ingest");
     let mut skipped = Vec::new();
     let counter = absorbed.clone();
@@ -231,7 +235,7 @@ async fn ingest_consumes_evaluates_flushes_and_commits() {
 /// The counts the memory stage flushed (the ingest owns the stage).
 fn ingest_stage_counts<D>(ingest: &mut Ingest<MemoryStage, D>) -> Counts
 where
-    D: FnMut(&[u8]) -> Result<ConfigChange, String>,
+    D: posture_ingest::Decode,
 {
     ingest.stage_mut().flushed.clone()
 }

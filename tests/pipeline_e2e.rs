@@ -11,95 +11,12 @@ use posture_core::*;
 use posture_ingest::pipeline::{avro_decoder, SinkStage};
 use posture_ingest::{Ingest, IngestConfig, Stage};
 use posture_sink::queries::{self, Param};
+use posture_tests::fleet::{fleet_events, BASELINE, T0};
 use posture_tests::{fresh_database, fresh_topic_with_partitions, kafka_brokers, kafka_config, unique_name};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-const BASELINE: &str = r#"
-baseline: e2e
-version: 1
-controls:
-  - { id: fw, title: Firewall, category: network, check: { key: fw, op: eq, value: true }, on_missing: fail }
-  - { id: av, title: Antivirus, category: security_controls, check: { key: av, op: eq, value: true } }
-  - { id: pw, title: Passwords, category: accounts, points: 50, check: { key: pw, op: ge, value: 14 } }
-  - { id: os, title: Build, category: os, remediation: software_update, check: { key: build, op: ge, value: "10.0.19045", version: true } }
-"#;
-const T0: i64 = 1_795_341_600_000;
-
-fn events() -> Vec<ConfigChange> {
-    let mut rng = 11u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
-    let mut seq = [0i64; 60];
-    let mut out = Vec::new();
-    for i in 0..900u64 {
-        let d = (next() % 60) as usize;
-        seq[d] += 1;
-        let mut settings = vec![
-            Setting {
-                key: "fw".into(),
-                value: Value::Bool(!next().is_multiple_of(3)),
-            },
-            Setting {
-                key: "pw".into(),
-                value: Value::Long(8 + (next() % 10) as i64),
-            },
-        ];
-        if next().is_multiple_of(2) {
-            settings.push(Setting {
-                key: "av".into(),
-                value: Value::Bool(true),
-            });
-        }
-        if next().is_multiple_of(4) {
-            let build = if next().is_multiple_of(2) {
-                "10.0.22631"
-            } else {
-                "10.0.17763"
-            };
-            settings.push(Setting {
-                key: "build".into(),
-                value: Value::String(build.into()),
-            });
-        }
-        let kind = match (seq[d], next() % 50) {
-            (1, _) => ChangeKind::Snapshot,
-            (_, 0) => ChangeKind::Retire,
-            _ => ChangeKind::Upsert,
-        };
-        if kind == ChangeKind::Retire {
-            settings.clear();
-        }
-        out.push(ConfigChange {
-            event_id: format!("e{i}"),
-            tenant_id: "t1".into(),
-            device_id: format!("dev-{d:02}"),
-            observed_at: T0 + i as i64 * 60_000,
-            sequence: seq[d],
-            source: ConfigSource::Agent,
-            kind,
-            device: Some(DeviceInfo {
-                os_family: "windows".into(),
-                os_version: "10.0.19045".into(),
-                hostname: None,
-                groups: vec![if d.is_multiple_of(3) {
-                    "servers".into()
-                } else {
-                    "laptops".into()
-                }],
-                tags: vec![],
-            }),
-            settings,
-        });
-    }
-    out
-}
 
 /// The production stage, counting the records it absorbed so the test can
 /// stop as soon as all arrived.
@@ -145,7 +62,7 @@ fn embedded(cat: &Arc<Catalog>, evs: &[ConfigChange], at: i64, group: Option<&st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_to_clickhouse_equals_embedded_mode() {
     let cat = Arc::new(Catalog::from_sources(&[("e2e.yaml", BASELINE)]).unwrap());
-    let evs = events();
+    let evs = fleet_events(900, 60);
     let topic = fresh_topic_with_partitions("e2e", 3).await;
     let producer: FutureProducer = kafka_config().create().expect("producer");
     for e in &evs {

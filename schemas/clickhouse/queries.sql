@@ -137,6 +137,29 @@ ARRAY JOIN
 GROUP BY bucket
 ORDER BY bucket;
 
+-- name: control_counts_at
+-- Per control, the device counts of one scope at instant at_ms (the summed count deltas with
+-- event_time_ms <= at_ms): pass_w, fail_w and hidden_w (the part of fail_w hidden from
+-- recommendations by an exception) with exceptions, pass_wo and fail_wo without. One row per
+-- control with a nonzero count. `posture score` and `posture recommendations` read this and
+-- score it with the core's own rules, so their figures equal embedded mode exactly.
+SELECT
+    control,
+    category,
+    sum(pass_with) AS pass_w,
+    sum(fail_with) AS fail_w,
+    sum(hidden_with) AS hidden_w,
+    sum(pass_without) AS pass_wo,
+    sum(fail_without) AS fail_wo
+FROM score_deltas
+WHERE tenant = {tenant:String}
+    AND group = {group:String}
+    AND event_time <= toDateTime(intDiv({at_ms:Int64}, 1000))
+    AND event_time_ms <= {at_ms:Int64}
+GROUP BY control, category
+HAVING pass_w != 0 OR fail_w != 0 OR hidden_w != 0 OR pass_wo != 0 OR fail_wo != 0
+ORDER BY control;
+
 -- name: device_scores_at
 -- Device scores at instant at_ms from the transitions table: one row per device of the tenant
 -- (device = '' for every device), the sum of its device deltas with event_time_ms <= at_ms
@@ -176,3 +199,59 @@ FROM control_state FINAL
 WHERE tenant = {tenant:String}
     AND ({device:String} = '' OR device = {device:String})
 ORDER BY device, control;
+
+-- name: tenants_latest
+-- Every tenant with score deltas and the event time of its latest one: "now" for the tenant's
+-- score-drop alerts (event time, so a backlog is judged by when things happened).
+SELECT
+    tenant,
+    max(event_time_ms) AS latest_ms
+FROM score_deltas
+GROUP BY tenant
+ORDER BY tenant;
+
+-- name: drop_causes
+-- The device-control transitions that cost a tenant's score (category = '' for all categories)
+-- the most points in (from_ms, to_ms]: per control and device, the points the scope lost (the
+-- negated sum of the tenant-wide score deltas of those transitions, micro-points; deltas are
+-- exact within the device's partition), largest first, the first 10 with a loss. Score deltas
+-- are matched with their transitions by lineage (source partition, offset) and control.
+SELECT
+    control,
+    device,
+    -sum(points_with) AS points_lost
+FROM
+(
+    SELECT
+        source_partition,
+        source_offset,
+        control,
+        points_with
+    FROM score_deltas
+    WHERE tenant = {tenant:String}
+        AND group = ''
+        AND ({category:String} = '' OR category = {category:String})
+        AND event_time >= toDateTime(intDiv({from_ms:Int64}, 1000))
+        AND event_time <= toDateTime(intDiv({to_ms:Int64}, 1000))
+        AND event_time_ms > {from_ms:Int64}
+        AND event_time_ms <= {to_ms:Int64}
+) AS d
+ANY INNER JOIN
+(
+    SELECT
+        source_partition,
+        source_offset,
+        control,
+        device
+    FROM transitions
+    WHERE tenant = {tenant:String}
+        AND event_time >= toDateTime(intDiv({from_ms:Int64}, 1000))
+        AND event_time <= toDateTime(intDiv({to_ms:Int64}, 1000))
+        AND event_time_ms > {from_ms:Int64}
+        AND event_time_ms <= {to_ms:Int64}
+) AS t USING (source_partition, source_offset, control)
+GROUP BY control, device
+HAVING points_lost > 0
+ORDER BY points_lost DESC, control, device
+LIMIT 10;
+

@@ -19,6 +19,9 @@
 //!
 //! Everything async here needs a tokio runtime: use `#[tokio::test]`.
 
+pub mod fleet;
+pub mod registry;
+
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{TcpStream, ToSocketAddrs};

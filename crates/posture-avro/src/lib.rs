@@ -17,6 +17,9 @@
 //!   `posture.v1.ScoreDropAlert` encoders.
 //! * [`container`]: object container files (`Obj\x01`) of `ConfigChange`.
 //! * [`schemas`]: the `.avsc` texts of `schemas/avro/`, embedded, and parsed.
+//! * [`registry`]: an optional Confluent Schema Registry client: looks up the
+//!   writer schema of an id the [`WireDecoder`] does not accept yet and says
+//!   whether the hot path can decode it (identical schema only, for now).
 //!
 //! Every decode failure is a [`DecodeError`] whose [`DecodeError::reason`] is a
 //! short stable string for metrics labels and dead-letter headers.
@@ -30,6 +33,7 @@ pub mod container;
 mod error;
 pub mod output;
 pub mod reference;
+pub mod registry;
 pub mod schemas;
 pub mod wire;
 
@@ -40,4 +44,5 @@ pub use output::{
     decode_alert, decode_score_delta, encode_alert, encode_alert_into, encode_engine_delta_into, encode_score_delta,
     encode_score_delta_into, AlertCause, DeltaNames, ScopeChangeRecord, ScoreDeltaRecord, ScoreDropAlert,
 };
-pub use wire::{split_wire, WireDecoder, MAGIC_BYTE, WIRE_HEADER_LEN};
+pub use registry::{check_config_change, BasicAuth, Compatibility, RegistryError, SchemaRegistry};
+pub use wire::{schema_id, split_wire, WireDecoder, MAGIC_BYTE, WIRE_HEADER_LEN};

@@ -26,6 +26,13 @@ pub fn split_wire(record: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
     Ok((id, &record[WIRE_HEADER_LEN..]))
 }
 
+/// The schema id of a wire-format record, from its header alone (`None` when
+/// the record is shorter than the header or the magic byte is wrong): to
+/// route a record to a registry lookup before decoding it.
+pub fn schema_id(record: &[u8]) -> Option<u32> {
+    split_wire(record).ok().map(|(id, _)| id)
+}
+
 /// The decode stage: wire-format Kafka record values to [`ConfigChange`]s.
 ///
 /// Decoding always uses the embedded reader schema
@@ -33,7 +40,9 @@ pub fn split_wire(record: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
 /// accepted ids must name schemas with the same binary layout as the embedded
 /// one (the same schema registered under several subjects or versions, or
 /// versions differing only in docs/defaults). With no list (`None`), any id is
-/// accepted, which is what a deployment without a registry does.
+/// accepted, which is what a deployment without a registry does. With one,
+/// the list grows at run time through [`WireDecoder::allow`] as
+/// [`crate::registry`] vouches for new ids.
 ///
 /// Cheap to clone and `Send + Sync`: one per consumer task, or shared.
 #[derive(Clone, Debug)]
@@ -72,6 +81,25 @@ impl WireDecoder {
         self.accepted_ids.as_deref()
     }
 
+    /// Whether records with schema id `id` pass the id check (always true
+    /// without a list).
+    pub fn accepts(&self, id: u32) -> bool {
+        self.accepted_ids.as_ref().is_none_or(|ids| ids.contains(&id))
+    }
+
+    /// Adds `id` to the accepted ids, e.g. once
+    /// [`SchemaRegistry::resolve`](crate::registry::SchemaRegistry::resolve)
+    /// found its writer schema identical to the embedded one. No-op when the
+    /// id is already accepted or there is no list (any id is accepted), so a
+    /// deployment with a registry starts from `Some` list, possibly empty.
+    pub fn allow(&mut self, id: u32) {
+        if let Some(ids) = &mut self.accepted_ids {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    }
+
     /// The array cap.
     pub fn max_array_len(&self) -> usize {
         self.max_array_len
@@ -80,10 +108,8 @@ impl WireDecoder {
     /// Checks the header and the schema id, returning the id and the body.
     pub fn check_header<'a>(&self, record: &'a [u8]) -> Result<(u32, &'a [u8]), DecodeError> {
         let (id, body) = split_wire(record)?;
-        if let Some(ids) = &self.accepted_ids {
-            if !ids.contains(&id) {
-                return Err(DecodeError::UnknownSchemaId { id });
-            }
+        if !self.accepts(id) {
+            return Err(DecodeError::UnknownSchemaId { id });
         }
         Ok((id, body))
     }

@@ -99,6 +99,21 @@ pub fn score(
     group: Option<&str>,
     at: Option<String>,
 ) -> Score {
+    score_of(|c| ledger.cell(sel.scope, c), cat, sel, tenant, group, at)
+}
+
+/// The score of a selection from any source of cells: `cell(c)` gives the
+/// selected scope's cell of control `c` (only its counts are read). Used
+/// with a [`Ledger`] (embedded mode) and with counts summed in ClickHouse
+/// (the query commands), so both print exactly the same figures.
+pub fn score_of(
+    cell: impl Fn(ControlIdx) -> ScopeCell,
+    cat: &Catalog,
+    sel: &Selection,
+    tenant: &str,
+    group: Option<&str>,
+    at: Option<String>,
+) -> Score {
     let mut per_cat: BTreeMap<&'static str, [Micros; 4]> = BTreeMap::new();
     for c in Category::ALL {
         if sel.category.is_none_or(|k| k == c) {
@@ -107,7 +122,7 @@ pub fn score(
     }
     let mut tot = [0; 4];
     for (c, name) in selected(cat, sel) {
-        let v = cell_points(cat.controls[c as usize].points, &ledger.cell(sel.scope, c));
+        let v = cell_points(cat.controls[c as usize].points, &cell(c));
         let e = per_cat.entry(name).or_default();
         for i in 0..4 {
             e[i] += v[i];
@@ -156,10 +171,19 @@ pub fn points_gained(p: Micros, cell: &ScopeCell) -> Micros {
 /// Recommendations with points gained > 0, points gained descending (then
 /// misconfigured devices descending, then control id).
 pub fn recommendations(ledger: &Ledger, cat: &Catalog, sel: &Selection) -> Vec<Recommendation> {
+    recommendations_of(|c| ledger.cell(sel.scope, c), cat, sel)
+}
+
+/// [`recommendations`] from any source of cells (see [`score_of`]).
+pub fn recommendations_of(
+    cell: impl Fn(ControlIdx) -> ScopeCell,
+    cat: &Catalog,
+    sel: &Selection,
+) -> Vec<Recommendation> {
     let mut out: Vec<Recommendation> = selected(cat, sel)
         .filter_map(|(c, _)| {
             let control = &cat.controls[c as usize];
-            let cell = ledger.cell(sel.scope, c);
+            let cell = cell(c);
             let gained = points_gained(control.points, &cell);
             (gained > 0).then(|| Recommendation {
                 control: control.id.clone(),

@@ -19,9 +19,12 @@
 //! exactly-once effect (state restore and suppression of replayed output) is
 //! built on the lineage every row carries.
 
+pub mod alerts;
+pub mod emit;
 pub mod pipeline;
+pub mod topics;
 
-use posture_core::{Catalog, ConfigChange, Engine, EngineConfig, Output, SourcePos};
+use posture_core::{Catalog, ConfigChange, Engine, EngineConfig, Output, Rejected, SourcePos};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -71,10 +74,103 @@ pub trait Stage {
     type Error: std::fmt::Display;
     /// Converts one engine output into pending rows.
     fn absorb(&mut self, engine: &Engine, out: &Output);
+    /// An input record that could not be used. Stages that keep dead
+    /// letters write it with the next flush (before its offset is
+    /// committed); the others ignore it (the ingest loop still counts it and
+    /// reports it to its `on_skip` callback).
+    fn dead_letter(&mut self, _record: &DeadLetter<'_>) {}
     /// Rows pending since the last flush.
     fn pending_rows(&self) -> usize;
     /// Writes every pending row durably; only then are offsets committed.
     fn flush(&mut self) -> impl Future<Output = Result<(), Self::Error>>;
+}
+
+/// Two stages as one: both absorb everything, and a flush succeeds when both
+/// have written (they flush concurrently).
+impl<A: Stage, B: Stage> Stage for (A, B) {
+    type Error = String;
+    fn absorb(&mut self, engine: &Engine, out: &Output) {
+        self.0.absorb(engine, out);
+        self.1.absorb(engine, out);
+    }
+    fn dead_letter(&mut self, record: &DeadLetter<'_>) {
+        self.0.dead_letter(record);
+        self.1.dead_letter(record);
+    }
+    fn pending_rows(&self) -> usize {
+        self.0.pending_rows().max(self.1.pending_rows())
+    }
+    async fn flush(&mut self) -> Result<(), String> {
+        let (a, b) = tokio::join!(self.0.flush(), self.1.flush());
+        match (a, b) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(e), Ok(())) => Err(e.to_string()),
+            (Ok(()), Err(e)) => Err(e.to_string()),
+            (Err(a), Err(b)) => Err(format!("{a}; {b}")),
+        }
+    }
+}
+
+/// An input record that could not be used, as the dead-letter topic keeps
+/// it: where it came from, its original key and bytes, and why.
+#[derive(Clone, Copy, Debug)]
+pub struct DeadLetter<'a> {
+    /// Source partition.
+    pub partition: i32,
+    /// Source offset.
+    pub offset: i64,
+    /// The record's key, if any.
+    pub key: Option<&'a [u8]>,
+    /// The record's value, unchanged.
+    pub payload: &'a [u8],
+    /// A short stable label (`unknown_schema_id`, `malformed_avro`,
+    /// `invalid_event`, ...), for headers and metrics.
+    pub reason: &'a str,
+    /// The human-readable detail.
+    pub detail: &'a str,
+}
+
+/// Why a record could not be decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Undecodable {
+    /// A short stable label (e.g. `posture_avro::DecodeError::reason`).
+    pub reason: &'static str,
+    /// What exactly is wrong.
+    pub detail: String,
+    /// The schema id of a record whose id the decoder does not know (so a
+    /// schema registry can be asked about it).
+    pub unknown_schema_id: Option<u32>,
+}
+
+impl From<String> for Undecodable {
+    fn from(detail: String) -> Undecodable {
+        Undecodable {
+            reason: "undecodable",
+            detail,
+            unknown_schema_id: None,
+        }
+    }
+}
+
+/// Turns record values into events.
+pub trait Decode {
+    /// Decodes one record value.
+    fn decode(&mut self, bytes: &[u8]) -> Result<ConfigChange, Undecodable>;
+    /// Asked about a record whose schema id was unknown: learn about the id
+    /// (e.g. from a schema registry) and say whether records with it can now
+    /// be decoded. The record is decoded again afterwards either way, so a
+    /// decoder can now refuse it with a better reason. The default knows
+    /// nothing more.
+    fn learn(&mut self, _schema_id: u32) -> impl Future<Output = bool> {
+        async { false }
+    }
+}
+
+/// Any closure from bytes to an event is a decoder (tests, JSON input).
+impl<F: FnMut(&[u8]) -> Result<ConfigChange, Undecodable>> Decode for F {
+    fn decode(&mut self, bytes: &[u8]) -> Result<ConfigChange, Undecodable> {
+        self(bytes)
+    }
 }
 
 /// Why a record was not applied.
@@ -92,6 +188,11 @@ pub struct IngestStats {
     pub records: u64,
     pub applied: u64,
     pub undecodable: u64,
+    /// Stale or duplicate events (ignored by the engine, per SPEC).
+    pub stale: u64,
+    /// Events that break the contract (dead-lettered as `invalid_event`).
+    pub invalid: u64,
+    /// `stale + invalid`.
     pub rejected: u64,
     pub flushes: u64,
     pub rows_flushed: u64,
@@ -131,6 +232,7 @@ struct State<S, D> {
     out: Output,
     stats: IngestStats,
     progress: Arc<std::sync::atomic::AtomicU64>,
+    holds_partition_0: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The consume-evaluate-flush loop.
@@ -141,7 +243,7 @@ pub struct Ingest<S: Stage, D> {
     last_flush: Instant,
 }
 
-impl<S: Stage, D: FnMut(&[u8]) -> Result<ConfigChange, String>> Ingest<S, D> {
+impl<S: Stage, D: Decode> Ingest<S, D> {
     /// Creates the consumer (subscribed to the topic) and the loop.
     pub fn new(
         cfg: IngestConfig,
@@ -179,6 +281,7 @@ impl<S: Stage, D: FnMut(&[u8]) -> Result<ConfigChange, String>> Ingest<S, D> {
                 out: Output::default(),
                 stats: IngestStats::default(),
                 progress: Arc::default(),
+                holds_partition_0: Arc::default(),
             },
             last_flush: Instant::now(),
         })
@@ -193,6 +296,13 @@ impl<S: Stage, D: FnMut(&[u8]) -> Result<ConfigChange, String>> Ingest<S, D> {
     /// runs (e.g. by its stop future, to stop when the topic is drained).
     pub fn progress(&self) -> Arc<std::sync::atomic::AtomicU64> {
         self.st.progress.clone()
+    }
+
+    /// Whether this instance holds partition 0 of the input topic (updated
+    /// at every flush): the one instance of a group that runs group-wide
+    /// duties such as score-drop alerts.
+    pub fn holds_partition_0(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.st.holds_partition_0.clone()
     }
 
     /// The stage, e.g. to inspect what it wrote.
@@ -236,7 +346,7 @@ impl<S: Stage, D: FnMut(&[u8]) -> Result<ConfigChange, String>> Ingest<S, D> {
                         }
                     };
                     let (partition, offset) = (msg.partition(), msg.offset());
-                    let skipped = self.st.handle(partition, offset, msg.payload().unwrap_or(&[]));
+                    let skipped = self.st.handle(partition, offset, msg.key(), msg.payload().unwrap_or(&[])).await;
                     if let Some(s) = skipped {
                         on_skip(partition, offset, &s);
                     }
@@ -280,6 +390,12 @@ impl<S: Stage, D: FnMut(&[u8]) -> Result<ConfigChange, String>> Ingest<S, D> {
                 p.committed = p.next_offset;
             }
         }
+        if let Ok(a) = self.consumer.assignment() {
+            let holds = a.elements_for_topic(&self.cfg.topic).iter().any(|e| e.partition() == 0);
+            self.st
+                .holds_partition_0
+                .store(holds, std::sync::atomic::Ordering::Relaxed);
+        }
         if tpl.count() > 0 {
             self.consumer
                 .commit(&tpl, CommitMode::Sync)
@@ -293,8 +409,8 @@ impl<S: Stage, D: FnMut(&[u8]) -> Result<ConfigChange, String>> Ingest<S, D> {
     }
 }
 
-impl<S: Stage, D: FnMut(&[u8]) -> Result<ConfigChange, String>> State<S, D> {
-    fn handle(&mut self, partition: i32, offset: i64, payload: &[u8]) -> Option<Skipped> {
+impl<S: Stage, D: Decode> State<S, D> {
+    async fn handle(&mut self, partition: i32, offset: i64, key: Option<&[u8]>, payload: &[u8]) -> Option<Skipped> {
         self.stats.records += 1;
         self.progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let p = self.partitions.entry(partition).or_insert_with(|| PartitionState {
@@ -303,11 +419,30 @@ impl<S: Stage, D: FnMut(&[u8]) -> Result<ConfigChange, String>> State<S, D> {
             committed: -1,
         });
         p.next_offset = offset + 1;
-        let ev = match (self.decode)(payload) {
+        let mut decoded = self.decode.decode(payload);
+        if let Err(Undecodable {
+            unknown_schema_id: Some(id),
+            ..
+        }) = decoded
+        {
+            // Decoded again either way: a refused id now comes back with the reason.
+            self.decode.learn(id).await;
+            decoded = self.decode.decode(payload);
+        }
+        let dead = |reason, detail| DeadLetter {
+            partition,
+            offset,
+            key,
+            payload,
+            reason,
+            detail,
+        };
+        let ev = match decoded {
             Ok(ev) => ev,
-            Err(reason) => {
+            Err(u) => {
                 self.stats.undecodable += 1;
-                return Some(Skipped::Undecodable(reason));
+                self.stage.dead_letter(&dead(u.reason, u.detail.as_str()));
+                return Some(Skipped::Undecodable(format!("{}: {}", u.reason, u.detail)));
             }
         };
         let result = p.engine.apply(&ev, SourcePos { partition, offset }, &mut self.out);
@@ -320,7 +455,15 @@ impl<S: Stage, D: FnMut(&[u8]) -> Result<ConfigChange, String>> State<S, D> {
             }
             Err(r) => {
                 self.stats.rejected += 1;
-                Some(Skipped::Rejected(r.to_string()))
+                let text = r.to_string();
+                match r {
+                    Rejected::Stale { .. } => self.stats.stale += 1,
+                    Rejected::Invalid(_) => {
+                        self.stats.invalid += 1;
+                        self.stage.dead_letter(&dead("invalid_event", text.as_str()));
+                    }
+                }
+                Some(Skipped::Rejected(text))
             }
         }
     }

@@ -1,10 +1,13 @@
 //! The production wiring of the ingest loop: Avro wire-format decoding and a
 //! [`Stage`] that writes rows to ClickHouse through [`posture_sink::Sink`].
 
-use crate::Stage;
-use posture_avro::WireDecoder;
+use crate::{Decode, Stage, Undecodable};
+use posture_avro::registry::{Compatibility, SchemaRegistry, INCOMPATIBLE_SCHEMA};
+use posture_avro::{DecodeError, WireDecoder};
 use posture_core::{ConfigChange, Engine, Output};
 use posture_sink::{rows, Batch, Sink, SinkError};
+use std::collections::HashMap;
+use std::time::Duration;
 
 /// Rows go to a [`Batch`]; a flush writes it with the sink's retries.
 pub struct SinkStage {
@@ -41,8 +44,109 @@ impl Stage for SinkStage {
 }
 
 /// A decoder of Confluent-framed Avro `ConfigChange` records; `schema_ids`
-/// limits the accepted schema ids (`None`: any). Errors read `reason: detail`.
-pub fn avro_decoder(schema_ids: Option<Vec<u32>>) -> impl FnMut(&[u8]) -> Result<ConfigChange, String> {
+/// limits the accepted schema ids (`None`: any).
+pub fn avro_decoder(schema_ids: Option<Vec<u32>>) -> impl FnMut(&[u8]) -> Result<ConfigChange, Undecodable> {
     let decoder = WireDecoder::new(schema_ids);
-    move |bytes| decoder.decode(bytes).map_err(|e| format!("{}: {e}", e.reason()))
+    move |bytes| decoder.decode(bytes).map_err(undecodable)
+}
+
+/// The production decoder: the hot-path [`WireDecoder`], and optionally a
+/// Confluent Schema Registry that is asked once about every schema id the
+/// decoder does not know. An id whose writer schema is the embedded
+/// `ConfigChange` schema is then accepted; any other answer (another schema,
+/// not found, not Avro) dead-letters the id's records with the registry's
+/// reason. While the registry is unreachable the lookup is retried with
+/// backoff for up to `registry_patience`, then the record is dead-lettered
+/// as `registry_unavailable` (and the id asked about again next time).
+pub struct AvroDecoder {
+    wire: WireDecoder,
+    registry: Option<SchemaRegistry>,
+    refused: HashMap<u32, (&'static str, String)>,
+    registry_patience: Duration,
+}
+
+impl AvroDecoder {
+    /// Accepts `schema_ids` (`None`: any id, unless a registry is given, in
+    /// which case the ids it approves).
+    pub fn new(schema_ids: Option<Vec<u32>>, registry: Option<SchemaRegistry>) -> AvroDecoder {
+        let ids = match (&registry, schema_ids) {
+            (Some(_), ids) => Some(ids.unwrap_or_default()),
+            (None, ids) => ids,
+        };
+        AvroDecoder {
+            wire: WireDecoder::new(ids),
+            registry,
+            refused: HashMap::new(),
+            registry_patience: Duration::from_secs(60),
+        }
+    }
+
+    /// How long a lookup is retried while the registry is unreachable.
+    pub fn with_registry_patience(mut self, patience: Duration) -> AvroDecoder {
+        self.registry_patience = patience;
+        self
+    }
+}
+
+impl Decode for AvroDecoder {
+    fn decode(&mut self, bytes: &[u8]) -> Result<ConfigChange, Undecodable> {
+        match self.wire.decode(bytes) {
+            Ok(ev) => Ok(ev),
+            Err(DecodeError::UnknownSchemaId { id }) if self.refused.contains_key(&id) => {
+                let (reason, detail) = &self.refused[&id];
+                Err(Undecodable {
+                    reason,
+                    detail: detail.clone(),
+                    unknown_schema_id: None,
+                })
+            }
+            Err(e) => Err(undecodable(e)),
+        }
+    }
+
+    async fn learn(&mut self, schema_id: u32) -> bool {
+        let Some(registry) = &self.registry else {
+            return false;
+        };
+        let started = std::time::Instant::now();
+        let mut wait = Duration::from_millis(200);
+        loop {
+            match registry.resolve(schema_id).await {
+                Ok(Compatibility::Identical) => {
+                    self.wire.allow(schema_id);
+                    return true;
+                }
+                Ok(Compatibility::Incompatible(reason)) => {
+                    self.refused.insert(schema_id, (INCOMPATIBLE_SCHEMA, reason));
+                    return false;
+                }
+                Err(e) if e.is_retryable() && started.elapsed() < self.registry_patience => {
+                    eprintln!("posture ingest: schema registry lookup of id {schema_id} failed, retrying: {e}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                Err(e) if e.is_retryable() => {
+                    // Not remembered: the next record with this id asks again.
+                    eprintln!("posture ingest: schema registry unavailable for id {schema_id}, dead-lettering: {e}");
+                    return false;
+                }
+                Err(e) => {
+                    self.refused.insert(schema_id, (e.reason(), e.to_string()));
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// The ingest loop's view of an Avro decode error.
+pub fn undecodable(e: DecodeError) -> Undecodable {
+    Undecodable {
+        reason: e.reason(),
+        unknown_schema_id: match e {
+            DecodeError::UnknownSchemaId { id } => Some(id),
+            _ => None,
+        },
+        detail: e.to_string(),
+    }
 }

@@ -56,12 +56,12 @@ pub struct Args {
     max_errors: usize,
 }
 
-fn parse_category(s: &str) -> Result<Category, String> {
+pub fn parse_category(s: &str) -> Result<Category, String> {
     Category::parse(s)
         .ok_or_else(|| format!("unknown category {s:?} (application, os, network, accounts, security_controls)"))
 }
 
-fn parse_remediation(s: &str) -> Result<Remediation, String> {
+pub fn parse_remediation(s: &str) -> Result<Remediation, String> {
     Remediation::parse(s).ok_or_else(|| format!("unknown remediation {s:?} (configuration_change, software_update)"))
 }
 
@@ -233,7 +233,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     println!();
                 }
                 let devices = engine.tenant_device_count(t);
-                print!("{}", output::score_table(&score, devices));
+                print!("{}", output::score_table(&score, Some(devices)));
                 println!();
                 print!("{}", output::recommendations_table(&recs, args.top));
             }

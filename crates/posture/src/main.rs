@@ -4,9 +4,11 @@
 //! output formatting; scoring lives in `posture-core`.
 
 mod baselines;
+mod config;
 mod evaluate;
 mod output;
 mod pipeline;
+mod query;
 mod simulate;
 
 use clap::{Parser, Subcommand};
@@ -17,6 +19,12 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "posture", version, about, long_about = None, propagate_version = true)]
 struct Cli {
+    /// TOML configuration file: keys are long option names (e.g.
+    /// `brokers = "k1:9092"`, `batch-rows = 20000`). Precedence: option,
+    /// then POSTURE_* environment variable, then this file, then default.
+    /// Secrets are not accepted in it.
+    #[arg(long, global = true, env = "POSTURE_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -50,7 +58,22 @@ enum Command {
     ///
     /// Example:
     ///   posture run --baselines deploy/baselines --brokers 127.0.0.1:9092 --database posture
-    Run(pipeline::RunArgs),
+    Run(Box<pipeline::RunArgs>),
+    /// The secure score of a tenant (or one group, one category) now or at
+    /// an instant, read from ClickHouse; with and without exceptions.
+    ///
+    /// Example:
+    ///   posture score --baselines deploy/baselines --tenant t1 --format json
+    ///   posture score --baselines deploy/baselines --tenant t1 --group finance --at 2026-11-22T10:00:00Z
+    Score(query::QueryArgs),
+    /// Top recommendations of a scope, read from ClickHouse: the controls
+    /// whose fix gains the most points, with misconfigured and applicable
+    /// device counts.
+    ///
+    /// Example:
+    ///   posture recommendations --baselines deploy/baselines --tenant t1 --top 5
+    ///   posture recommendations --baselines deploy/baselines --tenant t1 --remediation software_update --format csv
+    Recommendations(query::RecommendationsArgs),
 }
 
 #[derive(Subcommand)]
@@ -65,13 +88,26 @@ enum BaselineCmd {
 }
 
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(path) = config::config_path(&argv) {
+        use clap::CommandFactory;
+        match config::read(&path, &config::known_options(&Cli::command())) {
+            Ok(settings) => config::apply(settings),
+            Err(e) => {
+                eprintln!("posture: error: {e:#}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Evaluate(args) => evaluate::run(args),
         Command::Baseline(BaselineCmd::Validate { dir }) => baselines::validate(&dir),
         Command::Simulate(args) => simulate::run(args),
         Command::Migrate(args) => pipeline::migrate(args),
-        Command::Run(args) => pipeline::run(args),
+        Command::Run(args) => pipeline::run(*args),
+        Command::Score(args) => query::score(args),
+        Command::Recommendations(args) => query::recommendations(args),
     };
     match result {
         Ok(code) => code,

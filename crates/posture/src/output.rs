@@ -20,8 +20,9 @@ fn fmt_points(p: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
-/// The score report as a table.
-pub fn score_table(s: &Score, devices: usize) -> String {
+/// The score report as a table (`devices`: how many devices the scope has,
+/// when known).
+pub fn score_table(s: &Score, devices: Option<usize>) -> String {
     let mut o = String::new();
     let scope = match (&s.group, s.category) {
         (Some(g), Some(c)) => format!("tenant {} / group {} / category {}", s.tenant, g, c),
@@ -34,7 +35,9 @@ pub fn score_table(s: &Score, devices: usize) -> String {
         "Secure score: {scope}{}",
         s.at.as_ref().map(|a| format!(" at {a}")).unwrap_or_default()
     );
-    let _ = writeln!(o, "devices seen: {devices}");
+    if let Some(devices) = devices {
+        let _ = writeln!(o, "devices seen: {devices}");
+    }
     let _ = writeln!(o);
     let _ = writeln!(
         o,
@@ -109,6 +112,37 @@ fn csv_field(s: &str) -> String {
     } else {
         s.to_string()
     }
+}
+
+/// The score as RFC 4180 CSV: a header row, then the total (category
+/// empty) and one row per category.
+pub fn score_csv(s: &Score) -> String {
+    let mut o = String::from(
+        "tenant,group,category,at,points,max_points,percent,points_without_exceptions,max_points_without_exceptions,percent_without_exceptions\r\n",
+    );
+    let mut row = |category: &str, w: &posture_core::report::ScorePart, wo: &posture_core::report::ScorePart| {
+        let fields = [
+            csv_field(&s.tenant),
+            csv_field(s.group.as_deref().unwrap_or_default()),
+            category.to_string(),
+            s.at.clone().unwrap_or_default(),
+            w.points.to_string(),
+            w.max_points.to_string(),
+            w.percent.to_string(),
+            wo.points.to_string(),
+            wo.max_points.to_string(),
+            wo.percent.to_string(),
+        ];
+        o += &fields.join(",");
+        o += "\r\n";
+    };
+    row(s.category.unwrap_or_default(), &s.total, &s.without_exceptions.total);
+    if s.category.is_none() {
+        for (name, part) in &s.categories {
+            row(name, part, &s.without_exceptions.categories[name]);
+        }
+    }
+    o
 }
 
 /// Recommendations as RFC 4180 CSV with a header row.

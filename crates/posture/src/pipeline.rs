@@ -1,12 +1,15 @@
 //! `posture migrate` and `posture run`: the streaming pipeline's commands.
 //!
-//! Secrets (the ClickHouse password) come from the environment
-//! (`POSTURE_CLICKHOUSE_PASSWORD`), never from argv.
+//! Secrets (the ClickHouse password, the Kafka SASL password) come from the
+//! environment or from files, never from argv or the configuration file.
 
 use anyhow::{Context, Result};
+use posture_avro::registry::{BasicAuth, SchemaRegistry};
 use posture_core::EngineConfig;
-use posture_ingest::pipeline::{avro_decoder, SinkStage};
-use posture_ingest::{Ingest, IngestConfig, Skipped};
+use posture_ingest::alerts::{AlertConfig, Alerter};
+use posture_ingest::emit::{EmitConfig, KafkaStage};
+use posture_ingest::pipeline::{AvroDecoder, SinkStage};
+use posture_ingest::{topics, Ingest, IngestConfig, Skipped};
 use posture_sink::Sink;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,22 +25,87 @@ pub struct ClickHouseArgs {
     /// Database of posture's tables (created by `posture migrate`).
     #[arg(long, env = "POSTURE_CLICKHOUSE_DATABASE", default_value = "posture")]
     database: String,
-    /// ClickHouse user; the password is read from POSTURE_CLICKHOUSE_PASSWORD.
-    #[arg(long, env = "POSTURE_CLICKHOUSE_USER", default_value = "default")]
+    /// ClickHouse user. The password comes from the environment variable
+    /// POSTURE_CLICKHOUSE_PASSWORD or from --clickhouse-password-file.
+    #[arg(
+        long = "clickhouse-user",
+        alias = "user",
+        env = "POSTURE_CLICKHOUSE_USER",
+        default_value = "default"
+    )]
     user: String,
+    /// File whose first line is the ClickHouse password (used when
+    /// POSTURE_CLICKHOUSE_PASSWORD is not set).
+    #[arg(long, env = "POSTURE_CLICKHOUSE_PASSWORD_FILE", value_name = "FILE")]
+    clickhouse_password_file: Option<PathBuf>,
 }
 
 impl ClickHouseArgs {
-    fn client(&self) -> clickhouse::Client {
+    /// A client for the server (no database selected).
+    pub fn client(&self) -> Result<clickhouse::Client> {
         let mut c = clickhouse::Client::default()
             .with_url(&self.clickhouse_url)
             .with_user(&self.user)
             // ClickHouse 18.16 lacks the format schema validation uses.
             .with_validation(false);
-        if let Ok(p) = std::env::var("POSTURE_CLICKHOUSE_PASSWORD") {
+        if let Some(p) = crate::config::secret("POSTURE_CLICKHOUSE_PASSWORD", self.clickhouse_password_file.as_deref())?
+        {
             c = c.with_password(p);
         }
-        c
+        Ok(c)
+    }
+
+    /// The database of posture's tables.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// The URL, for messages.
+    pub fn url(&self) -> &str {
+        &self.clickhouse_url
+    }
+}
+
+/// Where Kafka is and how to authenticate.
+#[derive(clap::Args, Clone)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "POSTURE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// librdkafka security.protocol: plaintext, ssl, sasl_plaintext or sasl_ssl.
+    #[arg(long, env = "POSTURE_KAFKA_SECURITY_PROTOCOL", value_name = "PROTOCOL")]
+    kafka_security_protocol: Option<String>,
+    /// SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).
+    #[arg(long, env = "POSTURE_KAFKA_SASL_MECHANISM", value_name = "MECHANISM")]
+    kafka_sasl_mechanism: Option<String>,
+    /// SASL user name. The password comes from the environment variable
+    /// POSTURE_KAFKA_SASL_PASSWORD or from --kafka-sasl-password-file.
+    #[arg(long, env = "POSTURE_KAFKA_SASL_USERNAME", value_name = "USER")]
+    kafka_sasl_username: Option<String>,
+    /// File whose first line is the SASL password.
+    #[arg(long, env = "POSTURE_KAFKA_SASL_PASSWORD_FILE", value_name = "FILE")]
+    kafka_sasl_password_file: Option<PathBuf>,
+}
+
+impl KafkaArgs {
+    /// librdkafka properties for security (empty for plaintext).
+    fn properties(&self) -> Result<Vec<(String, String)>> {
+        let mut p = Vec::new();
+        if let Some(v) = &self.kafka_security_protocol {
+            p.push(("security.protocol".into(), v.clone()));
+        }
+        if let Some(v) = &self.kafka_sasl_mechanism {
+            p.push(("sasl.mechanism".into(), v.clone()));
+        }
+        if let Some(v) = &self.kafka_sasl_username {
+            p.push(("sasl.username".into(), v.clone()));
+        }
+        if let Some(pw) =
+            crate::config::secret("POSTURE_KAFKA_SASL_PASSWORD", self.kafka_sasl_password_file.as_deref())?
+        {
+            p.push(("sasl.password".into(), pw));
+        }
+        Ok(p)
     }
 }
 
@@ -52,33 +120,85 @@ pub struct RunArgs {
     /// Directory of baseline YAML files.
     #[arg(long, env = "POSTURE_BASELINES", value_name = "DIR")]
     baselines: PathBuf,
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "POSTURE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    brokers: String,
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// Input topic of Avro ConfigChange events (Confluent wire format).
     #[arg(long, env = "POSTURE_TOPIC", default_value = "posture.config-changes")]
     topic: String,
     /// Consumer group; instances in one group split the partitions.
     #[arg(long, env = "POSTURE_GROUP", default_value = "posture")]
     group: String,
-    /// Accepted schema ids, comma-separated (default: any id, embedded schema).
-    #[arg(long, value_delimiter = ',')]
+    /// Accepted schema ids of input records, comma-separated (default: any
+    /// id, read with the embedded ConfigChange schema).
+    #[arg(long, env = "POSTURE_SCHEMA_IDS", value_delimiter = ',')]
     schema_ids: Option<Vec<u32>>,
-    /// Flush to ClickHouse when a batch holds this many rows.
-    #[arg(long, default_value_t = 10_000)]
+    /// Confluent Schema Registry URL: schema ids not in --schema-ids are
+    /// looked up there once; ids of the ConfigChange schema are accepted,
+    /// others dead-lettered with the reason. The password comes from
+    /// POSTURE_SCHEMA_REGISTRY_PASSWORD or --schema-registry-password-file.
+    #[arg(long, env = "POSTURE_SCHEMA_REGISTRY_URL", value_name = "URL")]
+    schema_registry_url: Option<String>,
+    /// Schema Registry basic-auth user (e.g. a Confluent Cloud API key).
+    #[arg(long, env = "POSTURE_SCHEMA_REGISTRY_USERNAME", value_name = "USER")]
+    schema_registry_username: Option<String>,
+    /// File whose first line is the Schema Registry password.
+    #[arg(long, env = "POSTURE_SCHEMA_REGISTRY_PASSWORD_FILE", value_name = "FILE")]
+    schema_registry_password_file: Option<PathBuf>,
+    /// Topic of ScoreDelta records, one per transition ("" = off).
+    #[arg(long, env = "POSTURE_SCORE_DELTAS_TOPIC", default_value = "posture.score-deltas")]
+    score_deltas_topic: String,
+    /// Schema id written in the header of ScoreDelta records.
+    #[arg(long, env = "POSTURE_SCORE_DELTA_SCHEMA_ID", default_value_t = 2)]
+    score_delta_schema_id: u32,
+    /// Topic of records that could not be used, with the reason in headers
+    /// ("" = off: they are then only counted and logged).
+    #[arg(long, env = "POSTURE_DEAD_LETTER_TOPIC", default_value = "posture.dead-letter")]
+    dead_letter_topic: String,
+    /// Topic of score-drop alerts ("" = no alerts).
+    #[arg(long, env = "POSTURE_ALERTS_TOPIC", default_value = "posture.alerts")]
+    alerts_topic: String,
+    /// Alert when a tenant's percent (or one category's) falls by at least
+    /// this many points ...
+    #[arg(
+        long,
+        env = "POSTURE_ALERT_DROP_POINTS",
+        default_value_t = 5.0,
+        value_name = "POINTS"
+    )]
+    alert_drop_points: f64,
+    /// ... within this many minutes of event time.
+    #[arg(
+        long,
+        env = "POSTURE_ALERT_WINDOW_MINS",
+        default_value_t = 60,
+        value_name = "MINUTES"
+    )]
+    alert_window_mins: i64,
+    /// How often the instance holding partition 0 checks for drops.
+    #[arg(long, env = "POSTURE_ALERT_INTERVAL_SECS", default_value_t = 30, value_name = "SECS")]
+    alert_interval_secs: u64,
+    /// Schema id written in the header of alert records.
+    #[arg(long, env = "POSTURE_ALERT_SCHEMA_ID", default_value_t = 3)]
+    alert_schema_id: u32,
+    /// Flush outputs when a batch holds this many rows.
+    #[arg(long, env = "POSTURE_BATCH_ROWS", default_value_t = 10_000)]
     batch_rows: usize,
-    /// Flush at least this often (milliseconds).
-    #[arg(long, default_value_t = 1000)]
+    /// Flush outputs at least this often (milliseconds).
+    #[arg(long, env = "POSTURE_BATCH_MS", default_value_t = 1000)]
     batch_ms: u64,
+    /// Most input bytes librdkafka may prefetch per partition queue (KiB):
+    /// bounds memory while the sink is slow.
+    #[arg(long, env = "POSTURE_PREFETCH_KIB", default_value_t = 16_384)]
+    prefetch_kib: u64,
     /// Days without an event after which a device leaves the score.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, env = "POSTURE_INACTIVITY_DAYS", default_value_t = 30)]
     inactivity_days: u32,
     /// Stop after this many seconds (default: run until Ctrl-C).
-    #[arg(long)]
+    #[arg(long, env = "POSTURE_DURATION_SECS")]
     duration_secs: Option<u64>,
     /// Stop once no record has arrived for this many seconds (after the
     /// first one): for backfills and demos.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, env = "POSTURE_UNTIL_IDLE", value_name = "SECS")]
     until_idle: Option<u64>,
     #[command(flatten)]
     ch: ClickHouseArgs,
@@ -94,7 +214,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 /// `posture migrate`: applies schemas/clickhouse (embedded) idempotently.
 pub fn migrate(args: MigrateArgs) -> Result<ExitCode> {
     runtime()?.block_on(async {
-        let client = args.ch.client();
+        let client = args.ch.client()?;
         let applied = posture_sink::migrate(&client, &args.ch.database)
             .await
             .with_context(|| format!("migrating database {} at {}", args.ch.database, args.ch.clickhouse_url))?;
@@ -118,27 +238,89 @@ pub fn migrate(args: MigrateArgs) -> Result<ExitCode> {
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let catalog = Arc::new(crate::baselines::load_or_fail(&args.baselines)?);
     runtime()?.block_on(async move {
-        let client = args.ch.client().with_database(&args.ch.database);
-        let mut cfg = IngestConfig::new(&args.brokers, &args.group, &args.topic);
+        let client = args.ch.client()?.with_database(&args.ch.database);
+        let security = args.kafka.properties()?;
+        let brokers = args.kafka.brokers.clone();
+        let mut cfg = IngestConfig::new(&brokers, &args.group, &args.topic);
         cfg.batch_rows = args.batch_rows;
         cfg.batch_interval = Duration::from_millis(args.batch_ms);
+        cfg.extra = security.clone();
+        cfg.extra
+            .push(("queued.max.messages.kbytes".into(), args.prefetch_kib.to_string()));
         let engine_cfg =
             EngineConfig { inactivity_window_ms: args.inactivity_days as i64 * 86_400_000, ..Default::default() };
-        let mut ingest = Ingest::new(
-            cfg,
-            catalog,
-            engine_cfg,
+        let emit = {
+            let mut e = EmitConfig::new(&brokers, &args.topic);
+            e.score_deltas_topic = args.score_deltas_topic.clone();
+            e.dead_letter_topic = args.dead_letter_topic.clone();
+            e.score_delta_schema_id = args.score_delta_schema_id;
+            e.extra = security.clone();
+            e
+        };
+        // Output topics get the input topic's partition count (1 if it does not exist yet).
+        let partitions = {
+            let (b, t, x) = (brokers.clone(), args.topic.clone(), security.clone());
+            tokio::task::spawn_blocking(move || topics::partition_count(&b, &t, &x))
+                .await
+                .context("metadata task")??
+                .unwrap_or(1)
+        };
+        for topic in [&emit.score_deltas_topic, &emit.dead_letter_topic, &args.alerts_topic] {
+            if !topic.is_empty() && topics::ensure_topic(&brokers, topic, partitions, &security).await? {
+                eprintln!("posture run: created topic {topic} with {partitions} partitions");
+            }
+        }
+        let stage = (
             SinkStage::new(Sink::new(client)),
-            avro_decoder(args.schema_ids.clone()),
-        )?;
+            KafkaStage::new(emit).context("creating the output producer")?,
+        );
+        let registry = match &args.schema_registry_url {
+            None => None,
+            Some(url) => {
+                let password = crate::config::secret(
+                    "POSTURE_SCHEMA_REGISTRY_PASSWORD",
+                    args.schema_registry_password_file.as_deref(),
+                )?;
+                let auth = match (&args.schema_registry_username, password) {
+                    (Some(u), p) => Some(BasicAuth::new(u.clone(), p.unwrap_or_default())),
+                    (None, Some(_)) => anyhow::bail!("a schema registry password is set but no --schema-registry-username"),
+                    (None, None) => None,
+                };
+                Some(SchemaRegistry::new(url, auth).context("schema registry")?)
+            }
+        };
+        let decoder = AvroDecoder::new(args.schema_ids.clone(), registry);
+        let mut ingest = Ingest::new(cfg, catalog, engine_cfg, stage, decoder)?;
+        let mut alerter = if args.alerts_topic.is_empty() {
+            None
+        } else {
+            let cfg = AlertConfig {
+                drop_points: args.alert_drop_points,
+                window_ms: args.alert_window_mins * 60_000,
+                interval: Duration::from_secs(args.alert_interval_secs.max(1)),
+                topic: args.alerts_topic.clone(),
+                schema_id: args.alert_schema_id,
+                brokers: brokers.clone(),
+                extra: security.clone(),
+            };
+            let client = args.ch.client()?.with_database(&args.ch.database);
+            let alerter = Alerter::new(cfg, client)?;
+            // The periodic task, and a clone for the final check when the run stops.
+            tokio::spawn(alerter.clone().run(ingest.holds_partition_0()));
+            Some(alerter)
+        };
         eprintln!(
             "posture run: consuming {} at {} (group {}), writing to {} database {}",
-            args.topic, args.brokers, args.group, args.ch.clickhouse_url, args.ch.database
+            args.topic, brokers, args.group, args.ch.clickhouse_url, args.ch.database
         );
         let started = Instant::now();
         let duration = args.duration_secs.map(Duration::from_secs);
         let idle = args.until_idle.map(Duration::from_secs);
         let progress = ingest.progress();
+        // When the first record arrived and when the count last moved: the busy time, for the
+        // throughput in the summary (idle time waiting for records excluded).
+        let busy = Arc::new(std::sync::Mutex::new((None::<Instant>, Instant::now())));
+        let busy_w = busy.clone();
         let stop = async move {
             let deadline = duration.map(|d| tokio::time::Instant::now() + d);
             let (mut seen, mut since) = (0u64, tokio::time::Instant::now());
@@ -154,6 +336,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 }
                 let n = progress.load(std::sync::atomic::Ordering::Relaxed);
                 if n != seen {
+                    if let Ok(mut b) = busy_w.lock() {
+                        b.0.get_or_insert_with(Instant::now);
+                        b.1 = Instant::now();
+                    }
                     (seen, since) = (n, now);
                 } else if idle.is_some_and(|i| n > 0 && now - since >= i) {
                     return;
@@ -165,27 +351,64 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             }
         };
         let mut shown = 0usize;
+        let dead_letters = if args.dead_letter_topic.is_empty() { "not kept: no dead-letter topic" } else { "dead-lettered" };
         ingest
             .run_until(stop, |p, o, s| {
-                // Until the dead-letter topic exists (issue 5), say what was skipped.
-                if let Skipped::Undecodable(r) = s {
-                    if shown < 100 {
-                        eprintln!("posture run: partition {p} offset {o}: undecodable: {r}");
-                        shown += 1;
-                    }
+                // The first 100 unusable records are also logged (all are counted).
+                let text = match s {
+                    Skipped::Undecodable(r) => r,
+                    Skipped::Rejected(r) if r.starts_with("invalid") => r,
+                    Skipped::Rejected(_) => return,
+                };
+                if shown < 100 {
+                    eprintln!("posture run: partition {p} offset {o}: {dead_letters}: {text}");
+                    shown += 1;
                 }
             })
             .await?;
-        let s = ingest.stats();
+        if let Some(a) = alerter.as_mut() {
+            // A last look, so a bounded run (--until-idle, --duration-secs) alerts on what it wrote.
+            if ingest.holds_partition_0().load(std::sync::atomic::Ordering::Relaxed) {
+                let alerts = a.check().await?;
+                a.publish(&alerts).await?;
+                for x in &alerts {
+                    eprintln!(
+                        "posture run: alert: tenant {} {}: {:.2}% -> {:.2}% within {} min",
+                        x.tenant,
+                        x.category.as_deref().unwrap_or("(all categories)"),
+                        x.old_percent,
+                        x.new_percent,
+                        x.window_ms / 60_000
+                    );
+                }
+                eprintln!("posture run: {} score-drop alert(s) published", alerts.len());
+            }
+        }
+        let s = ingest.stats().clone();
+        let (first, last) = *busy.lock().expect("not poisoned");
+        if let Some(first) = first {
+            // The count is sampled every 200 ms, so the busy span is exact to about that.
+            let secs = (last - first).as_secs_f64().max(0.2);
+            eprintln!(
+                "posture run: throughput {:.0} records/s ({} records in {:.1} s from the first record to the last)",
+                s.records as f64 / secs,
+                s.records,
+                secs
+            );
+        }
+        let e = ingest.stage_mut().1.stats().clone();
         eprintln!(
-            "posture run: stopped after {:.1} s: {} records, {} applied, {} rejected (stale, duplicate or invalid), {} undecodable; {} rows in {} flushes",
+            "posture run: stopped after {:.1} s: {} records, {} applied, {} stale or duplicate, {} invalid, {} undecodable; {} rows in {} flushes; {} score deltas and {} dead letters produced",
             started.elapsed().as_secs_f64(),
             s.records,
             s.applied,
-            s.rejected,
+            s.stale,
+            s.invalid,
             s.undecodable,
             s.rows_flushed,
-            s.flushes
+            s.flushes,
+            e.score_deltas,
+            e.dead_letters
         );
         Ok(ExitCode::SUCCESS)
     })

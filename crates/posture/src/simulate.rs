@@ -66,6 +66,10 @@ pub struct Args {
     /// Schema id written in the wire-format header for --kafka.
     #[arg(long, default_value_t = 1)]
     schema_id: u32,
+    /// With --kafka: produce at most this many events per second (0: as fast
+    /// as the broker takes them), so a run lasts events / rate seconds.
+    #[arg(long, default_value_t = 0.0, value_name = "EVENTS_PER_SEC")]
+    rate: f64,
     /// Partitions of the topic when --kafka creates it.
     #[arg(long, default_value_t = 6)]
     partitions: i32,
@@ -477,7 +481,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let written = ordered.len();
     let out_name = match &args.kafka {
         Some(brokers) => {
-            produce(brokers, &args.topic, args.partitions, args.schema_id, &ordered)?;
+            produce(
+                brokers,
+                &args.topic,
+                args.partitions,
+                args.schema_id,
+                args.rate,
+                &ordered,
+            )?;
             format!("kafka {brokers} topic {}", args.topic)
         }
         None => {
@@ -539,32 +550,23 @@ impl rdkafka::producer::ProducerContext for Deliveries {
 
 /// Creates the topic if it does not exist.
 fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .with_context(|| format!("cannot create a Kafka admin client for {brokers}"))?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let results = rt
-        .block_on(admin.create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        ))
-        .with_context(|| format!("creating topic {topic} at {brokers}"))?;
-    for r in results {
-        match r {
-            Ok(_) => eprintln!("posture simulate: created topic {topic} with {partitions} partitions"),
-            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, e)) => anyhow::bail!("creating topic {t} at {brokers}: {e}"),
-        }
+    if rt.block_on(posture_ingest::topics::ensure_topic(brokers, topic, partitions, &[]))? {
+        eprintln!("posture simulate: created topic {topic} with {partitions} partitions");
     }
     Ok(())
 }
 
 /// Produces events to Kafka, Avro-encoded and keyed by device, with an
 /// idempotent producer; fails unless every event is acknowledged.
-fn produce(brokers: &str, topic: &str, partitions: i32, schema_id: u32, events: &[ConfigChange]) -> Result<()> {
+fn produce(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    schema_id: u32,
+    rate: f64,
+    events: &[ConfigChange],
+) -> Result<()> {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     use std::sync::atomic::Ordering::Relaxed;
     ensure_topic(brokers, topic, partitions)?;
@@ -593,6 +595,12 @@ fn produce(brokers: &str, topic: &str, partitions: i32, schema_id: u32, events: 
             }
         }
         producer.poll(Duration::ZERO);
+        if rate > 0.0 {
+            let due = Duration::from_secs_f64((i + 1) as f64 / rate);
+            if let Some(ahead) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(ahead.min(Duration::from_millis(100)));
+            }
+        }
         if last.elapsed() >= Duration::from_secs(5) {
             eprintln!("posture simulate: {} of {} events produced", i + 1, events.len());
             last = Instant::now();

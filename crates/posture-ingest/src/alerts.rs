@@ -1,0 +1,265 @@
+//! Score-drop alerts: when a tenant's percent (or one category's) falls by at
+//! least `drop_points` within `window`, publish a `posture.v1.ScoreDropAlert`
+//! to `posture.alerts` with its root cause: the device-control transitions
+//! that cost the most points, largest first.
+//!
+//! A tenant's devices are spread over every partition (and so over every
+//! instance of the consumer group), so no single engine sees a tenant's
+//! score. The alerter therefore reads the merged truth, ClickHouse, with the
+//! documented queries (`tenants_latest`, `score_at`, `drop_causes`), every
+//! `interval`; and only the instance that holds partition 0 of the input
+//! topic runs it, so a group of instances publishes each alert once.
+//!
+//! Time is event time: "now" for a tenant is its latest score delta, and the
+//! window ends there, so a backlog replayed hours later alerts on what
+//! happened, when it happened. After an alert, the same scope is quiet until
+//! a full window has passed (in event time).
+
+use posture_avro::{encode_alert, AlertCause, ScoreDropAlert};
+use posture_core::Category;
+use posture_sink::queries::{self, Param};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::Value as Json;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What counts as a drop and where alerts go.
+#[derive(Clone, Debug)]
+pub struct AlertConfig {
+    /// Alert when the percent falls by at least this many points.
+    pub drop_points: f64,
+    /// ... within this much event time (ms).
+    pub window_ms: i64,
+    /// How often to check.
+    pub interval: Duration,
+    /// Topic of alerts ("" = alerts off).
+    pub topic: String,
+    /// Schema id in the wire-format header of alert records.
+    pub schema_id: u32,
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// Extra librdkafka producer properties (security).
+    pub extra: Vec<(String, String)>,
+}
+
+/// Why a check failed (it is retried at the next interval).
+#[derive(Debug, thiserror::Error)]
+pub enum AlertError {
+    #[error("alert query {query}: {detail}")]
+    Query { query: &'static str, detail: String },
+    #[error("publishing alerts to {topic}: {detail}")]
+    Publish { topic: String, detail: String },
+}
+
+/// Whether a scope's change is an alert: the percent fell by at least
+/// `drop_points`, and the scope's previous alert (if any) is at least a
+/// window old.
+pub fn is_alert(old: f64, new: f64, drop_points: f64, last_alert: Option<i64>, now: i64, window_ms: i64) -> bool {
+    // Percents have two decimals; compare in hundredths so 70.00 -> 65.00 is a 5-point drop.
+    let fell = ((old - new) * 100.0).round() >= (drop_points * 100.0).round();
+    fell && old > new && last_alert.is_none_or(|t| now - t >= window_ms)
+}
+
+/// When each scope last alerted (event time).
+type LastAlerts = HashMap<(String, Option<&'static str>), i64>;
+
+/// The alerter: checks every interval, publishes what it finds. Clones share
+/// the record of past alerts (so a final check does not repeat the periodic
+/// task's alerts).
+#[derive(Clone)]
+pub struct Alerter {
+    cfg: AlertConfig,
+    client: clickhouse::Client,
+    producer: FutureProducer,
+    last: Arc<std::sync::Mutex<LastAlerts>>,
+}
+
+impl Alerter {
+    /// An alerter reading through `client` (its database set).
+    pub fn new(cfg: AlertConfig, client: clickhouse::Client) -> Result<Alerter, AlertError> {
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &cfg.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all");
+        for (k, v) in &cfg.extra {
+            cc.set(k, v);
+        }
+        let producer = cc.create().map_err(|e| AlertError::Publish {
+            topic: cfg.topic.clone(),
+            detail: e.to_string(),
+        })?;
+        Ok(Alerter {
+            cfg,
+            client,
+            producer,
+            last: Arc::default(),
+        })
+    }
+
+    async fn rows(&self, query: &'static str, params: &[(&str, Param)]) -> Result<Vec<Json>, AlertError> {
+        let err = |detail: String| AlertError::Query { query, detail };
+        let sql = queries::get(query)
+            .ok_or_else(|| err("not in queries.sql".into()))?
+            .render(params)
+            .map_err(|e| err(e.to_string()))?;
+        let bytes = self
+            .client
+            .query_raw(&sql)
+            .fetch_bytes("JSONEachRow")
+            .map_err(|e| err(e.to_string()))?
+            .collect()
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        bytes
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).map_err(|e| err(e.to_string())))
+            .collect()
+    }
+
+    async fn percent(&self, tenant: &str, category: Option<&str>, at: i64) -> Result<f64, AlertError> {
+        let rows = self
+            .rows(
+                "score_at",
+                &[
+                    ("tenant", tenant.into()),
+                    ("group", "".into()),
+                    ("category", category.unwrap_or_default().into()),
+                    ("at_ms", at.into()),
+                ],
+            )
+            .await?;
+        Ok(rows.first().and_then(|r| num(&r["percent_with"])).unwrap_or(0.0))
+    }
+
+    /// One check over every tenant and category: the alerts due now.
+    pub async fn check(&mut self) -> Result<Vec<ScoreDropAlert>, AlertError> {
+        let mut out = Vec::new();
+        for t in self.rows("tenants_latest", &[]).await? {
+            let tenant = t["tenant"].as_str().unwrap_or_default().to_string();
+            let Some(now) = num(&t["latest_ms"]).map(|v| v as i64) else {
+                continue;
+            };
+            let from = now - self.cfg.window_ms;
+            let scopes = std::iter::once(None).chain(Category::ALL.iter().map(|c| Some(c.as_str())));
+            for category in scopes {
+                let new = self.percent(&tenant, category, now).await?;
+                let old = self.percent(&tenant, category, from).await?;
+                let key = (tenant.clone(), category);
+                let last = self.last.lock().expect("not poisoned").get(&key).copied();
+                if !is_alert(old, new, self.cfg.drop_points, last, now, self.cfg.window_ms) {
+                    continue;
+                }
+                let causes = self
+                    .rows(
+                        "drop_causes",
+                        &[
+                            ("tenant", tenant.as_str().into()),
+                            ("category", category.unwrap_or_default().into()),
+                            ("from_ms", from.into()),
+                            ("to_ms", now.into()),
+                        ],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| AlertCause {
+                        control: r["control"].as_str().unwrap_or_default().to_string(),
+                        device: r["device"].as_str().unwrap_or_default().to_string(),
+                        points_lost: num(&r["points_lost"]).unwrap_or(0.0) / 1_000_000.0,
+                    })
+                    .collect();
+                self.last.lock().expect("not poisoned").insert(key, now);
+                out.push(ScoreDropAlert {
+                    tenant: tenant.clone(),
+                    group: None,
+                    category: category.map(str::to_string),
+                    old_percent: old,
+                    new_percent: new,
+                    window_ms: self.cfg.window_ms,
+                    at: now,
+                    causes,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Produces `alerts` (keyed by tenant) and waits until each is acknowledged.
+    pub async fn publish(&self, alerts: &[ScoreDropAlert]) -> Result<(), AlertError> {
+        let err = |detail: String| AlertError::Publish {
+            topic: self.cfg.topic.clone(),
+            detail,
+        };
+        for a in alerts {
+            let payload = encode_alert(a, self.cfg.schema_id);
+            self.producer
+                .send(
+                    FutureRecord::to(&self.cfg.topic).key(&a.tenant).payload(&payload),
+                    Duration::from_secs(30),
+                )
+                .await
+                .map_err(|(e, _)| err(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Checks and publishes every interval while `leader` is set (this
+    /// instance holds partition 0), forever; failures are logged and retried.
+    pub async fn run(mut self, leader: Arc<AtomicBool>) {
+        loop {
+            tokio::time::sleep(self.cfg.interval).await;
+            if !leader.load(Ordering::Relaxed) {
+                continue;
+            }
+            let result = match self.check().await {
+                Ok(alerts) if alerts.is_empty() => Ok(()),
+                Ok(alerts) => {
+                    for a in &alerts {
+                        eprintln!(
+                            "posture alerts: tenant {} {}: {:.2}% -> {:.2}% within {} min",
+                            a.tenant,
+                            a.category.as_deref().unwrap_or("(all categories)"),
+                            a.old_percent,
+                            a.new_percent,
+                            a.window_ms / 60_000
+                        );
+                    }
+                    self.publish(&alerts).await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                eprintln!("posture alerts: {e} (retrying in {:?})", self.cfg.interval);
+            }
+        }
+    }
+}
+
+/// A JSON number, or a number in a string (ClickHouse quotes 64-bit integers).
+fn num(v: &Json) -> Option<f64> {
+    v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_alert;
+
+    #[test]
+    fn drops_of_at_least_the_threshold_alert_once_per_window() {
+        assert!(is_alert(70.0, 65.0, 5.0, None, 1_000, 600));
+        assert!(!is_alert(70.0, 65.01, 5.0, None, 1_000, 600), "4.99 points is not 5");
+        assert!(!is_alert(65.0, 70.0, 5.0, None, 1_000, 600), "a rise is not a drop");
+        assert!(
+            !is_alert(70.0, 60.0, 5.0, Some(500), 1_000, 600),
+            "alerted 500 ms ago, window 600"
+        );
+        assert!(is_alert(70.0, 60.0, 5.0, Some(400), 1_000, 600), "a window has passed");
+        assert!(
+            !is_alert(0.0, 0.0, 0.0, None, 1_000, 600),
+            "no change is never an alert"
+        );
+    }
+}

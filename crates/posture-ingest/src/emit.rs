@@ -1,0 +1,311 @@
+//! The emit stage: Avro records to Kafka, written durably before offsets are
+//! committed.
+//!
+//! * `posture.score-deltas`: one `posture.v1.ScoreDelta` per transition,
+//!   keyed by device, carrying its lineage (source partition and offset) so
+//!   consumers can deduplicate what a replay writes twice.
+//! * `posture.dead-letter`: every input record that could not be used
+//!   (undecodable bytes, an unknown schema id, invalid content), with its
+//!   original key and bytes and the reason in headers.
+//!
+//! The producer is idempotent (`enable.idempotence=true`, `acks=all`):
+//! librdkafka's own retries never duplicate or reorder a record within a
+//! partition. [`KafkaStage::flush`] waits for every delivery report; records
+//! whose delivery failed are sent again (with backoff) until they are
+//! acknowledged or the attempts run out, and only then may the ingest loop
+//! commit.
+
+use crate::{DeadLetter, Stage};
+use posture_core::{Engine, Output};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use std::time::Duration;
+
+/// Where the emit stage writes. An empty topic name turns that output off.
+#[derive(Clone, Debug)]
+pub struct EmitConfig {
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// Topic of `ScoreDelta` records (SPEC default `posture.score-deltas`).
+    pub score_deltas_topic: String,
+    /// Topic of dead letters (default `posture.dead-letter`).
+    pub dead_letter_topic: String,
+    /// Schema id written in the wire-format header of `ScoreDelta` records.
+    pub score_delta_schema_id: u32,
+    /// The input topic's name, written into dead-letter headers.
+    pub source_topic: String,
+    /// Attempts per record when delivery fails (librdkafka retries inside
+    /// each attempt until `message.timeout.ms`).
+    pub attempts: u32,
+    /// Extra librdkafka producer properties (security settings).
+    pub extra: Vec<(String, String)>,
+}
+
+impl EmitConfig {
+    /// The SPEC's topic names, schema id 2 for `ScoreDelta`, 5 attempts.
+    pub fn new(brokers: impl Into<String>, source_topic: impl Into<String>) -> EmitConfig {
+        EmitConfig {
+            brokers: brokers.into(),
+            score_deltas_topic: "posture.score-deltas".into(),
+            dead_letter_topic: "posture.dead-letter".into(),
+            score_delta_schema_id: 2,
+            source_topic: source_topic.into(),
+            attempts: 5,
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// Why an emit flush failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EmitError {
+    #[error("cannot create the Kafka producer for {brokers}: {source}")]
+    Create {
+        brokers: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("{failed} record(s) to {topic} at {brokers} not delivered after {attempts} attempts: {last}")]
+    Undelivered {
+        failed: usize,
+        topic: String,
+        brokers: String,
+        attempts: u32,
+        last: String,
+    },
+}
+
+/// Which topic a pending record goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Topic {
+    ScoreDeltas,
+    DeadLetter,
+}
+
+/// A record sent but not yet acknowledged.
+struct Pending {
+    topic: Topic,
+    key: Vec<u8>,
+    payload: Vec<u8>,
+    headers: Option<OwnedHeaders>,
+    delivery: Option<DeliveryFuture>,
+}
+
+/// Counters of the emit stage.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EmitStats {
+    /// `ScoreDelta` records acknowledged by the broker.
+    pub score_deltas: u64,
+    /// Dead letters acknowledged by the broker.
+    pub dead_letters: u64,
+    /// Records sent again after a failed delivery.
+    pub resent: u64,
+}
+
+/// A [`Stage`] producing `ScoreDelta` records and dead letters.
+pub struct KafkaStage {
+    cfg: EmitConfig,
+    producer: FutureProducer,
+    pending: Vec<Pending>,
+    stats: EmitStats,
+}
+
+impl KafkaStage {
+    /// Creates the idempotent producer.
+    pub fn new(cfg: EmitConfig) -> Result<KafkaStage, EmitError> {
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &cfg.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4");
+        for (k, v) in &cfg.extra {
+            cc.set(k, v);
+        }
+        let producer = cc.create().map_err(|source| EmitError::Create {
+            brokers: cfg.brokers.clone(),
+            source,
+        })?;
+        Ok(KafkaStage {
+            cfg,
+            producer,
+            pending: Vec::new(),
+            stats: EmitStats::default(),
+        })
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &EmitStats {
+        &self.stats
+    }
+
+    fn topic_name(&self, t: Topic) -> &str {
+        match t {
+            Topic::ScoreDeltas => &self.cfg.score_deltas_topic,
+            Topic::DeadLetter => &self.cfg.dead_letter_topic,
+        }
+    }
+
+    /// Hands a pending record to librdkafka (which copies it). A full local
+    /// queue is waited out by polling: the stage never drops a record.
+    fn send(&self, p: &mut Pending) -> Result<(), KafkaError> {
+        loop {
+            let mut rec = FutureRecord::to(self.topic_name(p.topic))
+                .key(&p.key)
+                .payload(&p.payload);
+            if let Some(h) = &p.headers {
+                rec = rec.headers(h.clone());
+            }
+            match self.producer.send_result(rec) {
+                Ok(f) => {
+                    p.delivery = Some(f);
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    self.producer.poll(Duration::from_millis(20));
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    fn push(&mut self, topic: Topic, key: Vec<u8>, payload: Vec<u8>, headers: Option<OwnedHeaders>) {
+        let mut p = Pending {
+            topic,
+            key,
+            payload,
+            headers,
+            delivery: None,
+        };
+        // A record that cannot even be queued (e.g. larger than
+        // message.max.bytes) is retried in flush, which reports it.
+        let _ = self.send(&mut p);
+        self.pending.push(p);
+    }
+}
+
+impl Stage for KafkaStage {
+    type Error = EmitError;
+
+    fn absorb(&mut self, engine: &Engine, out: &Output) {
+        if self.cfg.score_deltas_topic.is_empty() {
+            return;
+        }
+        for t in &out.transitions {
+            let mut payload = Vec::with_capacity(160);
+            posture_avro::encode_engine_delta_into(
+                engine,
+                t,
+                out.deltas_of(t),
+                self.cfg.score_delta_schema_id,
+                &mut payload,
+            );
+            let key = engine.device_name(t.device).as_bytes().to_vec();
+            self.push(Topic::ScoreDeltas, key, payload, None);
+        }
+    }
+
+    fn dead_letter(&mut self, d: &DeadLetter<'_>) {
+        if self.cfg.dead_letter_topic.is_empty() {
+            return;
+        }
+        let (partition, offset) = (d.partition.to_string(), d.offset.to_string());
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "posture.reason",
+                value: Some(d.reason),
+            })
+            .insert(Header {
+                key: "posture.error",
+                value: Some(d.detail),
+            })
+            .insert(Header {
+                key: "posture.source.topic",
+                value: Some(&self.cfg.source_topic),
+            })
+            .insert(Header {
+                key: "posture.source.partition",
+                value: Some(&partition),
+            })
+            .insert(Header {
+                key: "posture.source.offset",
+                value: Some(&offset),
+            });
+        self.push(
+            Topic::DeadLetter,
+            d.key.unwrap_or_default().to_vec(),
+            d.payload.to_vec(),
+            Some(headers),
+        );
+    }
+
+    fn pending_rows(&self) -> usize {
+        self.pending.len()
+    }
+
+    async fn flush(&mut self) -> Result<(), EmitError> {
+        let mut attempt = 1;
+        loop {
+            let mut failed: Vec<Pending> = Vec::new();
+            let mut last = String::new();
+            for mut p in std::mem::take(&mut self.pending) {
+                let outcome = match p.delivery.take() {
+                    Some(f) => match f.await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err((e, _))) => Err(e.to_string()),
+                        Err(_) => Err("delivery report lost (producer closed)".to_string()),
+                    },
+                    None => Err("not queued".to_string()),
+                };
+                match outcome {
+                    Ok(()) => match p.topic {
+                        Topic::ScoreDeltas => self.stats.score_deltas += 1,
+                        Topic::DeadLetter => self.stats.dead_letters += 1,
+                    },
+                    Err(e) => {
+                        last = e;
+                        failed.push(p);
+                    }
+                }
+            }
+            if failed.is_empty() {
+                return Ok(());
+            }
+            if attempt >= self.cfg.attempts {
+                let topic = self.topic_name(failed[0].topic).to_string();
+                let n = failed.len();
+                self.pending = failed;
+                return Err(EmitError::Undelivered {
+                    failed: n,
+                    topic,
+                    brokers: self.cfg.brokers.clone(),
+                    attempts: attempt,
+                    last,
+                });
+            }
+            eprintln!(
+                "posture emit: {} record(s) not delivered (attempt {attempt} of {}), sending again: {last}",
+                failed.len(),
+                self.cfg.attempts
+            );
+            tokio::time::sleep(Duration::from_millis(200 << attempt.min(5))).await;
+            attempt += 1;
+            for p in &mut failed {
+                self.stats.resent += 1;
+                if let Err(e) = self.send(p) {
+                    last = e.to_string();
+                }
+            }
+            self.pending = failed;
+        }
+    }
+}
+
+impl Drop for KafkaStage {
+    fn drop(&mut self) {
+        let _ = self.producer.flush(Duration::from_secs(5));
+    }
+}

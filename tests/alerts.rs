@@ -1,0 +1,159 @@
+//! Score-drop alerts on the real stack: events through Kafka and the
+//! pipeline into ClickHouse, then the alerter finds the drop, names its root
+//! cause, publishes it to Kafka (read back and decoded), and stays quiet for
+//! the rest of the window.
+
+use posture_core::*;
+use posture_ingest::alerts::{AlertConfig, Alerter};
+use posture_ingest::pipeline::{avro_decoder, SinkStage};
+use posture_ingest::{Ingest, IngestConfig};
+use posture_tests::{fresh_database, fresh_topic_with_partitions, kafka_brokers, kafka_config, unique_name};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+const BASELINE: &str = r#"
+baseline: alerts
+version: 1
+controls:
+  - { id: fw, title: Firewall, category: network, points: 30, check: { key: fw, op: eq, value: true } }
+"#;
+const T0: i64 = 1_795_341_600_000;
+const MIN: i64 = 60_000;
+
+fn event(i: usize, device: usize, seq: i64, at: i64, fw: bool) -> ConfigChange {
+    ConfigChange {
+        event_id: format!("e{i}"),
+        tenant_id: "t1".into(),
+        device_id: format!("dev{device}"),
+        observed_at: at,
+        sequence: seq,
+        source: ConfigSource::Agent,
+        kind: if seq == 1 {
+            ChangeKind::Snapshot
+        } else {
+            ChangeKind::Upsert
+        },
+        device: Some(DeviceInfo {
+            os_family: "windows".into(),
+            os_version: "10.0.19045".into(),
+            hostname: None,
+            groups: vec![],
+            tags: vec![],
+        }),
+        settings: vec![Setting {
+            key: "fw".into(),
+            value: Value::Bool(fw),
+        }],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_within_the_window_alerts_once_with_its_causes() {
+    // 10 devices pass at T0; at T0+90 min five fail: 100% -> 50% (each failure costs 3 of 30 points).
+    let mut evs: Vec<ConfigChange> = (0..10).map(|d| event(d, d, 1, T0 + d as i64, true)).collect();
+    evs.extend((0..5).map(|d| event(10 + d, d, 2, T0 + 90 * MIN + d as i64, false)));
+    let cat = Arc::new(Catalog::from_sources(&[("alerts.yaml", BASELINE)]).unwrap());
+    let topic = fresh_topic_with_partitions("alerts_in", 1).await;
+    let producer: FutureProducer = kafka_config().create().expect("producer");
+    for e in &evs {
+        let payload = posture_avro::encode_config_change(e, 1);
+        producer
+            .send(
+                FutureRecord::to(&topic).key(&e.device_id).payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("delivered");
+    }
+    let (client, db) = fresh_database("alerts").await;
+    posture_sink::migrate(&client, &db).await.expect("migrate");
+    let mut cfg = IngestConfig::new(kafka_brokers(), unique_name("alerts_group"), topic.clone());
+    cfg.batch_interval = Duration::from_millis(200);
+    let stage = SinkStage::new(posture_sink::Sink::new(client.clone()));
+    let mut ingest = Ingest::new(cfg, cat, EngineConfig::default(), stage, avro_decoder(None)).expect("ingest");
+    let progress = ingest.progress();
+    let stop = async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while progress.load(Ordering::SeqCst) < 15 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    ingest.run_until(stop, |_, _, _| {}).await.expect("pipeline");
+    assert_eq!(ingest.stats().applied, 15);
+    assert!(
+        ingest.holds_partition_0().load(Ordering::SeqCst),
+        "the only instance holds partition 0"
+    );
+
+    let alerts_topic = fresh_topic_with_partitions("alerts_out", 1).await;
+    let alert_cfg = AlertConfig {
+        drop_points: 5.0,
+        window_ms: 60 * MIN,
+        interval: Duration::from_secs(1),
+        topic: alerts_topic.clone(),
+        schema_id: 3,
+        brokers: kafka_brokers(),
+        extra: vec![],
+    };
+    let mut alerter = Alerter::new(alert_cfg.clone(), client.clone()).expect("alerter");
+    let alerts = alerter.check().await.expect("check");
+    let now = T0 + 90 * MIN + 4;
+    assert_eq!(alerts.len(), 2, "the tenant and its network category: {alerts:#?}");
+    for (a, category) in alerts.iter().zip([None, Some("network")]) {
+        assert_eq!(a.tenant, "t1");
+        assert_eq!(a.group, None);
+        assert_eq!(a.category.as_deref(), category);
+        assert_eq!((a.old_percent, a.new_percent), (100.0, 50.0));
+        assert_eq!((a.window_ms, a.at), (60 * MIN, now));
+        let causes: Vec<(&str, &str, f64)> = a
+            .causes
+            .iter()
+            .map(|c| (c.control.as_str(), c.device.as_str(), c.points_lost))
+            .collect();
+        assert_eq!(
+            causes,
+            vec![
+                ("fw", "dev0", 3.0),
+                ("fw", "dev1", 3.0),
+                ("fw", "dev2", 3.0),
+                ("fw", "dev3", 3.0),
+                ("fw", "dev4", 3.0)
+            ]
+        );
+    }
+    // Once per window, also for a clone (the periodic task and the final check share it).
+    assert!(alerter.clone().check().await.expect("check").is_empty());
+    // A threshold above the drop (60 points for a 50-point drop) sees nothing.
+    let mut strict = Alerter::new(
+        AlertConfig {
+            drop_points: 60.0,
+            ..alert_cfg
+        },
+        client.clone(),
+    )
+    .unwrap();
+    assert!(strict.check().await.expect("check").is_empty());
+
+    alerter.publish(&alerts).await.expect("publish");
+    let consumer: StreamConsumer = kafka_config()
+        .set("group.id", unique_name("alerts_reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[&alerts_topic]).unwrap();
+    let mut read = Vec::new();
+    while read.len() < 2 {
+        let m = tokio::time::timeout(Duration::from_secs(20), consumer.recv())
+            .await
+            .expect("alerts arrive")
+            .expect("recv");
+        assert_eq!(m.key(), Some(&b"t1"[..]), "keyed by tenant");
+        read.push(posture_avro::decode_alert(m.payload().unwrap()).expect("ScoreDropAlert decodes"));
+    }
+    drop(consumer);
+    assert_eq!(read, alerts);
+}

@@ -1,0 +1,211 @@
+//! Backpressure on the real stack: when ClickHouse stops answering, the
+//! pipeline stops consuming (it does not buffer), and when ClickHouse
+//! answers again it resumes by itself and writes exactly what an
+//! uninterrupted run writes.
+//!
+//! ClickHouse is made slow by a TCP proxy in front of the real server that
+//! the test pauses: paused, it keeps every connection open but forwards no
+//! byte (a hung server, as under a lock or SIGSTOP, without disturbing the
+//! other tests that share the server).
+
+use posture_core::*;
+use posture_ingest::pipeline::{avro_decoder, SinkStage};
+use posture_ingest::{Ingest, IngestConfig};
+use posture_tests::fleet::{fleet_events, BASELINE};
+use posture_tests::{
+    clickhouse_url, fresh_database, fresh_topic_with_partitions, kafka_brokers, kafka_config, unique_name,
+};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// A TCP proxy to `upstream` that forwards nothing while paused.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    paused: watch::Sender<bool>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().unwrap();
+        let (paused, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let rx = rx.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    tokio::join!(pump(cr, sw, rx.clone()), pump(sr, cw, rx));
+                });
+            }
+        });
+        Proxy { addr, paused }
+    }
+
+    fn pause(&self, on: bool) {
+        self.paused.send_replace(on);
+    }
+}
+
+/// Copies `from` to `to`, holding each chunk while the proxy is paused.
+async fn pump(
+    mut from: impl AsyncReadExt + Unpin,
+    mut to: impl AsyncWriteExt + Unpin,
+    mut paused: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if paused.wait_for(|p| !*p).await.is_err() {
+            return;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown().await;
+                return;
+            }
+            Ok(n) => n,
+        };
+        if paused.wait_for(|p| !*p).await.is_err() {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_clickhouse_pauses_consumption_and_the_run_resumes_exactly() {
+    const EVENTS: u64 = 20_000;
+    const BATCH: usize = 500;
+    let cat = Arc::new(Catalog::from_sources(&[("bp.yaml", BASELINE)]).unwrap());
+    let evs = fleet_events(EVENTS, 400);
+    let topic = fresh_topic_with_partitions("bp", 1).await;
+    let producer: FutureProducer = kafka_config().set("linger.ms", "20").create().expect("producer");
+    let sends: Vec<_> = evs
+        .iter()
+        .map(|e| {
+            let payload = posture_avro::encode_config_change(e, 1);
+            producer
+                .send_result(FutureRecord::to(&topic).key(&e.device_id).payload(&payload))
+                .map_err(|(e, _)| e)
+        })
+        .collect();
+    for s in sends {
+        s.expect("queued").await.expect("delivery").expect("delivered");
+    }
+    let (client, db) = fresh_database("bp").await;
+    posture_sink::migrate(&client, &db).await.expect("migrate");
+
+    // The pipeline writes through the proxy.
+    let upstream = clickhouse_url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let proxy = Proxy::start(upstream).await;
+    let via_proxy = posture_tests::clickhouse_client_at(&format!("http://{}", proxy.addr)).with_database(&db);
+    let mut cfg = IngestConfig::new(kafka_brokers(), unique_name("bp_group"), topic.clone());
+    cfg.batch_rows = BATCH;
+    cfg.batch_interval = Duration::from_millis(200);
+    // Bound librdkafka's prefetch too (the default is 64 MiB per partition).
+    cfg.extra.push(("queued.max.messages.kbytes".into(), "1024".into()));
+    let stage = SinkStage::new(posture_sink::Sink::new(via_proxy));
+    let mut ingest = Ingest::new(cfg, cat.clone(), EngineConfig::default(), stage, avro_decoder(None)).expect("ingest");
+    let progress = ingest.progress();
+
+    let observer = {
+        let progress = progress.clone();
+        async move {
+            // Let it consume a little, then hang ClickHouse.
+            while progress.load(Ordering::SeqCst) < 2_000 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            proxy.pause(true);
+            let at_pause = progress.load(Ordering::SeqCst);
+            // Within one batch the loop must block on the flush.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let stalled_at = progress.load(Ordering::SeqCst);
+            let rss_before = rss_kib();
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            let after_wait = progress.load(Ordering::SeqCst);
+            let rss_after = rss_kib();
+            proxy.pause(false);
+            // Then it resumes by itself and drains the topic.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+            while progress.load(Ordering::SeqCst) < EVENTS && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (at_pause, stalled_at, after_wait, rss_before, rss_after)
+        }
+    };
+    // The observer runs as its own task: the loop does not poll its stop future while a flush
+    // is blocked, which is the point.
+    let observer = tokio::spawn(observer);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let stop = async move {
+        let r = observer.await.expect("observer task");
+        let _ = tx.send(r);
+    };
+    ingest.run_until(stop, |_, _, _| {}).await.expect("pipeline run");
+    let (at_pause, stalled_at, after_wait, rss_before, rss_after) = rx.await.unwrap();
+    eprintln!(
+        "paused at {at_pause} records; stalled at {stalled_at}; {after_wait} after 6 s more; RSS {rss_before} -> {rss_after} KiB"
+    );
+    // The loop goes on until its next flush (at most one batch of rows, or the 200 ms timer);
+    // records that change nothing add no rows, hence the slack.
+    assert!(
+        stalled_at - at_pause <= 5 * BATCH as u64,
+        "consumption went on for {} records after ClickHouse hung (batch {BATCH} rows)",
+        stalled_at - at_pause
+    );
+    assert_eq!(after_wait, stalled_at, "nothing consumed while ClickHouse hangs");
+    assert!(stalled_at < EVENTS, "the pause came before the end");
+    assert!(
+        rss_after <= rss_before + 16 * 1024,
+        "resident memory grew by {} KiB while paused",
+        rss_after - rss_before
+    );
+    let stats = ingest.stats().clone();
+    assert_eq!(stats.records, EVENTS, "{stats:?}");
+
+    // Exactly what one engine over every event produces.
+    let mut engine = Engine::new(cat.clone(), EngineConfig::default());
+    let mut out = Output::default();
+    let (mut transitions, mut deltas) = (0u64, 0u64);
+    for e in &evs {
+        let _ = engine.apply(e, SourcePos::default(), &mut out);
+        transitions += out.transitions.len() as u64;
+        deltas += out.scope_deltas.len() as u64;
+        out.clear();
+    }
+    let count = |table: &'static str| {
+        let client = client.clone();
+        async move {
+            client
+                .query(&format!("SELECT count() FROM {table}"))
+                .fetch_one::<u64>()
+                .await
+                .expect("count")
+        }
+    };
+    assert_eq!(count("transitions").await, transitions);
+    assert_eq!(count("score_deltas").await, deltas);
+}
