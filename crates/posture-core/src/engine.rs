@@ -31,6 +31,9 @@
 //! exactly. Categories need no scopes of their own: a delta names its control
 //! and so its category.
 
+mod snapshot;
+pub use snapshot::{catalog_fingerprint, SnapshotError};
+
 use crate::baseline::Catalog;
 use crate::check::Tri;
 use crate::event::{ChangeKind, ConfigChange, DeviceInfo};

@@ -190,17 +190,9 @@ fn events(steps: &[Step]) -> Vec<ConfigChange> {
         .collect()
 }
 
-fn run(
-    cat: &std::sync::Arc<Catalog>,
-    excs: &[ExcSpec],
-    evs: &[ConfigChange],
-) -> Vec<(String, Transition, Vec<engine::ScopeDelta>)> {
-    let cfg = EngineConfig {
-        inactivity_window_ms: 90 * MIN,
-        ..Default::default()
-    };
-    let mut h = Harness::with_config(cat.clone(), cfg);
+fn exceptions(cat: &Catalog, excs: &[ExcSpec]) -> Vec<posture_core::exception::Exception> {
     let n_controls = cat.controls.len();
+    let mut out = Vec::new();
     for (i, (j, c, scope, dev, start, len)) in excs.iter().enumerate() {
         let justification = [
             Justification::ThirdPartyControl,
@@ -215,14 +207,32 @@ fn run(
             _ => ExceptionScope::Tag("t0".into()),
         };
         let starts_at = T0 + start * MIN;
-        let e = exc(
+        out.push(exc(
             &format!("x{i}"),
             &format!("c{}", c % n_controls),
             scope,
             justification,
             starts_at,
             len.map(|l| starts_at + l * MIN),
-        );
+        ));
+    }
+    out
+}
+
+fn config() -> EngineConfig {
+    EngineConfig {
+        inactivity_window_ms: 90 * MIN,
+        ..Default::default()
+    }
+}
+
+fn run(
+    cat: &std::sync::Arc<Catalog>,
+    excs: &[ExcSpec],
+    evs: &[ConfigChange],
+) -> Vec<(String, Transition, Vec<engine::ScopeDelta>)> {
+    let mut h = Harness::with_config(cat.clone(), config());
+    for e in exceptions(cat, excs) {
         h.except(e);
     }
     let mut out = Vec::new();
@@ -353,5 +363,83 @@ proptest! {
             s
         };
         prop_assert_eq!(score(&whole), score(&split));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// An engine restored from a snapshot taken after any prefix of the
+    /// events continues exactly like the original: the same outputs for the
+    /// rest of the events and the deadlines after them, and the same
+    /// snapshot bytes at the end (and right after restoring).
+    #[test]
+    fn a_restored_snapshot_continues_exactly(
+        yaml in baseline_yaml(),
+        steps in prop::collection::vec(step(), 1..60),
+        excs in prop::collection::vec(exception(), 0..4),
+        cut in 0usize..1000,
+    ) {
+        let cat = catalog(&yaml);
+        let evs = events(&steps);
+        let cut = cut % (evs.len() + 1);
+        let mut out = Output::default();
+        let mut a = Engine::new(cat.clone(), config());
+        for e in exceptions(&cat, &excs) {
+            a.add_exception(e, &mut out).unwrap();
+        }
+        for (i, e) in evs[..cut].iter().enumerate() {
+            let _ = a.apply(e, SourcePos { partition: 0, offset: i as i64 }, &mut out);
+        }
+        let mut bytes = Vec::new();
+        a.snapshot(&mut bytes);
+        let mut b = Engine::restore(cat.clone(), config(), &bytes).unwrap();
+        let mut again = Vec::new();
+        b.snapshot(&mut again);
+        prop_assert_eq!(&bytes, &again);
+        let (mut oa, mut ob) = (Output::default(), Output::default());
+        for (i, e) in evs.iter().enumerate().skip(cut) {
+            let pos = SourcePos { partition: 0, offset: i as i64 };
+            let ra = a.apply(e, pos, &mut oa);
+            let rb = b.apply(e, pos, &mut ob);
+            prop_assert_eq!(ra, rb);
+            prop_assert_eq!(&oa.transitions, &ob.transitions);
+            prop_assert_eq!(&oa.scope_deltas, &ob.scope_deltas);
+            oa.clear();
+            ob.clear();
+        }
+        a.advance_to(T0 + 1000 * DAY, SourcePos::default(), &mut oa);
+        b.advance_to(T0 + 1000 * DAY, SourcePos::default(), &mut ob);
+        prop_assert_eq!(&oa.transitions, &ob.transitions);
+        prop_assert_eq!(&oa.scope_deltas, &ob.scope_deltas);
+        let (mut sa, mut sb) = (Vec::new(), Vec::new());
+        a.snapshot(&mut sa);
+        b.snapshot(&mut sb);
+        prop_assert_eq!(sa, sb);
+        prop_assert_eq!(a.stats(), b.stats());
+    }
+
+    /// Corrupt snapshots are errors, never panics.
+    #[test]
+    fn corrupt_snapshots_are_errors(
+        yaml in baseline_yaml(),
+        steps in prop::collection::vec(step(), 1..20),
+        flips in prop::collection::vec((0usize..100_000, any::<u8>()), 1..4),
+        cut in 0usize..100_000,
+    ) {
+        let cat = catalog(&yaml);
+        let mut e = Engine::new(cat.clone(), config());
+        let mut out = Output::default();
+        for (i, ev) in events(&steps).iter().enumerate() {
+            let _ = e.apply(ev, SourcePos { partition: 0, offset: i as i64 }, &mut out);
+        }
+        let mut bytes = Vec::new();
+        e.snapshot(&mut bytes);
+        for (at, x) in flips {
+            let n = bytes.len();
+            bytes[at % n] ^= x | 1;
+        }
+        bytes.truncate(cut % (bytes.len() + 1));
+        let _ = Engine::restore(cat, config(), &bytes);
     }
 }

@@ -173,8 +173,11 @@ mod tests {
                 "score_at",
                 "category_scores_at",
                 "score_series",
+                "control_counts_at",
                 "device_scores_at",
-                "control_state_current"
+                "control_state_current",
+                "tenants_latest",
+                "drop_causes"
             ]
         );
         for q in &qs {
