@@ -12,6 +12,7 @@ use posture_core::*;
 use posture_ingest::pipeline::{avro_decoder, SinkStage};
 use posture_ingest::{Ingest, IngestConfig};
 use posture_tests::fleet::{fleet_events, BASELINE};
+use posture_tests::proxy::Proxy;
 use posture_tests::{
     clickhouse_url, fresh_database, fresh_topic_with_partitions, kafka_brokers, kafka_config, unique_name,
 };
@@ -19,69 +20,6 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-
-/// A TCP proxy to `upstream` that forwards nothing while paused.
-struct Proxy {
-    addr: std::net::SocketAddr,
-    paused: watch::Sender<bool>,
-}
-
-impl Proxy {
-    async fn start(upstream: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let addr = listener.local_addr().unwrap();
-        let (paused, rx) = watch::channel(false);
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let upstream = upstream.clone();
-                let rx = rx.clone();
-                tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(&upstream).await else {
-                        return;
-                    };
-                    let (cr, cw) = client.into_split();
-                    let (sr, sw) = server.into_split();
-                    tokio::join!(pump(cr, sw, rx.clone()), pump(sr, cw, rx));
-                });
-            }
-        });
-        Proxy { addr, paused }
-    }
-
-    fn pause(&self, on: bool) {
-        self.paused.send_replace(on);
-    }
-}
-
-/// Copies `from` to `to`, holding each chunk while the proxy is paused.
-async fn pump(
-    mut from: impl AsyncReadExt + Unpin,
-    mut to: impl AsyncWriteExt + Unpin,
-    mut paused: watch::Receiver<bool>,
-) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        if paused.wait_for(|p| !*p).await.is_err() {
-            return;
-        }
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => {
-                let _ = to.shutdown().await;
-                return;
-            }
-            Ok(n) => n,
-        };
-        if paused.wait_for(|p| !*p).await.is_err() {
-            return;
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
-}
 
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");

@@ -915,7 +915,13 @@ async fn migrate_is_idempotent() {
         .expect("tables");
     assert_eq!(
         tables,
-        ["control_state", "schema_migrations", "score_deltas", "transitions"]
+        [
+            "control_state",
+            "engine_snapshots",
+            "schema_migrations",
+            "score_deltas",
+            "transitions"
+        ]
     );
 
     // A database that does not exist yet is created.

@@ -20,6 +20,7 @@
 //! Everything async here needs a tokio runtime: use `#[tokio::test]`.
 
 pub mod fleet;
+pub mod proxy;
 pub mod registry;
 
 use std::collections::hash_map::RandomState;

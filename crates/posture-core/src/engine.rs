@@ -89,6 +89,13 @@ pub struct EngineConfig {
     pub inactivity_window_ms: i64,
     /// Events with more settings than this are rejected. Default 10,000.
     pub max_settings: usize,
+    /// Events with an id (event, tenant, device), a setting key or a
+    /// string value longer than this many bytes are rejected (a list
+    /// value counts its items together). Default 64 KiB.
+    pub max_value_bytes: usize,
+    /// Events observed outside `[start, end)` (epoch ms) are rejected as
+    /// absurd. Default 2000-01-01 to 2100-01-01.
+    pub valid_time_ms: (i64, i64),
 }
 
 impl Default for EngineConfig {
@@ -96,6 +103,8 @@ impl Default for EngineConfig {
         EngineConfig {
             inactivity_window_ms: 30 * 24 * 3600 * 1000,
             max_settings: 10_000,
+            max_value_bytes: 64 * 1024,
+            valid_time_ms: (946_684_800_000, 4_102_444_800_000),
         }
     }
 }
@@ -538,6 +547,40 @@ impl Engine {
         }
         if ev.observed_at < 0 {
             return bad("observed_at before 1970");
+        }
+        let (t0, t1) = self.cfg.valid_time_ms;
+        if ev.observed_at < t0 || ev.observed_at >= t1 {
+            return Err(Rejected::Invalid(format!(
+                "observed_at {} is outside the accepted range [{t0}, {t1}) ms",
+                ev.observed_at
+            )));
+        }
+        let max = self.cfg.max_value_bytes;
+        for (what, v) in [
+            ("event_id", &ev.event_id),
+            ("tenant_id", &ev.tenant_id),
+            ("device_id", &ev.device_id),
+        ] {
+            if v.len() > max {
+                return Err(Rejected::Invalid(format!(
+                    "{what} is {} bytes, more than {max}",
+                    v.len()
+                )));
+            }
+        }
+        for s in &ev.settings {
+            let size = s.key.len()
+                + match &s.value {
+                    crate::event::Value::String(v) => v.len(),
+                    crate::event::Value::Array(v) => v.iter().map(String::len).sum(),
+                    _ => 0,
+                };
+            if size > max {
+                return Err(Rejected::Invalid(format!(
+                    "setting {:?} is {size} bytes, more than {max}",
+                    s.key.chars().take(64).collect::<String>()
+                )));
+            }
         }
         if ev.settings.len() > self.cfg.max_settings {
             return Err(Rejected::Invalid(format!(

@@ -243,8 +243,36 @@ fn invalid_events_are_rejected_with_a_reason() {
     ];
     assert!(h.send(e.clone()).unwrap_err().to_string().contains("appears twice"));
     e.kind = Retire;
-    assert!(h.send(e).unwrap_err().to_string().contains("RETIRE"));
-    assert_eq!(h.engine.stats().events_invalid, 3);
+    assert!(h.send(e.clone()).unwrap_err().to_string().contains("RETIRE"));
+    // Absurd times and oversized ids or values (the defaults: 2000..2100, 64 KiB).
+    e.kind = Upsert;
+    e.settings.clear();
+    e.observed_at = 1_000; // 1970
+    assert!(h
+        .send(e.clone())
+        .unwrap_err()
+        .to_string()
+        .contains("outside the accepted range"));
+    e.observed_at = 4_200_000_000_000; // 2103
+    assert!(h
+        .send(e.clone())
+        .unwrap_err()
+        .to_string()
+        .contains("outside the accepted range"));
+    e.observed_at = T0;
+    e.device_id = "d".repeat(70_000);
+    assert!(h
+        .send(e.clone())
+        .unwrap_err()
+        .to_string()
+        .contains("device_id is 70000 bytes"));
+    e.device_id = "d".into();
+    e.settings = vec![Setting {
+        key: "fw".into(),
+        value: Value::Array(vec!["x".repeat(40_000), "y".repeat(40_000)]),
+    }];
+    assert!(h.send(e).unwrap_err().to_string().contains("more than 65536"));
+    assert_eq!(h.engine.stats().events_invalid, 7);
     assert_eq!(h.engine.device_count(), 0, "nothing was created");
 }
 

@@ -29,6 +29,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -51,6 +52,12 @@ pub struct IngestConfig {
     /// Extra librdkafka properties (e.g. `security.protocol`); secrets come
     /// from the environment, never from argv.
     pub extra: Vec<(String, String)>,
+    /// With a durable [`StateStore`]: snapshot a partition's engine at
+    /// least this often (when it has applied anything since), then commit
+    /// its offset. A restart replays at most this much input.
+    pub snapshot_interval: Duration,
+    /// ... or after this many records of the partition.
+    pub snapshot_records: u64,
 }
 
 impl IngestConfig {
@@ -63,6 +70,8 @@ impl IngestConfig {
             batch_rows: 10_000,
             batch_interval: Duration::from_secs(1),
             extra: Vec::new(),
+            snapshot_interval: Duration::from_secs(30),
+            snapshot_records: 1_000_000,
         }
     }
 }
@@ -79,6 +88,15 @@ pub trait Stage {
     /// committed); the others ignore it (the ingest loop still counts it and
     /// reports it to its `on_skip` callback).
     fn dead_letter(&mut self, _record: &DeadLetter<'_>) {}
+    /// Called once when this instance starts on `partition` (after a
+    /// restore, before its first record is applied): e.g. read how far its
+    /// output already got, so a replay writes nothing twice.
+    fn prepare_partition(&mut self, _partition: i32) -> impl Future<Output = Result<(), Self::Error>> {
+        async { Ok(()) }
+    }
+    /// `partition` was revoked: drop its pending, unwritten output (its next
+    /// owner makes it again from the partition's last snapshot).
+    fn discard_partition(&mut self, _partition: i32) {}
     /// Rows pending since the last flush.
     fn pending_rows(&self) -> usize;
     /// Writes every pending row durably; only then are offsets committed.
@@ -96,6 +114,14 @@ impl<A: Stage, B: Stage> Stage for (A, B) {
     fn dead_letter(&mut self, record: &DeadLetter<'_>) {
         self.0.dead_letter(record);
         self.1.dead_letter(record);
+    }
+    async fn prepare_partition(&mut self, partition: i32) -> Result<(), String> {
+        self.0.prepare_partition(partition).await.map_err(|e| e.to_string())?;
+        self.1.prepare_partition(partition).await.map_err(|e| e.to_string())
+    }
+    fn discard_partition(&mut self, partition: i32) {
+        self.0.discard_partition(partition);
+        self.1.discard_partition(partition);
     }
     fn pending_rows(&self) -> usize {
         self.0.pending_rows().max(self.1.pending_rows())
@@ -194,6 +220,17 @@ pub struct IngestStats {
     pub invalid: u64,
     /// `stale + invalid`.
     pub rejected: u64,
+    /// Records received again that this instance had already applied, or
+    /// below the restored snapshot (replay after a restart or rebalance).
+    pub replay_skipped: u64,
+    /// Partitions whose engine was restored from a snapshot.
+    pub restored: u64,
+    /// Partitions started without a snapshot (from the earliest offset).
+    pub started_empty: u64,
+    /// Snapshots written.
+    pub snapshots: u64,
+    /// Partitions revoked (their unwritten output discarded).
+    pub revoked: u64,
     pub flushes: u64,
     pub rows_flushed: u64,
     /// Errors from the consumer (retried, not fatal).
@@ -212,22 +249,102 @@ pub enum IngestError {
     },
     #[error("sink flush failed after retries: {0}")]
     Sink(String),
+    #[error("state of partition {partition}: {detail}")]
+    State { partition: i32, detail: String },
 }
 
-/// One assigned partition: its engine and the next offset to commit.
+/// Where partition engines are snapshotted, so their state survives the
+/// process and follows the partition to another instance.
+pub trait StateStore {
+    /// The latest snapshot of the partition: the offset it was taken at and
+    /// its bytes ([`Engine::snapshot`]).
+    fn load(&self, topic: &str, partition: i32) -> impl Future<Output = Result<Option<(i64, Vec<u8>)>, String>>;
+    /// Stores a snapshot taken at `next_offset`.
+    fn save(
+        &self,
+        topic: &str,
+        partition: i32,
+        next_offset: i64,
+        bytes: &[u8],
+    ) -> impl Future<Output = Result<(), String>>;
+    /// Whether snapshots survive the process. Without, offsets are committed
+    /// after every flush (at-least-once; state is lost on restart).
+    fn durable(&self) -> bool {
+        true
+    }
+}
+
+/// No durable state: engines live in memory only.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MemoryOnly;
+
+impl StateStore for MemoryOnly {
+    async fn load(&self, _: &str, _: i32) -> Result<Option<(i64, Vec<u8>)>, String> {
+        Ok(None)
+    }
+    async fn save(&self, _: &str, _: i32, _: i64, _: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
+    fn durable(&self) -> bool {
+        false
+    }
+}
+
+impl StateStore for posture_sink::SnapshotStore {
+    async fn load(&self, topic: &str, partition: i32) -> Result<Option<(i64, Vec<u8>)>, String> {
+        posture_sink::SnapshotStore::load(self, topic, partition)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    async fn save(&self, topic: &str, partition: i32, next_offset: i64, bytes: &[u8]) -> Result<(), String> {
+        posture_sink::SnapshotStore::save(self, topic, partition, next_offset, bytes)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The consumer's context: notes revoked partitions, which the loop drops
+/// before it writes anything more (the callback runs inside `recv`).
+#[derive(Default)]
+pub struct IngestContext {
+    revoked: std::sync::Mutex<Vec<i32>>,
+}
+
+impl rdkafka::ClientContext for IngestContext {}
+
+impl rdkafka::consumer::ConsumerContext for IngestContext {
+    fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        if let rdkafka::consumer::Rebalance::Revoke(tpl) = rebalance {
+            let mut r = self.revoked.lock().expect("not poisoned");
+            r.extend(tpl.elements().iter().map(|e| e.partition()));
+        }
+    }
+}
+
+/// One assigned partition: its engine and where it is in the input.
 struct PartitionState {
     engine: Engine,
+    /// The offset of the next record to apply (everything before it is in
+    /// the engine).
     next_offset: i64,
+    /// After a seek: only this offset is accepted next (records fetched
+    /// before the seek are dropped).
+    awaiting: Option<i64>,
+    /// The offset last committed.
     committed: i64,
+    /// Records applied (or skipped as unusable) since the last snapshot.
+    since_snapshot: u64,
+    last_snapshot: Instant,
 }
 
 /// Everything but the consumer, so a borrowed message and the state can be
 /// used at once.
-struct State<S, D> {
+struct State<S, D, St> {
     catalog: Arc<Catalog>,
     engine_cfg: EngineConfig,
     stage: S,
     decode: D,
+    store: St,
     partitions: BTreeMap<i32, PartitionState>,
     out: Output,
     stats: IngestStats,
@@ -236,15 +353,16 @@ struct State<S, D> {
 }
 
 /// The consume-evaluate-flush loop.
-pub struct Ingest<S: Stage, D> {
+pub struct Ingest<S: Stage, D, St: StateStore = MemoryOnly> {
     cfg: IngestConfig,
-    consumer: StreamConsumer,
-    st: State<S, D>,
+    consumer: StreamConsumer<IngestContext>,
+    st: State<S, D, St>,
     last_flush: Instant,
 }
 
-impl<S: Stage, D: Decode> Ingest<S, D> {
-    /// Creates the consumer (subscribed to the topic) and the loop.
+impl<S: Stage, D: Decode> Ingest<S, D, MemoryOnly> {
+    /// Creates the consumer (subscribed to the topic) and the loop, with
+    /// engines in memory only (see [`Ingest::with_state_store`]).
     pub fn new(
         cfg: IngestConfig,
         catalog: Arc<Catalog>,
@@ -267,7 +385,7 @@ impl<S: Stage, D: Decode> Ingest<S, D> {
         for (k, v) in &cfg.extra {
             cc.set(k, v);
         }
-        let consumer: StreamConsumer = cc.create().map_err(err)?;
+        let consumer: StreamConsumer<IngestContext> = cc.create_with_context(IngestContext::default()).map_err(err)?;
         consumer.subscribe(&[&cfg.topic]).map_err(err)?;
         Ok(Ingest {
             cfg,
@@ -277,6 +395,7 @@ impl<S: Stage, D: Decode> Ingest<S, D> {
                 engine_cfg,
                 stage,
                 decode,
+                store: MemoryOnly,
                 partitions: BTreeMap::new(),
                 out: Output::default(),
                 stats: IngestStats::default(),
@@ -287,6 +406,33 @@ impl<S: Stage, D: Decode> Ingest<S, D> {
         })
     }
 
+    /// Keeps partition state in `store`: each partition is restored from
+    /// its latest snapshot before its first record is applied, snapshotted
+    /// every `snapshot_interval` / `snapshot_records`, and its offset is
+    /// committed only with a snapshot.
+    pub fn with_state_store<St: StateStore>(self, store: St) -> Ingest<S, D, St> {
+        let st = self.st;
+        Ingest {
+            cfg: self.cfg,
+            consumer: self.consumer,
+            st: State {
+                catalog: st.catalog,
+                engine_cfg: st.engine_cfg,
+                stage: st.stage,
+                decode: st.decode,
+                store,
+                partitions: st.partitions,
+                out: st.out,
+                stats: st.stats,
+                progress: st.progress,
+                holds_partition_0: st.holds_partition_0,
+            },
+            last_flush: self.last_flush,
+        }
+    }
+}
+
+impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
     /// Counters so far.
     pub fn stats(&self) -> &IngestStats {
         &self.st.stats
@@ -315,8 +461,26 @@ impl<S: Stage, D: Decode> Ingest<S, D> {
         self.st.partitions.get(&partition).map(|p| &p.engine)
     }
 
-    /// Consumes until `stop` resolves, then flushes and commits what is
-    /// pending. `on_skip` sees every record that was not applied.
+    /// The partitions this instance currently has engines for, and their
+    /// device counts.
+    pub fn partitions(&self) -> Vec<(i32, usize)> {
+        self.st
+            .partitions
+            .iter()
+            .map(|(&p, s)| (p, s.engine.device_count()))
+            .collect()
+    }
+
+    fn kafka_err(&self, source: KafkaError) -> IngestError {
+        IngestError::Kafka {
+            topic: self.cfg.topic.clone(),
+            brokers: self.cfg.brokers.clone(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Consumes until `stop` resolves, then flushes, snapshots and commits
+    /// what is pending. `on_skip` sees every record that was not applied.
     pub async fn run_until(
         &mut self,
         stop: impl Future<Output = ()>,
@@ -329,6 +493,9 @@ impl<S: Stage, D: Decode> Ingest<S, D> {
                 biased;
                 _ = &mut stop => break,
                 msg = self.consumer.recv() => {
+                    // A revocation is noted by the rebalance callback inside recv; act on it
+                    // before anything more is written.
+                    drop_revoked(&self.consumer, &mut self.st);
                     // Consumer errors (a topic not yet known, a broker restart) are
                     // retried: counted, reported at a bounded rate, and polled again.
                     let msg = match msg {
@@ -346,27 +513,124 @@ impl<S: Stage, D: Decode> Ingest<S, D> {
                         }
                     };
                     let (partition, offset) = (msg.partition(), msg.offset());
-                    let skipped = self.st.handle(partition, offset, msg.key(), msg.payload().unwrap_or(&[])).await;
-                    if let Some(s) = skipped {
-                        on_skip(partition, offset, &s);
+                    self.st.stats.records += 1;
+                    self.st.progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if !self.st.partitions.contains_key(&partition) {
+                        // Copy out what the restore needs; the message borrows the consumer.
+                        let (key, payload) = (msg.key().map(<[u8]>::to_vec), msg.payload().map(<[u8]>::to_vec));
+                        drop(msg);
+                        self.start_partition(partition, offset).await?;
+                        if let Some(s) = self.st.handle(partition, offset, key.as_deref(), payload.as_deref().unwrap_or(&[])).await {
+                            on_skip(partition, offset, &s);
+                        }
+                    } else {
+                        let skipped = self.st.handle(partition, offset, msg.key(), msg.payload().unwrap_or(&[])).await;
+                        if let Some(s) = skipped {
+                            on_skip(partition, offset, &s);
+                        }
+                        drop(msg);
                     }
-                    drop(msg);
                     if self.st.stage.pending_rows() >= self.cfg.batch_rows {
-                        self.flush().await?;
+                        self.flush(false).await?;
                     }
                 }
                 _ = tick.tick() => {
                     if self.last_flush.elapsed() >= self.cfg.batch_interval {
-                        self.flush().await?;
+                        self.flush(false).await?;
                     }
                 }
             }
         }
-        self.flush().await
+        self.flush(true).await
     }
 
-    /// Writes pending rows, then commits the offsets they came from.
-    pub async fn flush(&mut self) -> Result<(), IngestError> {
+    /// Sets up a partition seen for the first time: restores its engine from
+    /// the state store (retrying while the store is unreachable) and, when
+    /// the consumer is not where the engine left off, seeks there.
+    async fn start_partition(&mut self, partition: i32, first_offset: i64) -> Result<(), IngestError> {
+        let state_err = |detail: String| IngestError::State { partition, detail };
+        let fresh = |engine, next_offset| PartitionState {
+            engine,
+            next_offset,
+            awaiting: None,
+            committed: -1,
+            since_snapshot: 0,
+            last_snapshot: Instant::now(),
+        };
+        if !self.st.store.durable() {
+            let engine = Engine::new(self.st.catalog.clone(), self.st.engine_cfg.clone());
+            self.st.partitions.insert(partition, fresh(engine, first_offset));
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut wait = Duration::from_millis(200);
+        let loaded = loop {
+            match self.st.store.load(&self.cfg.topic, partition).await {
+                Ok(l) => break l,
+                Err(e) => {
+                    eprintln!("posture ingest: partition {partition}: cannot load its snapshot, retrying: {e}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        let (engine, start) = match loaded {
+            Some((offset, bytes)) => {
+                let engine = Engine::restore(self.st.catalog.clone(), self.st.engine_cfg.clone(), &bytes)
+                    .map_err(|e| state_err(format!("the snapshot at offset {offset} cannot be restored: {e}")))?;
+                self.st.stats.restored += 1;
+                eprintln!(
+                    "posture ingest: partition {partition}: restored {} devices from the snapshot at offset {offset} ({} bytes) in {} ms; first record at offset {first_offset}",
+                    engine.device_count(),
+                    bytes.len(),
+                    started.elapsed().as_millis()
+                );
+                (engine, offset)
+            }
+            None => {
+                let (low, _) = self
+                    .consumer
+                    .fetch_watermarks(&self.cfg.topic, partition, Duration::from_secs(10))
+                    .map_err(|e| self.kafka_err(e))?;
+                self.st.stats.started_empty += 1;
+                eprintln!(
+                    "posture ingest: partition {partition}: no snapshot, starting from its earliest offset {low}"
+                );
+                (Engine::new(self.st.catalog.clone(), self.st.engine_cfg.clone()), low)
+            }
+        };
+        self.st
+            .stage
+            .prepare_partition(partition)
+            .await
+            .map_err(|e| state_err(format!("preparing the outputs: {e}")))?;
+        let mut ps = fresh(engine, start);
+        ps.committed = start;
+        if first_offset > start {
+            // The consumer starts after the engine's state (e.g. no snapshot, but committed
+            // offsets): go back so nothing in between is missed.
+            eprintln!(
+                "posture ingest: partition {partition}: the consumer is at offset {first_offset}, after the state (offset {start}): seeking back"
+            );
+            self.consumer
+                .seek(
+                    &self.cfg.topic,
+                    partition,
+                    Offset::Offset(start),
+                    Duration::from_secs(10),
+                )
+                .map_err(|e| self.kafka_err(e))?;
+            ps.awaiting = Some(start);
+        }
+        self.st.partitions.insert(partition, ps);
+        Ok(())
+    }
+
+    /// Writes pending rows; then, with a durable store, snapshots the
+    /// partitions that are due (all of them when `all`) and commits their
+    /// offsets; without, commits every partition's offset.
+    pub async fn flush(&mut self, all: bool) -> Result<(), IngestError> {
+        drop_revoked(&self.consumer, &mut self.st);
         self.last_flush = Instant::now();
         let rows = self.st.stage.pending_rows();
         if rows > 0 {
@@ -378,17 +642,44 @@ impl<S: Stage, D: Decode> Ingest<S, D> {
             self.st.stats.flushes += 1;
             self.st.stats.rows_flushed += rows as u64;
         }
+        let durable = self.st.store.durable();
         let mut tpl = TopicPartitionList::new();
+        let mut buf = Vec::new();
         for (&partition, p) in self.st.partitions.iter_mut() {
-            if p.next_offset > p.committed {
-                tpl.add_partition_offset(&self.cfg.topic, partition, rdkafka::Offset::Offset(p.next_offset))
-                    .map_err(|source| IngestError::Kafka {
-                        topic: self.cfg.topic.clone(),
-                        brokers: self.cfg.brokers.clone(),
-                        source: Box::new(source),
-                    })?;
-                p.committed = p.next_offset;
+            if p.awaiting.is_some() || p.next_offset <= p.committed {
+                continue;
             }
+            if durable {
+                let due = all
+                    || p.since_snapshot >= self.cfg.snapshot_records
+                    || p.last_snapshot.elapsed() >= self.cfg.snapshot_interval;
+                if !due || p.since_snapshot == 0 {
+                    continue;
+                }
+                buf.clear();
+                p.engine.snapshot(&mut buf);
+                let mut wait = Duration::from_millis(200);
+                while let Err(e) = self
+                    .st
+                    .store
+                    .save(&self.cfg.topic, partition, p.next_offset, &buf)
+                    .await
+                {
+                    eprintln!("posture ingest: partition {partition}: cannot save its snapshot, retrying: {e}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                self.st.stats.snapshots += 1;
+                p.since_snapshot = 0;
+                p.last_snapshot = Instant::now();
+            }
+            tpl.add_partition_offset(&self.cfg.topic, partition, Offset::Offset(p.next_offset))
+                .map_err(|source| IngestError::Kafka {
+                    topic: self.cfg.topic.clone(),
+                    brokers: self.cfg.brokers.clone(),
+                    source: Box::new(source),
+                })?;
+            p.committed = p.next_offset;
         }
         if let Ok(a) = self.consumer.assignment() {
             let holds = a.elements_for_topic(&self.cfg.topic).iter().any(|e| e.partition() == 0);
@@ -399,26 +690,42 @@ impl<S: Stage, D: Decode> Ingest<S, D> {
         if tpl.count() > 0 {
             self.consumer
                 .commit(&tpl, CommitMode::Sync)
-                .map_err(|source| IngestError::Kafka {
-                    topic: self.cfg.topic.clone(),
-                    brokers: self.cfg.brokers.clone(),
-                    source: Box::new(source),
-                })?;
+                .map_err(|e| self.kafka_err(e))?;
         }
         Ok(())
     }
 }
 
-impl<S: Stage, D: Decode> State<S, D> {
+/// Drops the engines and unwritten output of revoked partitions.
+fn drop_revoked<S: Stage, D, St>(consumer: &StreamConsumer<IngestContext>, st: &mut State<S, D, St>) {
+    let revoked: Vec<i32> = std::mem::take(&mut *consumer.context().revoked.lock().expect("not poisoned"));
+    for p in revoked {
+        if st.partitions.remove(&p).is_some() {
+            st.stage.discard_partition(p);
+            st.stats.revoked += 1;
+        }
+    }
+}
+
+impl<S: Stage, D: Decode, St: StateStore> State<S, D, St> {
+    /// Applies one record of an assigned partition (started by
+    /// `start_partition`).
     async fn handle(&mut self, partition: i32, offset: i64, key: Option<&[u8]>, payload: &[u8]) -> Option<Skipped> {
-        self.stats.records += 1;
-        self.progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p = self.partitions.entry(partition).or_insert_with(|| PartitionState {
-            engine: Engine::new(self.catalog.clone(), self.engine_cfg.clone()),
-            next_offset: offset,
-            committed: -1,
-        });
+        let p = self.partitions.get_mut(&partition).expect("partition started");
+        if let Some(a) = p.awaiting {
+            if offset != a {
+                self.stats.replay_skipped += 1;
+                return None;
+            }
+            p.awaiting = None;
+        }
+        if offset < p.next_offset {
+            // Already in the engine: fetched again after a rebalance or a restore.
+            self.stats.replay_skipped += 1;
+            return None;
+        }
         p.next_offset = offset + 1;
+        p.since_snapshot += 1;
         let mut decoded = self.decode.decode(payload);
         if let Err(Undecodable {
             unknown_schema_id: Some(id),

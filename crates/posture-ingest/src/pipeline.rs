@@ -5,14 +5,22 @@ use crate::{Decode, Stage, Undecodable};
 use posture_avro::registry::{Compatibility, SchemaRegistry, INCOMPATIBLE_SCHEMA};
 use posture_avro::{DecodeError, WireDecoder};
 use posture_core::{ConfigChange, Engine, Output};
-use posture_sink::{rows, Batch, Sink, SinkError};
+use posture_sink::{rows, Batch, Sink, SinkError, SnapshotStore, Watermarks};
 use std::collections::HashMap;
 use std::time::Duration;
 
 /// Rows go to a [`Batch`]; a flush writes it with the sink's retries.
+///
+/// With a [`SnapshotStore`] ([`SinkStage::with_watermarks`]), a partition's
+/// output watermarks are read when the partition starts, and rows of
+/// replayed records at or below them are dropped: a replay after a restart
+/// or a rebalance writes nothing twice.
 pub struct SinkStage {
     sink: Sink,
     batch: Batch,
+    store: Option<SnapshotStore>,
+    watermarks: HashMap<i32, Watermarks>,
+    suppressed: u64,
 }
 
 impl SinkStage {
@@ -21,7 +29,21 @@ impl SinkStage {
         SinkStage {
             sink,
             batch: Batch::new(),
+            store: None,
+            watermarks: HashMap::new(),
+            suppressed: 0,
         }
+    }
+
+    /// Suppresses replayed rows using the watermarks `store` reads.
+    pub fn with_watermarks(mut self, store: SnapshotStore) -> SinkStage {
+        self.store = Some(store);
+        self
+    }
+
+    /// Rows dropped because they were already written.
+    pub fn suppressed(&self) -> u64 {
+        self.suppressed
     }
 }
 
@@ -29,7 +51,25 @@ impl Stage for SinkStage {
     type Error = SinkError;
 
     fn absorb(&mut self, engine: &Engine, out: &Output) {
+        let mark = self.batch.mark();
         rows(engine, out, &mut self.batch);
+        if !self.watermarks.is_empty() {
+            let w = &self.watermarks;
+            self.suppressed += self.batch.suppress_since(mark, |p| w.get(&p).copied()) as u64;
+        }
+    }
+
+    async fn prepare_partition(&mut self, partition: i32) -> Result<(), SinkError> {
+        if let Some(store) = &self.store {
+            let w = store.watermarks(partition).await?;
+            self.watermarks.insert(partition, w);
+        }
+        Ok(())
+    }
+
+    fn discard_partition(&mut self, partition: i32) {
+        self.batch.discard_partition(partition);
+        self.watermarks.remove(&partition);
     }
 
     fn pending_rows(&self) -> usize {

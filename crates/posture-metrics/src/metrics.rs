@@ -228,7 +228,7 @@ fn gauge_value(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn known_or_other<'a>(known: &[&'static str], value: &'a str) -> &'static str {
+fn known_or_other(known: &[&'static str], value: &str) -> &'static str {
     known.iter().copied().find(|k| *k == value).unwrap_or(OTHER)
 }
 

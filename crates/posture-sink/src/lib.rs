@@ -25,10 +25,12 @@ pub mod queries;
 pub mod rows;
 pub mod sink;
 pub mod sql;
+pub mod state;
 
 pub use migrate::{migrate, migrations, Migration, SCHEMA_MIGRATIONS_DDL};
 pub use rows::{rows, Batch, ControlStateRow, ScoreDeltaRow, TransitionRow};
 pub use sink::{RetryPolicy, Sink, SinkError};
+pub use state::{SnapshotStore, Watermarks, LINEAGE_TABLES};
 
 /// Results of this crate.
 pub type Result<T, E = SinkError> = std::result::Result<T, E>;

@@ -168,6 +168,46 @@ impl Batch {
         self.score_deltas.len() + self.transitions.len() + self.control_state.len()
     }
 
+    /// Row counts per table, in [`crate::state::LINEAGE_TABLES`] order: a
+    /// mark for [`Batch::suppress_since`].
+    pub fn mark(&self) -> [usize; 3] {
+        [
+            self.score_deltas.len(),
+            self.transitions.len(),
+            self.control_state.len(),
+        ]
+    }
+
+    /// Drops the rows added since `mark` whose source offset is at or below
+    /// their table's watermark for their source partition (`watermark`
+    /// gives it): rows a replay makes again although they are already
+    /// written. Returns how many were dropped.
+    pub fn suppress_since(&mut self, mark: [usize; 3], watermark: impl Fn(i32) -> Option<[i64; 3]>) -> usize {
+        let w = |p: i32, t: usize| watermark(p).map_or(-1, |w| w[t]);
+        let mut n = 0;
+        n += cut_from(&mut self.score_deltas, mark[0], |r| {
+            r.source_offset > w(r.source_partition, 0)
+        });
+        n += cut_from(&mut self.transitions, mark[1], |r| {
+            r.source_offset > w(r.source_partition, 1)
+        });
+        n += cut_from(&mut self.control_state, mark[2], |r| {
+            r.source_offset > w(r.source_partition, 2)
+        });
+        n
+    }
+
+    /// Drops every row from input `partition` (its partition was revoked:
+    /// its next owner makes these rows again from the last snapshot).
+    pub fn discard_partition(&mut self, partition: i32) -> usize {
+        let before = self.len();
+        self.score_deltas.retain(|r| r.source_partition != partition);
+        self.transitions.retain(|r| r.source_partition != partition);
+        self.control_state.retain(|r| r.source_partition != partition);
+        self.seqs.retain(|k, _| k.partition != partition);
+        before - self.len()
+    }
+
     /// Removes every row (keeping capacity) and restarts the `seq` numbering.
     pub fn clear(&mut self) {
         self.score_deltas.clear();
@@ -175,6 +215,19 @@ impl Batch {
         self.control_state.clear();
         self.seqs.clear();
     }
+}
+
+/// Keeps the rows of `v` before `from`, and after it those for which `keep`
+/// holds; returns how many were dropped.
+fn cut_from<T>(v: &mut Vec<T>, from: usize, keep: impl Fn(&T) -> bool) -> usize {
+    let before = v.len();
+    let mut i = 0usize;
+    v.retain(|r| {
+        let k = i < from || keep(r);
+        i += 1;
+        k
+    });
+    before - v.len()
 }
 
 /// `Enum8` code of a [`ControlState`] (PASS 1, FAIL 2, UNKNOWN 3, NOT_APPLICABLE 4, EXCEPTED 5).

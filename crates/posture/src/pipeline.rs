@@ -9,8 +9,9 @@ use posture_core::EngineConfig;
 use posture_ingest::alerts::{AlertConfig, Alerter};
 use posture_ingest::emit::{EmitConfig, KafkaStage};
 use posture_ingest::pipeline::{AvroDecoder, SinkStage};
-use posture_ingest::{topics, Ingest, IngestConfig, Skipped};
+use posture_ingest::{topics, Decode, Ingest, IngestConfig, Skipped, StateStore};
 use posture_sink::Sink;
+use posture_sink::{RetryPolicy, SnapshotStore};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -186,6 +187,35 @@ pub struct RunArgs {
     /// Flush outputs at least this often (milliseconds).
     #[arg(long, env = "POSTURE_BATCH_MS", default_value_t = 1000)]
     batch_ms: u64,
+    /// Consumer group session timeout (ms): how long a crashed instance
+    /// holds its partitions before the group gives them to the others.
+    #[arg(
+        long,
+        env = "POSTURE_KAFKA_SESSION_TIMEOUT_MS",
+        default_value_t = 10_000,
+        value_name = "MS"
+    )]
+    kafka_session_timeout_ms: u32,
+    /// The longest a flush may block consumption (ms) before the instance
+    /// leaves the group (librdkafka max.poll.interval.ms, also the group's
+    /// rebalance timeout: how long a rebalance waits for a member that
+    /// crashed, on brokers that wait for it).
+    #[arg(
+        long,
+        env = "POSTURE_KAFKA_MAX_POLL_INTERVAL_MS",
+        default_value_t = 300_000,
+        value_name = "MS"
+    )]
+    kafka_max_poll_interval_ms: u32,
+    /// Extra librdkafka consumer properties, KEY=VALUE, repeatable or
+    /// comma-separated (e.g. fetch.max.bytes=52428800). Not for secrets.
+    #[arg(
+        long,
+        env = "POSTURE_KAFKA_CONSUMER_PROPERTY",
+        value_name = "KEY=VALUE",
+        value_delimiter = ','
+    )]
+    kafka_consumer_property: Vec<String>,
     /// Most input bytes librdkafka may prefetch per partition queue (KiB):
     /// bounds memory while the sink is slow.
     #[arg(long, env = "POSTURE_PREFETCH_KIB", default_value_t = 16_384)]
@@ -193,6 +223,28 @@ pub struct RunArgs {
     /// Days without an event after which a device leaves the score.
     #[arg(long, env = "POSTURE_INACTIVITY_DAYS", default_value_t = 30)]
     inactivity_days: u32,
+    /// Where partition state lives: "clickhouse" (snapshots in the
+    /// engine_snapshots table: state survives restarts and follows
+    /// partitions on rebalance, and a replay writes nothing twice) or
+    /// "memory" (lost on restart; at-least-once).
+    #[arg(long, env = "POSTURE_STATE", default_value = "clickhouse", value_parser = ["clickhouse", "memory"])]
+    state: String,
+    /// Snapshot each partition's state at least this often (seconds); its
+    /// offset is committed with the snapshot, so a restart replays at most
+    /// this much input.
+    #[arg(long, env = "POSTURE_SNAPSHOT_SECS", default_value_t = 30)]
+    snapshot_secs: u64,
+    /// ... or after this many records of the partition.
+    #[arg(long, env = "POSTURE_SNAPSHOT_RECORDS", default_value_t = 1_000_000)]
+    snapshot_records: u64,
+    /// Attempts per ClickHouse INSERT on transient errors before the
+    /// pipeline stops (0: retry until ClickHouse is back; consumption pauses
+    /// meanwhile).
+    #[arg(long, env = "POSTURE_SINK_ATTEMPTS", default_value_t = 0)]
+    sink_attempts: u32,
+    /// Events with more settings than this are dead-lettered.
+    #[arg(long, env = "POSTURE_MAX_SETTINGS", default_value_t = 10_000)]
+    max_settings: usize,
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long, env = "POSTURE_DURATION_SECS")]
     duration_secs: Option<u64>,
@@ -247,8 +299,39 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         cfg.extra = security.clone();
         cfg.extra
             .push(("queued.max.messages.kbytes".into(), args.prefetch_kib.to_string()));
-        let engine_cfg =
-            EngineConfig { inactivity_window_ms: args.inactivity_days as i64 * 86_400_000, ..Default::default() };
+        cfg.extra
+            .push(("session.timeout.ms".into(), args.kafka_session_timeout_ms.to_string()));
+        cfg.extra.push((
+            "heartbeat.interval.ms".into(),
+            (args.kafka_session_timeout_ms / 3).max(100).to_string(),
+        ));
+        cfg.extra.push((
+            "max.poll.interval.ms".into(),
+            args.kafka_max_poll_interval_ms.to_string(),
+        ));
+        for kv in &args.kafka_consumer_property {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("--kafka-consumer-property {kv:?}: expected KEY=VALUE"))?;
+            cfg.extra.push((k.trim().to_string(), v.trim().to_string()));
+        }
+        cfg.snapshot_interval = Duration::from_secs(args.snapshot_secs.max(1));
+        cfg.snapshot_records = args.snapshot_records.max(1);
+        let engine_cfg = EngineConfig {
+            inactivity_window_ms: args.inactivity_days as i64 * 86_400_000,
+            max_settings: args.max_settings,
+            ..Default::default()
+        };
+        let retry = RetryPolicy {
+            max_attempts: if args.sink_attempts == 0 {
+                u32::MAX
+            } else {
+                args.sink_attempts
+            },
+            ..RetryPolicy::default()
+        };
+        let durable = args.state == "clickhouse";
+        let store = SnapshotStore::new(client.clone()).with_retry(retry);
         let emit = {
             let mut e = EmitConfig::new(&brokers, &args.topic);
             e.score_deltas_topic = args.score_deltas_topic.clone();
@@ -270,8 +353,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 eprintln!("posture run: created topic {topic} with {partitions} partitions");
             }
         }
+        let mut sink_stage = SinkStage::new(Sink::new(client).with_retry(retry));
+        if durable {
+            sink_stage = sink_stage.with_watermarks(store.clone());
+        }
         let stage = (
-            SinkStage::new(Sink::new(client)),
+            sink_stage,
             KafkaStage::new(emit).context("creating the output producer")?,
         );
         let registry = match &args.schema_registry_url {
@@ -283,121 +370,147 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 )?;
                 let auth = match (&args.schema_registry_username, password) {
                     (Some(u), p) => Some(BasicAuth::new(u.clone(), p.unwrap_or_default())),
-                    (None, Some(_)) => anyhow::bail!("a schema registry password is set but no --schema-registry-username"),
+                    (None, Some(_)) => {
+                        anyhow::bail!("a schema registry password is set but no --schema-registry-username")
+                    }
                     (None, None) => None,
                 };
                 Some(SchemaRegistry::new(url, auth).context("schema registry")?)
             }
         };
         let decoder = AvroDecoder::new(args.schema_ids.clone(), registry);
-        let mut ingest = Ingest::new(cfg, catalog, engine_cfg, stage, decoder)?;
-        let mut alerter = if args.alerts_topic.is_empty() {
-            None
+        let ingest = Ingest::new(cfg, catalog, engine_cfg, stage, decoder)?;
+        if durable {
+            run_ingest(ingest.with_state_store(store), &args, &brokers, &security).await
         } else {
-            let cfg = AlertConfig {
-                drop_points: args.alert_drop_points,
-                window_ms: args.alert_window_mins * 60_000,
-                interval: Duration::from_secs(args.alert_interval_secs.max(1)),
-                topic: args.alerts_topic.clone(),
-                schema_id: args.alert_schema_id,
-                brokers: brokers.clone(),
-                extra: security.clone(),
+            run_ingest(ingest, &args, &brokers, &security).await
+        }
+    })
+}
+
+/// The running part of `posture run`: alerts, the stop conditions, the loop, the summary.
+async fn run_ingest<D: Decode, St: StateStore>(
+    mut ingest: Ingest<(SinkStage, KafkaStage), D, St>,
+    args: &RunArgs,
+    brokers: &str,
+    security: &[(String, String)],
+) -> Result<ExitCode> {
+    let mut alerter = if args.alerts_topic.is_empty() {
+        None
+    } else {
+        let cfg = AlertConfig {
+            drop_points: args.alert_drop_points,
+            window_ms: args.alert_window_mins * 60_000,
+            interval: Duration::from_secs(args.alert_interval_secs.max(1)),
+            topic: args.alerts_topic.clone(),
+            schema_id: args.alert_schema_id,
+            brokers: brokers.to_string(),
+            extra: security.to_vec(),
+        };
+        let client = args.ch.client()?.with_database(&args.ch.database);
+        let alerter = Alerter::new(cfg, client)?;
+        // The periodic task, and a clone for the final check when the run stops.
+        tokio::spawn(alerter.clone().run(ingest.holds_partition_0()));
+        Some(alerter)
+    };
+    eprintln!(
+        "posture run: consuming {} at {} (group {}), writing to {} database {}",
+        args.topic, brokers, args.group, args.ch.clickhouse_url, args.ch.database
+    );
+    let started = Instant::now();
+    let duration = args.duration_secs.map(Duration::from_secs);
+    let idle = args.until_idle.map(Duration::from_secs);
+    let progress = ingest.progress();
+    // When the first record arrived and when the count last moved: the busy time, for the
+    // throughput in the summary (idle time waiting for records excluded).
+    let busy = Arc::new(std::sync::Mutex::new((None::<Instant>, Instant::now())));
+    let busy_w = busy.clone();
+    // SIGTERM (Kubernetes, systemd, docker stop) and Ctrl-C stop cleanly: flush, snapshot,
+    // commit, leave the group.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let stop = async move {
+        let deadline = duration.map(|d| tokio::time::Instant::now() + d);
+        let (mut seen, mut since) = (0u64, tokio::time::Instant::now());
+        let mut last_report = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                _ = term.recv() => return,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+            let now = tokio::time::Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return;
+            }
+            let n = progress.load(std::sync::atomic::Ordering::Relaxed);
+            if n != seen {
+                if let Ok(mut b) = busy_w.lock() {
+                    b.0.get_or_insert_with(Instant::now);
+                    b.1 = Instant::now();
+                }
+                (seen, since) = (n, now);
+            } else if idle.is_some_and(|i| n > 0 && now - since >= i) {
+                return;
+            }
+            if now - last_report >= Duration::from_secs(10) {
+                eprintln!("posture run: {n} records consumed");
+                last_report = now;
+            }
+        }
+    };
+    let mut shown = 0usize;
+    let dead_letters = if args.dead_letter_topic.is_empty() {
+        "not kept: no dead-letter topic"
+    } else {
+        "dead-lettered"
+    };
+    ingest
+        .run_until(stop, |p, o, s| {
+            // The first 100 unusable records are also logged (all are counted).
+            let text = match s {
+                Skipped::Undecodable(r) => r,
+                Skipped::Rejected(r) if r.starts_with("invalid") => r,
+                Skipped::Rejected(_) => return,
             };
-            let client = args.ch.client()?.with_database(&args.ch.database);
-            let alerter = Alerter::new(cfg, client)?;
-            // The periodic task, and a clone for the final check when the run stops.
-            tokio::spawn(alerter.clone().run(ingest.holds_partition_0()));
-            Some(alerter)
-        };
+            if shown < 100 {
+                eprintln!("posture run: partition {p} offset {o}: {dead_letters}: {text}");
+                shown += 1;
+            }
+        })
+        .await?;
+    if let Some(a) = alerter.as_mut() {
+        // A last look, so a bounded run (--until-idle, --duration-secs) alerts on what it wrote.
+        if ingest.holds_partition_0().load(std::sync::atomic::Ordering::Relaxed) {
+            let alerts = a.check().await?;
+            a.publish(&alerts).await?;
+            for x in &alerts {
+                eprintln!(
+                    "posture run: alert: tenant {} {}: {:.2}% -> {:.2}% within {} min",
+                    x.tenant,
+                    x.category.as_deref().unwrap_or("(all categories)"),
+                    x.old_percent,
+                    x.new_percent,
+                    x.window_ms / 60_000
+                );
+            }
+            eprintln!("posture run: {} score-drop alert(s) published", alerts.len());
+        }
+    }
+    let s = ingest.stats().clone();
+    let (first, last) = *busy.lock().expect("not poisoned");
+    if let Some(first) = first {
+        // The count is sampled every 200 ms, so the busy span is exact to about that.
+        let secs = (last - first).as_secs_f64().max(0.2);
         eprintln!(
-            "posture run: consuming {} at {} (group {}), writing to {} database {}",
-            args.topic, brokers, args.group, args.ch.clickhouse_url, args.ch.database
+            "posture run: throughput {:.0} records/s ({} records in {:.1} s from the first record to the last)",
+            s.records as f64 / secs,
+            s.records,
+            secs
         );
-        let started = Instant::now();
-        let duration = args.duration_secs.map(Duration::from_secs);
-        let idle = args.until_idle.map(Duration::from_secs);
-        let progress = ingest.progress();
-        // When the first record arrived and when the count last moved: the busy time, for the
-        // throughput in the summary (idle time waiting for records excluded).
-        let busy = Arc::new(std::sync::Mutex::new((None::<Instant>, Instant::now())));
-        let busy_w = busy.clone();
-        let stop = async move {
-            let deadline = duration.map(|d| tokio::time::Instant::now() + d);
-            let (mut seen, mut since) = (0u64, tokio::time::Instant::now());
-            let mut last_report = tokio::time::Instant::now();
-            loop {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                }
-                let now = tokio::time::Instant::now();
-                if deadline.is_some_and(|d| now >= d) {
-                    return;
-                }
-                let n = progress.load(std::sync::atomic::Ordering::Relaxed);
-                if n != seen {
-                    if let Ok(mut b) = busy_w.lock() {
-                        b.0.get_or_insert_with(Instant::now);
-                        b.1 = Instant::now();
-                    }
-                    (seen, since) = (n, now);
-                } else if idle.is_some_and(|i| n > 0 && now - since >= i) {
-                    return;
-                }
-                if now - last_report >= Duration::from_secs(10) {
-                    eprintln!("posture run: {n} records consumed");
-                    last_report = now;
-                }
-            }
-        };
-        let mut shown = 0usize;
-        let dead_letters = if args.dead_letter_topic.is_empty() { "not kept: no dead-letter topic" } else { "dead-lettered" };
-        ingest
-            .run_until(stop, |p, o, s| {
-                // The first 100 unusable records are also logged (all are counted).
-                let text = match s {
-                    Skipped::Undecodable(r) => r,
-                    Skipped::Rejected(r) if r.starts_with("invalid") => r,
-                    Skipped::Rejected(_) => return,
-                };
-                if shown < 100 {
-                    eprintln!("posture run: partition {p} offset {o}: {dead_letters}: {text}");
-                    shown += 1;
-                }
-            })
-            .await?;
-        if let Some(a) = alerter.as_mut() {
-            // A last look, so a bounded run (--until-idle, --duration-secs) alerts on what it wrote.
-            if ingest.holds_partition_0().load(std::sync::atomic::Ordering::Relaxed) {
-                let alerts = a.check().await?;
-                a.publish(&alerts).await?;
-                for x in &alerts {
-                    eprintln!(
-                        "posture run: alert: tenant {} {}: {:.2}% -> {:.2}% within {} min",
-                        x.tenant,
-                        x.category.as_deref().unwrap_or("(all categories)"),
-                        x.old_percent,
-                        x.new_percent,
-                        x.window_ms / 60_000
-                    );
-                }
-                eprintln!("posture run: {} score-drop alert(s) published", alerts.len());
-            }
-        }
-        let s = ingest.stats().clone();
-        let (first, last) = *busy.lock().expect("not poisoned");
-        if let Some(first) = first {
-            // The count is sampled every 200 ms, so the busy span is exact to about that.
-            let secs = (last - first).as_secs_f64().max(0.2);
-            eprintln!(
-                "posture run: throughput {:.0} records/s ({} records in {:.1} s from the first record to the last)",
-                s.records as f64 / secs,
-                s.records,
-                secs
-            );
-        }
-        let e = ingest.stage_mut().1.stats().clone();
-        eprintln!(
+    }
+    let e = ingest.stage_mut().1.stats().clone();
+    eprintln!(
             "posture run: stopped after {:.1} s: {} records, {} applied, {} stale or duplicate, {} invalid, {} undecodable; {} rows in {} flushes; {} score deltas and {} dead letters produced",
             started.elapsed().as_secs_f64(),
             s.records,
@@ -410,6 +523,5 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             e.score_deltas,
             e.dead_letters
         );
-        Ok(ExitCode::SUCCESS)
-    })
+    Ok(ExitCode::SUCCESS)
 }

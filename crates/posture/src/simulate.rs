@@ -70,6 +70,13 @@ pub struct Args {
     /// as the broker takes them), so a run lasts events / rate seconds.
     #[arg(long, default_value_t = 0.0, value_name = "EVENTS_PER_SEC")]
     rate: f64,
+    /// With --kafka: at most this many records per producer batch
+    /// (librdkafka batch.num.messages). 1 (the default) makes every offset a
+    /// batch boundary, which the test broker (Tansu 0.6) needs for a
+    /// consumer to resume at any committed offset: it answers a fetch inside
+    /// a batch with the next batch. Raise it on real Kafka for speed.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    batch_records: u32,
     /// Partitions of the topic when --kafka creates it.
     #[arg(long, default_value_t = 6)]
     partitions: i32,
@@ -487,6 +494,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 args.partitions,
                 args.schema_id,
                 args.rate,
+                args.batch_records,
                 &ordered,
             )?;
             format!("kafka {brokers} topic {}", args.topic)
@@ -565,6 +573,7 @@ fn produce(
     partitions: i32,
     schema_id: u32,
     rate: f64,
+    batch_records: u32,
     events: &[ConfigChange],
 ) -> Result<()> {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -574,6 +583,7 @@ fn produce(
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("linger.ms", "20")
+        .set("batch.num.messages", batch_records.max(1).to_string())
         .create_with_context(Deliveries::default())
         .with_context(|| format!("cannot create a Kafka producer for {brokers}"))?;
     let started = Instant::now();

@@ -34,17 +34,25 @@ pub enum SnapshotError {
     Corrupt { at: usize, what: &'static str },
 }
 
-/// A stable fingerprint of a catalog: FNV-1a over its controls, leaves,
-/// conditions and setting keys (their `Debug` text). Equal catalogs from
-/// the same baselines and the same posture version give the same value.
+/// A stable fingerprint of what a snapshot depends on in a catalog: FNV-1a
+/// over each control's id, category, points, remediation, `applies_to`,
+/// check and `on_missing`, the compiled leaves and conditions, and the
+/// setting keys in index order. Titles, texts and file paths are left out,
+/// so moving or rewording baselines keeps snapshots valid.
 pub fn catalog_fingerprint(cat: &Catalog) -> u64 {
-    let text = format!(
-        "{:?}|{:?}|{:?}|{}",
-        cat.controls,
-        cat.leaves,
-        cat.conditions,
-        cat.key_count()
-    );
+    use std::fmt::Write;
+    let mut text = String::new();
+    for c in &cat.controls {
+        let _ = write!(
+            text,
+            "{}|{:?}|{}|{:?}|{:?}|{:?}|{:?};",
+            c.id, c.category, c.points, c.remediation, c.applies_to, c.check, c.on_missing
+        );
+    }
+    let _ = write!(text, "{:?}|{:?}|", cat.leaves, cat.conditions);
+    for k in 0..cat.key_count() {
+        let _ = write!(text, "{}/", cat.key_name(k as u32));
+    }
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
         h ^= b as u64;

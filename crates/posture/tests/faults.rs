@@ -1,0 +1,440 @@
+//! Fault injection on the real stack (scripts/stack up), through the
+//! `posture` binary: the exactly-once effect of SPEC section 6.
+//!
+//! The reference is embedded mode (`posture evaluate` on the same events),
+//! which equals one uninterrupted pipeline run (crates/posture/tests/
+//! pipeline_cli.rs). After each fault scenario, the pipeline's ClickHouse
+//! output must equal it exactly: the number of transitions written (no row
+//! lost, none twice), and `posture score` / `posture recommendations` at
+//! several instants, for the tenant, a group and a category.
+
+use posture_tests::proxy::Proxy;
+use posture_tests::{fresh_database, fresh_topic_with_partitions, kafka_brokers, kafka_config, unique_name};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BASELINES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/baselines");
+
+fn posture(args: &[&str], env: &[(&str, &str)]) -> (String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_posture"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run posture");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "posture {args:?} failed: {stderr}");
+    (String::from_utf8(out.stdout).expect("utf-8"), stderr)
+}
+
+/// A fleet in a JSON-lines file and, the same events, in a fresh 3-partition topic.
+struct Fleet {
+    dir: std::path::PathBuf,
+    file: String,
+    topic: String,
+    client: clickhouse::Client,
+    env: Vec<(String, String)>,
+}
+
+impl Fleet {
+    async fn new(name: &str, devices: &str, hours: &str) -> Fleet {
+        let dir = std::env::temp_dir().join(unique_name(name));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("fleet.jsonl").to_str().unwrap().to_string();
+        let topic = fresh_topic_with_partitions(name, 3).await;
+        let sim = [
+            "simulate",
+            "--baselines",
+            BASELINES,
+            "--devices",
+            devices,
+            "--hours",
+            hours,
+            "--seed",
+            "11",
+        ];
+        posture(&[&sim[..], &["--out", &file]].concat(), &[]);
+        posture(
+            &[&sim[..], &["--kafka", &kafka_brokers(), "--topic", &topic]].concat(),
+            &[],
+        );
+        let (client, database) = fresh_database(name).await;
+        let env = vec![
+            ("POSTURE_CLICKHOUSE_URL".to_string(), posture_tests::clickhouse_url()),
+            ("POSTURE_CLICKHOUSE_DATABASE".to_string(), database.clone()),
+            ("POSTURE_KAFKA_BROKERS".to_string(), kafka_brokers()),
+        ];
+        let fleet = Fleet {
+            dir,
+            file,
+            topic,
+            client,
+            env,
+        };
+        posture(&["migrate"], &fleet.env());
+        fleet
+    }
+
+    fn env(&self) -> Vec<(&str, &str)> {
+        self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    }
+
+    /// `posture run` as a child process in consumer group `group`, logging to a file.
+    fn spawn_run(&self, group: &str, extra_env: &[(&str, &str)], extra_args: &[&str], log: &str) -> Child {
+        let log = std::fs::File::create(self.dir.join(log)).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_posture"))
+            .args([
+                "run",
+                "--baselines",
+                BASELINES,
+                "--topic",
+                &self.topic,
+                "--group",
+                group,
+                "--score-deltas-topic",
+                &format!("{}.deltas", self.topic),
+                "--dead-letter-topic",
+                &format!("{}.dead", self.topic),
+                "--alerts-topic",
+                "",
+                "--batch-rows",
+                "2000",
+                "--batch-ms",
+                "200",
+                "--snapshot-secs",
+                "1",
+                "--kafka-session-timeout-ms",
+                "6000",
+            ])
+            .args(extra_args)
+            .envs(self.env().iter().copied())
+            .envs(extra_env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn posture run")
+    }
+
+    /// Transitions written so far.
+    async fn transitions(&self) -> u64 {
+        self.client
+            .query("SELECT count() FROM transitions")
+            .fetch_one()
+            .await
+            .expect("count transitions")
+    }
+
+    /// Embedded mode's transition count (its summary line on stderr).
+    fn reference_transitions(&self) -> u64 {
+        let (_, stderr) = posture(
+            &[
+                "evaluate",
+                "--baselines",
+                BASELINES,
+                "--events",
+                &self.file,
+                "--format",
+                "json",
+            ],
+            &[],
+        );
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(" transitions"))
+            .expect("summary line");
+        let before = line.split(" transitions").next().unwrap();
+        before.rsplit(' ').next().unwrap().parse().expect("a count")
+    }
+
+    /// Waits until ClickHouse holds `want` transitions (and no more arrive).
+    async fn wait_for(&self, want: u64, limit: Duration) -> u64 {
+        let deadline = Instant::now() + limit;
+        loop {
+            let n = self.transitions().await;
+            if n >= want || Instant::now() > deadline {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                return self.transitions().await;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// `score` and `recommendations` from ClickHouse equal `evaluate`, exactly.
+    fn check_scores(&self) {
+        let env = self.env();
+        let mut compared = 0;
+        for at in ["2026-11-01T00:20:00Z", "2026-11-01T09:00:00Z", "2026-11-01T23:59:59Z"] {
+            let scopes: [&[&str]; 3] = [
+                &["--tenant", "t1"],
+                &["--tenant", "t1", "--group", "engineering"],
+                &["--tenant", "t1", "--category", "os"],
+            ];
+            for scope in scopes {
+                let common = [&["--baselines", BASELINES, "--format", "json", "--at", at][..], scope].concat();
+                let (e, _) = posture(&[&["evaluate", "--events", &self.file][..], &common].concat(), &[]);
+                let embedded: Value = serde_json::from_str(&e).unwrap();
+                let (s, _) = posture(&[&["score"][..], &common].concat(), &env);
+                let (r, _) = posture(&[&["recommendations"][..], &common].concat(), &env);
+                let score: Value = serde_json::from_str(&s).unwrap();
+                let recs: Value = serde_json::from_str(&r).unwrap();
+                assert_eq!(score, embedded["score"], "score {scope:?} at {at}");
+                assert_eq!(recs, embedded["recommendations"], "recommendations {scope:?} at {at}");
+                assert!(score["max_points"].as_f64().unwrap() > 0.0);
+                compared += 1;
+            }
+        }
+        assert_eq!(compared, 9);
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
+    }
+}
+
+/// A crashed member holds up a rebalance until its session or the rebalance timeout (the
+/// members' max.poll.interval.ms) runs out; the test broker waits for the latter.
+const FAST_REBALANCE: &[&str] = &["--kafka-max-poll-interval-ms", "8000"];
+
+fn kill(child: &mut Child) {
+    // SIGKILL: no clean shutdown, no final flush or snapshot.
+    child.kill().expect("kill -9");
+    child.wait().expect("reaped");
+}
+
+/// Reads every record of `topic` until none arrives for a few seconds.
+async fn read_topic(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
+    let consumer: StreamConsumer = kafka_config()
+        .set("group.id", unique_name("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::new();
+    loop {
+        let idle = Duration::from_secs(if out.is_empty() { 15 } else { 4 });
+        match tokio::time::timeout(idle, consumer.recv()).await {
+            Ok(Ok(m)) => out.push(m.detach()),
+            Ok(Err(e)) => panic!("reading {topic}: {e}"),
+            Err(_) => break,
+        }
+    }
+    drop(consumer);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_five_times_with_garbage_in_the_input_is_exact() {
+    let fleet = Fleet::new("kill9", "250", "24").await;
+    // 1% garbage: undecodable records and valid Avro with invalid content, spread over the partitions.
+    let lines = std::fs::read_to_string(&fleet.file).unwrap().lines().count();
+    let producer: FutureProducer = kafka_config().create().expect("producer");
+    let mut garbage = BTreeSet::new();
+    for i in 0..lines / 100 {
+        let payload = if i % 2 == 0 {
+            format!("\u{1}garbage {i}").into_bytes()
+        } else {
+            let ev = posture_core::ConfigChange::from_json(&format!(
+                r#"{{"event_id":"g{i}","tenant_id":"t1","device_id":"","kind":"UPSERT","source":"AGENT","observed_at":"2026-11-01T01:00:00Z","sequence":1,"settings":[]}}"#
+            ))
+            .unwrap();
+            posture_avro::encode_config_change(&ev, 1)
+        };
+        let key = format!("junk-{i}");
+        let delivery = producer
+            .send(
+                FutureRecord::to(&fleet.topic).key(&key).payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("garbage delivered");
+        garbage.insert((delivery.partition, delivery.offset));
+    }
+    assert!(garbage.len() >= 15, "{} garbage records", garbage.len());
+
+    let reference = fleet.reference_transitions();
+    let group = unique_name("kill9_group");
+    let mut rng = fastrand::Rng::with_seed(5);
+    let mut progress = Vec::new();
+    let mut written = 0;
+    for round in 0..5 {
+        let mut child = fleet.spawn_run(&group, &[], FAST_REBALANCE, &format!("run-{round}.log"));
+        // Kill at a random moment once this run has written something (joining the group after
+        // a crash takes a while), so every kill lands mid-processing.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while fleet.transitions().await <= written && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.u64(0..1500))).await;
+        kill(&mut child);
+        written = fleet.transitions().await;
+        progress.push(written);
+    }
+    eprintln!("transitions after each kill: {progress:?} of {reference}");
+    assert!(progress[0] > 0, "the first run wrote something before it was killed");
+    assert!(
+        progress[4] < reference,
+        "the kills came before the end: {progress:?} of {reference}"
+    );
+    let mut last = fleet.spawn_run(&group, &[], FAST_REBALANCE, "run-final.log");
+    let got = fleet.wait_for(reference, Duration::from_secs(180)).await;
+    kill(&mut last);
+    let logs: String =
+        (0..5).map(|r| fleet.log(&format!("run-{r}.log"))).collect::<String>() + &fleet.log("run-final.log");
+    assert_eq!(
+        got, reference,
+        "transitions written (no loss, no duplicate); logs:\n{logs}"
+    );
+    assert!(
+        fleet.log("run-final.log").contains("restored") || logs.contains("restored"),
+        "the runs restored snapshots:\n{logs}"
+    );
+    fleet.check_scores();
+
+    // Every garbage record is in the dead-letter topic with its reason (a replay may repeat one,
+    // Kafka outputs are at-least-once with lineage), and nothing else is.
+    let dead = read_topic(&format!("{}.dead", fleet.topic)).await;
+    let mut lineage = BTreeSet::new();
+    for m in &dead {
+        let mut reason = String::new();
+        let (mut p, mut o) = (-1, -1);
+        for h in m.headers().expect("headers").iter() {
+            let v = String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned();
+            match h.key {
+                "posture.reason" => reason = v,
+                "posture.source.partition" => p = v.parse().unwrap(),
+                "posture.source.offset" => o = v.parse().unwrap(),
+                _ => {}
+            }
+        }
+        assert!(
+            ["bad_magic", "invalid_event"].contains(&reason.as_str()),
+            "reason {reason:?}"
+        );
+        lineage.insert((p, o));
+    }
+    assert_eq!(lineage, garbage, "dead letters by source position");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_one_stopped_one_added_is_exact() {
+    let fleet = Fleet::new("group3", "250", "24").await;
+    let reference = fleet.reference_transitions();
+    let group = unique_name("group3_group");
+    // Joined one after the other, as instances of a deployment start.
+    let a = fleet.spawn_run(&group, &[], FAST_REBALANCE, "a.log");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fleet.transitions().await == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = fleet.spawn_run(&group, &[], FAST_REBALANCE, "b.log");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let c = fleet.spawn_run(&group, &[], FAST_REBALANCE, "c.log");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    while fleet.transitions().await < reference / 5 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Stop an instance that is working on a partition (the group's assignment decides which)
+    // with SIGTERM, as an orchestrator does. (A kill -9 of a member that holds partitions
+    // strands them on the test broker: Tansu 0.6 does not evict a silent member on its session
+    // timeout. Crash recovery of kill -9 is the test above.)
+    let working = |log: &str| fleet.log(log).contains("posture ingest: partition");
+    let victim = ["b.log", "c.log", "a.log"]
+        .into_iter()
+        .find(|l| working(l))
+        .expect("someone works");
+    let before_kill = fleet.transitions().await;
+    let mut survivors = Vec::new();
+    for (name, mut child) in [("a.log", a), ("b.log", b), ("c.log", c)] {
+        if name == victim {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .expect("kill -TERM");
+            assert!(status.success());
+            let exit = child.wait().expect("reaped");
+            assert!(exit.success(), "a SIGTERM stop is clean: {exit:?}");
+        } else {
+            survivors.push(child);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    survivors.push(fleet.spawn_run(&group, &[], FAST_REBALANCE, "d.log"));
+    let got = fleet.wait_for(reference, Duration::from_secs(180)).await;
+    for child in &mut survivors {
+        kill(child);
+    }
+    eprintln!("transitions: {before_kill} when {victim} was killed, {got} at the end, reference {reference}");
+    assert!(before_kill < reference, "killed mid-run");
+    let logs = ["a.log", "b.log", "c.log", "d.log"]
+        .map(|l| fleet.log(l))
+        .join("\n---\n");
+    assert_eq!(got, reference, "transitions written; logs:\n{logs}");
+    assert!(
+        logs.contains("restored"),
+        "partitions moved with their snapshots:\n{logs}"
+    );
+    fleet.check_scores();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_down_for_30_seconds_is_exact_with_bounded_memory() {
+    let fleet = Fleet::new("chdown", "250", "24").await;
+    let reference = fleet.reference_transitions();
+    let upstream = posture_tests::clickhouse_url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let proxy = Proxy::start(upstream).await;
+    let url = proxy.url();
+    let mut child = fleet.spawn_run(
+        &unique_name("chdown_group"),
+        &[("POSTURE_CLICKHOUSE_URL", url.as_str())],
+        &["--kafka-max-poll-interval-ms", "90000"],
+        "run.log",
+    );
+    let pid = child.id();
+    let rss = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    // Let it write something, then take ClickHouse away for 30 s.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fleet.transitions().await == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxy.down(true);
+    let at_outage = fleet.transitions().await;
+    let mut peak = 0;
+    let rss_start = rss();
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        peak = peak.max(rss());
+    }
+    let during = fleet.transitions().await;
+    proxy.down(false);
+    let got = fleet.wait_for(reference, Duration::from_secs(180)).await;
+    kill(&mut child);
+    let log = fleet.log("run.log");
+    eprintln!(
+        "transitions {at_outage} at the outage, {during} after it, {got} at the end (reference {reference}); \
+         RSS {rss_start} KiB at the outage, peak {peak} KiB during it"
+    );
+    assert!(at_outage < reference, "the outage came mid-run");
+    assert_eq!(during, at_outage, "nothing was written while ClickHouse was down");
+    assert!(peak > 0, "RSS measured");
+    assert!(
+        peak <= rss_start + 64 * 1024 && peak <= 512 * 1024,
+        "resident memory bounded during the outage: {rss_start} -> {peak} KiB"
+    );
+    assert_eq!(got, reference, "transitions written; log:\n{log}");
+    fleet.check_scores();
+}
