@@ -163,6 +163,29 @@ fn bench(c: &mut Criterion) {
         n as f64 / start.elapsed().as_secs_f64()
     );
 
+    // Snapshot and restore (the durable state of a partition), best of 3.
+    let mut snap = Vec::new();
+    let (mut t_snap, mut t_restore) = (f64::MAX, f64::MAX);
+    for _ in 0..3 {
+        snap.clear();
+        let t = std::time::Instant::now();
+        engine.snapshot(&mut snap);
+        t_snap = t_snap.min(t.elapsed().as_secs_f64());
+        let t = std::time::Instant::now();
+        let restored = Engine::restore(cat.clone(), EngineConfig::default(), &snap).expect("restore");
+        t_restore = t_restore.min(t.elapsed().as_secs_f64());
+        black_box(restored.device_count());
+    }
+    eprintln!(
+        "snapshot: {n} devices -> {:.1} MB ({:.0} bytes/device) in {:.3} s; restore in {:.3} s ({:.2} M devices/s)",
+        snap.len() as f64 / 1e6,
+        snap.len() as f64 / n as f64,
+        t_snap,
+        t_restore,
+        n as f64 / t_restore / 1e6
+    );
+    drop(snap);
+
     let mut seq = 1i64;
     let mut out = Output::default();
     let mut g = c.benchmark_group(format!("engine_{n}_devices_300_controls"));

@@ -75,6 +75,7 @@ pub struct Alerter {
     client: clickhouse::Client,
     producer: FutureProducer,
     last: Arc<std::sync::Mutex<LastAlerts>>,
+    metrics: Option<Arc<posture_metrics::Metrics>>,
 }
 
 impl Alerter {
@@ -96,7 +97,15 @@ impl Alerter {
             client,
             producer,
             last: Arc::default(),
+            metrics: None,
         })
+    }
+
+    /// Reports each tenant's score (with exceptions) at every check, and the
+    /// alerts published.
+    pub fn with_metrics(mut self, metrics: Arc<posture_metrics::Metrics>) -> Alerter {
+        self.metrics = Some(metrics);
+        self
     }
 
     async fn rows(&self, query: &'static str, params: &[(&str, Param)]) -> Result<Vec<Json>, AlertError> {
@@ -147,6 +156,9 @@ impl Alerter {
             let scopes = std::iter::once(None).chain(Category::ALL.iter().map(|c| Some(c.as_str())));
             for category in scopes {
                 let new = self.percent(&tenant, category, now).await?;
+                if let (None, Some(m)) = (category, &self.metrics) {
+                    m.set_score(&tenant, None, new);
+                }
                 let old = self.percent(&tenant, category, from).await?;
                 let key = (tenant.clone(), category);
                 let last = self.last.lock().expect("not poisoned").get(&key).copied();
@@ -202,6 +214,9 @@ impl Alerter {
                 )
                 .await
                 .map_err(|(e, _)| err(e.to_string()))?;
+            if let Some(m) = &self.metrics {
+                m.alerts_published(1);
+            }
         }
         Ok(())
     }

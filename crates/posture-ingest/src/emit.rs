@@ -111,6 +111,7 @@ pub struct KafkaStage {
     producer: FutureProducer,
     pending: Vec<Pending>,
     stats: EmitStats,
+    metrics: Option<std::sync::Arc<posture_metrics::Metrics>>,
 }
 
 impl KafkaStage {
@@ -134,7 +135,14 @@ impl KafkaStage {
             producer,
             pending: Vec::new(),
             stats: EmitStats::default(),
+            metrics: None,
         })
+    }
+
+    /// Reports the records acknowledged per topic.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<posture_metrics::Metrics>) -> KafkaStage {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Counters so far.
@@ -261,10 +269,21 @@ impl Stage for KafkaStage {
                     None => Err("not queued".to_string()),
                 };
                 match outcome {
-                    Ok(()) => match p.topic {
-                        Topic::ScoreDeltas => self.stats.score_deltas += 1,
-                        Topic::DeadLetter => self.stats.dead_letters += 1,
-                    },
+                    Ok(()) => {
+                        let kind = match p.topic {
+                            Topic::ScoreDeltas => {
+                                self.stats.score_deltas += 1;
+                                posture_metrics::TopicKind::ScoreDeltas
+                            }
+                            Topic::DeadLetter => {
+                                self.stats.dead_letters += 1;
+                                posture_metrics::TopicKind::DeadLetter
+                            }
+                        };
+                        if let Some(m) = &self.metrics {
+                            m.kafka_produced(kind, 1);
+                        }
+                    }
                     Err(e) => {
                         last = e;
                         failed.push(p);

@@ -25,6 +25,7 @@ pub mod pipeline;
 pub mod topics;
 
 use posture_core::{Catalog, ConfigChange, Engine, EngineConfig, Output, Rejected, SourcePos};
+use posture_metrics::Metrics;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -308,9 +309,25 @@ impl StateStore for posture_sink::SnapshotStore {
 #[derive(Default)]
 pub struct IngestContext {
     revoked: std::sync::Mutex<Vec<i32>>,
+    metrics: std::sync::OnceLock<Arc<Metrics>>,
 }
 
-impl rdkafka::ClientContext for IngestContext {}
+impl rdkafka::ClientContext for IngestContext {
+    /// librdkafka's statistics (every `statistics.interval.ms`): the
+    /// consumer lag of each assigned partition.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(m) = self.metrics.get() else {
+            return;
+        };
+        for (topic, t) in &statistics.topics {
+            for (&partition, p) in &t.partitions {
+                if partition >= 0 && p.consumer_lag >= 0 {
+                    m.set_consumer_lag(topic, partition, p.consumer_lag);
+                }
+            }
+        }
+    }
+}
 
 impl rdkafka::consumer::ConsumerContext for IngestContext {
     fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
@@ -350,6 +367,10 @@ struct State<S, D, St> {
     stats: IngestStats,
     progress: Arc<std::sync::atomic::AtomicU64>,
     holds_partition_0: Arc<std::sync::atomic::AtomicBool>,
+    metrics: Option<Arc<Metrics>>,
+    /// Kafka append times (ms) of the records whose output is pending: the
+    /// freshness of each once it is written.
+    pending_ts: Vec<i64>,
 }
 
 /// The consume-evaluate-flush loop.
@@ -401,6 +422,8 @@ impl<S: Stage, D: Decode> Ingest<S, D, MemoryOnly> {
                 stats: IngestStats::default(),
                 progress: Arc::default(),
                 holds_partition_0: Arc::default(),
+                metrics: None,
+                pending_ts: Vec::new(),
             },
             last_flush: Instant::now(),
         })
@@ -426,6 +449,8 @@ impl<S: Stage, D: Decode> Ingest<S, D, MemoryOnly> {
                 stats: st.stats,
                 progress: st.progress,
                 holds_partition_0: st.holds_partition_0,
+                metrics: st.metrics,
+                pending_ts: st.pending_ts,
             },
             last_flush: self.last_flush,
         }
@@ -433,6 +458,16 @@ impl<S: Stage, D: Decode> Ingest<S, D, MemoryOnly> {
 }
 
 impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
+    /// Reports to `metrics` (Prometheus): records, transitions, restores,
+    /// freshness, devices and state bytes, consumer lag. The consumer must
+    /// have `statistics.interval.ms` set (in [`IngestConfig::extra`]) for
+    /// the lag.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        let _ = self.consumer.context().metrics.set(metrics.clone());
+        self.st.metrics = Some(metrics);
+        self
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> &IngestStats {
         &self.st.stats
@@ -515,6 +550,12 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
                     let (partition, offset) = (msg.partition(), msg.offset());
                     self.st.stats.records += 1;
                     self.st.progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(m) = &self.st.metrics {
+                        m.events_consumed(1);
+                        if let Some(ts) = msg.timestamp().to_millis() {
+                            self.st.pending_ts.push(ts);
+                        }
+                    }
                     if !self.st.partitions.contains_key(&partition) {
                         // Copy out what the restore needs; the message borrows the consumer.
                         let (key, payload) = (msg.key().map(<[u8]>::to_vec), msg.payload().map(<[u8]>::to_vec));
@@ -579,6 +620,9 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
                 let engine = Engine::restore(self.st.catalog.clone(), self.st.engine_cfg.clone(), &bytes)
                     .map_err(|e| state_err(format!("the snapshot at offset {offset} cannot be restored: {e}")))?;
                 self.st.stats.restored += 1;
+                if let Some(m) = &self.st.metrics {
+                    m.observe_restore(started.elapsed());
+                }
                 eprintln!(
                     "posture ingest: partition {partition}: restored {} devices from the snapshot at offset {offset} ({} bytes) in {} ms; first record at offset {first_offset}",
                     engine.device_count(),
@@ -641,6 +685,25 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
                 .map_err(|e| IngestError::Sink(e.to_string()))?;
             self.st.stats.flushes += 1;
             self.st.stats.rows_flushed += rows as u64;
+        }
+        if let Some(m) = &self.st.metrics {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            for ts in self.st.pending_ts.drain(..) {
+                m.observe_freshness(Duration::from_millis((now - ts).max(0) as u64));
+            }
+            m.flushed_now();
+            let devices: usize = self.st.partitions.values().map(|p| p.engine.device_count()).sum();
+            let bytes: f64 = self
+                .st
+                .partitions
+                .values()
+                .map(|p| p.engine.state_bytes_per_device() * p.engine.device_count() as f64)
+                .sum();
+            m.set_devices(devices as u64);
+            m.set_state_bytes(bytes as u64);
         }
         let durable = self.st.store.durable();
         let mut tpl = TopicPartitionList::new();
@@ -748,12 +811,23 @@ impl<S: Stage, D: Decode, St: StateStore> State<S, D, St> {
             Ok(ev) => ev,
             Err(u) => {
                 self.stats.undecodable += 1;
+                if let Some(m) = &self.metrics {
+                    m.dead_lettered(u.reason);
+                }
                 self.stage.dead_letter(&dead(u.reason, u.detail.as_str()));
                 return Some(Skipped::Undecodable(format!("{}: {}", u.reason, u.detail)));
             }
         };
         let result = p.engine.apply(&ev, SourcePos { partition, offset }, &mut self.out);
         self.stage.absorb(&p.engine, &self.out);
+        if let Some(m) = &self.metrics {
+            m.transitions_emitted(self.out.transitions.len() as u64);
+            match &result {
+                Ok(()) => m.events_applied(1),
+                Err(Rejected::Stale { .. }) => m.events_stale(1),
+                Err(Rejected::Invalid(_)) => m.dead_lettered("invalid_event"),
+            }
+        }
         self.out.clear();
         match result {
             Ok(()) => {

@@ -5,8 +5,10 @@ use crate::{Decode, Stage, Undecodable};
 use posture_avro::registry::{Compatibility, SchemaRegistry, INCOMPATIBLE_SCHEMA};
 use posture_avro::{DecodeError, WireDecoder};
 use posture_core::{ConfigChange, Engine, Output};
+use posture_metrics::Metrics;
 use posture_sink::{rows, Batch, Sink, SinkError, SnapshotStore, Watermarks};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Rows go to a [`Batch`]; a flush writes it with the sink's retries.
@@ -21,6 +23,7 @@ pub struct SinkStage {
     store: Option<SnapshotStore>,
     watermarks: HashMap<i32, Watermarks>,
     suppressed: u64,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl SinkStage {
@@ -32,7 +35,16 @@ impl SinkStage {
             store: None,
             watermarks: HashMap::new(),
             suppressed: 0,
+            metrics: None,
         }
+    }
+
+    /// Reports rows per table, batches, their latency, retries and failures.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> SinkStage {
+        let m = metrics.clone();
+        self.sink = self.sink.with_on_retry(Arc::new(move || m.sink_retry()));
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Suppresses replayed rows using the watermarks `store` reads.
@@ -79,7 +91,21 @@ impl Stage for SinkStage {
     async fn flush(&mut self) -> Result<(), SinkError> {
         // `write` removes each table from the batch once it is written, so a
         // failed flush resends only what is left.
-        self.sink.write(&mut self.batch).await
+        let counts = self.batch.mark();
+        let started = std::time::Instant::now();
+        let result = self.sink.write(&mut self.batch).await;
+        if let Some(m) = &self.metrics {
+            match &result {
+                Ok(()) => {
+                    for (table, n) in posture_sink::LINEAGE_TABLES.iter().zip(counts) {
+                        m.sink_rows(table, n as u64);
+                    }
+                    m.sink_batch(started.elapsed());
+                }
+                Err(_) => m.sink_failure(),
+            }
+        }
+        result
     }
 }
 

@@ -98,6 +98,7 @@ impl RetryPolicy {
 pub struct Sink {
     client: Client,
     retry: RetryPolicy,
+    on_retry: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl Sink {
@@ -107,7 +108,15 @@ impl Sink {
         Sink {
             client,
             retry: RetryPolicy::default(),
+            on_retry: None,
         }
+    }
+
+    /// Calls `f` before every retry of an INSERT (e.g. to count retries in a
+    /// metric).
+    pub fn with_on_retry(mut self, f: std::sync::Arc<dyn Fn() + Send + Sync>) -> Sink {
+        self.on_retry = Some(f);
+        self
     }
 
     /// The same sink with another retry policy.
@@ -158,6 +167,12 @@ impl Sink {
             match self.insert_once(table, rows).await {
                 Ok(()) => return Ok(()),
                 Err(e) if attempt < max && is_transient(&e) => {
+                    if let Some(f) = &self.on_retry {
+                        f();
+                    }
+                    if attempt == 1 || attempt.is_power_of_two() {
+                        eprintln!("posture sink: insert into {table} failed (attempt {attempt}), retrying: {e}");
+                    }
                     tokio::time::sleep(self.retry.backoff(attempt)).await;
                     attempt += 1;
                 }

@@ -10,6 +10,7 @@ use posture_ingest::alerts::{AlertConfig, Alerter};
 use posture_ingest::emit::{EmitConfig, KafkaStage};
 use posture_ingest::pipeline::{AvroDecoder, SinkStage};
 use posture_ingest::{topics, Decode, Ingest, IngestConfig, Skipped, StateStore};
+use posture_metrics::{router, HttpServer, HttpState, Metrics, Readiness};
 use posture_sink::Sink;
 use posture_sink::{RetryPolicy, SnapshotStore};
 use std::path::PathBuf;
@@ -145,6 +146,10 @@ pub struct RunArgs {
     /// File whose first line is the Schema Registry password.
     #[arg(long, env = "POSTURE_SCHEMA_REGISTRY_PASSWORD_FILE", value_name = "FILE")]
     schema_registry_password_file: Option<PathBuf>,
+    /// Address of the HTTP port: /metrics (Prometheus), /healthz, /readyz
+    /// ("" = no HTTP port).
+    #[arg(long, env = "POSTURE_HTTP_ADDR", default_value = "0.0.0.0:9464", value_name = "ADDR")]
+    http_addr: String,
     /// Topic of ScoreDelta records, one per transition ("" = off).
     #[arg(long, env = "POSTURE_SCORE_DELTAS_TOPIC", default_value = "posture.score-deltas")]
     score_deltas_topic: String,
@@ -353,13 +358,38 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 eprintln!("posture run: created topic {topic} with {partitions} partitions");
             }
         }
-        let mut sink_stage = SinkStage::new(Sink::new(client).with_retry(retry));
+        let metrics = Arc::new(Metrics::new());
+        let ready = Arc::new(Readiness::new());
+        if !args.http_addr.is_empty() {
+            let addr: std::net::SocketAddr = args
+                .http_addr
+                .parse()
+                .with_context(|| format!("--http-addr {:?}: expected HOST:PORT", args.http_addr))?;
+            let server = HttpServer::bind(addr).await?;
+            eprintln!(
+                "posture run: serving /metrics, /healthz, /readyz on http://{}",
+                server.local_addr()
+            );
+            let app = router(HttpState {
+                metrics: metrics.clone(),
+                ready: ready.clone(),
+            });
+            tokio::spawn(async move {
+                if let Err(e) = server.run(app).await {
+                    eprintln!("posture run: the HTTP server stopped: {e}");
+                }
+            });
+        }
+        cfg.extra.push(("statistics.interval.ms".into(), "5000".into()));
+        let mut sink_stage = SinkStage::new(Sink::new(client).with_retry(retry)).with_metrics(metrics.clone());
         if durable {
             sink_stage = sink_stage.with_watermarks(store.clone());
         }
         let stage = (
             sink_stage,
-            KafkaStage::new(emit).context("creating the output producer")?,
+            KafkaStage::new(emit)
+                .context("creating the output producer")?
+                .with_metrics(metrics.clone()),
         );
         let registry = match &args.schema_registry_url {
             None => None,
@@ -379,12 +409,15 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             }
         };
         let decoder = AvroDecoder::new(args.schema_ids.clone(), registry);
-        let ingest = Ingest::new(cfg, catalog, engine_cfg, stage, decoder)?;
-        if durable {
-            run_ingest(ingest.with_state_store(store), &args, &brokers, &security).await
+        let ingest = Ingest::new(cfg, catalog, engine_cfg, stage, decoder)?.with_metrics(metrics.clone());
+        ready.set_ready();
+        let result = if durable {
+            run_ingest(ingest.with_state_store(store), &args, &brokers, &security, &metrics).await
         } else {
-            run_ingest(ingest, &args, &brokers, &security).await
-        }
+            run_ingest(ingest, &args, &brokers, &security, &metrics).await
+        };
+        ready.set_not_ready("stopping");
+        result
     })
 }
 
@@ -394,6 +427,7 @@ async fn run_ingest<D: Decode, St: StateStore>(
     args: &RunArgs,
     brokers: &str,
     security: &[(String, String)],
+    metrics: &Arc<Metrics>,
 ) -> Result<ExitCode> {
     let mut alerter = if args.alerts_topic.is_empty() {
         None
@@ -408,7 +442,7 @@ async fn run_ingest<D: Decode, St: StateStore>(
             extra: security.to_vec(),
         };
         let client = args.ch.client()?.with_database(&args.ch.database);
-        let alerter = Alerter::new(cfg, client)?;
+        let alerter = Alerter::new(cfg, client)?.with_metrics(metrics.clone());
         // The periodic task, and a clone for the final check when the run stops.
         tokio::spawn(alerter.clone().run(ingest.holds_partition_0()));
         Some(alerter)

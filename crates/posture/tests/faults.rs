@@ -109,6 +109,8 @@ impl Fleet {
                 "1",
                 "--kafka-session-timeout-ms",
                 "6000",
+                "--http-addr",
+                "127.0.0.1:0",
             ])
             .args(extra_args)
             .envs(self.env().iter().copied())
@@ -198,6 +200,21 @@ impl Fleet {
 /// A crashed member holds up a rebalance until its session or the rebalance timeout (the
 /// members' max.poll.interval.ms) runs out; the test broker waits for the latter.
 const FAST_REBALANCE: &[&str] = &["--kafka-max-poll-interval-ms", "8000"];
+
+/// A plain HTTP/1.1 GET: status and body.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the HTTP port");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
 
 fn kill(child: &mut Child) {
     // SIGKILL: no clean shutdown, no final flush or snapshot.
@@ -420,6 +437,30 @@ async fn clickhouse_down_for_30_seconds_is_exact_with_bounded_memory() {
         peak = peak.max(rss());
     }
     let during = fleet.transitions().await;
+    // The HTTP port tells what is happening: retries counted, still alive.
+    let log = fleet.log("run.log");
+    let addr = log
+        .lines()
+        .find_map(|l| l.split("/readyz on http://").nth(1))
+        .expect("the HTTP address in the log")
+        .trim()
+        .to_string();
+    let (status, metrics) = http_get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics:\n{metrics}"))
+    };
+    assert!(
+        value("posture_sink_retries_total") > 0.0,
+        "retries while ClickHouse is down"
+    );
+    assert!(value("posture_events_consumed_total") > 0.0);
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
     proxy.down(false);
     let got = fleet.wait_for(reference, Duration::from_secs(180)).await;
     kill(&mut child);

@@ -145,6 +145,8 @@ async fn the_binary_runs_the_pipeline_and_reads_the_score_from_clickhouse() {
             &deltas_topic,
             "--until-idle",
             "4",
+            "--http-addr",
+            "127.0.0.1:0",
         ],
         &env,
     );
