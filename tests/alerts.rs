@@ -4,7 +4,7 @@
 //! the rest of the window.
 
 use posture_core::*;
-use posture_ingest::alerts::{AlertConfig, Alerter};
+use posture_ingest::alerts::{AlertConfig, AlertRule, Alerter, Categories};
 use posture_ingest::pipeline::{avro_decoder, SinkStage};
 use posture_ingest::{Ingest, IngestConfig};
 use posture_tests::{fresh_database, fresh_topic_with_partitions, kafka_brokers, kafka_config, unique_name};
@@ -41,7 +41,7 @@ fn event(i: usize, device: usize, seq: i64, at: i64, fw: bool) -> ConfigChange {
             os_family: "windows".into(),
             os_version: "10.0.19045".into(),
             hostname: None,
-            groups: vec![],
+            groups: vec![if device < 5 { "red" } else { "blue" }.into()],
             tags: vec![],
         }),
         settings: vec![Setting {
@@ -91,8 +91,7 @@ async fn a_drop_within_the_window_alerts_once_with_its_causes() {
 
     let alerts_topic = fresh_topic_with_partitions("alerts_out", 1).await;
     let alert_cfg = AlertConfig {
-        drop_points: 5.0,
-        window_ms: 60 * MIN,
+        rules: AlertRule::defaults(5.0, 60 * MIN),
         interval: Duration::from_secs(1),
         topic: alerts_topic.clone(),
         schema_id: 3,
@@ -130,13 +129,50 @@ async fn a_drop_within_the_window_alerts_once_with_its_causes() {
     // A threshold above the drop (60 points for a 50-point drop) sees nothing.
     let mut strict = Alerter::new(
         AlertConfig {
-            drop_points: 60.0,
-            ..alert_cfg
+            rules: AlertRule::defaults(60.0, 60 * MIN),
+            ..alert_cfg.clone()
         },
         client.clone(),
     )
     .unwrap();
     assert!(strict.check().await.expect("check").is_empty());
+    // Rules per group and category: the five failing devices are the "red" group, which falls
+    // 100% -> 0% in its network category; "blue" did not move; tenant t2 does not exist.
+    let rule = |tenant: Option<&str>, group: &str, categories, drop_points| AlertRule {
+        tenant: tenant.map(str::to_string),
+        group: Some(group.to_string()),
+        categories,
+        drop_points,
+        window_ms: 30 * MIN,
+    };
+    let mut groups = Alerter::new(
+        AlertConfig {
+            rules: vec![
+                rule(Some("t1"), "red", Categories::One(Category::Network), 50.0),
+                rule(None, "blue", Categories::Total, 0.01),
+                rule(Some("t2"), "red", Categories::Each, 1.0),
+            ],
+            ..alert_cfg.clone()
+        },
+        client.clone(),
+    )
+    .unwrap();
+    let by_group = groups.check().await.expect("check");
+    assert_eq!(by_group.len(), 1, "{by_group:#?}");
+    let red = &by_group[0];
+    assert_eq!(
+        (red.group.as_deref(), red.category.as_deref()),
+        (Some("red"), Some("network"))
+    );
+    assert_eq!(
+        (red.old_percent, red.new_percent, red.window_ms),
+        (100.0, 0.0, 30 * MIN)
+    );
+    // Within the group of five, each failure costs 30 / 5 = 6 points.
+    assert_eq!(
+        red.causes.iter().map(|c| c.points_lost).collect::<Vec<_>>(),
+        vec![6.0; 5]
+    );
 
     alerter.publish(&alerts).await.expect("publish");
     let consumer: StreamConsumer = kafka_config()

@@ -32,6 +32,7 @@ fn rss_kib() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_clickhouse_pauses_consumption_and_the_run_resumes_exactly() {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     const EVENTS: u64 = 20_000;
     const BATCH: usize = 500;
     let cat = Arc::new(Catalog::from_sources(&[("bp.yaml", BASELINE)]).unwrap());
@@ -58,19 +59,27 @@ async fn a_hung_clickhouse_pauses_consumption_and_the_run_resumes_exactly() {
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_string();
-    let proxy = Proxy::start(upstream).await;
+    let proxy = Arc::new(Proxy::start(upstream).await);
     let via_proxy = posture_tests::clickhouse_client_at(&format!("http://{}", proxy.addr)).with_database(&db);
     let mut cfg = IngestConfig::new(kafka_brokers(), unique_name("bp_group"), topic.clone());
     cfg.batch_rows = BATCH;
     cfg.batch_interval = Duration::from_millis(200);
     // Bound librdkafka's prefetch too (the default is 64 MiB per partition).
     cfg.extra.push(("queued.max.messages.kbytes".into(), "1024".into()));
-    let stage = SinkStage::new(posture_sink::Sink::new(via_proxy));
+    // As `posture run` does by default: retry until ClickHouse answers again (a hung connection
+    // may also be closed by ClickHouse's keep-alive timeout, which is retried like any error).
+    let retry = posture_sink::RetryPolicy {
+        max_attempts: u32::MAX,
+        ..Default::default()
+    };
+    let stage = SinkStage::new(posture_sink::Sink::new(via_proxy).with_retry(retry));
     let mut ingest = Ingest::new(cfg, cat.clone(), EngineConfig::default(), stage, avro_decoder(None)).expect("ingest");
     let progress = ingest.progress();
 
     let observer = {
         let progress = progress.clone();
+        // The test keeps the proxy alive after the observer ends (the last flush goes through it).
+        let proxy = proxy.clone();
         async move {
             // Let it consume a little, then hang ClickHouse.
             while progress.load(Ordering::SeqCst) < 2_000 {
@@ -85,7 +94,12 @@ async fn a_hung_clickhouse_pauses_consumption_and_the_run_resumes_exactly() {
             tokio::time::sleep(Duration::from_secs(6)).await;
             let after_wait = progress.load(Ordering::SeqCst);
             let rss_after = rss_kib();
+            // The hung server comes back as a restarted one: held connections are cut, new
+            // ones work (the sink retries).
+            proxy.down(true);
             proxy.pause(false);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            proxy.down(false);
             // Then it resumes by itself and drains the topic.
             let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
             while progress.load(Ordering::SeqCst) < EVENTS && tokio::time::Instant::now() < deadline {

@@ -211,9 +211,10 @@ GROUP BY tenant
 ORDER BY tenant;
 
 -- name: drop_causes
--- The device-control transitions that cost a tenant's score (category = '' for all categories)
--- the most points in (from_ms, to_ms]: per control and device, the points the scope lost (the
--- negated sum of the tenant-wide score deltas of those transitions, micro-points; deltas are
+-- The device-control transitions that cost a scope's score (group = '' for the whole tenant,
+-- category = '' for all categories) the most points in (from_ms, to_ms]: per control and device,
+-- the points the scope lost (the negated sum of the scope's score deltas of those transitions,
+-- micro-points; deltas are
 -- exact within the device's partition), largest first, the first 10 with a loss. Score deltas
 -- are matched with their transitions by lineage (source partition, offset) and control.
 SELECT
@@ -229,7 +230,7 @@ FROM
         points_with
     FROM score_deltas
     WHERE tenant = {tenant:String}
-        AND group = ''
+        AND group = {group:String}
         AND ({category:String} = '' OR category = {category:String})
         AND event_time >= toDateTime(intDiv({from_ms:Int64}, 1000))
         AND event_time <= toDateTime(intDiv({to_ms:Int64}, 1000))

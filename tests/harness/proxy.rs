@@ -6,19 +6,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-/// What the proxy does now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mode {
-    Forward,
-    Hang,
-    Down,
-}
-
 /// A TCP proxy to `upstream` on an ephemeral loopback port.
 pub struct Proxy {
     /// The proxy's address.
     pub addr: std::net::SocketAddr,
-    mode: watch::Sender<Mode>,
+    paused: watch::Sender<bool>,
+    down: watch::Sender<bool>,
 }
 
 impl Proxy {
@@ -26,26 +19,32 @@ impl Proxy {
     pub async fn start(upstream: String) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().unwrap();
-        let (mode, rx) = watch::channel(Mode::Forward);
+        let (paused, paused_rx) = watch::channel(false);
+        let (down, down_rx) = watch::channel(false);
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                if *rx.borrow() == Mode::Down {
+                if *down_rx.borrow() {
                     drop(client);
                     continue;
                 }
                 let upstream = upstream.clone();
-                let rx = rx.clone();
+                let (mut p, d) = (paused_rx.clone(), down_rx.clone());
                 tokio::spawn(async move {
+                    // Connect upstream only once not paused: a connection held idle at the
+                    // server would be closed by its keep-alive timeout.
+                    if p.wait_for(|paused| !*paused).await.is_err() || *d.borrow() {
+                        return;
+                    }
                     let Ok(server) = TcpStream::connect(&upstream).await else {
                         return;
                     };
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
-                    tokio::join!(pump(cr, sw, rx.clone()), pump(sr, cw, rx));
+                    tokio::join!(pump(cr, sw, p.clone(), d.clone()), pump(sr, cw, p, d));
                 });
             }
         });
-        Proxy { addr, mode }
+        Proxy { addr, paused, down }
     }
 
     /// The proxy as an HTTP base URL.
@@ -55,26 +54,31 @@ impl Proxy {
 
     /// Hang (`true`: connections stay open, no byte is forwarded) or resume.
     pub fn pause(&self, on: bool) {
-        self.mode.send_replace(if on { Mode::Hang } else { Mode::Forward });
+        self.paused.send_replace(on);
     }
 
     /// Go down (`true`: new connections are refused, open ones cut) or come back.
     pub fn down(&self, on: bool) {
-        self.mode.send_replace(if on { Mode::Down } else { Mode::Forward });
+        self.down.send_replace(on);
     }
 }
 
-/// Copies `from` to `to`: holds each chunk while hung, stops when down.
+/// Copies `from` to `to`: reads nothing while paused (and holds a chunk read
+/// just before a pause), stops when the proxy goes down.
 async fn pump(
     mut from: impl AsyncReadExt + Unpin + Send,
     mut to: impl AsyncWriteExt + Unpin + Send,
-    mut mode: watch::Receiver<Mode>,
+    mut paused: watch::Receiver<bool>,
+    mut down: watch::Receiver<bool>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
+        if paused.wait_for(|p| !*p).await.is_err() || *down.borrow() {
+            return;
+        }
         let read = tokio::select! {
             r = from.read(&mut buf) => Some(r),
-            _ = mode.wait_for(|m| *m == Mode::Down) => None,
+            _ = down.wait_for(|d| *d) => None,
         };
         let n = match read {
             None => return,
@@ -84,11 +88,7 @@ async fn pump(
             }
             Some(Ok(n)) => n,
         };
-        let down = match mode.wait_for(|m| *m != Mode::Hang).await {
-            Ok(m) => *m == Mode::Down,
-            Err(_) => true,
-        };
-        if down {
+        if paused.wait_for(|p| !*p).await.is_err() || *down.borrow() {
             return;
         }
         if to.write_all(&buf[..n]).await.is_err() {

@@ -26,13 +26,64 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// What counts as a drop and where alerts go.
-#[derive(Clone, Debug)]
-pub struct AlertConfig {
-    /// Alert when the percent falls by at least this many points.
+/// Which categories of a scope a rule watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Categories {
+    /// The scope's total score (all categories together).
+    Total,
+    /// Each category's score, separately.
+    Each,
+    /// One category's score.
+    One(Category),
+}
+
+/// One alert rule: a scope (every tenant or one; the whole tenant or one
+/// group), which of its scores, and what counts as a drop.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertRule {
+    /// `None`: every tenant.
+    pub tenant: Option<String>,
+    /// `None`: the whole tenant; else one device group of it.
+    pub group: Option<String>,
+    /// Which scores of the scope.
+    pub categories: Categories,
+    /// Alert when the percent falls by at least this many points ...
     pub drop_points: f64,
     /// ... within this much event time (ms).
     pub window_ms: i64,
+}
+
+impl AlertRule {
+    /// The rules without a rules file: every tenant's total and each of
+    /// its categories, with one threshold and window.
+    pub fn defaults(drop_points: f64, window_ms: i64) -> Vec<AlertRule> {
+        [Categories::Total, Categories::Each]
+            .into_iter()
+            .map(|categories| AlertRule {
+                tenant: None,
+                group: None,
+                categories,
+                drop_points,
+                window_ms,
+            })
+            .collect()
+    }
+
+    fn category_list(&self) -> Vec<Option<Category>> {
+        match self.categories {
+            Categories::Total => vec![None],
+            Categories::Each => Category::ALL.iter().map(|c| Some(*c)).collect(),
+            Categories::One(c) => vec![Some(c)],
+        }
+    }
+}
+
+/// What counts as a drop and where alerts go.
+#[derive(Clone, Debug)]
+pub struct AlertConfig {
+    /// The rules; a scope and category watched by several rules alerts
+    /// under each (suppression is per scope, category and window).
+    pub rules: Vec<AlertRule>,
     /// How often to check.
     pub interval: Duration,
     /// Topic of alerts ("" = alerts off).
@@ -63,8 +114,8 @@ pub fn is_alert(old: f64, new: f64, drop_points: f64, last_alert: Option<i64>, n
     fell && old > new && last_alert.is_none_or(|t| now - t >= window_ms)
 }
 
-/// When each scope last alerted (event time).
-type LastAlerts = HashMap<(String, Option<&'static str>), i64>;
+/// When each (tenant, group, category, window) last alerted (event time).
+type LastAlerts = HashMap<(String, Option<String>, Option<&'static str>, i64), i64>;
 
 /// The alerter: checks every interval, publishes what it finds. Clones share
 /// the record of past alerts (so a final check does not repeat the periodic
@@ -129,13 +180,19 @@ impl Alerter {
             .collect()
     }
 
-    async fn percent(&self, tenant: &str, category: Option<&str>, at: i64) -> Result<f64, AlertError> {
+    async fn percent(
+        &self,
+        tenant: &str,
+        group: Option<&str>,
+        category: Option<&str>,
+        at: i64,
+    ) -> Result<f64, AlertError> {
         let rows = self
             .rows(
                 "score_at",
                 &[
                     ("tenant", tenant.into()),
-                    ("group", "".into()),
+                    ("group", group.unwrap_or_default().into()),
                     ("category", category.unwrap_or_default().into()),
                     ("at_ms", at.into()),
                 ],
@@ -147,53 +204,59 @@ impl Alerter {
     /// One check over every tenant and category: the alerts due now.
     pub async fn check(&mut self) -> Result<Vec<ScoreDropAlert>, AlertError> {
         let mut out = Vec::new();
+        let rules = self.cfg.rules.clone();
         for t in self.rows("tenants_latest", &[]).await? {
             let tenant = t["tenant"].as_str().unwrap_or_default().to_string();
             let Some(now) = num(&t["latest_ms"]).map(|v| v as i64) else {
                 continue;
             };
-            let from = now - self.cfg.window_ms;
-            let scopes = std::iter::once(None).chain(Category::ALL.iter().map(|c| Some(c.as_str())));
-            for category in scopes {
-                let new = self.percent(&tenant, category, now).await?;
-                if let (None, Some(m)) = (category, &self.metrics) {
-                    m.set_score(&tenant, None, new);
+            if let Some(m) = &self.metrics {
+                let total = self.percent(&tenant, None, None, now).await?;
+                m.set_score(&tenant, None, total);
+            }
+            for rule in rules.iter().filter(|r| r.tenant.as_ref().is_none_or(|x| *x == tenant)) {
+                let from = now - rule.window_ms;
+                let group = rule.group.as_deref();
+                for category in rule.category_list() {
+                    let category = category.map(Category::as_str);
+                    let new = self.percent(&tenant, group, category, now).await?;
+                    let old = self.percent(&tenant, group, category, from).await?;
+                    let key = (tenant.clone(), group.map(str::to_string), category, rule.window_ms);
+                    let last = self.last.lock().expect("not poisoned").get(&key).copied();
+                    if !is_alert(old, new, rule.drop_points, last, now, rule.window_ms) {
+                        continue;
+                    }
+                    let causes = self
+                        .rows(
+                            "drop_causes",
+                            &[
+                                ("tenant", tenant.as_str().into()),
+                                ("group", group.unwrap_or_default().into()),
+                                ("category", category.unwrap_or_default().into()),
+                                ("from_ms", from.into()),
+                                ("to_ms", now.into()),
+                            ],
+                        )
+                        .await?
+                        .iter()
+                        .map(|r| AlertCause {
+                            control: r["control"].as_str().unwrap_or_default().to_string(),
+                            device: r["device"].as_str().unwrap_or_default().to_string(),
+                            points_lost: num(&r["points_lost"]).unwrap_or(0.0) / 1_000_000.0,
+                        })
+                        .collect();
+                    self.last.lock().expect("not poisoned").insert(key, now);
+                    out.push(ScoreDropAlert {
+                        tenant: tenant.clone(),
+                        group: group.map(str::to_string),
+                        category: category.map(str::to_string),
+                        old_percent: old,
+                        new_percent: new,
+                        window_ms: rule.window_ms,
+                        at: now,
+                        causes,
+                    });
                 }
-                let old = self.percent(&tenant, category, from).await?;
-                let key = (tenant.clone(), category);
-                let last = self.last.lock().expect("not poisoned").get(&key).copied();
-                if !is_alert(old, new, self.cfg.drop_points, last, now, self.cfg.window_ms) {
-                    continue;
-                }
-                let causes = self
-                    .rows(
-                        "drop_causes",
-                        &[
-                            ("tenant", tenant.as_str().into()),
-                            ("category", category.unwrap_or_default().into()),
-                            ("from_ms", from.into()),
-                            ("to_ms", now.into()),
-                        ],
-                    )
-                    .await?
-                    .iter()
-                    .map(|r| AlertCause {
-                        control: r["control"].as_str().unwrap_or_default().to_string(),
-                        device: r["device"].as_str().unwrap_or_default().to_string(),
-                        points_lost: num(&r["points_lost"]).unwrap_or(0.0) / 1_000_000.0,
-                    })
-                    .collect();
-                self.last.lock().expect("not poisoned").insert(key, now);
-                out.push(ScoreDropAlert {
-                    tenant: tenant.clone(),
-                    group: None,
-                    category: category.map(str::to_string),
-                    old_percent: old,
-                    new_percent: new,
-                    window_ms: self.cfg.window_ms,
-                    at: now,
-                    causes,
-                });
             }
         }
         Ok(out)
@@ -233,8 +296,8 @@ impl Alerter {
                 Ok(alerts) if alerts.is_empty() => Ok(()),
                 Ok(alerts) => {
                     for a in &alerts {
-                        eprintln!(
-                            "posture alerts: tenant {} {}: {:.2}% -> {:.2}% within {} min",
+                        tracing::warn!(
+                            "score-drop alert: tenant {} {}: {:.2}% -> {:.2}% within {} min",
                             a.tenant,
                             a.category.as_deref().unwrap_or("(all categories)"),
                             a.old_percent,
@@ -247,7 +310,7 @@ impl Alerter {
                 Err(e) => Err(e),
             };
             if let Err(e) = result {
-                eprintln!("posture alerts: {e} (retrying in {:?})", self.cfg.interval);
+                tracing::warn!("alert check failed (retrying in {:?}): {e}", self.cfg.interval);
             }
         }
     }

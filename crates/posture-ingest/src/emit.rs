@@ -305,8 +305,8 @@ impl Stage for KafkaStage {
                     last,
                 });
             }
-            eprintln!(
-                "posture emit: {} record(s) not delivered (attempt {attempt} of {}), sending again: {last}",
+            tracing::warn!(
+                "{} record(s) not delivered (attempt {attempt} of {}), sending again: {last}",
                 failed.len(),
                 self.cfg.attempts
             );

@@ -538,8 +538,8 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
                         Err(e) => {
                             self.st.stats.consumer_errors += 1;
                             if self.st.stats.consumer_errors <= 10 || self.st.stats.consumer_errors.is_power_of_two() {
-                                eprintln!(
-                                    "posture ingest: consumer error #{} on {} at {} (retrying): {e}",
+                                tracing::warn!(
+                                    "consumer error #{} on {} at {} (retrying): {e}",
                                     self.st.stats.consumer_errors, self.cfg.topic, self.cfg.brokers
                                 );
                             }
@@ -588,6 +588,7 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
     /// Sets up a partition seen for the first time: restores its engine from
     /// the state store (retrying while the store is unreachable) and, when
     /// the consumer is not where the engine left off, seeks there.
+    #[tracing::instrument(name = "assign", skip(self), fields(topic = %self.cfg.topic))]
     async fn start_partition(&mut self, partition: i32, first_offset: i64) -> Result<(), IngestError> {
         let state_err = |detail: String| IngestError::State { partition, detail };
         let fresh = |engine, next_offset| PartitionState {
@@ -609,7 +610,7 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
             match self.st.store.load(&self.cfg.topic, partition).await {
                 Ok(l) => break l,
                 Err(e) => {
-                    eprintln!("posture ingest: partition {partition}: cannot load its snapshot, retrying: {e}");
+                    tracing::warn!("partition {partition}: cannot load its snapshot, retrying: {e}");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));
                 }
@@ -623,8 +624,8 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
                 if let Some(m) = &self.st.metrics {
                     m.observe_restore(started.elapsed());
                 }
-                eprintln!(
-                    "posture ingest: partition {partition}: restored {} devices from the snapshot at offset {offset} ({} bytes) in {} ms; first record at offset {first_offset}",
+                tracing::info!(
+                    "partition {partition}: restored {} devices from the snapshot at offset {offset} ({} bytes) in {} ms; first record at offset {first_offset}",
                     engine.device_count(),
                     bytes.len(),
                     started.elapsed().as_millis()
@@ -637,9 +638,7 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
                     .fetch_watermarks(&self.cfg.topic, partition, Duration::from_secs(10))
                     .map_err(|e| self.kafka_err(e))?;
                 self.st.stats.started_empty += 1;
-                eprintln!(
-                    "posture ingest: partition {partition}: no snapshot, starting from its earliest offset {low}"
-                );
+                tracing::info!("partition {partition}: no snapshot, starting from its earliest offset {low}");
                 (Engine::new(self.st.catalog.clone(), self.st.engine_cfg.clone()), low)
             }
         };
@@ -653,8 +652,8 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
         if first_offset > start {
             // The consumer starts after the engine's state (e.g. no snapshot, but committed
             // offsets): go back so nothing in between is missed.
-            eprintln!(
-                "posture ingest: partition {partition}: the consumer is at offset {first_offset}, after the state (offset {start}): seeking back"
+            tracing::info!(
+                "partition {partition}: the consumer is at offset {first_offset}, after the state (offset {start}): seeking back"
             );
             self.consumer
                 .seek(
@@ -673,6 +672,7 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
     /// Writes pending rows; then, with a durable store, snapshots the
     /// partitions that are due (all of them when `all`) and commits their
     /// offsets; without, commits every partition's offset.
+    #[tracing::instrument(name = "batch", skip(self), fields(rows = self.st.stage.pending_rows()))]
     pub async fn flush(&mut self, all: bool) -> Result<(), IngestError> {
         drop_revoked(&self.consumer, &mut self.st);
         self.last_flush = Instant::now();
@@ -728,11 +728,17 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
                     .save(&self.cfg.topic, partition, p.next_offset, &buf)
                     .await
                 {
-                    eprintln!("posture ingest: partition {partition}: cannot save its snapshot, retrying: {e}");
+                    tracing::warn!("partition {partition}: cannot save its snapshot, retrying: {e}");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));
                 }
                 self.st.stats.snapshots += 1;
+                tracing::debug!(
+                    partition,
+                    next_offset = p.next_offset,
+                    bytes = buf.len(),
+                    "snapshot saved"
+                );
                 p.since_snapshot = 0;
                 p.last_snapshot = Instant::now();
             }
@@ -763,9 +769,14 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
 fn drop_revoked<S: Stage, D, St>(consumer: &StreamConsumer<IngestContext>, st: &mut State<S, D, St>) {
     let revoked: Vec<i32> = std::mem::take(&mut *consumer.context().revoked.lock().expect("not poisoned"));
     for p in revoked {
-        if st.partitions.remove(&p).is_some() {
+        let _span = tracing::info_span!("revoke", partition = p).entered();
+        if let Some(state) = st.partitions.remove(&p) {
             st.stage.discard_partition(p);
             st.stats.revoked += 1;
+            tracing::info!(
+                "partition {p}: revoked; its unwritten output after offset {} is discarded (its next owner rebuilds it from the last snapshot)",
+                state.committed
+            );
         }
     }
 }

@@ -187,13 +187,13 @@ impl Decode for AvroDecoder {
                     return false;
                 }
                 Err(e) if e.is_retryable() && started.elapsed() < self.registry_patience => {
-                    eprintln!("posture ingest: schema registry lookup of id {schema_id} failed, retrying: {e}");
+                    tracing::warn!("schema registry lookup of id {schema_id} failed, retrying: {e}");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));
                 }
                 Err(e) if e.is_retryable() => {
                     // Not remembered: the next record with this id asks again.
-                    eprintln!("posture ingest: schema registry unavailable for id {schema_id}, dead-lettering: {e}");
+                    tracing::error!("schema registry unavailable for id {schema_id}, dead-lettering: {e}");
                     return false;
                 }
                 Err(e) => {

@@ -171,7 +171,7 @@ impl Sink {
                         f();
                     }
                     if attempt == 1 || attempt.is_power_of_two() {
-                        eprintln!("posture sink: insert into {table} failed (attempt {attempt}), retrying: {e}");
+                        tracing::warn!(table, attempt, "insert failed, retrying: {e}");
                     }
                     tokio::time::sleep(self.retry.backoff(attempt)).await;
                     attempt += 1;

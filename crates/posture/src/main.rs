@@ -3,6 +3,7 @@
 //! One binary with subcommands. This crate holds only the command line and
 //! output formatting; scoring lives in `posture-core`.
 
+mod alert_rules;
 mod baselines;
 mod config;
 mod evaluate;
@@ -25,8 +26,46 @@ struct Cli {
     /// Secrets are not accepted in it.
     #[arg(long, global = true, env = "POSTURE_CONFIG", value_name = "FILE")]
     config: Option<std::path::PathBuf>,
+    /// Log format on stderr: human (one line per event) or json (one JSON
+    /// object per line, with the span fields: partition, rows, ...).
+    #[arg(long, global = true, env = "POSTURE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    /// Log filter in RUST_LOG syntax (e.g. "info", "posture_ingest=debug,warn");
+    /// RUST_LOG, when set, wins.
+    #[arg(
+        long = "log",
+        global = true,
+        env = "POSTURE_LOG",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
+    log_filter: String,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Structured logs on stderr (tracing), filtered by RUST_LOG or --log.
+fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(f) if !f.trim().is_empty() => EnvFilter::try_new(f.trim()),
+        _ => EnvFilter::try_new(filter),
+    }
+    .map_err(|e| format!("bad log filter: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.with_target(true).init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -100,6 +139,10 @@ fn main() -> ExitCode {
         }
     }
     let cli = Cli::parse();
+    if let Err(e) = init_logging(cli.log_format, &cli.log_filter) {
+        eprintln!("posture: error: {e}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Evaluate(args) => evaluate::run(args),
         Command::Baseline(BaselineCmd::Validate { dir }) => baselines::validate(&dir),

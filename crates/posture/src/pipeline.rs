@@ -6,7 +6,7 @@
 use anyhow::{Context, Result};
 use posture_avro::registry::{BasicAuth, SchemaRegistry};
 use posture_core::EngineConfig;
-use posture_ingest::alerts::{AlertConfig, Alerter};
+use posture_ingest::alerts::{AlertConfig, AlertRule, Alerter};
 use posture_ingest::emit::{EmitConfig, KafkaStage};
 use posture_ingest::pipeline::{AvroDecoder, SinkStage};
 use posture_ingest::{topics, Decode, Ingest, IngestConfig, Skipped, StateStore};
@@ -180,6 +180,11 @@ pub struct RunArgs {
         value_name = "MINUTES"
     )]
     alert_window_mins: i64,
+    /// TOML file of alert rules per tenant, group and category (see the
+    /// README); without it, every tenant's total and each category use
+    /// --alert-drop-points and --alert-window-mins.
+    #[arg(long, env = "POSTURE_ALERT_RULES", value_name = "FILE")]
+    alert_rules: Option<PathBuf>,
     /// How often the instance holding partition 0 checks for drops.
     #[arg(long, env = "POSTURE_ALERT_INTERVAL_SECS", default_value_t = 30, value_name = "SECS")]
     alert_interval_secs: u64,
@@ -355,7 +360,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         };
         for topic in [&emit.score_deltas_topic, &emit.dead_letter_topic, &args.alerts_topic] {
             if !topic.is_empty() && topics::ensure_topic(&brokers, topic, partitions, &security).await? {
-                eprintln!("posture run: created topic {topic} with {partitions} partitions");
+                tracing::info!("created topic {topic} with {partitions} partitions");
             }
         }
         let metrics = Arc::new(Metrics::new());
@@ -366,7 +371,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 .parse()
                 .with_context(|| format!("--http-addr {:?}: expected HOST:PORT", args.http_addr))?;
             let server = HttpServer::bind(addr).await?;
-            eprintln!(
+            tracing::info!(
                 "posture run: serving /metrics, /healthz, /readyz on http://{}",
                 server.local_addr()
             );
@@ -376,7 +381,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             });
             tokio::spawn(async move {
                 if let Err(e) = server.run(app).await {
-                    eprintln!("posture run: the HTTP server stopped: {e}");
+                    tracing::error!("the HTTP server stopped: {e}");
                 }
             });
         }
@@ -432,9 +437,16 @@ async fn run_ingest<D: Decode, St: StateStore>(
     let mut alerter = if args.alerts_topic.is_empty() {
         None
     } else {
+        let rules = match &args.alert_rules {
+            None => AlertRule::defaults(args.alert_drop_points, args.alert_window_mins * 60_000),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+                crate::alert_rules::parse(&text, args.alert_drop_points, args.alert_window_mins)
+                    .with_context(|| format!("alert rules {}", path.display()))?
+            }
+        };
         let cfg = AlertConfig {
-            drop_points: args.alert_drop_points,
-            window_ms: args.alert_window_mins * 60_000,
+            rules,
             interval: Duration::from_secs(args.alert_interval_secs.max(1)),
             topic: args.alerts_topic.clone(),
             schema_id: args.alert_schema_id,
@@ -447,9 +459,13 @@ async fn run_ingest<D: Decode, St: StateStore>(
         tokio::spawn(alerter.clone().run(ingest.holds_partition_0()));
         Some(alerter)
     };
-    eprintln!(
-        "posture run: consuming {} at {} (group {}), writing to {} database {}",
-        args.topic, brokers, args.group, args.ch.clickhouse_url, args.ch.database
+    tracing::info!(
+        "consuming {} at {} (group {}), writing to {} database {}",
+        args.topic,
+        brokers,
+        args.group,
+        args.ch.clickhouse_url,
+        args.ch.database
     );
     let started = Instant::now();
     let duration = args.duration_secs.map(Duration::from_secs);
@@ -488,7 +504,7 @@ async fn run_ingest<D: Decode, St: StateStore>(
                 return;
             }
             if now - last_report >= Duration::from_secs(10) {
-                eprintln!("posture run: {n} records consumed");
+                tracing::info!("{n} records consumed");
                 last_report = now;
             }
         }
@@ -508,7 +524,7 @@ async fn run_ingest<D: Decode, St: StateStore>(
                 Skipped::Rejected(_) => return,
             };
             if shown < 100 {
-                eprintln!("posture run: partition {p} offset {o}: {dead_letters}: {text}");
+                tracing::warn!("partition {p} offset {o}: {dead_letters}: {text}");
                 shown += 1;
             }
         })
@@ -519,8 +535,8 @@ async fn run_ingest<D: Decode, St: StateStore>(
             let alerts = a.check().await?;
             a.publish(&alerts).await?;
             for x in &alerts {
-                eprintln!(
-                    "posture run: alert: tenant {} {}: {:.2}% -> {:.2}% within {} min",
+                tracing::info!(
+                    "alert: tenant {} {}: {:.2}% -> {:.2}% within {} min",
                     x.tenant,
                     x.category.as_deref().unwrap_or("(all categories)"),
                     x.old_percent,
@@ -528,7 +544,7 @@ async fn run_ingest<D: Decode, St: StateStore>(
                     x.window_ms / 60_000
                 );
             }
-            eprintln!("posture run: {} score-drop alert(s) published", alerts.len());
+            tracing::info!("{} score-drop alert(s) published", alerts.len());
         }
     }
     let s = ingest.stats().clone();
@@ -536,16 +552,16 @@ async fn run_ingest<D: Decode, St: StateStore>(
     if let Some(first) = first {
         // The count is sampled every 200 ms, so the busy span is exact to about that.
         let secs = (last - first).as_secs_f64().max(0.2);
-        eprintln!(
-            "posture run: throughput {:.0} records/s ({} records in {:.1} s from the first record to the last)",
+        tracing::info!(
+            "throughput {:.0} records/s ({} records in {:.1} s from the first record to the last)",
             s.records as f64 / secs,
             s.records,
             secs
         );
     }
     let e = ingest.stage_mut().1.stats().clone();
-    eprintln!(
-            "posture run: stopped after {:.1} s: {} records, {} applied, {} stale or duplicate, {} invalid, {} undecodable; {} rows in {} flushes; {} score deltas and {} dead letters produced",
+    tracing::info!(
+            "stopped after {:.1} s: {} records, {} applied, {} stale or duplicate, {} invalid, {} undecodable; {} rows in {} flushes; {} score deltas and {} dead letters produced",
             started.elapsed().as_secs_f64(),
             s.records,
             s.applied,

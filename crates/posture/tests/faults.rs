@@ -274,12 +274,19 @@ async fn kill_9_five_times_with_garbage_in_the_input_is_exact() {
     assert!(garbage.len() >= 15, "{} garbage records", garbage.len());
 
     let reference = fleet.reference_transitions();
-    let group = unique_name("kill9_group");
     let mut rng = fastrand::Rng::with_seed(5);
     let mut progress = Vec::new();
+    // Each restart joins under a new consumer group: the test broker (Tansu 0.6) does not evict a
+    // member killed with -9 on its session timeout, so under the old group the restarted process
+    // could wait forever for partitions the dead member still holds (docs/ARCHITECTURE.md). This
+    // changes nothing for the result: the state comes from the snapshots (per topic and
+    // partition), and a consumer without committed offsets starts from the earliest offset and
+    // skips what the snapshot already holds.
+    let restart_args = FAST_REBALANCE;
     let mut written = 0;
     for round in 0..5 {
-        let mut child = fleet.spawn_run(&group, &[], FAST_REBALANCE, &format!("run-{round}.log"));
+        let group = unique_name("kill9_group");
+        let mut child = fleet.spawn_run(&group, &[], restart_args, &format!("run-{round}.log"));
         // Kill at a random moment once this run has written something (joining the group after
         // a crash takes a while), so every kill lands mid-processing.
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -297,7 +304,7 @@ async fn kill_9_five_times_with_garbage_in_the_input_is_exact() {
         progress[4] < reference,
         "the kills came before the end: {progress:?} of {reference}"
     );
-    let mut last = fleet.spawn_run(&group, &[], FAST_REBALANCE, "run-final.log");
+    let mut last = fleet.spawn_run(&unique_name("kill9_group"), &[], restart_args, "run-final.log");
     let got = fleet.wait_for(reference, Duration::from_secs(180)).await;
     kill(&mut last);
     let logs: String =
@@ -359,7 +366,10 @@ async fn three_instances_one_stopped_one_added_is_exact() {
     // with SIGTERM, as an orchestrator does. (A kill -9 of a member that holds partitions
     // strands them on the test broker: Tansu 0.6 does not evict a silent member on its session
     // timeout. Crash recovery of kill -9 is the test above.)
-    let working = |log: &str| fleet.log(log).contains("posture ingest: partition");
+    let working = |log: &str| {
+        let text = fleet.log(log);
+        text.contains(": restored ") || text.contains(": no snapshot")
+    };
     let victim = ["b.log", "c.log", "a.log"]
         .into_iter()
         .find(|l| working(l))
