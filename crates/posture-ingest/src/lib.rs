@@ -757,9 +757,18 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
                 .store(holds, std::sync::atomic::Ordering::Relaxed);
         }
         if tpl.count() > 0 {
-            self.consumer
-                .commit(&tpl, CommitMode::Sync)
-                .map_err(|e| self.kafka_err(e))?;
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
+                // Not fatal: the outputs are written and, with durable state, the snapshot
+                // holds the position; the offsets go with the next commit. Without durable
+                // state a restart before then replays (at-least-once).
+                self.st.stats.consumer_errors += 1;
+                tracing::warn!("committing offsets failed (the next flush commits again): {e}");
+                for e in tpl.elements() {
+                    if let Some(p) = self.st.partitions.get_mut(&e.partition()) {
+                        p.committed = -1;
+                    }
+                }
+            }
         }
         Ok(())
     }

@@ -9,7 +9,7 @@
 //! several instants, for the tenant, a group and a category.
 
 use posture_tests::proxy::Proxy;
-use posture_tests::{fresh_database, fresh_topic_with_partitions, kafka_brokers, kafka_config, unique_name};
+use posture_tests::{fresh_database, kafka_brokers, kafka_config, unique_name};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -42,10 +42,15 @@ struct Fleet {
 
 impl Fleet {
     async fn new(name: &str, devices: &str, hours: &str) -> Fleet {
+        Fleet::new_at(&kafka_brokers(), name, devices, hours).await
+    }
+
+    /// The same with the broker at `brokers`.
+    async fn new_at(brokers: &str, name: &str, devices: &str, hours: &str) -> Fleet {
         let dir = std::env::temp_dir().join(unique_name(name));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("fleet.jsonl").to_str().unwrap().to_string();
-        let topic = fresh_topic_with_partitions(name, 3).await;
+        let topic = posture_tests::fresh_topic_at(brokers, name, 3).await;
         let sim = [
             "simulate",
             "--baselines",
@@ -58,15 +63,12 @@ impl Fleet {
             "11",
         ];
         posture(&[&sim[..], &["--out", &file]].concat(), &[]);
-        posture(
-            &[&sim[..], &["--kafka", &kafka_brokers(), "--topic", &topic]].concat(),
-            &[],
-        );
+        posture(&[&sim[..], &["--kafka", brokers, "--topic", &topic]].concat(), &[]);
         let (client, database) = fresh_database(name).await;
         let env = vec![
             ("POSTURE_CLICKHOUSE_URL".to_string(), posture_tests::clickhouse_url()),
             ("POSTURE_CLICKHOUSE_DATABASE".to_string(), database.clone()),
-            ("POSTURE_KAFKA_BROKERS".to_string(), kafka_brokers()),
+            ("POSTURE_KAFKA_BROKERS".to_string(), brokers.to_string()),
         ];
         let fleet = Fleet {
             dir,
@@ -488,4 +490,111 @@ async fn clickhouse_down_for_30_seconds_is_exact_with_bounded_memory() {
     );
     assert_eq!(got, reference, "transitions written; log:\n{log}");
     fleet.check_scores();
+}
+
+/// A Tansu broker of our own (the stack's binary) with libsql storage in
+/// `dir`, on a free port, so it can be killed and restarted without
+/// disturbing the other tests.
+struct OwnBroker {
+    dir: std::path::PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnBroker {
+    fn binary() -> std::path::PathBuf {
+        let cache = std::env::var_os("POSTURE_CACHE")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/posture"));
+        let bin = cache.join("tansu-0.6.0/bin/tansu");
+        assert!(
+            bin.exists(),
+            "no Tansu binary at {}; {}",
+            bin.display(),
+            posture_tests::STACK_HINT
+        );
+        bin
+    }
+
+    fn start() -> OwnBroker {
+        let dir = std::env::temp_dir().join(unique_name("own_broker"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut b = OwnBroker { dir, port, child: None };
+        b.restart();
+        b
+    }
+
+    fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("tansu.log"))
+            .unwrap();
+        let child = Command::new(Self::binary())
+            .current_dir(&self.dir)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start tansu");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not come up on {}", self.port);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill(&mut c);
+        }
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_mid_run_is_exact() {
+    let mut broker = OwnBroker::start();
+    let fleet = Fleet::new_at(&broker.brokers(), "brokerrestart", "250", "24").await;
+    let reference = fleet.reference_transitions();
+    let mut run = fleet.spawn_run(&unique_name("restart_group"), &[], FAST_REBALANCE, "run.log");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fleet.transitions().await < reference / 5 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // kill -9 the broker, keep it down for 5 s, start it again on the same storage.
+    broker.kill();
+    let at_kill = fleet.transitions().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    broker.restart();
+    let got = fleet.wait_for(reference, Duration::from_secs(180)).await;
+    kill(&mut run);
+    let log = fleet.log("run.log");
+    eprintln!("transitions: {at_kill} when the broker was killed, {got} at the end, reference {reference}");
+    assert!(at_kill < reference, "the broker went down mid-run");
+    assert!(run_alive_until_the_end(&log), "the pipeline kept running:\n{log}");
+    assert_eq!(got, reference, "transitions written; log:\n{log}");
+    fleet.check_scores();
+}
+
+/// The run did not stop on its own (no "stopped after" summary, no error exit line).
+fn run_alive_until_the_end(log: &str) -> bool {
+    !log.contains("stopped after") && !log.contains("posture: error")
 }
