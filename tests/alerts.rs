@@ -10,7 +10,6 @@ use posture_ingest::{Ingest, IngestConfig};
 use posture_tests::{fresh_database, fresh_topic_with_partitions, kafka_brokers, kafka_config, unique_name};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,17 +57,7 @@ async fn a_drop_within_the_window_alerts_once_with_its_causes() {
     evs.extend((0..5).map(|d| event(10 + d, d, 2, T0 + 90 * MIN + d as i64, false)));
     let cat = Arc::new(Catalog::from_sources(&[("alerts.yaml", BASELINE)]).unwrap());
     let topic = fresh_topic_with_partitions("alerts_in", 1).await;
-    let producer: FutureProducer = kafka_config().create().expect("producer");
-    for e in &evs {
-        let payload = posture_avro::encode_config_change(e, 1);
-        producer
-            .send(
-                FutureRecord::to(&topic).key(&e.device_id).payload(&payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("delivered");
-    }
+    posture_tests::produce_events(&topic, &evs).await;
     let (client, db) = fresh_database("alerts").await;
     posture_sink::migrate(&client, &db).await.expect("migrate");
     let mut cfg = IngestConfig::new(kafka_brokers(), unique_name("alerts_group"), topic.clone());

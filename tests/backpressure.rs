@@ -13,10 +13,7 @@ use posture_ingest::pipeline::{avro_decoder, SinkStage};
 use posture_ingest::{Ingest, IngestConfig};
 use posture_tests::fleet::{fleet_events, BASELINE};
 use posture_tests::proxy::Proxy;
-use posture_tests::{
-    clickhouse_url, fresh_database, fresh_topic_with_partitions, kafka_brokers, kafka_config, unique_name,
-};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use posture_tests::{clickhouse_url, fresh_database, fresh_topic_with_partitions, kafka_brokers, unique_name};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,19 +35,7 @@ async fn a_hung_clickhouse_pauses_consumption_and_the_run_resumes_exactly() {
     let cat = Arc::new(Catalog::from_sources(&[("bp.yaml", BASELINE)]).unwrap());
     let evs = fleet_events(EVENTS, 400);
     let topic = fresh_topic_with_partitions("bp", 1).await;
-    let producer: FutureProducer = kafka_config().set("linger.ms", "20").create().expect("producer");
-    let sends: Vec<_> = evs
-        .iter()
-        .map(|e| {
-            let payload = posture_avro::encode_config_change(e, 1);
-            producer
-                .send_result(FutureRecord::to(&topic).key(&e.device_id).payload(&payload))
-                .map_err(|(e, _)| e)
-        })
-        .collect();
-    for s in sends {
-        s.expect("queued").await.expect("delivery").expect("delivered");
-    }
+    posture_tests::produce_events(&topic, &evs).await;
     let (client, db) = fresh_database("bp").await;
     posture_sink::migrate(&client, &db).await.expect("migrate");
 

@@ -12,8 +12,7 @@ use posture_ingest::pipeline::{avro_decoder, SinkStage};
 use posture_ingest::{Ingest, IngestConfig, Stage};
 use posture_sink::queries::{self, Param};
 use posture_tests::fleet::{fleet_events, BASELINE, T0};
-use posture_tests::{fresh_database, fresh_topic_with_partitions, kafka_brokers, kafka_config, unique_name};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use posture_tests::{fresh_database, fresh_topic_with_partitions, kafka_brokers, unique_name};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,17 +63,7 @@ async fn kafka_to_clickhouse_equals_embedded_mode() {
     let cat = Arc::new(Catalog::from_sources(&[("e2e.yaml", BASELINE)]).unwrap());
     let evs = fleet_events(900, 60);
     let topic = fresh_topic_with_partitions("e2e", 3).await;
-    let producer: FutureProducer = kafka_config().create().expect("producer");
-    for e in &evs {
-        let payload = posture_avro::encode_config_change(e, 1);
-        producer
-            .send(
-                FutureRecord::to(&topic).key(&e.device_id).payload(&payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap_or_else(|(err, _)| panic!("produce {}: {err}", e.event_id));
-    }
+    posture_tests::produce_events(&topic, &evs).await;
     let (client, db) = fresh_database("e2e").await;
     posture_sink::migrate(&client, &db).await.expect("migrate");
 

@@ -236,6 +236,49 @@ pub async fn fresh_topic_at(brokers: &str, prefix: &str, partitions: i32) -> Str
     }
 }
 
+/// Produces `events` to `topic` of the stack's Kafka as Avro (Confluent wire format, schema id
+/// 1), keyed by device, and waits until every one is acknowledged (panics otherwise).
+pub async fn produce_events(topic: &str, events: &[posture_core::ConfigChange]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = kafka_config().create().expect("producer");
+    let sends: Vec<_> = events
+        .iter()
+        .map(|e| {
+            let payload = posture_avro::encode_config_change(e, 1);
+            producer
+                .send_result(FutureRecord::to(topic).key(&e.device_id).payload(&payload))
+                .map_err(|(err, _)| format!("queueing {}: {err}", e.event_id))
+        })
+        .collect();
+    for s in sends {
+        s.expect("queued").await.expect("delivery report").expect("delivered");
+    }
+}
+
+/// Every record of `topic` (from the start of a new consumer group) until none arrives for a
+/// few seconds (15 s before the first one).
+pub async fn read_topic(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::StreamConsumer;
+    let consumer: StreamConsumer = kafka_config()
+        .set("group.id", unique_name("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::new();
+    loop {
+        let idle = Duration::from_secs(if out.is_empty() { 15 } else { 4 });
+        match tokio::time::timeout(idle, consumer.recv()).await {
+            Ok(Ok(m)) => out.push(m.detach()),
+            Ok(Err(e)) => panic!("reading {topic}: {e}"),
+            Err(_) => break,
+        }
+    }
+    drop(consumer);
+    out
+}
+
 // --- ClickHouse ----------------------------------------------------------------------------------
 
 /// A client for the ClickHouse at `url`, with row validation off: the stack's ClickHouse 18.16

@@ -284,6 +284,25 @@ impl Alerter {
         Ok(())
     }
 
+    /// One check; every alert found is logged and published. Returns how
+    /// many.
+    pub async fn check_and_publish(&mut self) -> Result<usize, AlertError> {
+        let alerts = self.check().await?;
+        for a in &alerts {
+            tracing::warn!(
+                "score-drop alert: tenant {}{} {}: {:.2}% -> {:.2}% within {} min",
+                a.tenant,
+                a.group.as_deref().map(|g| format!(" group {g}")).unwrap_or_default(),
+                a.category.as_deref().unwrap_or("(all categories)"),
+                a.old_percent,
+                a.new_percent,
+                a.window_ms / 60_000
+            );
+        }
+        self.publish(&alerts).await?;
+        Ok(alerts.len())
+    }
+
     /// Checks and publishes every interval while `leader` is set (this
     /// instance holds partition 0), forever; failures are logged and retried.
     pub async fn run(mut self, leader: Arc<AtomicBool>) {
@@ -292,23 +311,7 @@ impl Alerter {
             if !leader.load(Ordering::Relaxed) {
                 continue;
             }
-            let result = match self.check().await {
-                Ok(alerts) if alerts.is_empty() => Ok(()),
-                Ok(alerts) => {
-                    for a in &alerts {
-                        tracing::warn!(
-                            "score-drop alert: tenant {} {}: {:.2}% -> {:.2}% within {} min",
-                            a.tenant,
-                            a.category.as_deref().unwrap_or("(all categories)"),
-                            a.old_percent,
-                            a.new_percent,
-                            a.window_ms / 60_000
-                        );
-                    }
-                    self.publish(&alerts).await
-                }
-                Err(e) => Err(e),
-            };
+            let result = self.check_and_publish().await;
             if let Err(e) = result {
                 tracing::warn!("alert check failed (retrying in {:?}): {e}", self.cfg.interval);
             }

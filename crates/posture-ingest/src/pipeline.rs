@@ -65,9 +65,21 @@ impl Stage for SinkStage {
     fn absorb(&mut self, engine: &Engine, out: &Output) {
         let mark = self.batch.mark();
         rows(engine, out, &mut self.batch);
-        if !self.watermarks.is_empty() {
-            let w = &self.watermarks;
-            self.suppressed += self.batch.suppress_since(mark, |p| w.get(&p).copied()) as u64;
+        if self.watermarks.is_empty() {
+            return;
+        }
+        let w = &self.watermarks;
+        self.suppressed += self.batch.suppress_since(mark, |p| w.get(&p).copied()) as u64;
+        // Once a partition's replay is past every table's watermark, nothing more is suppressed.
+        if let Some(t) = out.transitions.last() {
+            let p = t.source.partition;
+            if self
+                .watermarks
+                .get(&p)
+                .is_some_and(|w| w.iter().all(|&m| t.source.offset > m))
+            {
+                self.watermarks.remove(&p);
+            }
         }
     }
 

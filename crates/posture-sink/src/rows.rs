@@ -220,14 +220,13 @@ impl Batch {
 /// Keeps the rows of `v` before `from`, and after it those for which `keep`
 /// holds; returns how many were dropped.
 fn cut_from<T>(v: &mut Vec<T>, from: usize, keep: impl Fn(&T) -> bool) -> usize {
-    let before = v.len();
-    let mut i = 0usize;
-    v.retain(|r| {
-        let k = i < from || keep(r);
-        i += 1;
-        k
-    });
-    before - v.len()
+    // Only the tail is looked at: this runs for every replayed record.
+    let mut tail = v.split_off(from.min(v.len()));
+    let before = tail.len();
+    tail.retain(keep);
+    let cut = before - tail.len();
+    v.append(&mut tail);
+    cut
 }
 
 /// `Enum8` code of a [`ControlState`] (PASS 1, FAIL 2, UNKNOWN 3, NOT_APPLICABLE 4, EXCEPTED 5).
@@ -430,6 +429,15 @@ mod tests {
             assert!(v > last);
             last = v;
         }
+    }
+
+    #[test]
+    fn cut_from_keeps_the_head_and_filters_the_tail() {
+        let mut v = vec![1, 2, 3, 4, 5, 6];
+        assert_eq!(cut_from(&mut v, 3, |x| x % 2 == 0), 1);
+        assert_eq!(v, vec![1, 2, 3, 4, 6]);
+        assert_eq!(cut_from(&mut v, 9, |_| false), 0);
+        assert_eq!(v, vec![1, 2, 3, 4, 6]);
     }
 
     #[test]

@@ -532,19 +532,8 @@ async fn run_ingest<D: Decode, St: StateStore>(
     if let Some(a) = alerter.as_mut() {
         // A last look, so a bounded run (--until-idle, --duration-secs) alerts on what it wrote.
         if ingest.holds_partition_0().load(std::sync::atomic::Ordering::Relaxed) {
-            let alerts = a.check().await?;
-            a.publish(&alerts).await?;
-            for x in &alerts {
-                tracing::info!(
-                    "alert: tenant {} {}: {:.2}% -> {:.2}% within {} min",
-                    x.tenant,
-                    x.category.as_deref().unwrap_or("(all categories)"),
-                    x.old_percent,
-                    x.new_percent,
-                    x.window_ms / 60_000
-                );
-            }
-            tracing::info!("{} score-drop alert(s) published", alerts.len());
+            let n = a.check_and_publish().await?;
+            tracing::info!("{n} score-drop alert(s) published");
         }
     }
     let s = ingest.stats().clone();

@@ -9,8 +9,7 @@
 //! several instants, for the tenant, a group and a category.
 
 use posture_tests::proxy::Proxy;
-use posture_tests::{fresh_database, kafka_brokers, kafka_config, unique_name};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use posture_tests::{fresh_database, kafka_brokers, kafka_config, read_topic, unique_name};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
@@ -222,28 +221,6 @@ fn kill(child: &mut Child) {
     // SIGKILL: no clean shutdown, no final flush or snapshot.
     child.kill().expect("kill -9");
     child.wait().expect("reaped");
-}
-
-/// Reads every record of `topic` until none arrives for a few seconds.
-async fn read_topic(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
-    let consumer: StreamConsumer = kafka_config()
-        .set("group.id", unique_name("reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    let mut out = Vec::new();
-    loop {
-        let idle = Duration::from_secs(if out.is_empty() { 15 } else { 4 });
-        match tokio::time::timeout(idle, consumer.recv()).await {
-            Ok(Ok(m)) => out.push(m.detach()),
-            Ok(Err(e)) => panic!("reading {topic}: {e}"),
-            Err(_) => break,
-        }
-    }
-    drop(consumer);
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

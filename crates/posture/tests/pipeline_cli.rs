@@ -11,8 +11,9 @@
 //! transition written to ClickHouse, with its lineage.
 
 use posture_tests::registry::FakeRegistry;
-use posture_tests::{fresh_database, fresh_topic_with_partitions, kafka_brokers, kafka_config, unique_name};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use posture_tests::{
+    fresh_database, fresh_topic_with_partitions, kafka_brokers, kafka_config, read_topic, unique_name,
+};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
@@ -35,28 +36,6 @@ fn posture(args: &[&str], env: &[(&str, &str)]) -> String {
 
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-/// Reads every record of `topic` (from the start) until none arrives for a few seconds.
-async fn read_topic(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
-    let consumer: StreamConsumer = kafka_config()
-        .set("group.id", unique_name("reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    let mut out = Vec::new();
-    loop {
-        let idle = Duration::from_secs(if out.is_empty() { 15 } else { 4 });
-        match tokio::time::timeout(idle, consumer.recv()).await {
-            Ok(Ok(m)) => out.push(m.detach()),
-            Ok(Err(e)) => panic!("reading {topic}: {e}"),
-            Err(_) => break,
-        }
-    }
-    drop(consumer);
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
