@@ -86,6 +86,7 @@ async fn a_drop_within_the_window_alerts_once_with_its_causes() {
         schema_id: 3,
         brokers: kafka_brokers(),
         extra: vec![],
+        gauge_groups: vec![],
     };
     let mut alerter = Alerter::new(alert_cfg.clone(), client.clone()).expect("alerter");
     let alerts = alerter.check().await.expect("check");
@@ -161,6 +162,43 @@ async fn a_drop_within_the_window_alerts_once_with_its_causes() {
     assert_eq!(
         red.causes.iter().map(|c| c.points_lost).collect::<Vec<_>>(),
         vec![6.0; 5]
+    );
+
+    // Score gauges: every tenant, plus the configured groups. "red" is allow-listed and gets its
+    // own series (0%), "blue" is not and lands in group="_overflow" (100%), "green" has no
+    // devices and so no score: no series at all.
+    let metrics = Arc::new(posture_metrics::Metrics::with_config(posture_metrics::MetricsConfig {
+        score_limits: posture_metrics::ScoreLimits {
+            max_tenants: 10,
+            groups: vec!["red".into(), "green".into()],
+            max_groups: 5,
+        },
+        ..Default::default()
+    }));
+    let mut gauged = Alerter::new(
+        AlertConfig {
+            rules: vec![],
+            gauge_groups: vec!["red".into(), "blue".into(), "green".into()],
+            ..alert_cfg.clone()
+        },
+        client.clone(),
+    )
+    .unwrap()
+    .with_metrics(metrics.clone());
+    assert!(gauged.check().await.expect("check").is_empty(), "no rules, no alerts");
+    let text = metrics.encode().expect("metrics text");
+    let mut series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("posture_score_percent{"))
+        .collect();
+    series.sort();
+    assert_eq!(
+        series,
+        vec![
+            r#"posture_score_percent{group="",tenant="t1"} 50"#,
+            r#"posture_score_percent{group="_overflow",tenant="t1"} 100"#,
+            r#"posture_score_percent{group="red",tenant="t1"} 0"#,
+        ]
     );
 
     alerter.publish(&alerts).await.expect("publish");

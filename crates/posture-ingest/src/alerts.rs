@@ -94,6 +94,10 @@ pub struct AlertConfig {
     pub brokers: String,
     /// Extra librdkafka producer properties (security).
     pub extra: Vec<(String, String)>,
+    /// Device groups whose score (per tenant) each check also sets in the
+    /// `posture_score_percent{tenant,group}` gauge, when metrics are
+    /// attached. The metrics' cardinality guard still applies.
+    pub gauge_groups: Vec<String>,
 }
 
 /// Why a check failed (it is retried at the next interval).
@@ -187,6 +191,18 @@ impl Alerter {
         category: Option<&str>,
         at: i64,
     ) -> Result<f64, AlertError> {
+        Ok(self.scored(tenant, group, category, at).await?.unwrap_or(0.0))
+    }
+
+    /// The scope's percent at `at` with exceptions, or `None` when it has no
+    /// maximum (no device with a PASS or FAIL: no score to show).
+    async fn scored(
+        &self,
+        tenant: &str,
+        group: Option<&str>,
+        category: Option<&str>,
+        at: i64,
+    ) -> Result<Option<f64>, AlertError> {
         let rows = self
             .rows(
                 "score_at",
@@ -198,7 +214,10 @@ impl Alerter {
                 ],
             )
             .await?;
-        Ok(rows.first().and_then(|r| num(&r["percent_with"])).unwrap_or(0.0))
+        Ok(rows
+            .first()
+            .filter(|r| num(&r["max_score_with"]).is_some_and(|m| m > 0.0))
+            .and_then(|r| num(&r["percent_with"])))
     }
 
     /// One check over every tenant and category: the alerts due now.
@@ -213,6 +232,11 @@ impl Alerter {
             if let Some(m) = &self.metrics {
                 let total = self.percent(&tenant, None, None, now).await?;
                 m.set_score(&tenant, None, total);
+                for g in &self.cfg.gauge_groups {
+                    if let Some(p) = self.scored(&tenant, Some(g), None, now).await? {
+                        m.set_score(&tenant, Some(g), p);
+                    }
+                }
             }
             for rule in rules.iter().filter(|r| r.tenant.as_ref().is_none_or(|x| *x == tenant)) {
                 let from = now - rule.window_ms;

@@ -227,7 +227,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 let v = serde_json::json!({ "score": score, "recommendations": recs });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             }
-            Format::Csv => print!("{}", output::recommendations_csv(&recs)),
+            Format::Csv => print!("{}", posture_query::csv_out::recommendations(&recs)),
             Format::Table => {
                 if i > 0 {
                     println!();

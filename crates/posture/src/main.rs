@@ -5,6 +5,7 @@
 
 mod alert_rules;
 mod baselines;
+mod chart;
 mod config;
 mod evaluate;
 mod output;
@@ -104,7 +105,14 @@ enum Command {
     /// Example:
     ///   posture score --baselines deploy/baselines --tenant t1 --format json
     ///   posture score --baselines deploy/baselines --tenant t1 --group finance --at 2026-11-22T10:00:00Z
-    Score(query::QueryArgs),
+    Score(query::ScoreArgs),
+    /// The score of a scope over a range, bucketed by hour or day (the
+    /// "score over time" tile); --svg also draws it.
+    ///
+    /// Example:
+    ///   posture history --baselines deploy/baselines --tenant t1 --from 2026-11-01T00:00:00Z --bucket day
+    ///   posture history --baselines deploy/baselines --tenant t1 --bucket hour --svg score.svg
+    History(query::HistoryArgs),
     /// Top recommendations of a scope, read from ClickHouse: the controls
     /// whose fix gains the most points, with misconfigured and applicable
     /// device counts.
@@ -113,6 +121,20 @@ enum Command {
     ///   posture recommendations --baselines deploy/baselines --tenant t1 --top 5
     ///   posture recommendations --baselines deploy/baselines --tenant t1 --remediation software_update --format csv
     Recommendations(query::RecommendationsArgs),
+    /// The devices of a control in a state (default FAIL: the misconfigured
+    /// devices, the improvement opportunity's list), or one device's score
+    /// and controls.
+    ///
+    /// Example:
+    ///   posture devices --baselines deploy/baselines --tenant t1 --control win-fw-domain --format csv > fw.csv
+    ///   posture devices --baselines deploy/baselines --tenant t1 --device dev-00042
+    Devices(query::DevicesArgs),
+    /// The exact score if a control were fixed (or excepted) on a scope.
+    ///
+    /// Example:
+    ///   posture whatif --baselines deploy/baselines --tenant t1 --control win-fw-domain
+    ///   posture whatif --baselines deploy/baselines --tenant t1 --control win-fw-domain --group finance --exception risk_accepted
+    Whatif(query::WhatIfArgs),
 }
 
 #[derive(Subcommand)]
@@ -151,6 +173,9 @@ fn main() -> ExitCode {
         Command::Run(args) => pipeline::run(*args),
         Command::Score(args) => query::score(args),
         Command::Recommendations(args) => query::recommendations(args),
+        Command::History(args) => query::history(args),
+        Command::Devices(args) => query::devices(args),
+        Command::Whatif(args) => query::whatif(args),
     };
     match result {
         Ok(code) => code,

@@ -10,7 +10,7 @@ use posture_ingest::alerts::{AlertConfig, AlertRule, Alerter};
 use posture_ingest::emit::{EmitConfig, KafkaStage};
 use posture_ingest::pipeline::{AvroDecoder, SinkStage};
 use posture_ingest::{topics, Decode, Ingest, IngestConfig, Skipped, StateStore};
-use posture_metrics::{router, HttpServer, HttpState, Metrics, Readiness};
+use posture_metrics::{router, HttpServer, HttpState, Metrics, MetricsConfig, Readiness, ScoreLimits};
 use posture_sink::Sink;
 use posture_sink::{RetryPolicy, SnapshotStore};
 use std::path::PathBuf;
@@ -150,6 +150,11 @@ pub struct RunArgs {
     /// ("" = no HTTP port).
     #[arg(long, env = "POSTURE_HTTP_ADDR", default_value = "0.0.0.0:9464", value_name = "ADDR")]
     http_addr: String,
+    /// TOML file of bearer tokens for the query API `/api/v1` on the HTTP
+    /// port, each with the tenants it may read (see the README). Without
+    /// it, the API is off (only its OpenAPI document is served).
+    #[arg(long, env = "POSTURE_API_TOKENS_FILE", value_name = "FILE")]
+    api_tokens_file: Option<PathBuf>,
     /// Topic of ScoreDelta records, one per transition ("" = off).
     #[arg(long, env = "POSTURE_SCORE_DELTAS_TOPIC", default_value = "posture.score-deltas")]
     score_deltas_topic: String,
@@ -191,6 +196,29 @@ pub struct RunArgs {
     /// Schema id written in the header of alert records.
     #[arg(long, env = "POSTURE_ALERT_SCHEMA_ID", default_value_t = 3)]
     alert_schema_id: u32,
+    /// Device groups that get their own `posture_score_percent{tenant,group}`
+    /// gauge (comma-separated), refreshed with each alert check. Without
+    /// it, only tenants get gauges.
+    #[arg(
+        long,
+        env = "POSTURE_SCORE_GAUGE_GROUPS",
+        value_delimiter = ',',
+        value_name = "GROUP,..."
+    )]
+    score_gauge_groups: Vec<String>,
+    /// At most this many of --score-gauge-groups get series; the rest are
+    /// aggregated under group="_overflow".
+    #[arg(long, env = "POSTURE_SCORE_GAUGE_MAX_GROUPS", default_value_t = 50, value_name = "N")]
+    score_gauge_max_groups: usize,
+    /// At most this many tenants get score gauges (first seen first); the
+    /// rest are aggregated under tenant="_overflow".
+    #[arg(
+        long,
+        env = "POSTURE_SCORE_GAUGE_MAX_TENANTS",
+        default_value_t = 1000,
+        value_name = "N"
+    )]
+    score_gauge_max_tenants: usize,
     /// Flush outputs when a batch holds this many rows.
     #[arg(long, env = "POSTURE_BATCH_ROWS", default_value_t = 10_000)]
     batch_rows: usize,
@@ -363,22 +391,36 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 tracing::info!("created topic {topic} with {partitions} partitions");
             }
         }
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::with_config(MetricsConfig {
+            score_limits: ScoreLimits {
+                max_tenants: args.score_gauge_max_tenants,
+                groups: args.score_gauge_groups.clone(),
+                max_groups: args.score_gauge_max_groups,
+            },
+            ..MetricsConfig::default()
+        }));
         let ready = Arc::new(Readiness::new());
         if !args.http_addr.is_empty() {
             let addr: std::net::SocketAddr = args
                 .http_addr
                 .parse()
                 .with_context(|| format!("--http-addr {:?}: expected HOST:PORT", args.http_addr))?;
+            let api = api_router(&args, catalog.clone())?;
             let server = HttpServer::bind(addr).await?;
             tracing::info!(
-                "posture run: serving /metrics, /healthz, /readyz on http://{}",
+                "posture run: serving /metrics, /healthz, /readyz{} on http://{}",
+                if api.1 {
+                    ", /api/v1"
+                } else {
+                    " (query API off: no --api-tokens-file)"
+                },
                 server.local_addr()
             );
             let app = router(HttpState {
                 metrics: metrics.clone(),
                 ready: ready.clone(),
-            });
+            })
+            .merge(api.0);
             tokio::spawn(async move {
                 if let Err(e) = server.run(app).await {
                     tracing::error!("the HTTP server stopped: {e}");
@@ -452,6 +494,7 @@ async fn run_ingest<D: Decode, St: StateStore>(
             schema_id: args.alert_schema_id,
             brokers: brokers.to_string(),
             extra: security.to_vec(),
+            gauge_groups: args.score_gauge_groups.clone(),
         };
         let client = args.ch.client()?.with_database(&args.ch.database);
         let alerter = Alerter::new(cfg, client)?.with_metrics(metrics.clone());
@@ -563,4 +606,22 @@ async fn run_ingest<D: Decode, St: StateStore>(
             e.dead_letters
         );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The query API's routes, and whether they are on: with a tokens file, every
+/// route; without, only the OpenAPI document (every other route answers 401).
+fn api_router(args: &RunArgs, catalog: Arc<posture_core::Catalog>) -> Result<(axum::Router, bool)> {
+    let tokens = match &args.api_tokens_file {
+        None => posture_query::http::Tokens::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            posture_query::http::Tokens::parse(&path.display().to_string(), &text).map_err(anyhow::Error::msg)?
+        }
+    };
+    let client = args.ch.client()?.with_database(&args.ch.database);
+    let state = posture_query::http::ApiState {
+        query: posture_query::Query::new(client, catalog),
+        tokens: Arc::new(tokens),
+    };
+    Ok((posture_query::http::api_router(state), args.api_tokens_file.is_some()))
 }

@@ -1,26 +1,22 @@
-//! `posture score` and `posture recommendations`: the score report read from
-//! ClickHouse.
-//!
-//! Both run the documented `control_counts_at` query (schemas/clickhouse/
-//! queries.sql): per control, the scope's PASS/FAIL device counts summed
-//! from the count deltas up to the instant. The points, maxima, percents and
-//! points gained are then computed by the core's report functions, the same
-//! code embedded mode (`posture evaluate`) uses, so the figures are equal.
+//! The query subcommands: `posture score`, `history`, `recommendations`,
+//! `devices` and `whatif`, read from ClickHouse through the query layer
+//! (`posture-query`), the same code the HTTP API (`/api/v1`) answers with.
+//! Points and percents come from the core's report functions, so they equal
+//! embedded mode (`posture evaluate`) for the same events.
 
 use crate::output::{self, Format};
 use crate::pipeline::ClickHouseArgs;
 use anyhow::{Context, Result};
-use posture_core::engine::{count, ScopeCell, ScopeKey};
-use posture_core::report::{self, Selection};
 use posture_core::time::{format_time, parse_time};
-use posture_core::{Catalog, Category, ControlIdx, Remediation};
-use posture_sink::queries;
+use posture_core::{Category, Remediation};
+use posture_query::{csv_out, Bucket, Change, Filters, Query, Scope};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-/// What both query commands take.
+/// What every query command takes: where to read and which tenant.
 #[derive(clap::Args)]
-pub struct QueryArgs {
+pub struct Common {
     /// Directory of baseline YAML files (titles, points, categories of the
     /// controls); the same baselines the pipeline runs with.
     #[arg(long, env = "POSTURE_BASELINES", value_name = "DIR")]
@@ -28,6 +24,50 @@ pub struct QueryArgs {
     /// Tenant to report.
     #[arg(long, env = "POSTURE_TENANT")]
     tenant: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    #[command(flatten)]
+    ch: ClickHouseArgs,
+}
+
+impl Common {
+    fn query(&self) -> Result<Query> {
+        let catalog = crate::baselines::load_or_fail(&self.baselines)?;
+        let client = self.ch.client()?.with_database(self.ch.database());
+        Ok(Query::new(client, Arc::new(catalog)))
+    }
+
+    fn scope(&self, group: &Option<String>) -> Scope {
+        Scope {
+            tenant: self.tenant.clone(),
+            group: group.clone(),
+        }
+    }
+
+    /// Runs one query on a small runtime, naming the server on failure.
+    fn block_on<T>(&self, f: impl std::future::Future<Output = Result<T, posture_query::QueryError>>) -> Result<T> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        rt.block_on(f)
+            .with_context(|| format!("reading from {} database {}", self.ch.url(), self.ch.database()))
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// `posture score`.
+#[derive(clap::Args)]
+pub struct ScoreArgs {
+    #[command(flatten)]
+    c: Common,
     /// Report one device group of the tenant.
     #[arg(long)]
     group: Option<String>,
@@ -38,140 +78,268 @@ pub struct QueryArgs {
     /// default: now.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     at: Option<i64>,
-    /// Output format (csv: the recommendations list).
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    format: Format,
-    #[command(flatten)]
-    ch: ClickHouseArgs,
 }
 
-/// `posture recommendations` adds a remediation filter and a length.
+/// `posture score`.
+pub fn score(a: ScoreArgs) -> Result<ExitCode> {
+    let q = a.c.query()?;
+    let s =
+        a.c.block_on(q.score(&a.c.scope(&a.group), a.category, a.at.unwrap_or_else(now_ms)))?;
+    match a.c.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&s)?),
+        Format::Table => print!("{}", output::score_table(&s, None)),
+        Format::Csv => print!("{}", csv_out::score(&s)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `posture recommendations`.
 #[derive(clap::Args)]
 pub struct RecommendationsArgs {
     #[command(flatten)]
-    q: QueryArgs,
+    c: Common,
+    /// Report one device group of the tenant.
+    #[arg(long)]
+    group: Option<String>,
+    /// Only controls of this category.
+    #[arg(long, value_parser = crate::evaluate::parse_category)]
+    category: Option<Category>,
     /// Only recommendations of this remediation type: configuration_change, software_update.
     #[arg(long, value_parser = crate::evaluate::parse_remediation)]
     remediation: Option<Remediation>,
+    /// Only controls that can apply to this OS family (windows, macos, linux, ...).
+    #[arg(long)]
+    os: Option<String>,
+    /// As of this event-time instant (RFC 3339 or epoch ms); default: now.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    at: Option<i64>,
     /// How many recommendations to print (default: 10 in the table, all in
     /// JSON and CSV).
     #[arg(long)]
     top: Option<usize>,
 }
 
-#[derive(clickhouse::Row, serde::Deserialize)]
-struct CountsRow {
-    control: String,
-    #[allow(dead_code)]
-    category: String,
-    pass_w: i64,
-    fail_w: i64,
-    hidden_w: i64,
-    pass_wo: i64,
-    fail_wo: i64,
-}
-
-/// The scope's cells read from ClickHouse, indexed by control.
-struct Cells {
-    cells: Vec<ScopeCell>,
-    at_ms: i64,
-}
-
-fn read_cells(q: &QueryArgs, catalog: &Catalog) -> Result<Cells> {
-    let at_ms = q.at.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0)
-    });
-    let sql = queries::get("control_counts_at")
-        .context("queries.sql has no control_counts_at query")?
-        .render(&[
-            ("tenant", q.tenant.as_str().into()),
-            ("group", q.group.clone().unwrap_or_default().into()),
-            ("at_ms", at_ms.into()),
-        ])?;
-    let client = q.ch.client()?.with_database(q.ch.database());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let rows: Vec<CountsRow> = rt.block_on(client.query(&sql).fetch_all()).with_context(|| {
-        format!(
-            "reading control counts from {} database {}",
-            q.ch.url(),
-            q.ch.database()
-        )
-    })?;
-    let mut cells = vec![ScopeCell::default(); catalog.controls.len()];
-    let mut unknown = Vec::new();
-    for r in rows {
-        match catalog.control_idx(&r.control) {
-            Some(c) => {
-                let k = &mut cells[c as usize].counts;
-                k[count::EFF_PASS] = r.pass_w;
-                k[count::EFF_FAIL] = r.fail_w;
-                k[count::EFF_HIDDEN] = r.hidden_w;
-                k[count::RAW_PASS] = r.pass_wo;
-                k[count::RAW_FAIL] = r.fail_wo;
-            }
-            None => unknown.push(r.control),
-        }
+/// `posture recommendations`.
+pub fn recommendations(a: RecommendationsArgs) -> Result<ExitCode> {
+    let q = a.c.query()?;
+    let filters = Filters {
+        category: a.category,
+        remediation: a.remediation,
+        os: a.os.as_deref(),
+    };
+    let mut recs =
+        a.c.block_on(q.recommendations(&a.c.scope(&a.group), filters, a.at.unwrap_or_else(now_ms)))?;
+    if let Some(top) = a.top {
+        recs.truncate(top);
     }
-    if !unknown.is_empty() {
-        eprintln!(
-            "posture: warning: {} control(s) in ClickHouse are not in the baselines and are left out: {}",
-            unknown.len(),
-            unknown.join(", ")
-        );
-    }
-    Ok(Cells { cells, at_ms })
-}
-
-fn selection(q: &QueryArgs, remediation: Option<Remediation>) -> Selection {
-    Selection {
-        // The cells are already the scope's; the key is not looked at.
-        scope: ScopeKey { tenant: 0, group: 0 },
-        category: q.category,
-        remediation,
-    }
-}
-
-/// `posture score`.
-pub fn score(q: QueryArgs) -> Result<ExitCode> {
-    let catalog = crate::baselines::load_or_fail(&q.baselines)?;
-    let cells = read_cells(&q, &catalog)?;
-    let sel = selection(&q, None);
-    let cell = |c: ControlIdx| cells.cells[c as usize];
-    let s = report::score_of(
-        cell,
-        &catalog,
-        &sel,
-        &q.tenant,
-        q.group.as_deref(),
-        Some(format_time(cells.at_ms)),
-    );
-    match q.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&s)?),
-        Format::Table => print!("{}", output::score_table(&s, None)),
-        Format::Csv => print!("{}", output::score_csv(&s)),
+    match a.c.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&recs)?),
+        Format::Csv => print!("{}", csv_out::recommendations(&recs)),
+        Format::Table => print!("{}", output::recommendations_table(&recs, a.top.unwrap_or(10))),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `posture recommendations`.
-pub fn recommendations(a: RecommendationsArgs) -> Result<ExitCode> {
-    let catalog = crate::baselines::load_or_fail(&a.q.baselines)?;
-    let cells = read_cells(&a.q, &catalog)?;
-    let sel = selection(&a.q, a.remediation);
-    let mut recs = report::recommendations_of(|c| cells.cells[c as usize], &catalog, &sel);
-    if let Some(top) = a.top {
-        recs.truncate(top);
+/// `posture history`.
+#[derive(clap::Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    c: Common,
+    /// One device group of the tenant.
+    #[arg(long)]
+    group: Option<String>,
+    /// One category.
+    #[arg(long, value_parser = crate::evaluate::parse_category)]
+    category: Option<Category>,
+    /// Start of the range (RFC 3339 or epoch ms); default: 30 days before --to.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    from: Option<i64>,
+    /// End of the range; default: now.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    to: Option<i64>,
+    /// Bucket width: hour or day (UTC).
+    #[arg(long, default_value = "day", value_parser = Bucket::parse)]
+    bucket: Bucket,
+    /// Also draw the history as an SVG line chart into FILE (with and
+    /// without exceptions).
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+}
+
+/// `posture history`.
+pub fn history(a: HistoryArgs) -> Result<ExitCode> {
+    let q = a.c.query()?;
+    let to = a.to.unwrap_or_else(now_ms);
+    let from = a.from.unwrap_or(to - 30 * 86_400_000);
+    let scope = a.c.scope(&a.group);
+    let points = a.c.block_on(q.history(&scope, a.category, from, to, a.bucket))?;
+    if let Some(path) = &a.svg {
+        let title = match (&scope.group, a.category) {
+            (Some(g), _) => format!("Secure score of {} / {g}", scope.tenant),
+            (None, Some(c)) => format!("Secure score of {} / {}", scope.tenant, c.as_str()),
+            (None, None) => format!("Secure score of {}", scope.tenant),
+        };
+        crate::chart::history_svg(&points, &title, path)?;
+        eprintln!("posture: wrote {}", path.display());
     }
-    match a.q.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&recs)?),
-        Format::Csv => print!("{}", output::recommendations_csv(&recs)),
-        Format::Table => print!("{}", output::recommendations_table(&recs, a.top.unwrap_or(10))),
+    match a.c.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&points)?),
+        Format::Csv => print!("{}", csv_out::history(&points)),
+        Format::Table => {
+            println!(
+                "{:<20}  {:>10}  {:>10}  {:>8}  {:>8}",
+                "bucket (UTC)", "points", "max", "percent", "w/o exc."
+            );
+            for p in &points {
+                println!(
+                    "{:<20}  {:>10.2}  {:>10.2}  {:>7.2}%  {:>7.2}%",
+                    &p.bucket_start[..p.bucket_start.len().min(19)].replace('T', " "),
+                    p.points,
+                    p.max_points,
+                    p.percent,
+                    p.without_exceptions.percent
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `posture devices`.
+#[derive(clap::Args)]
+pub struct DevicesArgs {
+    #[command(flatten)]
+    c: Common,
+    /// One device: its score and every control's state.
+    #[arg(long, conflicts_with_all = ["control", "state"])]
+    device: Option<String>,
+    /// The devices of this control (with --state; default FAIL: the
+    /// misconfigured devices).
+    #[arg(long, required_unless_present = "device")]
+    control: Option<String>,
+    /// PASS, FAIL, UNKNOWN, NOT_APPLICABLE or EXCEPTED.
+    #[arg(long, default_value = "FAIL")]
+    state: String,
+}
+
+/// `posture devices`.
+pub fn devices(a: DevicesArgs) -> Result<ExitCode> {
+    let q = a.c.query()?;
+    if let Some(device) = &a.device {
+        let d = a.c.block_on(q.device(&a.c.tenant, device, now_ms()))?;
+        match a.c.format {
+            Format::Json => println!("{}", serde_json::to_string_pretty(&d)?),
+            Format::Csv => print!("{}", csv_out::device_controls(&d.controls)),
+            Format::Table => {
+                println!(
+                    "device {} of tenant {}: {:.2} of {:.2} points ({:.2}%; {:.2}% without exceptions)",
+                    d.device, d.tenant, d.points, d.max_points, d.percent, d.without_exceptions.percent
+                );
+                print!("{}", controls_table(&d.controls, false));
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let control = a.control.as_deref().unwrap_or_default();
+    let mut v =
+        a.c.block_on(q.control_states(&a.c.tenant, None, Some(control), Some(&a.state)))?;
+    v.retain(|d| d.counted || a.state != "FAIL");
+    match a.c.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+        Format::Csv => print!("{}", csv_out::device_controls(&v)),
+        Format::Table => {
+            println!("{} device(s) with {control} in state {}", v.len(), a.state);
+            print!("{}", controls_table(&v, true));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn controls_table(v: &[posture_query::DeviceControl], by_device: bool) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    for d in v {
+        let first = if by_device { &d.device } else { &d.control };
+        let _ = writeln!(
+            o,
+            "  {:<28} {:<15} {:<10} since {}  {}{}",
+            first,
+            d.state,
+            d.category,
+            d.since,
+            d.check,
+            if d.counted { "" } else { "  (not counted)" }
+        );
+    }
+    o
+}
+
+/// `posture whatif`.
+#[derive(clap::Args)]
+pub struct WhatIfArgs {
+    #[command(flatten)]
+    c: Common,
+    /// The control to fix (or except).
+    #[arg(long)]
+    control: String,
+    /// Apply the change to this device group only (default: the whole
+    /// tenant). The score reported is the tenant's, and the group's.
+    #[arg(long)]
+    group: Option<String>,
+    /// Instead of a fix, an exception with this justification:
+    /// third_party_control, alternate_mitigation, risk_accepted, planned_remediation.
+    #[arg(long, value_name = "JUSTIFICATION")]
+    exception: Option<String>,
+    /// As of this event-time instant; default: now.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    at: Option<i64>,
+}
+
+/// `posture whatif`.
+pub fn whatif(a: WhatIfArgs) -> Result<ExitCode> {
+    let q = a.c.query()?;
+    let at = a.at.unwrap_or_else(now_ms);
+    let change = match &a.exception {
+        None => Change::Fix,
+        Some(j) => Change::Exception {
+            justification: j.clone(),
+        },
+    };
+    let applied = a.c.scope(&a.group);
+    let tenant = a.c.scope(&None);
+    let mut answers = vec![a
+        .c
+        .block_on(q.whatif(&tenant, &applied, &a.control, change.clone(), at))?];
+    if a.group.is_some() {
+        answers.push(a.c.block_on(q.whatif(&applied, &applied, &a.control, change, at))?);
+    }
+    match a.c.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&answers)?),
+        Format::Csv => print!("{}", csv_out::whatif(&answers)),
+        Format::Table => {
+            for w in &answers {
+                let scope = w
+                    .before
+                    .group
+                    .as_deref()
+                    .map_or(format!("tenant {}", w.before.tenant), |g| {
+                        format!("tenant {} / group {g}", w.before.tenant)
+                    });
+                println!(
+                    "{scope}: {:.2}% -> {:.2}% ({:+.2} points of percent, {:+.2} points) if {} on {} device(s) at {}",
+                    w.before.total.percent,
+                    w.after.total.percent,
+                    w.percent_gained,
+                    w.points_gained,
+                    match &w.change {
+                        Change::Fix => format!("{} were fixed", w.control),
+                        Change::Exception { justification } => format!("{} had a {justification} exception", w.control),
+                    },
+                    w.devices_affected,
+                    format_time(at)
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -160,7 +160,7 @@ fn evaluate_counts_and_reports_bad_lines() {
 }
 
 #[test]
-fn evaluate_csv_is_rfc_4180() {
+fn evaluate_csv_is_rfc_4180_with_a_bom_for_excel() {
     let (code, out, _) = posture(&[
         "evaluate",
         "--baselines",
@@ -172,7 +172,7 @@ fn evaluate_csv_is_rfc_4180() {
     ]);
     assert_eq!(code, 0);
     let lines: Vec<&str> = out.split("\r\n").collect();
-    assert_eq!(lines[0], "control,title,category,remediation,points_gained,misconfigured_devices,applicable_devices,excepted_devices,vulnerabilities");
+    assert_eq!(lines[0], "\u{feff}control,title,category,remediation,points_gained,misconfigured_devices,applicable_devices,excepted_devices,vulnerabilities");
     assert_eq!(
         lines[1],
         "pw,\"Require passwords of 14 characters, at least\",accounts,configuration_change,50,1,2,0,"

@@ -1,0 +1,432 @@
+//! The HTTP query API, `/api/v1/...`: the same answers as the CLI's query
+//! subcommands, as JSON or CSV (`?format=csv` or `Accept: text/csv`).
+//!
+//! Every route but the OpenAPI document needs a bearer token from the
+//! tokens file ([`Tokens`]); a token names the tenants it may read. No or an
+//! unknown token: 401 with `WWW-Authenticate: Bearer`; a tenant the token
+//! does not cover: 403. Errors are `{"error": "..."}` with 400 (bad
+//! parameters), 404 (no such device) or 502 (ClickHouse failed).
+//!
+//! The router is meant to be merged into the metrics router, so the API
+//! shares the port of `/metrics` (SPEC section 4).
+
+use crate::{csv_out, Bucket, Change, Filters, Query, QueryError, Scope};
+use axum::extract::{Path, Query as Params, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use posture_core::time::parse_time;
+use posture_core::{Category, Remediation};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The OpenAPI 3.1 document of this API (served at `/api/v1/openapi.json`).
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Bearer tokens and the tenants each may read, from a TOML file:
+///
+/// ```toml
+/// [[token]]
+/// name = "soc"             # shown in logs, never the token itself
+/// token = "s3cr3t-..."     # the bearer token (at least 16 characters)
+/// tenants = ["t1", "t2"]   # or ["*"] for every tenant
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Tokens {
+    by_token: HashMap<String, Grant>,
+}
+
+/// What one token may read.
+#[derive(Clone, Debug)]
+struct Grant {
+    name: String,
+    tenants: Vec<String>,
+}
+
+impl Grant {
+    fn covers(&self, tenant: &str) -> bool {
+        self.tenants.iter().any(|t| t == "*" || t == tenant)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokensFile {
+    #[serde(default)]
+    token: Vec<TokenEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenEntry {
+    name: String,
+    token: String,
+    tenants: Vec<String>,
+}
+
+impl Tokens {
+    /// Parses a tokens file; `origin` names it in errors. Tokens are at
+    /// least 16 characters, unique, and each grants at least one tenant.
+    pub fn parse(origin: &str, text: &str) -> Result<Tokens, String> {
+        let f: TokensFile = toml::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
+        let mut by_token = HashMap::new();
+        for (i, e) in f.token.into_iter().enumerate() {
+            let at = format!("{origin}: token #{} ({:?})", i + 1, e.name);
+            if e.token.trim().len() < 16 {
+                return Err(format!("{at}: the token is shorter than 16 characters"));
+            }
+            if e.tenants.is_empty() {
+                return Err(format!("{at}: tenants is empty (list tenants, or \"*\" for all)"));
+            }
+            let grant = Grant {
+                name: e.name,
+                tenants: e.tenants,
+            };
+            if by_token.insert(e.token.trim().to_string(), grant).is_some() {
+                return Err(format!("{at}: the same token appears twice"));
+            }
+        }
+        if by_token.is_empty() {
+            return Err(format!("{origin}: no [[token]] entries"));
+        }
+        Ok(Tokens { by_token })
+    }
+
+    fn grant(&self, headers: &HeaderMap) -> Option<&Grant> {
+        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, token) = value.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let token = token.trim();
+        // Compare every known token in full, so timing does not tell how
+        // much of a guess was right.
+        let mut found = None;
+        for (known, grant) in &self.by_token {
+            if constant_time_eq(known.as_bytes(), token.as_bytes()) {
+                found = Some(grant);
+            }
+        }
+        found
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// What the API routes share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub query: Query,
+    pub tokens: Arc<Tokens>,
+}
+
+/// The `/api/v1` routes. Merge into the metrics router to serve them on the
+/// same port.
+pub fn api_router(state: ApiState) -> Router {
+    let tenant_routes = Router::new()
+        .route("/api/v1/tenants/{tenant}/score", get(score))
+        .route("/api/v1/tenants/{tenant}/history", get(history))
+        .route("/api/v1/tenants/{tenant}/recommendations", get(recommendations))
+        .route(
+            "/api/v1/tenants/{tenant}/controls/{control}/devices",
+            get(control_devices),
+        )
+        .route("/api/v1/tenants/{tenant}/devices/{device}", get(device))
+        .route("/api/v1/tenants/{tenant}/whatif", get(whatif))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .with_state(state);
+    Router::new()
+        .route("/api/v1/openapi.json", get(openapi))
+        .merge(tenant_routes)
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+impl IntoResponse for QueryError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            QueryError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            QueryError::NotFound(_) => StatusCode::NOT_FOUND,
+            QueryError::ClickHouse { .. } => StatusCode::BAD_GATEWAY,
+        };
+        error(status, self.to_string())
+    }
+}
+
+/// 401 without a known bearer token, 403 for a tenant it does not cover.
+async fn authorize(
+    State(state): State<ApiState>,
+    Path(params): Path<HashMap<String, String>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(grant) = state.tokens.grant(req.headers()) else {
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "a bearer token is required (Authorization: Bearer TOKEN)",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            "Bearer realm=\"posture\"".parse().expect("ASCII"),
+        );
+        return r;
+    };
+    let tenant = params.get("tenant").map(String::as_str).unwrap_or_default();
+    if !grant.covers(tenant) {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("token {:?} may not read tenant {tenant:?}", grant.name),
+        );
+    }
+    next.run(req).await
+}
+
+/// JSON or CSV, from `?format=` or else the Accept header.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Csv,
+}
+
+fn format(q: &Common, headers: &HeaderMap) -> Result<Format, QueryError> {
+    match q.format.as_deref() {
+        Some("json") => Ok(Format::Json),
+        Some("csv") => Ok(Format::Csv),
+        Some(other) => Err(QueryError::BadRequest(format!(
+            "format {other:?}: expected json or csv"
+        ))),
+        None => {
+            let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+            Ok(if accept.contains("text/csv") {
+                Format::Csv
+            } else {
+                Format::Json
+            })
+        }
+    }
+}
+
+fn csv_response(body: String, name: &str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}.csv\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Query parameters most routes take.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Common {
+    group: Option<String>,
+    category: Option<String>,
+    remediation: Option<String>,
+    os: Option<String>,
+    at: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    bucket: Option<String>,
+    top: Option<usize>,
+    state: Option<String>,
+    control: Option<String>,
+    exception: Option<String>,
+    format: Option<String>,
+}
+
+impl Common {
+    fn scope(&self, tenant: &str) -> Scope {
+        Scope {
+            tenant: tenant.to_string(),
+            group: self.group.clone().filter(|g| !g.is_empty()),
+        }
+    }
+
+    fn time(name: &str, v: &Option<String>) -> Result<Option<i64>, QueryError> {
+        v.as_deref()
+            .map(|s| parse_time(s).map_err(|e| QueryError::BadRequest(format!("{name}: {e}"))))
+            .transpose()
+    }
+
+    fn at(&self) -> Result<i64, QueryError> {
+        Ok(Common::time("at", &self.at)?.unwrap_or_else(now_ms))
+    }
+
+    fn category(&self) -> Result<Option<Category>, QueryError> {
+        self.category
+            .as_deref()
+            .map(|c| {
+                Category::parse(c).ok_or_else(|| {
+                    QueryError::BadRequest(format!(
+                        "category {c:?}: expected application, os, network, accounts or security_controls"
+                    ))
+                })
+            })
+            .transpose()
+    }
+
+    fn remediation(&self) -> Result<Option<Remediation>, QueryError> {
+        self.remediation
+            .as_deref()
+            .map(|r| {
+                Remediation::parse(r).ok_or_else(|| {
+                    QueryError::BadRequest(format!(
+                        "remediation {r:?}: expected configuration_change or software_update"
+                    ))
+                })
+            })
+            .transpose()
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+type Answer = Result<Response, QueryError>;
+
+async fn score(
+    State(s): State<ApiState>,
+    Path(tenant): Path<String>,
+    Params(p): Params<Common>,
+    headers: HeaderMap,
+) -> Answer {
+    let f = format(&p, &headers)?;
+    let score = s.query.score(&p.scope(&tenant), p.category()?, p.at()?).await?;
+    Ok(match f {
+        Format::Json => Json(score).into_response(),
+        Format::Csv => csv_response(csv_out::score(&score), "score"),
+    })
+}
+
+async fn history(
+    State(s): State<ApiState>,
+    Path(tenant): Path<String>,
+    Params(p): Params<Common>,
+    headers: HeaderMap,
+) -> Answer {
+    let f = format(&p, &headers)?;
+    let to = Common::time("to", &p.to)?.unwrap_or_else(now_ms);
+    let from = Common::time("from", &p.from)?.unwrap_or(to - 30 * 86_400_000);
+    let bucket = Bucket::parse(p.bucket.as_deref().unwrap_or("day")).map_err(QueryError::BadRequest)?;
+    let h = s
+        .query
+        .history(&p.scope(&tenant), p.category()?, from, to, bucket)
+        .await?;
+    Ok(match f {
+        Format::Json => Json(h).into_response(),
+        Format::Csv => csv_response(csv_out::history(&h), "history"),
+    })
+}
+
+async fn recommendations(
+    State(s): State<ApiState>,
+    Path(tenant): Path<String>,
+    Params(p): Params<Common>,
+    headers: HeaderMap,
+) -> Answer {
+    let f = format(&p, &headers)?;
+    let filters = Filters {
+        category: p.category()?,
+        remediation: p.remediation()?,
+        os: p.os.as_deref(),
+    };
+    let mut recs = s.query.recommendations(&p.scope(&tenant), filters, p.at()?).await?;
+    if let Some(top) = p.top {
+        recs.truncate(top);
+    }
+    Ok(match f {
+        Format::Json => Json(recs).into_response(),
+        Format::Csv => csv_response(csv_out::recommendations(&recs), "recommendations"),
+    })
+}
+
+async fn control_devices(
+    State(s): State<ApiState>,
+    Path((tenant, control)): Path<(String, String)>,
+    Params(p): Params<Common>,
+    headers: HeaderMap,
+) -> Answer {
+    let f = format(&p, &headers)?;
+    let state = p.state.as_deref().unwrap_or("FAIL");
+    let mut v = s
+        .query
+        .control_states(&tenant, None, Some(&control), Some(state))
+        .await?;
+    if state == "FAIL" {
+        v.retain(|d| d.counted);
+    }
+    Ok(match f {
+        Format::Json => Json(v).into_response(),
+        Format::Csv => csv_response(csv_out::device_controls(&v), &format!("{control}-devices")),
+    })
+}
+
+async fn device(
+    State(s): State<ApiState>,
+    Path((tenant, device)): Path<(String, String)>,
+    Params(p): Params<Common>,
+    headers: HeaderMap,
+) -> Answer {
+    let f = format(&p, &headers)?;
+    let d = s.query.device(&tenant, &device, p.at()?).await?;
+    Ok(match f {
+        Format::Json => Json(d).into_response(),
+        Format::Csv => csv_response(csv_out::device_controls(&d.controls), &format!("{device}-controls")),
+    })
+}
+
+async fn whatif(
+    State(s): State<ApiState>,
+    Path(tenant): Path<String>,
+    Params(p): Params<Common>,
+    headers: HeaderMap,
+) -> Answer {
+    let f = format(&p, &headers)?;
+    let control = p
+        .control
+        .as_deref()
+        .ok_or_else(|| QueryError::BadRequest("control is required (?control=ID)".into()))?;
+    let change = match &p.exception {
+        None => Change::Fix,
+        Some(j) => Change::Exception {
+            justification: j.clone(),
+        },
+    };
+    let applied = p.scope(&tenant);
+    let at = p.at()?;
+    let mut answers = vec![
+        s.query
+            .whatif(&Scope::tenant(&tenant), &applied, control, change.clone(), at)
+            .await?,
+    ];
+    if applied.group.is_some() {
+        answers.push(s.query.whatif(&applied, &applied, control, change, at).await?);
+    }
+    Ok(match f {
+        Format::Json => Json(answers).into_response(),
+        Format::Csv => csv_response(csv_out::whatif(&answers), "whatif"),
+    })
+}

@@ -1,0 +1,678 @@
+//! The query layer of posture: what the score dashboards show, read from
+//! ClickHouse and scored with the core's own rules.
+//!
+//! Every function runs one of the documented queries of
+//! `schemas/clickhouse/queries.sql` (through [`posture_sink::queries`]) and,
+//! where points are involved, turns the summed PASS/FAIL counts into points
+//! with [`posture_core::report`], the code embedded mode uses, so a figure
+//! read here equals the one `posture evaluate` prints for the same events.
+//! The CLI subcommands and the HTTP API (`/api/v1`) both call this layer;
+//! neither formats a number of its own.
+//!
+//! The layer is async and holds no state beyond a ClickHouse client and the
+//! catalog of baselines (titles, points, categories, checks).
+
+use posture_core::check::{Check, Expected, Op, Scalar};
+use posture_core::engine::{count, ScopeCell, ScopeKey};
+use posture_core::report::{self, Recommendation, Score, Selection};
+use posture_core::time::format_time;
+use posture_core::{Catalog, Category, ControlIdx, Remediation};
+use posture_sink::queries::{self, Param};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+pub mod csv_out;
+pub mod http;
+
+/// What went wrong answering a query.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The request itself is wrong (an unknown control, a bad range); the
+    /// message says what to change. HTTP 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The thing asked for does not exist (a device with no state). HTTP 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// ClickHouse could not answer a documented query. HTTP 502.
+    #[error("query {query}: {detail}")]
+    ClickHouse { query: &'static str, detail: String },
+}
+
+/// A scope of SPEC section 3: a tenant, or one device group of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scope {
+    pub tenant: String,
+    /// `None`: the whole tenant.
+    pub group: Option<String>,
+}
+
+impl Scope {
+    /// The whole tenant.
+    pub fn tenant(tenant: impl Into<String>) -> Scope {
+        Scope {
+            tenant: tenant.into(),
+            group: None,
+        }
+    }
+
+    fn group_param(&self) -> Param {
+        self.group.clone().unwrap_or_default().into()
+    }
+}
+
+/// Which controls a report looks at (every filter is optional).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Filters<'a> {
+    pub category: Option<Category>,
+    pub remediation: Option<Remediation>,
+    /// Only controls that can apply to this OS family (`windows`, `macos`,
+    /// `linux`, ...): controls whose `applies_to` names other families only
+    /// are left out.
+    pub os: Option<&'a str>,
+}
+
+/// Bucket width of a history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bucket {
+    Hour,
+    Day,
+}
+
+impl Bucket {
+    /// Milliseconds per bucket.
+    pub fn millis(self) -> i64 {
+        match self {
+            Bucket::Hour => 3_600_000,
+            Bucket::Day => 86_400_000,
+        }
+    }
+
+    /// Parses `hour` or `day`.
+    pub fn parse(s: &str) -> Result<Bucket, String> {
+        match s {
+            "hour" => Ok(Bucket::Hour),
+            "day" => Ok(Bucket::Day),
+            _ => Err(format!("bucket {s:?}: expected hour or day")),
+        }
+    }
+}
+
+/// One bucket of a history: the scope's score at the bucket's end.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPoint {
+    /// Start of the bucket (RFC 3339, UTC).
+    pub bucket_start: String,
+    /// The instant scored: the bucket's last millisecond (the last bucket
+    /// ends at the range's end), RFC 3339.
+    pub at: String,
+    pub at_ms: i64,
+    pub points: f64,
+    pub max_points: f64,
+    pub percent: f64,
+    pub without_exceptions: HistoryPart,
+}
+
+/// The same bucket without exceptions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPart {
+    pub points: f64,
+    pub max_points: f64,
+    pub percent: f64,
+}
+
+/// One control of one device.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceControl {
+    pub device: String,
+    pub control: String,
+    pub title: String,
+    pub category: String,
+    /// SPEC section 3's s(d,c): PASS, FAIL, UNKNOWN, NOT_APPLICABLE or EXCEPTED.
+    pub state: String,
+    /// The evaluation result before exceptions.
+    pub raw_state: String,
+    /// NONE, CREDIT or NO_CREDIT.
+    pub exception: String,
+    /// False when the device is retired or inactive (outside every score).
+    pub counted: bool,
+    /// What made the last change: EVENT, RETIRED, INACTIVE, EXCEPTION_STARTED, EXCEPTION_ENDED.
+    pub reason: String,
+    /// Event time of the last change (RFC 3339).
+    pub since: String,
+    /// What the check reads: `key op expected` per leaf (see [`check_text`]).
+    pub check: String,
+    pub points: f64,
+}
+
+/// One device: its score now and every control's state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceReport {
+    pub tenant: String,
+    pub device: String,
+    pub points: f64,
+    pub max_points: f64,
+    pub percent: f64,
+    pub without_exceptions: HistoryPart,
+    pub controls: Vec<DeviceControl>,
+}
+
+/// What a what-if changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Change {
+    /// Every FAIL device of the scope passes the control.
+    Fix,
+    /// An exception for the control on the scope, with this justification
+    /// (`third_party_control` and `alternate_mitigation` credit it).
+    Exception { justification: String },
+}
+
+/// The answer of a what-if: the score before and after, and the difference.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WhatIf {
+    pub control: String,
+    /// The devices the change is applied to: the whole scope.
+    pub applied_to: Scope,
+    pub change: Change,
+    /// FAIL devices of the control in the scope (those the change moves).
+    pub devices_affected: i64,
+    pub before: Score,
+    pub after: Score,
+    /// `after.percent - before.percent`, with exceptions.
+    pub percent_gained: f64,
+    pub points_gained: f64,
+}
+
+#[derive(clickhouse::Row, Deserialize)]
+struct CountsRow {
+    control: String,
+    #[allow(dead_code)]
+    category: String,
+    pass_w: i64,
+    fail_w: i64,
+    hidden_w: i64,
+    pass_wo: i64,
+    fail_wo: i64,
+}
+
+#[derive(clickhouse::Row, Deserialize)]
+struct SeriesRow {
+    #[allow(dead_code)]
+    bucket: i64,
+    bucket_start: u32,
+    at_ms: i64,
+    score_with: i64,
+    max_score_with: i64,
+    percent_with: f64,
+    score_without: i64,
+    max_score_without: i64,
+    percent_without: f64,
+}
+
+#[derive(clickhouse::Row, Deserialize)]
+struct DeviceScoreRow {
+    #[allow(dead_code)]
+    device: String,
+    score_with: i64,
+    max_score_with: i64,
+    percent_with: f64,
+    score_without: i64,
+    max_score_without: i64,
+    percent_without: f64,
+}
+
+/// A row of `control_state_current`. The Enum8 columns arrive as their
+/// numbers (RowBinary); [`enum_name`] turns them into the DDL's names.
+#[derive(clickhouse::Row, Deserialize)]
+struct StateRow {
+    device: String,
+    control: String,
+    category: String,
+    state: i8,
+    raw_state: i8,
+    exception: i8,
+    counted: u8,
+    reason: i8,
+    since_ms: i64,
+}
+
+/// The names of the Enum8 values of schemas/clickhouse/003_control_state.sql.
+const STATES: &[(i8, &str)] = &[
+    (1, "PASS"),
+    (2, "FAIL"),
+    (3, "UNKNOWN"),
+    (4, "NOT_APPLICABLE"),
+    (5, "EXCEPTED"),
+];
+const EXCEPTIONS: &[(i8, &str)] = &[(0, "NONE"), (1, "CREDIT"), (2, "NO_CREDIT")];
+const REASONS: &[(i8, &str)] = &[
+    (1, "EVENT"),
+    (2, "RETIRED"),
+    (3, "INACTIVE"),
+    (4, "EXCEPTION_STARTED"),
+    (5, "EXCEPTION_ENDED"),
+];
+
+fn enum_name(names: &[(i8, &str)], v: i8) -> String {
+    names
+        .iter()
+        .find(|(n, _)| *n == v)
+        .map_or_else(|| format!("UNKNOWN_VALUE_{v}"), |(_, s)| s.to_string())
+}
+
+const MICROS: f64 = 1_000_000.0;
+
+/// A ClickHouse client and the catalog the pipeline runs with.
+#[derive(Clone)]
+pub struct Query {
+    client: clickhouse::Client,
+    catalog: Arc<Catalog>,
+}
+
+impl Query {
+    /// `client` must already point at posture's database.
+    pub fn new(client: clickhouse::Client, catalog: Arc<Catalog>) -> Query {
+        Query { client, catalog }
+    }
+
+    /// The baselines' catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    async fn rows<T>(&self, query: &'static str, params: &[(&str, Param)]) -> Result<Vec<T>, QueryError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        let err = |detail: String| QueryError::ClickHouse { query, detail };
+        let sql = queries::get(query)
+            .ok_or_else(|| err("not in queries.sql".into()))?
+            .render(params)
+            .map_err(|e| err(e.to_string()))?;
+        self.client
+            .query(&sql)
+            .fetch_all::<T>()
+            .await
+            .map_err(|e| err(e.to_string()))
+    }
+
+    fn control(&self, id: &str) -> Result<ControlIdx, QueryError> {
+        self.catalog
+            .control_idx(id)
+            .ok_or_else(|| QueryError::BadRequest(format!("control {id:?} is not in the baselines")))
+    }
+
+    /// Per control, the scope's counts at `at_ms` (indexed by control).
+    /// Controls in ClickHouse but not in the catalog are left out (the
+    /// pipeline ran with other baselines).
+    pub async fn cells(&self, scope: &Scope, at_ms: i64) -> Result<Vec<ScopeCell>, QueryError> {
+        let rows: Vec<CountsRow> = self
+            .rows(
+                "control_counts_at",
+                &[
+                    ("tenant", scope.tenant.as_str().into()),
+                    ("group", scope.group_param()),
+                    ("at_ms", at_ms.into()),
+                ],
+            )
+            .await?;
+        let mut cells = vec![ScopeCell::default(); self.catalog.controls.len()];
+        for r in rows {
+            if let Some(c) = self.catalog.control_idx(&r.control) {
+                let k = &mut cells[c as usize].counts;
+                k[count::EFF_PASS] = r.pass_w;
+                k[count::EFF_FAIL] = r.fail_w;
+                k[count::EFF_HIDDEN] = r.hidden_w;
+                k[count::RAW_PASS] = r.pass_wo;
+                k[count::RAW_FAIL] = r.fail_wo;
+            }
+        }
+        Ok(cells)
+    }
+
+    /// The score of `scope` at `at_ms` (one category when `category` is
+    /// given), with and without exceptions: SPEC section 5's score object.
+    pub async fn score(&self, scope: &Scope, category: Option<Category>, at_ms: i64) -> Result<Score, QueryError> {
+        let cells = self.cells(scope, at_ms).await?;
+        Ok(self.score_of(&cells, scope, category, at_ms))
+    }
+
+    fn score_of(&self, cells: &[ScopeCell], scope: &Scope, category: Option<Category>, at_ms: i64) -> Score {
+        let sel = selection(category, None);
+        report::score_of(
+            |c| cells[c as usize],
+            &self.catalog,
+            &sel,
+            &scope.tenant,
+            scope.group.as_deref(),
+            Some(format_time(at_ms)),
+        )
+    }
+
+    /// The score of `scope` over `[from_ms, to_ms]`, one point per bucket
+    /// (UTC hours or days), each the score at the bucket's end.
+    pub async fn history(
+        &self,
+        scope: &Scope,
+        category: Option<Category>,
+        from_ms: i64,
+        to_ms: i64,
+        bucket: Bucket,
+    ) -> Result<Vec<HistoryPoint>, QueryError> {
+        if to_ms < from_ms {
+            return Err(QueryError::BadRequest(format!(
+                "the range ends ({}) before it starts ({})",
+                format_time(to_ms),
+                format_time(from_ms)
+            )));
+        }
+        let n = to_ms / bucket.millis() - from_ms / bucket.millis() + 1;
+        if n > 10_000 {
+            return Err(QueryError::BadRequest(format!(
+                "{n} buckets of one {bucket:?}: at most 10000 (use a shorter range or day buckets)"
+            )));
+        }
+        let rows: Vec<SeriesRow> = self
+            .rows(
+                "score_series",
+                &[
+                    ("tenant", scope.tenant.as_str().into()),
+                    ("group", scope.group_param()),
+                    ("category", category.map(Category::as_str).unwrap_or_default().into()),
+                    ("from_ms", from_ms.into()),
+                    ("to_ms", to_ms.into()),
+                    ("step_ms", bucket.millis().into()),
+                ],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| HistoryPoint {
+                bucket_start: format_time(r.bucket_start as i64 * 1000),
+                at: format_time(r.at_ms),
+                at_ms: r.at_ms,
+                points: r.score_with as f64 / MICROS,
+                max_points: r.max_score_with as f64 / MICROS,
+                percent: r.percent_with,
+                without_exceptions: HistoryPart {
+                    points: r.score_without as f64 / MICROS,
+                    max_points: r.max_score_without as f64 / MICROS,
+                    percent: r.percent_without,
+                },
+            })
+            .collect())
+    }
+
+    /// Top recommendations of `scope` at `at_ms`: controls with points to
+    /// gain, points gained descending, with the misconfigured and applicable
+    /// device counts and the CVEs the control mitigates.
+    pub async fn recommendations(
+        &self,
+        scope: &Scope,
+        filters: Filters<'_>,
+        at_ms: i64,
+    ) -> Result<Vec<Recommendation>, QueryError> {
+        let cells = self.cells(scope, at_ms).await?;
+        let sel = selection(filters.category, filters.remediation);
+        let mut recs = report::recommendations_of(|c| cells[c as usize], &self.catalog, &sel);
+        if let Some(os) = filters.os {
+            recs.retain(|r| {
+                self.control(&r.control)
+                    .is_ok_and(|c| applies_to_os(&self.catalog, c, os))
+            });
+        }
+        Ok(recs)
+    }
+
+    /// The current state of the controls of one device, or of every device
+    /// (`device = None`) of the tenant, optionally one control and one state.
+    pub async fn control_states(
+        &self,
+        tenant: &str,
+        device: Option<&str>,
+        control: Option<&str>,
+        state: Option<&str>,
+    ) -> Result<Vec<DeviceControl>, QueryError> {
+        if let Some(c) = control {
+            self.control(c)?;
+        }
+        if let Some(s) = state {
+            if !["PASS", "FAIL", "UNKNOWN", "NOT_APPLICABLE", "EXCEPTED"].contains(&s) {
+                return Err(QueryError::BadRequest(format!(
+                    "state {s:?}: expected PASS, FAIL, UNKNOWN, NOT_APPLICABLE or EXCEPTED"
+                )));
+            }
+        }
+        let rows: Vec<StateRow> = self
+            .rows(
+                "control_state_current",
+                &[("tenant", tenant.into()), ("device", device.unwrap_or_default().into())],
+            )
+            .await?;
+        let mut out: Vec<DeviceControl> = rows
+            .into_iter()
+            .filter(|r| control.is_none_or(|c| r.control == c) && state.is_none_or(|s| enum_name(STATES, r.state) == s))
+            .filter_map(|r| {
+                let c = self.catalog.control_idx(&r.control)?;
+                let ctl = &self.catalog.controls[c as usize];
+                Some(DeviceControl {
+                    device: r.device,
+                    title: ctl.title.clone(),
+                    check: check_text(&self.catalog, c),
+                    points: ctl.points as f64 / MICROS,
+                    control: r.control,
+                    category: r.category,
+                    state: enum_name(STATES, r.state),
+                    raw_state: enum_name(STATES, r.raw_state),
+                    exception: enum_name(EXCEPTIONS, r.exception),
+                    counted: r.counted != 0,
+                    reason: enum_name(REASONS, r.reason),
+                    since: format_time(r.since_ms),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.device.cmp(&b.device).then(a.control.cmp(&b.control)));
+        Ok(out)
+    }
+
+    /// The misconfigured devices of a control: its FAIL devices that count
+    /// in scores (the improvement opportunity's device list).
+    pub async fn misconfigured(&self, tenant: &str, control: &str) -> Result<Vec<DeviceControl>, QueryError> {
+        let mut v = self.control_states(tenant, None, Some(control), Some("FAIL")).await?;
+        v.retain(|d| d.counted);
+        Ok(v)
+    }
+
+    /// One device: its score at `at_ms` (from its device deltas) and the
+    /// current state of each of its controls.
+    pub async fn device(&self, tenant: &str, device: &str, at_ms: i64) -> Result<DeviceReport, QueryError> {
+        if device.is_empty() {
+            return Err(QueryError::BadRequest("the device id is empty".into()));
+        }
+        let scores: Vec<DeviceScoreRow> = self
+            .rows(
+                "device_scores_at",
+                &[
+                    ("tenant", tenant.into()),
+                    ("device", device.into()),
+                    ("at_ms", at_ms.into()),
+                ],
+            )
+            .await?;
+        let controls = self.control_states(tenant, Some(device), None, None).await?;
+        let Some(s) = scores.into_iter().next().filter(|_| !controls.is_empty()) else {
+            return Err(QueryError::NotFound(format!(
+                "tenant {tenant:?} has no device {device:?}"
+            )));
+        };
+        Ok(DeviceReport {
+            tenant: tenant.to_string(),
+            device: device.to_string(),
+            points: s.score_with as f64 / MICROS,
+            max_points: s.max_score_with as f64 / MICROS,
+            percent: s.percent_with,
+            without_exceptions: HistoryPart {
+                points: s.score_without as f64 / MICROS,
+                max_points: s.max_score_without as f64 / MICROS,
+                percent: s.percent_without,
+            },
+            controls,
+        })
+    }
+
+    /// The exact score of `report_scope` at `at_ms` if `change` were made for
+    /// `control` on every device of `applied_to` (a group of the tenant, or
+    /// the tenant). `applied_to` must be `report_scope` or a group inside the
+    /// tenant `report_scope` is.
+    pub async fn whatif(
+        &self,
+        report_scope: &Scope,
+        applied_to: &Scope,
+        control: &str,
+        change: Change,
+        at_ms: i64,
+    ) -> Result<WhatIf, QueryError> {
+        let c = self.control(control)?;
+        if applied_to.tenant != report_scope.tenant {
+            return Err(QueryError::BadRequest(
+                "a what-if applies within the reported tenant".into(),
+            ));
+        }
+        if report_scope.group.is_some() && applied_to.group != report_scope.group {
+            return Err(QueryError::BadRequest(
+                "for a group's score, the change must apply to that same group".into(),
+            ));
+        }
+        let credit = match &change {
+            Change::Fix => None,
+            Change::Exception { justification } => {
+                let j = posture_core::exception::Justification::parse(justification).ok_or_else(|| {
+                    QueryError::BadRequest(format!(
+                        "justification {justification:?}: expected third_party_control, alternate_mitigation, \
+                         risk_accepted or planned_remediation"
+                    ))
+                })?;
+                Some(j.credits())
+            }
+        };
+        let before_cells = self.cells(report_scope, at_ms).await?;
+        let moved = if applied_to == report_scope {
+            before_cells[c as usize]
+        } else {
+            self.cells(applied_to, at_ms).await?[c as usize]
+        };
+        let mut after_cells = before_cells.clone();
+        let k = &mut after_cells[c as usize].counts;
+        let m = &moved.counts;
+        // Devices of the scope that fail now, with and without exceptions.
+        let (fail_eff, fail_raw, hidden) = (m[count::EFF_FAIL], m[count::RAW_FAIL], m[count::EFF_HIDDEN]);
+        match credit {
+            None => {
+                k[count::EFF_PASS] += fail_eff;
+                k[count::EFF_FAIL] -= fail_eff;
+                k[count::EFF_HIDDEN] -= hidden;
+                k[count::RAW_PASS] += fail_raw;
+                k[count::RAW_FAIL] -= fail_raw;
+            }
+            Some(true) => {
+                k[count::EFF_PASS] += fail_eff;
+                k[count::EFF_FAIL] -= fail_eff;
+                k[count::EFF_HIDDEN] -= hidden;
+            }
+            Some(false) => k[count::EFF_HIDDEN] += fail_eff - hidden,
+        }
+        let before = self.score_of(&before_cells, report_scope, None, at_ms);
+        let after = self.score_of(&after_cells, report_scope, None, at_ms);
+        Ok(WhatIf {
+            control: control.to_string(),
+            applied_to: applied_to.clone(),
+            devices_affected: if credit.is_none() { fail_raw } else { fail_eff },
+            percent_gained: round2(after.total.percent - before.total.percent),
+            points_gained: (after.total.points_micros - before.total.points_micros) as f64 / MICROS,
+            change,
+            before,
+            after,
+        })
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn selection(category: Option<Category>, remediation: Option<Remediation>) -> Selection {
+    Selection {
+        // The cells are already the scope's; the key is not looked at.
+        scope: ScopeKey { tenant: 0, group: 0 },
+        category,
+        remediation,
+    }
+}
+
+/// Whether control `c` can apply to devices of OS family `os`: none of its
+/// `applies_to` conditions names other families only.
+pub fn applies_to_os(cat: &Catalog, c: ControlIdx, os: &str) -> bool {
+    cat.controls[c as usize].applies_to.iter().all(|&i| {
+        let families = &cat.conditions[i as usize].os_family;
+        families.is_empty() || families.iter().any(|f| f.eq_ignore_ascii_case(os))
+    })
+}
+
+/// A control's check in words, e.g. `fw.enabled eq true`; `all`/`any`/`none`
+/// of several leaves are written as such.
+pub fn check_text(cat: &Catalog, c: ControlIdx) -> String {
+    fn scalar(s: &Scalar) -> String {
+        match s {
+            Scalar::Bool(b) => b.to_string(),
+            Scalar::Long(n) => n.to_string(),
+            Scalar::Double(x) => x.to_string(),
+            Scalar::Str(s) => format!("{s:?}"),
+        }
+    }
+    fn op(o: Op) -> String {
+        // The baseline spelling: Eq -> eq, NotIn -> not_in.
+        let mut s = String::new();
+        for (i, ch) in format!("{o:?}").chars().enumerate() {
+            if ch.is_uppercase() && i > 0 {
+                s.push('_');
+            }
+            s.push(ch.to_ascii_lowercase());
+        }
+        s
+    }
+    fn text(cat: &Catalog, check: &Check) -> String {
+        let list = |name: &str, v: &[Check]| {
+            format!(
+                "{name}({})",
+                v.iter().map(|c| text(cat, c)).collect::<Vec<_>>().join(", ")
+            )
+        };
+        match check {
+            Check::Leaf(l) => {
+                let leaf = &cat.leaves[*l as usize];
+                let key = cat.key_name(leaf.key);
+                match &leaf.expected {
+                    Expected::Nothing => format!("{key} {}", op(leaf.op)),
+                    Expected::Scalar(s) => format!("{key} {} {}", op(leaf.op), scalar(s)),
+                    Expected::Version(v) => format!(
+                        "{key} {} version {}",
+                        op(leaf.op),
+                        v.iter().map(u64::to_string).collect::<Vec<_>>().join(".")
+                    ),
+                    Expected::List(v) => format!(
+                        "{key} {} [{}]",
+                        op(leaf.op),
+                        v.iter().map(scalar).collect::<Vec<_>>().join(", ")
+                    ),
+                    other => format!("{key} {} {other:?}", op(leaf.op)),
+                }
+            }
+            Check::All(v) => list("all", v),
+            Check::Any(v) => list("any", v),
+            Check::None(v) => list("none", v),
+        }
+    }
+    text(cat, &cat.controls[c as usize].check)
+}
