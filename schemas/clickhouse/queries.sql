@@ -256,3 +256,55 @@ HAVING points_lost > 0
 ORDER BY points_lost DESC, control, device
 LIMIT 10;
 
+
+-- name: exceptions_current
+-- Every exception's latest version (tenant = '' for every tenant), as the pipeline applies them.
+SELECT
+    tenant,
+    id,
+    control,
+    scope_kind,
+    scope_value,
+    justification,
+    starts_at_ms,
+    expires_at_ms,
+    author,
+    note,
+    created_at_ms,
+    version
+FROM exceptions FINAL
+WHERE {tenant:String} = '' OR tenant = {tenant:String}
+ORDER BY tenant, id;
+
+-- name: tasks_current
+-- Every remediation task's latest version (tenant = '' for every tenant).
+SELECT
+    tenant,
+    id,
+    control,
+    scope_group,
+    due_ms,
+    priority,
+    notes,
+    author,
+    created_at_ms,
+    status,
+    completed_at_ms,
+    version
+FROM tasks FINAL
+WHERE {tenant:String} = '' OR tenant = {tenant:String}
+ORDER BY tenant, id;
+
+-- name: control_failing
+-- One control in one scope now: the devices failing it without exceptions (fail_wo) and with
+-- them (fail_w), and the event time of the last change of the failing count (the instant the
+-- scope's last failing device was fixed, when fail_wo is 0). For remediation tasks.
+SELECT
+    sum(fail_without) AS fail_wo,
+    sum(fail_with) AS fail_w,
+    sum(pass_without) AS pass_wo,
+    toInt64(maxIf(event_time_ms, fail_without != 0)) AS last_change_ms
+FROM score_deltas
+WHERE tenant = {tenant:String}
+    AND group = {group:String}
+    AND control = {control:String};

@@ -236,6 +236,78 @@ pub struct IngestStats {
     pub rows_flushed: u64,
     /// Errors from the consumer (retried, not fatal).
     pub consumer_errors: u64,
+    /// Exceptions an engine refused (logged; see [`ExceptionSet`]).
+    pub exception_errors: u64,
+}
+
+/// The exceptions every partition's engine should know, as configured
+/// (for `posture run`: polled from ClickHouse's `exceptions` table). Replace
+/// the whole list with [`ExceptionSet::replace`]; engines catch up before
+/// their next record (see [`Ingest::with_exceptions`]).
+#[derive(Debug, Default)]
+pub struct ExceptionSet {
+    inner: std::sync::Mutex<(u64, Arc<Vec<posture_core::exception::Exception>>)>,
+}
+
+impl ExceptionSet {
+    /// An empty set (version 0).
+    pub fn new() -> Arc<ExceptionSet> {
+        Arc::new(ExceptionSet::default())
+    }
+
+    /// Sets the list; returns whether it changed (then the version moves on).
+    pub fn replace(&self, list: Vec<posture_core::exception::Exception>) -> bool {
+        let mut g = self.inner.lock().expect("not poisoned");
+        if *g.1 == list {
+            return false;
+        }
+        g.0 += 1;
+        g.1 = Arc::new(list);
+        true
+    }
+
+    /// The version and the list.
+    pub fn current(&self) -> (u64, Arc<Vec<posture_core::exception::Exception>>) {
+        let g = self.inner.lock().expect("not poisoned");
+        (g.0, g.1.clone())
+    }
+}
+
+/// Brings `engine`'s exceptions up to `list`: adds the ones it lacks, moves
+/// expiries that changed. The transitions this makes are stamped with `pos`
+/// (the record about to be applied). Returns how many exceptions the engine
+/// refused (each is logged): an unknown control, or an expiry removed
+/// (an exception, once expired, stays expired).
+pub fn sync_exceptions(
+    engine: &mut Engine,
+    list: &[posture_core::exception::Exception],
+    pos: SourcePos,
+    out: &mut Output,
+) -> u64 {
+    let first = out.transitions.len();
+    let mut refused = 0;
+    for e in list {
+        let known = engine
+            .exceptions()
+            .find(|(k, _)| k.id == e.id)
+            .map(|(k, _)| k.expires_at);
+        let result = match known {
+            None => engine.add_exception(e.clone(), out),
+            Some(old) if old == e.expires_at => Ok(()),
+            Some(_) => match e.expires_at {
+                Some(at) => engine.expire_exception(&e.id, at, out),
+                None => Err(format!("exception {}: its expiry cannot be removed", e.id)),
+            },
+        };
+        if let Err(why) = result {
+            refused += 1;
+            tracing::warn!(partition = pos.partition, "exception not applied: {why}");
+        }
+    }
+    for t in &mut out.transitions[first..] {
+        t.source = pos;
+    }
+    refused
 }
 
 /// Errors that stop ingestion.
@@ -352,6 +424,8 @@ struct PartitionState {
     /// Records applied (or skipped as unusable) since the last snapshot.
     since_snapshot: u64,
     last_snapshot: Instant,
+    /// The [`ExceptionSet`] version last applied to the engine (0: none).
+    exceptions_version: u64,
 }
 
 /// Everything but the consumer, so a borrowed message and the state can be
@@ -371,6 +445,7 @@ struct State<S, D, St> {
     /// Kafka append times (ms) of the records whose output is pending: the
     /// freshness of each once it is written.
     pending_ts: Vec<i64>,
+    exceptions: Option<Arc<ExceptionSet>>,
 }
 
 /// The consume-evaluate-flush loop.
@@ -424,6 +499,7 @@ impl<S: Stage, D: Decode> Ingest<S, D, MemoryOnly> {
                 holds_partition_0: Arc::default(),
                 metrics: None,
                 pending_ts: Vec::new(),
+                exceptions: None,
             },
             last_flush: Instant::now(),
         })
@@ -451,6 +527,7 @@ impl<S: Stage, D: Decode> Ingest<S, D, MemoryOnly> {
                 holds_partition_0: st.holds_partition_0,
                 metrics: st.metrics,
                 pending_ts: st.pending_ts,
+                exceptions: st.exceptions,
             },
             last_flush: self.last_flush,
         }
@@ -465,6 +542,16 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         let _ = self.consumer.context().metrics.set(metrics.clone());
         self.st.metrics = Some(metrics);
+        self
+    }
+
+    /// Applies the exceptions of `set` to every partition's engine, and
+    /// later changes of the set (added exceptions, new expiries) without a
+    /// restart: each engine catches up right before its next record, and
+    /// the transitions this causes carry that record's position (so a
+    /// replay after a crash writes nothing twice).
+    pub fn with_exceptions(mut self, set: Arc<ExceptionSet>) -> Self {
+        self.st.exceptions = Some(set);
         self
     }
 
@@ -598,6 +685,7 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
             committed: -1,
             since_snapshot: 0,
             last_snapshot: Instant::now(),
+            exceptions_version: 0,
         };
         if !self.st.store.durable() {
             let engine = Engine::new(self.st.catalog.clone(), self.st.engine_cfg.clone());
@@ -838,6 +926,14 @@ impl<S: Stage, D: Decode, St: StateStore> State<S, D, St> {
                 return Some(Skipped::Undecodable(format!("{}: {}", u.reason, u.detail)));
             }
         };
+        if let Some(set) = &self.exceptions {
+            let (version, list) = set.current();
+            if version != p.exceptions_version {
+                p.exceptions_version = version;
+                let pos = SourcePos { partition, offset };
+                self.stats.exception_errors += sync_exceptions(&mut p.engine, &list, pos, &mut self.out);
+            }
+        }
         let result = p.engine.apply(&ev, SourcePos { partition, offset }, &mut self.out);
         self.stage.absorb(&p.engine, &self.out);
         if let Some(m) = &self.metrics {

@@ -2,7 +2,7 @@
 //! header row, RFC 4180 quoting (the `csv` crate's writer) and CRLF line
 //! ends.
 
-use crate::{DeviceControl, HistoryPoint, WhatIf};
+use crate::{DeviceControl, ExceptionView, HistoryPoint, TaskView, WhatIf};
 use posture_core::report::{Recommendation, Score, ScorePart};
 
 /// The byte-order mark Excel needs to read a CSV file as UTF-8.
@@ -182,6 +182,80 @@ pub fn score(s: &Score) -> String {
             "percent_without_exceptions",
         ],
         rows,
+    )
+}
+
+/// Remediation tasks, one per row.
+pub fn tasks(v: &[TaskView]) -> String {
+    write(
+        &[
+            "id",
+            "control",
+            "title",
+            "group",
+            "due",
+            "priority",
+            "status",
+            "overdue",
+            "created_at",
+            "completed_at",
+            "hours_to_fix",
+            "author",
+            "notes",
+        ],
+        v.iter().map(|t| {
+            vec![
+                t.id.clone(),
+                t.control.clone(),
+                t.title.clone(),
+                t.group.clone().unwrap_or_default(),
+                t.due.clone(),
+                t.priority.clone(),
+                t.status.clone(),
+                t.overdue.to_string(),
+                t.created_at.clone(),
+                t.completed_at.clone().unwrap_or_default(),
+                t.hours_to_fix.map(|h| h.to_string()).unwrap_or_default(),
+                t.author.clone(),
+                t.notes.clone(),
+            ]
+        }),
+    )
+}
+
+/// Exceptions, one per row.
+pub fn exceptions(v: &[ExceptionView]) -> String {
+    write(
+        &[
+            "id",
+            "control",
+            "scope",
+            "scope_value",
+            "justification",
+            "credits",
+            "starts_at",
+            "expires_at",
+            "in_force_now",
+            "author",
+            "note",
+            "created_at",
+        ],
+        v.iter().map(|e| {
+            vec![
+                e.id.clone(),
+                e.control.clone(),
+                e.scope.clone(),
+                e.scope_value.clone(),
+                e.justification.clone(),
+                e.credits.to_string(),
+                e.starts_at.clone(),
+                e.expires_at.clone().unwrap_or_default(),
+                e.in_force_now.to_string(),
+                e.author.clone(),
+                e.note.clone(),
+                e.created_at.clone(),
+            ]
+        }),
     )
 }
 

@@ -10,12 +10,13 @@
 //! The router is meant to be merged into the metrics router, so the API
 //! shares the port of `/metrics` (SPEC section 4).
 
-use crate::{csv_out, Bucket, Change, Filters, Query, QueryError, Scope};
+use crate::{csv_out, Bucket, Change, Filters, NewException, NewTask, Query, QueryError, Scope};
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query as Params, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use posture_core::time::parse_time;
 use posture_core::{Category, Remediation};
@@ -33,6 +34,7 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 /// name = "soc"             # shown in logs, never the token itself
 /// token = "s3cr3t-..."     # the bearer token (at least 16 characters)
 /// tenants = ["t1", "t2"]   # or ["*"] for every tenant
+/// write = true             # may add/expire exceptions and create tasks (default false: read only)
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct Tokens {
@@ -44,6 +46,7 @@ pub struct Tokens {
 struct Grant {
     name: String,
     tenants: Vec<String>,
+    write: bool,
 }
 
 impl Grant {
@@ -65,6 +68,8 @@ struct TokenEntry {
     name: String,
     token: String,
     tenants: Vec<String>,
+    #[serde(default)]
+    write: bool,
 }
 
 impl Tokens {
@@ -84,6 +89,7 @@ impl Tokens {
             let grant = Grant {
                 name: e.name,
                 tenants: e.tenants,
+                write: e.write,
             };
             if by_token.insert(e.token.trim().to_string(), grant).is_some() {
                 return Err(format!("{at}: the same token appears twice"));
@@ -141,6 +147,16 @@ pub fn api_router(state: ApiState) -> Router {
         )
         .route("/api/v1/tenants/{tenant}/devices/{device}", get(device))
         .route("/api/v1/tenants/{tenant}/whatif", get(whatif))
+        .route(
+            "/api/v1/tenants/{tenant}/exceptions",
+            get(exceptions).post(add_exception),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/exceptions/{id}/expire",
+            post(expire_exception),
+        )
+        .route("/api/v1/tenants/{tenant}/tasks", get(tasks).post(create_task))
+        .route("/api/v1/tenants/{tenant}/tasks/report", get(task_report))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state);
     Router::new()
@@ -190,6 +206,15 @@ async fn authorize(
         return error(
             StatusCode::FORBIDDEN,
             format!("token {:?} may not read tenant {tenant:?}", grant.name),
+        );
+    }
+    if req.method() != axum::http::Method::GET && !grant.write {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "token {:?} is read-only (write = true in the tokens file allows changes)",
+                grant.name
+            ),
         );
     }
     next.run(req).await
@@ -429,4 +454,75 @@ async fn whatif(
         Format::Json => Json(answers).into_response(),
         Format::Csv => csv_response(csv_out::whatif(&answers), "whatif"),
     })
+}
+
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, QueryError> {
+    b.map(|Json(v)| v)
+        .map_err(|e| QueryError::BadRequest(format!("the request body: {}", e.body_text())))
+}
+
+async fn exceptions(
+    State(s): State<ApiState>,
+    Path(tenant): Path<String>,
+    Params(p): Params<Common>,
+    headers: HeaderMap,
+) -> Answer {
+    let f = format(&p, &headers)?;
+    let v = s.query.exceptions(&tenant).await?;
+    Ok(match f {
+        Format::Json => Json(v).into_response(),
+        Format::Csv => csv_response(csv_out::exceptions(&v), "exceptions"),
+    })
+}
+
+async fn add_exception(
+    State(s): State<ApiState>,
+    Path(tenant): Path<String>,
+    b: Result<Json<NewException>, JsonRejection>,
+) -> Answer {
+    let e = s.query.add_exception(&tenant, body(b)?).await?;
+    Ok((StatusCode::CREATED, Json(e)).into_response())
+}
+
+/// The body of `POST .../exceptions/{id}/expire`: when (default now).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Expire {
+    at: Option<String>,
+}
+
+async fn expire_exception(
+    State(s): State<ApiState>,
+    Path((tenant, id)): Path<(String, String)>,
+    b: Option<Json<Expire>>,
+) -> Answer {
+    let at = Common::time("at", &b.unwrap_or_default().0.at)?;
+    Ok(Json(s.query.expire_exception(&tenant, &id, at).await?).into_response())
+}
+
+async fn tasks(
+    State(s): State<ApiState>,
+    Path(tenant): Path<String>,
+    Params(p): Params<Common>,
+    headers: HeaderMap,
+) -> Answer {
+    let f = format(&p, &headers)?;
+    let v = s.query.tasks(&tenant).await?;
+    Ok(match f {
+        Format::Json => Json(v).into_response(),
+        Format::Csv => csv_response(csv_out::tasks(&v), "tasks"),
+    })
+}
+
+async fn create_task(
+    State(s): State<ApiState>,
+    Path(tenant): Path<String>,
+    b: Result<Json<NewTask>, JsonRejection>,
+) -> Answer {
+    let t = s.query.create_task(&tenant, body(b)?).await?;
+    Ok((StatusCode::CREATED, Json(t)).into_response())
+}
+
+async fn task_report(State(s): State<ApiState>, Path(tenant): Path<String>) -> Answer {
+    Ok(Json(s.query.task_report(&tenant).await?).into_response())
 }

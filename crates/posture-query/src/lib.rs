@@ -22,7 +22,12 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 pub mod csv_out;
+pub mod exceptions;
 pub mod http;
+pub mod tasks;
+
+pub use exceptions::{ExceptionView, NewException};
+pub use tasks::{NewTask, TaskReport, TaskView};
 
 /// What went wrong answering a query.
 #[derive(Debug, thiserror::Error)]
@@ -596,6 +601,14 @@ impl Query {
             after,
         })
     }
+}
+
+/// Wall-clock milliseconds since the epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn round2(x: f64) -> f64 {

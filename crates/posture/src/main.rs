@@ -135,6 +135,25 @@ enum Command {
     ///   posture whatif --baselines deploy/baselines --tenant t1 --control win-fw-domain
     ///   posture whatif --baselines deploy/baselines --tenant t1 --control win-fw-domain --group finance --exception risk_accepted
     Whatif(query::WhatIfArgs),
+    /// Exceptions (control x device, group, tag or tenant), stored in
+    /// ClickHouse and applied by running pipelines without a restart.
+    ///
+    /// Example:
+    ///   posture exceptions add --baselines deploy/baselines --tenant t1 --control win-fw-domain \
+    ///       --scope group --scope-value servers --justification third_party_control --author alice
+    ///   posture exceptions list --baselines deploy/baselines --tenant t1
+    ///   posture exceptions expire --baselines deploy/baselines --tenant t1 exc-1
+    #[command(subcommand)]
+    Exceptions(query::ExceptionsCmd),
+    /// Remediation tasks: create, list (CSV export), report. A task
+    /// completes by itself once no device of its scope fails its control.
+    ///
+    /// Example:
+    ///   posture tasks create --baselines deploy/baselines --tenant t1 --control win-fw-domain --due 2026-12-01T00:00:00Z
+    ///   posture tasks list --baselines deploy/baselines --tenant t1 --format csv > tasks.csv
+    ///   posture tasks report --baselines deploy/baselines --tenant t1
+    #[command(subcommand)]
+    Tasks(query::TasksCmd),
 }
 
 #[derive(Subcommand)]
@@ -176,6 +195,8 @@ fn main() -> ExitCode {
         Command::History(args) => query::history(args),
         Command::Devices(args) => query::devices(args),
         Command::Whatif(args) => query::whatif(args),
+        Command::Exceptions(cmd) => query::exceptions(cmd),
+        Command::Tasks(cmd) => query::tasks(cmd),
     };
     match result {
         Ok(code) => code,

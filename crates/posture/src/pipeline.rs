@@ -272,6 +272,19 @@ pub struct RunArgs {
     /// this much input.
     #[arg(long, env = "POSTURE_SNAPSHOT_SECS", default_value_t = 30)]
     snapshot_secs: u64,
+    /// How often to read the exceptions from ClickHouse (seconds); a change
+    /// reaches each partition's engine before its next record.
+    #[arg(
+        long,
+        env = "POSTURE_EXCEPTIONS_POLL_SECS",
+        default_value_t = 10,
+        value_name = "SECS"
+    )]
+    exceptions_poll_secs: u64,
+    /// How often the instance holding partition 0 confirms remediation
+    /// tasks (marks completed those whose scope no longer fails).
+    #[arg(long, env = "POSTURE_TASKS_CONFIRM_SECS", default_value_t = 60, value_name = "SECS")]
+    tasks_confirm_secs: u64,
     /// ... or after this many records of the partition.
     #[arg(long, env = "POSTURE_SNAPSHOT_RECORDS", default_value_t = 1_000_000)]
     snapshot_records: u64,
@@ -456,7 +469,21 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             }
         };
         let decoder = AvroDecoder::new(args.schema_ids.clone(), registry);
-        let ingest = Ingest::new(cfg, catalog, engine_cfg, stage, decoder)?.with_metrics(metrics.clone());
+        // Exceptions come from ClickHouse (posture exceptions add|expire, or the API); they are
+        // read before the first record, so every engine starts with them, then polled.
+        let query = posture_query::Query::new(args.ch.client()?.with_database(&args.ch.database), catalog.clone());
+        let exceptions = posture_ingest::ExceptionSet::new();
+        while let Err(e) = load_exceptions(&query, &exceptions).await {
+            tracing::warn!("cannot read the exceptions yet (retrying in 2 s): {e}");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        let poll = Duration::from_secs(args.exceptions_poll_secs.max(1));
+        tokio::spawn(poll_exceptions(query.clone(), exceptions.clone(), poll));
+        let ingest = Ingest::new(cfg, catalog, engine_cfg, stage, decoder)?
+            .with_metrics(metrics.clone())
+            .with_exceptions(exceptions);
+        let every = Duration::from_secs(args.tasks_confirm_secs.max(1));
+        tokio::spawn(confirm_tasks(query, ingest.holds_partition_0(), every));
         ready.set_ready();
         let result = if durable {
             run_ingest(ingest.with_state_store(store), &args, &brokers, &security, &metrics).await
@@ -624,4 +651,45 @@ fn api_router(args: &RunArgs, catalog: Arc<posture_core::Catalog>) -> Result<(ax
         tokens: Arc::new(tokens),
     };
     Ok((posture_query::http::api_router(state), args.api_tokens_file.is_some()))
+}
+
+/// Reads every exception from ClickHouse into `set`; logs the rows that are
+/// not valid exceptions (they are skipped) and a changed set.
+async fn load_exceptions(query: &posture_query::Query, set: &posture_ingest::ExceptionSet) -> Result<()> {
+    let (list, bad) = query.engine_exceptions().await?;
+    for why in bad {
+        tracing::warn!("skipped: {why}");
+    }
+    let n = list.len();
+    if set.replace(list) {
+        tracing::info!("exceptions: {n} configured; applied to each partition before its next record");
+    }
+    Ok(())
+}
+
+async fn poll_exceptions(query: posture_query::Query, set: Arc<posture_ingest::ExceptionSet>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = load_exceptions(&query, &set).await {
+            tracing::warn!("reading the exceptions failed (retried in {} s): {e}", every.as_secs());
+        }
+    }
+}
+
+/// System confirmation of remediation tasks, by the instance holding partition 0.
+async fn confirm_tasks(query: posture_query::Query, leader: Arc<std::sync::atomic::AtomicBool>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if !leader.load(std::sync::atomic::Ordering::Relaxed) {
+            continue;
+        }
+        match query.confirm_tasks("").await {
+            Ok(done) => {
+                for t in done {
+                    tracing::info!(tenant = %t.tenant, task = %t.id, control = %t.control, "task completed: no device of its scope fails any more");
+                }
+            }
+            Err(e) => tracing::warn!("confirming tasks failed (retried in {} s): {e}", every.as_secs()),
+        }
+    }
 }

@@ -343,3 +343,222 @@ pub fn whatif(a: WhatIfArgs) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `posture exceptions`.
+#[derive(clap::Subcommand)]
+pub enum ExceptionsCmd {
+    /// Every exception of the tenant (latest version of each).
+    List(Common),
+    /// Adds an exception; running pipelines apply it within
+    /// --exceptions-poll-secs, before each partition's next record.
+    Add(AddException),
+    /// Ends an exception at an event-time instant (default now).
+    Expire {
+        #[command(flatten)]
+        c: Common,
+        /// The exception's id.
+        id: String,
+        /// When it ends (RFC 3339 or epoch ms); default now.
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        at: Option<i64>,
+    },
+}
+
+/// `posture exceptions add`.
+#[derive(clap::Args)]
+pub struct AddException {
+    #[command(flatten)]
+    c: Common,
+    /// The control excepted.
+    #[arg(long)]
+    control: String,
+    /// What it covers: tenant, device, group or tag.
+    #[arg(long, value_parser = ["tenant", "device", "group", "tag"])]
+    scope: String,
+    /// The device id, group or tag (not for --scope tenant).
+    #[arg(long, default_value = "")]
+    scope_value: String,
+    /// third_party_control or alternate_mitigation (credit the control),
+    /// risk_accepted or planned_remediation (hide the device from recommendations).
+    #[arg(long)]
+    justification: String,
+    /// Start (event time, RFC 3339 or epoch ms); default now.
+    #[arg(long, value_name = "TIME")]
+    starts_at: Option<String>,
+    /// Expiry; default never.
+    #[arg(long, value_name = "TIME")]
+    expires_at: Option<String>,
+    /// Who decided it.
+    #[arg(long, env = "USER")]
+    author: String,
+    #[arg(long, default_value = "")]
+    note: String,
+    /// An id of your own (default: generated).
+    #[arg(long)]
+    id: Option<String>,
+}
+
+/// `posture exceptions`.
+pub fn exceptions(cmd: ExceptionsCmd) -> Result<ExitCode> {
+    let (c, list) = match cmd {
+        ExceptionsCmd::List(c) => {
+            let q = c.query()?;
+            let v = c.block_on(q.exceptions(&c.tenant))?;
+            (c, v)
+        }
+        ExceptionsCmd::Add(a) => {
+            let q = a.c.query()?;
+            let new = posture_query::NewException {
+                id: a.id,
+                control: a.control,
+                scope: a.scope,
+                scope_value: a.scope_value,
+                justification: a.justification,
+                starts_at: a.starts_at,
+                expires_at: a.expires_at,
+                author: a.author,
+                note: a.note,
+            };
+            let e = a.c.block_on(q.add_exception(&a.c.tenant, new))?;
+            (a.c, vec![e])
+        }
+        ExceptionsCmd::Expire { c, id, at } => {
+            let q = c.query()?;
+            let e = c.block_on(q.expire_exception(&c.tenant, &id, at))?;
+            (c, vec![e])
+        }
+    };
+    match c.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&list)?),
+        Format::Csv => print!("{}", csv_out::exceptions(&list)),
+        Format::Table => {
+            println!("{} exception(s) of tenant {}", list.len(), c.tenant);
+            for e in &list {
+                let scope = if e.scope == "tenant" {
+                    "whole tenant".to_string()
+                } else {
+                    format!("{} {}", e.scope, e.scope_value)
+                };
+                println!(
+                    "  {:<24} {:<28} {:<22} {:<20} {} .. {}{}",
+                    e.id,
+                    e.control,
+                    scope,
+                    e.justification,
+                    e.starts_at,
+                    e.expires_at.as_deref().unwrap_or("never"),
+                    if e.in_force_now { "  (in force)" } else { "" }
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `posture tasks`.
+#[derive(clap::Subcommand)]
+pub enum TasksCmd {
+    /// Every task of the tenant; open ones whose scope no longer fails are
+    /// completed first (system confirmation). --format csv exports them.
+    List(Common),
+    /// Creates a remediation task.
+    Create(CreateTask),
+    /// Time from creation to verified fix, and the overdue tasks.
+    Report(Common),
+}
+
+/// `posture tasks create`.
+#[derive(clap::Args)]
+pub struct CreateTask {
+    #[command(flatten)]
+    c: Common,
+    /// The control to fix.
+    #[arg(long)]
+    control: String,
+    /// One device group (default: the whole tenant).
+    #[arg(long)]
+    group: Option<String>,
+    /// Due date (RFC 3339 or epoch ms).
+    #[arg(long, value_name = "TIME")]
+    due: String,
+    /// low, medium, high or critical.
+    #[arg(long, default_value = "medium")]
+    priority: String,
+    #[arg(long, default_value = "")]
+    notes: String,
+    /// Who asks for it.
+    #[arg(long, env = "USER")]
+    author: String,
+    /// An id of your own (default: generated).
+    #[arg(long)]
+    id: Option<String>,
+}
+
+/// `posture tasks`.
+pub fn tasks(cmd: TasksCmd) -> Result<ExitCode> {
+    let print = |c: &Common, v: &[posture_query::TaskView]| -> Result<()> {
+        match c.format {
+            Format::Json => println!("{}", serde_json::to_string_pretty(v)?),
+            Format::Csv => print!("{}", csv_out::tasks(v)),
+            Format::Table => {
+                println!("{} task(s) of tenant {}", v.len(), c.tenant);
+                for t in v {
+                    println!(
+                        "  {:<24} {:<28} {:<10} {:<9} due {}{}{}",
+                        t.id,
+                        t.control,
+                        t.group.as_deref().unwrap_or("(tenant)"),
+                        t.status,
+                        t.due,
+                        t.hours_to_fix.map(|h| format!(", fixed in {h} h")).unwrap_or_default(),
+                        if t.overdue { "  OVERDUE" } else { "" }
+                    );
+                }
+            }
+        }
+        Ok(())
+    };
+    match cmd {
+        TasksCmd::List(c) => {
+            let q = c.query()?;
+            let v = c.block_on(q.tasks(&c.tenant))?;
+            print(&c, &v)?;
+        }
+        TasksCmd::Create(a) => {
+            let q = a.c.query()?;
+            let new = posture_query::NewTask {
+                id: a.id,
+                control: a.control,
+                group: a.group,
+                due: a.due,
+                priority: Some(a.priority),
+                notes: a.notes,
+                author: a.author,
+            };
+            let t = a.c.block_on(q.create_task(&a.c.tenant, new))?;
+            print(&a.c, &[t])?;
+        }
+        TasksCmd::Report(c) => {
+            let q = c.query()?;
+            let r = c.block_on(q.task_report(&c.tenant))?;
+            match c.format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+                Format::Csv => print!("{}", csv_out::tasks(&r.overdue_tasks)),
+                Format::Table => {
+                    let h = |x: Option<f64>| x.map_or("-".to_string(), |h| format!("{h} h"));
+                    println!(
+                        "tenant {}: {} open, {} completed, {} overdue; time to verified fix: mean {}, longest {}",
+                        r.tenant,
+                        r.open,
+                        r.completed,
+                        r.overdue,
+                        h(r.mean_hours_to_fix),
+                        h(r.max_hours_to_fix)
+                    );
+                    print(&c, &r.overdue_tasks)?;
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

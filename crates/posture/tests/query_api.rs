@@ -174,7 +174,13 @@ impl Api {
 
     /// Validates `v` against the response schema of `route` and `status`.
     fn validate(&self, route: &str, status: &str, v: &Value) {
-        let schema = &self.openapi["paths"][route]["get"]["responses"][status]["content"]["application/json"]["schema"];
+        self.validate_op(route, "get", status, v)
+    }
+
+    /// The same for one method of the route.
+    fn validate_op(&self, route: &str, method: &str, status: &str, v: &Value) {
+        let schema =
+            &self.openapi["paths"][route][method]["responses"][status]["content"]["application/json"]["schema"];
         assert!(
             schema.is_object(),
             "the OpenAPI document has no {status} schema for {route}"
@@ -263,7 +269,7 @@ async fn every_route_and_subcommand_gives_the_hand_checked_figures() {
         format!(
             "[[token]]\nname = \"t1\"\ntoken = \"{TOKEN_T1}\"\ntenants = [\"t1\"]\n\n\
              [[token]]\nname = \"t2\"\ntoken = \"{TOKEN_T2}\"\ntenants = [\"t2\"]\n\n\
-             [[token]]\nname = \"admin\"\ntoken = \"{TOKEN_ALL}\"\ntenants = [\"*\"]\n"
+             [[token]]\nname = \"admin\"\ntoken = \"{TOKEN_ALL}\"\ntenants = [\"*\"]\nwrite = true\n"
         ),
     )
     .unwrap();
@@ -300,6 +306,7 @@ async fn every_route_and_subcommand_gives_the_hand_checked_figures() {
         ])
         .args(["--batch-ms", "200", "--http-addr", &format!("127.0.0.1:{port}")])
         .args(["--api-tokens-file", tokens.to_str().unwrap()])
+        .args(["--exceptions-poll-secs", "1", "--tasks-confirm-secs", "1"])
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(log)
@@ -726,5 +733,321 @@ async fn every_route_and_subcommand_gives_the_hand_checked_figures() {
     let rows = parse_csv(&r.text().await.unwrap());
     assert_eq!((&rows[1][0], &rows[1][6]), ("t1", "52.5"));
 
+    exceptions_and_tasks(&api, &env, &topic, &dir).await;
     stop(child);
+}
+
+/// POST JSON; the answer (any status) is validated against the OpenAPI document.
+async fn post(api: &Api, path: &str, token: &str, body: Value) -> (u16, Value) {
+    let r = api
+        .http
+        .post(format!("{}{path}", api.base))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    let route = if path.ends_with("/expire") {
+        "/api/v1/tenants/{tenant}/exceptions/{id}/expire"
+    } else if path.ends_with("/exceptions") {
+        "/api/v1/tenants/{tenant}/exceptions"
+    } else {
+        "/api/v1/tenants/{tenant}/tasks"
+    };
+    api.validate_op(route, "post", &status.to_string(), &v);
+    (status, v)
+}
+
+/// Exceptions and tasks through the API and the CLI, applied by the running pipeline, then
+/// driven by new events:
+///
+/// - e1: pw on device d2, third_party_control (credit), from T0+4h: d2's pw counts as PASS.
+/// - e2: bl on group red, risk_accepted, from T0+4h, expired at T0+6h: bl hidden from
+///   recommendations in between, the score unchanged.
+/// - events: at T0+5h d3 fixes pw and av; at T0+7h d1 reports again (moves the clock past T0+6h).
+///
+/// Scores (with / without exceptions): T0+4h-1: 60 / 60; T0+4h: fw 22.5 + pw 3/4 15 + av 7.5 +
+/// bl 20 = 65 / pw 2/4 10 -> 60; T0+5h: pw 4/4 20, av 4/4 10 -> 72.5 / pw 3/4 15 -> 67.5.
+async fn exceptions_and_tasks(api: &Api, env: &[(&str, &str)], topic: &str, dir: &std::path::Path) {
+    let (t4, t5, t6, t7) = (T0 + 4 * H, T0 + 5 * H, T0 + 6 * H, T0 + 7 * H);
+    let route = "/api/v1/tenants/{tenant}/exceptions";
+    let e1 = json!({"id": "e1", "control": "pw", "scope": "device", "scope_value": "d2",
+        "justification": "third_party_control", "starts_at": t4.to_string(), "author": "alice",
+        "note": "a vault rotates it, \"daily\""});
+    // A read-only token may not add; a bad one is 400; the writer gets 201.
+    assert_eq!(
+        post(api, "/api/v1/tenants/t1/exceptions", TOKEN_T1, e1.clone()).await.0,
+        403
+    );
+    let (status, bad) = post(
+        api,
+        "/api/v1/tenants/t1/exceptions",
+        TOKEN_ALL,
+        json!({"control": "nope", "scope": "tenant", "justification": "risk_accepted", "author": "a"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{bad}");
+    assert!(bad["error"].as_str().unwrap().contains("not in the baselines"), "{bad}");
+    let (status, created) = post(api, "/api/v1/tenants/t1/exceptions", TOKEN_ALL, e1).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        (created["id"].as_str(), created["credits"].as_bool()),
+        (Some("e1"), Some(true))
+    );
+    let (status, dup) = post(
+        api,
+        "/api/v1/tenants/t1/exceptions",
+        TOKEN_ALL,
+        json!({"id": "e1", "control": "pw", "scope": "tenant", "justification": "risk_accepted", "author": "a"}),
+    )
+    .await;
+    assert_eq!(status, 400, "a used id: {dup}");
+    let out = posture(
+        &[
+            "exceptions",
+            "add",
+            "--tenant",
+            "t1",
+            "--id",
+            "e2",
+            "--control",
+            "bl",
+            "--scope",
+            "group",
+            "--scope-value",
+            "red",
+            "--justification",
+            "risk_accepted",
+            "--starts-at",
+            &t4.to_string(),
+            "--author",
+            "bob",
+            "--format",
+            "json",
+        ],
+        env,
+    );
+    let e2: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(e2[0]["expires_at"], Value::Null);
+    let (status, expired) = post(
+        api,
+        "/api/v1/tenants/t1/exceptions/e2/expire",
+        TOKEN_ALL,
+        json!({"at": t6.to_string()}),
+    )
+    .await;
+    assert_eq!(status, 200, "{expired}");
+    assert_eq!(expired["expires_at"], "2026-11-01T06:00:00Z");
+    let list = api.json(route, "/api/v1/tenants/t1/exceptions").await;
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(list[0]["note"], "a vault rotates it, \"daily\"");
+    let rows = api.csv("/api/v1/tenants/t1/exceptions?format=csv").await;
+    assert_eq!((&rows[1][0], &rows[1][10]), ("e1", "a vault rotates it, \"daily\""));
+    assert_eq!(&rows[2][7], "2026-11-01T06:00:00Z");
+    let cli = parse_csv(&posture(
+        &["exceptions", "list", "--tenant", "t1", "--format", "csv"],
+        env,
+    ));
+    assert_eq!(cli.len(), 3);
+
+    // Tasks: pw tenant-wide, already overdue (d2 keeps failing pw without exceptions); av on
+    // group blue, due tomorrow (d3 fixes av at T0+5h: completed by the system).
+    let route = "/api/v1/tenants/{tenant}/tasks";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let (status, k1) = post(api, "/api/v1/tenants/t1/tasks", TOKEN_ALL, json!({"id": "k1", "control": "pw", "due": (now - H).to_string(), "priority": "high", "author": "carol", "notes": "all of them"})).await;
+    assert_eq!(status, 201, "{k1}");
+    assert_eq!(
+        (k1["status"].as_str(), k1["overdue"].as_bool()),
+        (Some("open"), Some(true))
+    );
+    let k2: Value = serde_json::from_str(&posture(
+        &[
+            "tasks",
+            "create",
+            "--tenant",
+            "t1",
+            "--id",
+            "k2",
+            "--control",
+            "av",
+            "--group",
+            "blue",
+            "--due",
+            &(now + 24 * H).to_string(),
+            "--author",
+            "dave",
+            "--format",
+            "json",
+        ],
+        env,
+    ))
+    .unwrap();
+    assert_eq!(k2[0]["status"], "open");
+    let (status, _) = post(
+        api,
+        "/api/v1/tenants/t1/tasks",
+        TOKEN_ALL,
+        json!({"control": "pw", "due": "soon", "author": "x"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // Let the pipeline poll the exceptions (every second), then stream the new events.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    use V::*;
+    let more = vec![
+        ev(
+            "t1",
+            "d3",
+            2,
+            t5,
+            "macos",
+            "blue",
+            &[("pw_len", Long(15)), ("av", Long(5))],
+        ),
+        ev("t1", "d1", 2, t7, "windows", "red", &[("fw", Bool(true))]),
+    ];
+    posture_tests::produce_events(topic, &more).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = api
+            .get(&format!("/api/v1/tenants/t1/score?at={t7}"), Some(TOKEN_T1))
+            .await;
+        if num(&r.json::<Value>().await.unwrap()["percent"]) == 72.5 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new events never showed; see {}",
+            dir.join("run.log").display()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let score = |at: i64| async move {
+        let s = api
+            .json(
+                "/api/v1/tenants/{tenant}/score",
+                &format!("/api/v1/tenants/t1/score?at={at}"),
+            )
+            .await;
+        (num(&s["percent"]), num(&s["without_exceptions"]["percent"]))
+    };
+    assert_eq!(score(t4 - 1).await, (60.0, 60.0), "before e1 starts");
+    assert_eq!(score(t4).await, (65.0, 60.0), "e1 credits d2's pw from exactly T0+4h");
+    assert_eq!(score(t5).await, (72.5, 67.5));
+    assert_eq!(score(t7).await, (72.5, 67.5));
+    let h = api
+        .json(
+            "/api/v1/tenants/{tenant}/history",
+            &format!("/api/v1/tenants/t1/history?from={T0}&to={}&bucket=hour", t7),
+        )
+        .await;
+    let got: Vec<(f64, f64)> = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (num(&p["percent"]), num(&p["without_exceptions"]["percent"])))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (52.5, 52.5),
+            (52.5, 52.5),
+            (60.0, 60.0),
+            (60.0, 60.0),
+            (65.0, 60.0),
+            (72.5, 67.5),
+            (72.5, 67.5),
+            (72.5, 67.5)
+        ]
+    );
+    // e2 hides bl (d2 in group red) from recommendations while in force, not after.
+    let recs = |at: i64| async move {
+        let r = api
+            .json(
+                "/api/v1/tenants/{tenant}/recommendations",
+                &format!("/api/v1/tenants/t1/recommendations?at={at}"),
+            )
+            .await;
+        r.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| {
+                (
+                    x["control"].as_str().unwrap().to_string(),
+                    x["excepted_devices"].as_i64().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        recs(t5).await,
+        [("fw".to_string(), 0)],
+        "bl hidden by e2, pw credited by e1"
+    );
+    assert_eq!(
+        recs(t7).await,
+        [("bl".to_string(), 0), ("fw".to_string(), 0)],
+        "e2 expired at T0+6h"
+    );
+    let d2 = api
+        .json(
+            "/api/v1/tenants/{tenant}/devices/{device}",
+            "/api/v1/tenants/t1/devices/d2",
+        )
+        .await;
+    let pw = d2["controls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["control"] == "pw")
+        .unwrap();
+    assert_eq!(
+        (pw["state"].as_str(), pw["raw_state"].as_str(), pw["exception"].as_str()),
+        (Some("EXCEPTED"), Some("FAIL"), Some("CREDIT"))
+    );
+
+    // Tasks: k2 completed by the system (no device of blue fails av), k1 open and overdue.
+    let tasks = api.json(route, "/api/v1/tenants/t1/tasks").await;
+    let st: Vec<(&str, &str, bool)> = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["id"].as_str().unwrap(),
+                t["status"].as_str().unwrap(),
+                t["overdue"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(st, [("k1", "open", true), ("k2", "completed", false)]);
+    assert!(tasks[1]["hours_to_fix"].as_f64().is_some());
+    let report = api
+        .json(
+            "/api/v1/tenants/{tenant}/tasks/report",
+            "/api/v1/tenants/t1/tasks/report",
+        )
+        .await;
+    assert_eq!(
+        (
+            report["open"].as_u64(),
+            report["completed"].as_u64(),
+            report["overdue"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1))
+    );
+    assert_eq!(report["overdue_tasks"][0]["id"], "k1");
+    let rows = api.csv("/api/v1/tenants/t1/tasks?format=csv").await;
+    assert_eq!((&rows[1][0], &rows[1][6], &rows[1][12]), ("k1", "open", "all of them"));
+    assert_eq!((&rows[2][0], &rows[2][6]), ("k2", "completed"));
+    let cli = parse_csv(&posture(&["tasks", "list", "--tenant", "t1", "--format", "csv"], env));
+    assert_eq!(cli, rows, "posture tasks list = GET /tasks");
+    let cli = posture(&["tasks", "report", "--tenant", "t1"], env);
+    assert!(cli.contains("1 open, 1 completed, 1 overdue"), "{cli}");
 }

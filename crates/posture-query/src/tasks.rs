@@ -1,0 +1,246 @@
+//! Remediation tasks, stored in ClickHouse's `tasks` table (one row per
+//! version; the latest wins).
+//!
+//! A task asks for one control to be fixed on a scope (a tenant, or one
+//! group of it) by a due date. The system confirms it: once no device of
+//! the scope fails the control (its FAIL count without exceptions is 0),
+//! [`Query::confirm_tasks`] marks it completed, with the event time of the
+//! transition that fixed the last failing device. `posture run` confirms
+//! every minute (the instance holding partition 0), and every listing
+//! confirms first.
+
+use crate::{now_ms, Query, QueryError};
+use posture_core::time::format_time;
+use serde::{Deserialize, Serialize};
+
+#[derive(clickhouse::Row, Serialize, Deserialize, Clone, Debug)]
+pub(crate) struct TaskRow {
+    tenant: String,
+    id: String,
+    control: String,
+    scope_group: String,
+    due_ms: i64,
+    priority: String,
+    notes: String,
+    author: String,
+    created_at_ms: i64,
+    status: String,
+    completed_at_ms: Option<i64>,
+    version: u64,
+}
+
+#[derive(clickhouse::Row, Deserialize)]
+struct FailingRow {
+    fail_wo: i64,
+    #[allow(dead_code)]
+    fail_w: i64,
+    #[allow(dead_code)]
+    pass_wo: i64,
+    last_change_ms: i64,
+}
+
+/// A new task, as the CLI and `POST /api/v1/tenants/{tenant}/tasks` take it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTask {
+    #[serde(default)]
+    pub id: Option<String>,
+    pub control: String,
+    /// One device group; default the whole tenant.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Due date (RFC 3339 or epoch ms).
+    pub due: String,
+    /// low, medium, high or critical; default medium.
+    #[serde(default)]
+    pub priority: Option<String>,
+    #[serde(default)]
+    pub notes: String,
+    pub author: String,
+}
+
+/// A task as listed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskView {
+    pub tenant: String,
+    pub id: String,
+    pub control: String,
+    pub title: String,
+    pub group: Option<String>,
+    pub due: String,
+    pub priority: String,
+    pub notes: String,
+    pub author: String,
+    pub created_at: String,
+    /// open or completed.
+    pub status: String,
+    /// When the scope's last failing device was fixed (event time).
+    pub completed_at: Option<String>,
+    /// Hours from creation to the verified fix (completed tasks).
+    pub hours_to_fix: Option<f64>,
+    /// Open and past its due date.
+    pub overdue: bool,
+}
+
+/// The tasks report: how fast fixes are verified, and what is overdue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskReport {
+    pub tenant: String,
+    pub open: usize,
+    pub completed: usize,
+    pub overdue: usize,
+    /// Mean and longest hours from creation to verified fix, over completed tasks.
+    pub mean_hours_to_fix: Option<f64>,
+    pub max_hours_to_fix: Option<f64>,
+    pub overdue_tasks: Vec<TaskView>,
+}
+
+const PRIORITIES: [&str; 4] = ["low", "medium", "high", "critical"];
+
+impl Query {
+    async fn task_rows(&self, tenant: &str) -> Result<Vec<TaskRow>, QueryError> {
+        self.rows("tasks_current", &[("tenant", tenant.into())]).await
+    }
+
+    async fn insert_task(&self, row: &TaskRow) -> Result<(), QueryError> {
+        let err = |e: clickhouse::error::Error| QueryError::ClickHouse {
+            query: "INSERT INTO tasks",
+            detail: e.to_string(),
+        };
+        let mut insert = self.client.insert::<TaskRow>("tasks").await.map_err(err)?;
+        insert.write(row).await.map_err(err)?;
+        insert.end().await.map_err(err)
+    }
+
+    fn task_view(&self, r: &TaskRow, now: i64) -> TaskView {
+        let title = self
+            .catalog
+            .control_idx(&r.control)
+            .map(|c| self.catalog.controls[c as usize].title.clone())
+            .unwrap_or_default();
+        TaskView {
+            tenant: r.tenant.clone(),
+            id: r.id.clone(),
+            control: r.control.clone(),
+            title,
+            group: (!r.scope_group.is_empty()).then(|| r.scope_group.clone()),
+            due: format_time(r.due_ms),
+            priority: r.priority.clone(),
+            notes: r.notes.clone(),
+            author: r.author.clone(),
+            created_at: format_time(r.created_at_ms),
+            status: r.status.clone(),
+            completed_at: r.completed_at_ms.map(format_time),
+            hours_to_fix: r
+                .completed_at_ms
+                .map(|c| ((c - r.created_at_ms).max(0) as f64 / 3_600_000.0 * 100.0).round() / 100.0),
+            overdue: r.status == "open" && now > r.due_ms,
+        }
+    }
+
+    /// Creates a task after checking it: a known control, a due date, a
+    /// priority, an author, an unused id.
+    pub async fn create_task(&self, tenant: &str, new: NewTask) -> Result<TaskView, QueryError> {
+        let bad = |m: String| Err(QueryError::BadRequest(m));
+        if tenant.is_empty() {
+            return bad("the tenant is empty".into());
+        }
+        if self.catalog.control_idx(&new.control).is_none() {
+            return bad(format!("control {:?} is not in the baselines", new.control));
+        }
+        let due = posture_core::time::parse_time(&new.due).map_err(|e| QueryError::BadRequest(format!("due: {e}")))?;
+        let priority = new.priority.unwrap_or_else(|| "medium".into());
+        if !PRIORITIES.contains(&priority.as_str()) {
+            return bad(format!("priority {priority:?}: expected low, medium, high or critical"));
+        }
+        if new.author.trim().is_empty() {
+            return bad("author is required".into());
+        }
+        let now = now_ms();
+        let id = new
+            .id
+            .filter(|i| !i.trim().is_empty())
+            .unwrap_or_else(|| format!("task-{}-{:04x}", now, fastrand::u16(..)));
+        if self.task_rows(tenant).await?.iter().any(|r| r.id == id) {
+            return bad(format!("task {id:?} already exists in tenant {tenant:?}"));
+        }
+        let row = TaskRow {
+            tenant: tenant.to_string(),
+            id,
+            control: new.control,
+            scope_group: new.group.unwrap_or_default(),
+            due_ms: due,
+            priority,
+            notes: new.notes,
+            author: new.author,
+            created_at_ms: now,
+            status: "open".into(),
+            completed_at_ms: None,
+            version: crate::exceptions::next_version(0),
+        };
+        self.insert_task(&row).await?;
+        Ok(self.task_view(&row, now))
+    }
+
+    /// System confirmation: every open task (of `tenant`, or of every
+    /// tenant when empty) whose scope has no device failing its control any
+    /// more becomes completed. Returns the tasks completed by this call.
+    pub async fn confirm_tasks(&self, tenant: &str) -> Result<Vec<TaskView>, QueryError> {
+        let now = now_ms();
+        let mut done = Vec::new();
+        for mut r in self.task_rows(tenant).await? {
+            if r.status != "open" {
+                continue;
+            }
+            let f: Vec<FailingRow> = self
+                .rows(
+                    "control_failing",
+                    &[
+                        ("tenant", r.tenant.as_str().into()),
+                        ("group", r.scope_group.as_str().into()),
+                        ("control", r.control.as_str().into()),
+                    ],
+                )
+                .await?;
+            let Some(f) = f.first() else { continue };
+            if f.fail_wo > 0 {
+                continue;
+            }
+            r.status = "completed".into();
+            r.completed_at_ms = Some(f.last_change_ms.max(r.created_at_ms));
+            r.version = crate::exceptions::next_version(r.version);
+            self.insert_task(&r).await?;
+            done.push(self.task_view(&r, now));
+        }
+        Ok(done)
+    }
+
+    /// The tasks of `tenant`, after confirming the open ones.
+    pub async fn tasks(&self, tenant: &str) -> Result<Vec<TaskView>, QueryError> {
+        self.confirm_tasks(tenant).await?;
+        let now = now_ms();
+        Ok(self
+            .task_rows(tenant)
+            .await?
+            .iter()
+            .map(|r| self.task_view(r, now))
+            .collect())
+    }
+
+    /// Time from creation to verified fix, and the overdue tasks.
+    pub async fn task_report(&self, tenant: &str) -> Result<TaskReport, QueryError> {
+        let tasks = self.tasks(tenant).await?;
+        let fixes: Vec<f64> = tasks.iter().filter_map(|t| t.hours_to_fix).collect();
+        let overdue_tasks: Vec<TaskView> = tasks.iter().filter(|t| t.overdue).cloned().collect();
+        Ok(TaskReport {
+            tenant: tenant.to_string(),
+            open: tasks.iter().filter(|t| t.status == "open").count(),
+            completed: tasks.iter().filter(|t| t.status == "completed").count(),
+            overdue: overdue_tasks.len(),
+            mean_hours_to_fix: (!fixes.is_empty())
+                .then(|| (fixes.iter().sum::<f64>() / fixes.len() as f64 * 100.0).round() / 100.0),
+            max_hours_to_fix: fixes.iter().copied().reduce(f64::max),
+            overdue_tasks,
+        })
+    }
+}
