@@ -308,3 +308,19 @@ FROM score_deltas
 WHERE tenant = {tenant:String}
     AND group = {group:String}
     AND control = {control:String};
+
+-- name: device_settings_current
+-- One device's settings: per key (key '' is the marker of the latest SNAPSHOT), the latest value
+-- by event sequence, whether it was removed, and that sequence. A key is present when it is not
+-- removed and its sequence is at least the marker's.
+SELECT
+    key,
+    argMax(value, sequence) AS value,
+    argMax(removed, sequence) AS removed,
+    max(sequence) AS seq,
+    argMax(event_time_ms, sequence) AS since_ms
+FROM device_settings
+WHERE tenant = {tenant:String}
+    AND device = {device:String}
+GROUP BY key
+ORDER BY key;

@@ -84,6 +84,10 @@ pub trait Stage {
     type Error: std::fmt::Display;
     /// Converts one engine output into pending rows.
     fn absorb(&mut self, engine: &Engine, out: &Output);
+    /// An event the engine applied (not a stale or invalid one), with its
+    /// position: stages that keep evidence (the settings behind each
+    /// state) take it from here. Called before [`Stage::absorb`] of its output.
+    fn observe(&mut self, _engine: &Engine, _ev: &ConfigChange, _source: SourcePos) {}
     /// An input record that could not be used. Stages that keep dead
     /// letters write it with the next flush (before its offset is
     /// committed); the others ignore it (the ingest loop still counts it and
@@ -111,6 +115,10 @@ impl<A: Stage, B: Stage> Stage for (A, B) {
     fn absorb(&mut self, engine: &Engine, out: &Output) {
         self.0.absorb(engine, out);
         self.1.absorb(engine, out);
+    }
+    fn observe(&mut self, engine: &Engine, ev: &ConfigChange, source: SourcePos) {
+        self.0.observe(engine, ev, source);
+        self.1.observe(engine, ev, source);
     }
     fn dead_letter(&mut self, record: &DeadLetter<'_>) {
         self.0.dead_letter(record);
@@ -935,6 +943,9 @@ impl<S: Stage, D: Decode, St: StateStore> State<S, D, St> {
             }
         }
         let result = p.engine.apply(&ev, SourcePos { partition, offset }, &mut self.out);
+        if result.is_ok() {
+            self.stage.observe(&p.engine, &ev, SourcePos { partition, offset });
+        }
         self.stage.absorb(&p.engine, &self.out);
         if let Some(m) = &self.metrics {
             m.transitions_emitted(self.out.transitions.len() as u64);

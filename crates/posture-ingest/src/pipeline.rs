@@ -4,7 +4,7 @@
 use crate::{Decode, Stage, Undecodable};
 use posture_avro::registry::{Compatibility, SchemaRegistry, INCOMPATIBLE_SCHEMA};
 use posture_avro::{DecodeError, WireDecoder};
-use posture_core::{ConfigChange, Engine, Output};
+use posture_core::{ConfigChange, Engine, Output, SourcePos};
 use posture_metrics::Metrics;
 use posture_sink::{rows, Batch, Sink, SinkError, SnapshotStore, Watermarks};
 use std::collections::HashMap;
@@ -61,6 +61,11 @@ impl SinkStage {
 
 impl Stage for SinkStage {
     type Error = SinkError;
+
+    fn observe(&mut self, engine: &Engine, ev: &ConfigChange, source: SourcePos) {
+        let cat = engine.catalog();
+        posture_sink::setting_rows(ev, source, |k| cat.key_idx(k).is_some(), &mut self.batch);
+    }
 
     fn absorb(&mut self, engine: &Engine, out: &Output) {
         let mark = self.batch.mark();

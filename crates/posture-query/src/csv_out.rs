@@ -66,6 +66,7 @@ pub fn device_controls(v: &[DeviceControl]) -> String {
             "reason",
             "since",
             "check",
+            "settings",
         ],
         v.iter().map(|d| {
             vec![
@@ -80,6 +81,11 @@ pub fn device_controls(v: &[DeviceControl]) -> String {
                 d.reason.clone(),
                 d.since.clone(),
                 d.check.clone(),
+                if d.settings.is_empty() {
+                    String::new()
+                } else {
+                    serde_json::to_string(&d.settings).expect("JSON values serialize")
+                },
             ]
         }),
     )

@@ -19,6 +19,7 @@ use posture_core::time::format_time;
 use posture_core::{Catalog, Category, ControlIdx, Remediation};
 use posture_sink::queries::{self, Param};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub mod csv_out;
@@ -149,6 +150,10 @@ pub struct DeviceControl {
     /// What the check reads: `key op expected` per leaf (see [`check_text`]).
     pub check: String,
     pub points: f64,
+    /// The one-device view only (empty in lists): the current value of
+    /// each setting the check reads (JSON; null when absent), the evidence
+    /// behind the state.
+    pub settings: BTreeMap<String, serde_json::Value>,
 }
 
 /// One device: its score now and every control's state.
@@ -265,6 +270,16 @@ fn enum_name(names: &[(i8, &str)], v: i8) -> String {
         .iter()
         .find(|(n, _)| *n == v)
         .map_or_else(|| format!("UNKNOWN_VALUE_{v}"), |(_, s)| s.to_string())
+}
+
+#[derive(clickhouse::Row, Deserialize)]
+struct SettingRow {
+    key: String,
+    value: String,
+    removed: u8,
+    seq: i64,
+    #[allow(dead_code)]
+    since_ms: i64,
 }
 
 const MICROS: f64 = 1_000_000.0;
@@ -475,6 +490,7 @@ impl Query {
                     counted: r.counted != 0,
                     reason: enum_name(REASONS, r.reason),
                     since: format_time(r.since_ms),
+                    settings: BTreeMap::new(),
                 })
             })
             .collect();
@@ -506,7 +522,33 @@ impl Query {
                 ],
             )
             .await?;
-        let controls = self.control_states(tenant, Some(device), None, None).await?;
+        let mut controls = self.control_states(tenant, Some(device), None, None).await?;
+        // The evidence: each setting the control's check reads, as the device has it now.
+        let settings: Vec<SettingRow> = self
+            .rows(
+                "device_settings_current",
+                &[("tenant", tenant.into()), ("device", device.into())],
+            )
+            .await?;
+        let snapshot = settings.iter().find(|s| s.key.is_empty()).map_or(i64::MIN, |s| s.seq);
+        let current: BTreeMap<&str, serde_json::Value> = settings
+            .iter()
+            .filter(|s| !s.key.is_empty() && s.removed == 0 && s.seq >= snapshot)
+            .map(|s| {
+                (
+                    s.key.as_str(),
+                    serde_json::from_str(&s.value).unwrap_or(serde_json::Value::Null),
+                )
+            })
+            .collect();
+        for c in &mut controls {
+            if let Some(idx) = self.catalog.control_idx(&c.control) {
+                for key in check_keys(&self.catalog, idx) {
+                    let v = current.get(key.as_str()).cloned().unwrap_or(serde_json::Value::Null);
+                    c.settings.insert(key, v);
+                }
+            }
+        }
         let Some(s) = scores.into_iter().next().filter(|_| !controls.is_empty()) else {
             return Err(QueryError::NotFound(format!(
                 "tenant {tenant:?} has no device {device:?}"
@@ -688,4 +730,22 @@ pub fn check_text(cat: &Catalog, c: ControlIdx) -> String {
         }
     }
     text(cat, &cat.controls[c as usize].check)
+}
+
+/// The setting keys a control's check reads, each once, in check order.
+pub fn check_keys(cat: &Catalog, c: ControlIdx) -> Vec<String> {
+    fn walk(cat: &Catalog, check: &Check, out: &mut Vec<String>) {
+        match check {
+            Check::Leaf(l) => {
+                let key = cat.key_name(cat.leaves[*l as usize].key).to_string();
+                if !out.contains(&key) {
+                    out.push(key);
+                }
+            }
+            Check::All(v) | Check::Any(v) | Check::None(v) => v.iter().for_each(|c| walk(cat, c, out)),
+        }
+    }
+    let mut out = Vec::new();
+    walk(cat, &cat.controls[c as usize].check, &mut out);
+    out
 }

@@ -103,6 +103,78 @@ pub struct TransitionRow {
     pub seq: u32,
 }
 
+/// One row of `device_settings`: a setting's value as of one event.
+#[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Serialize)]
+pub struct SettingRow {
+    /// Tenant name.
+    pub tenant: String,
+    /// Device id.
+    pub device: String,
+    /// The setting key; '' marks a SNAPSHOT (older keys are absent).
+    pub key: String,
+    /// The value as JSON text ('' when removed or for the marker).
+    pub value: String,
+    /// 1 when a REMOVE event made the key absent.
+    pub removed: u8,
+    /// The event's sequence.
+    pub sequence: i64,
+    /// The event's time (ms).
+    pub event_time_ms: i64,
+    /// Lineage: the Kafka partition of the event.
+    pub source_partition: i32,
+    /// Lineage: its offset.
+    pub source_offset: i64,
+}
+
+/// A setting value as JSON text: null, true, 12, 1.5, "text", ["a","b"].
+pub fn value_json(v: &posture_core::Value) -> String {
+    use posture_core::Value as V;
+    let quote = |s: &str| serde_json::to_string(s).expect("a string always serializes");
+    match v {
+        V::Null => "null".into(),
+        V::Bool(b) => b.to_string(),
+        V::Long(n) => n.to_string(),
+        V::Double(x) => serde_json::Number::from_f64(*x).map_or_else(|| "null".into(), |n| n.to_string()),
+        V::String(s) => quote(s),
+        V::Array(a) => serde_json::to_string(a).expect("strings always serialize"),
+    }
+}
+
+/// Appends the `device_settings` rows of one applied event: its settings
+/// that some check reads (per `keep`), and a marker for a SNAPSHOT.
+pub fn setting_rows(
+    ev: &posture_core::ConfigChange,
+    source: SourcePos,
+    keep: impl Fn(&str) -> bool,
+    batch: &mut Batch,
+) {
+    use posture_core::ChangeKind;
+    let row = |key: &str, value: String, removed: u8| SettingRow {
+        tenant: ev.tenant_id.clone(),
+        device: ev.device_id.clone(),
+        key: key.to_string(),
+        value,
+        removed,
+        sequence: ev.sequence,
+        event_time_ms: ev.observed_at,
+        source_partition: source.partition,
+        source_offset: source.offset,
+    };
+    match ev.kind {
+        ChangeKind::Retire => return,
+        ChangeKind::Snapshot => batch.device_settings.push(row("", String::new(), 0)),
+        _ => {}
+    }
+    for s in ev.settings.iter().filter(|s| !s.key.is_empty() && keep(&s.key)) {
+        let absent = ev.kind == ChangeKind::Remove || s.value == posture_core::Value::Null;
+        batch.device_settings.push(if absent {
+            row(&s.key, String::new(), 1)
+        } else {
+            row(&s.key, value_json(&s.value), 0)
+        });
+    }
+}
+
 /// One row of `control_state`: the state a [`Transition`] leaves behind.
 #[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Serialize)]
 pub struct ControlStateRow {
@@ -148,6 +220,8 @@ pub struct Batch {
     pub transitions: Vec<TransitionRow>,
     /// Rows of `control_state`.
     pub control_state: Vec<ControlStateRow>,
+    /// Rows of `device_settings` (idempotent: not part of the lineage tables).
+    pub device_settings: Vec<SettingRow>,
     /// Next `seq` per source position: `[transitions, score_deltas]`.
     seqs: HashMap<SourcePos, [u32; 2]>,
 }
@@ -160,12 +234,15 @@ impl Batch {
 
     /// Whether the batch holds no row.
     pub fn is_empty(&self) -> bool {
-        self.score_deltas.is_empty() && self.transitions.is_empty() && self.control_state.is_empty()
+        self.score_deltas.is_empty()
+            && self.transitions.is_empty()
+            && self.control_state.is_empty()
+            && self.device_settings.is_empty()
     }
 
     /// Rows in all tables.
     pub fn len(&self) -> usize {
-        self.score_deltas.len() + self.transitions.len() + self.control_state.len()
+        self.score_deltas.len() + self.transitions.len() + self.control_state.len() + self.device_settings.len()
     }
 
     /// Row counts per table, in [`crate::state::LINEAGE_TABLES`] order: a
@@ -204,6 +281,7 @@ impl Batch {
         self.score_deltas.retain(|r| r.source_partition != partition);
         self.transitions.retain(|r| r.source_partition != partition);
         self.control_state.retain(|r| r.source_partition != partition);
+        self.device_settings.retain(|r| r.source_partition != partition);
         self.seqs.retain(|k, _| k.partition != partition);
         before - self.len()
     }
@@ -213,6 +291,7 @@ impl Batch {
         self.score_deltas.clear();
         self.transitions.clear();
         self.control_state.clear();
+        self.device_settings.clear();
         self.seqs.clear();
     }
 }

@@ -153,6 +153,10 @@ impl Sink {
             self.insert_retrying("control_state", &batch.control_state).await?;
             batch.control_state.clear();
         }
+        if !batch.device_settings.is_empty() {
+            self.insert_retrying("device_settings", &batch.device_settings).await?;
+            batch.device_settings.clear();
+        }
         batch.clear();
         Ok(())
     }

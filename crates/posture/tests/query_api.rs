@@ -580,6 +580,22 @@ async fn every_route_and_subcommand_gives_the_hand_checked_figures() {
         .find(|c| c["control"] == "fw")
         .unwrap();
     assert_eq!(fw_row["since"], "2026-11-01T02:00:00Z");
+    // The evidence: the settings each check reads, as d2 has them now (fw from the upsert).
+    let evidence: Vec<Value> = d2["controls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["settings"].clone())
+        .collect();
+    assert_eq!(
+        evidence,
+        [
+            json!({"av": 6}),
+            json!({"bl": false}),
+            json!({"fw": true}),
+            json!({"pw_len": 8})
+        ]
+    );
     let d1_at_t1 = api.json(route, &format!("/api/v1/tenants/t1/devices/d2?at={t1}")).await;
     assert_eq!(num(&d1_at_t1["percent"]), 10.0, "d2 at T1: av only");
     let r = api.get("/api/v1/tenants/t1/devices/nope", Some(TOKEN_T1)).await;
@@ -665,6 +681,13 @@ async fn every_route_and_subcommand_gives_the_hand_checked_figures() {
         )
         .await;
     assert_eq!(cli, api_red, "posture whatif = GET /whatif");
+    let rows = api
+        .csv(&format!(
+            "/api/v1/tenants/t1/whatif?control=fw&group=red&at={t1}&format=csv"
+        ))
+        .await;
+    assert_eq!((&rows[1][0], &rows[1][1], &rows[1][5]), ("t1", "", "60"));
+    assert_eq!((&rows[2][1], &rows[2][4], &rows[2][5]), ("red", "55", "70"));
 
     // --- bad requests are 400 with a message, and match the document's error schema.
     for (path, route) in [
