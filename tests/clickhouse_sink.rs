@@ -917,9 +917,12 @@ async fn migrate_is_idempotent() {
         tables,
         [
             "control_state",
+            "device_settings",
             "engine_snapshots",
+            "exceptions",
             "schema_migrations",
             "score_deltas",
+            "tasks",
             "transitions"
         ]
     );

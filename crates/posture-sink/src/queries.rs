@@ -177,7 +177,11 @@ mod tests {
                 "device_scores_at",
                 "control_state_current",
                 "tenants_latest",
-                "drop_causes"
+                "drop_causes",
+                "exceptions_current",
+                "tasks_current",
+                "control_failing",
+                "device_settings_current"
             ]
         );
         for q in &qs {

@@ -430,7 +430,8 @@ async fn clickhouse_down_for_30_seconds_is_exact_with_bounded_memory() {
     let log = fleet.log("run.log");
     let addr = log
         .lines()
-        .find_map(|l| l.split("/readyz on http://").nth(1))
+        .filter(|l| l.contains("posture run: serving"))
+        .find_map(|l| l.split(" on http://").nth(1))
         .expect("the HTTP address in the log")
         .trim()
         .to_string();
