@@ -285,8 +285,17 @@ fn s(x: impl Into<String>) -> Y {
     Y::S(x.into())
 }
 
+/// A string scalar: plain when it is an identifier-like word YAML reads back
+/// as the same string, double-quoted (JSON escapes, valid YAML) otherwise.
 fn q(x: &str) -> String {
-    serde_json::to_string(x).expect("strings serialize")
+    let plain = x.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && x.chars().all(|c| c.is_ascii_alphanumeric() || "_-./".contains(c))
+        && !["true", "false", "null", "yes", "no", "on", "off", "y", "n"].contains(&x.to_ascii_lowercase().as_str());
+    if plain {
+        x.to_string()
+    } else {
+        serde_json::to_string(x).expect("strings serialize")
+    }
 }
 
 fn num(x: f64) -> String {
@@ -666,7 +675,7 @@ mod tests {
         let back = ScoringTree::from_json("t1.yaml", scoring.xccdf.as_ref().unwrap()).unwrap();
         assert_eq!(back, imp.tree);
         assert!(
-            imp.yaml.contains("idents: [\"CCE-80652-1\", \"CVE-2021-4034\"]"),
+            imp.yaml.contains("idents: [CCE-80652-1, CVE-2021-4034]"),
             "{}",
             imp.yaml
         );

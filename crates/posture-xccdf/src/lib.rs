@@ -26,7 +26,9 @@ pub mod tree;
 
 pub use benchmark::{parse_benchmark, Benchmark};
 pub use import::{import, CategoryMap, ErrorAs, ImportOptions, Imported};
-pub use models::{aggregate, score, score_as, score_device, DeviceScores, Model, ModelScore, ScopeScore};
+pub use models::{
+    aggregate, score, score_as, score_device, score_device_as, DeviceScores, Model, ModelScore, ScopeScore,
+};
 pub use replay::{DeviceResults, Replay};
 pub use result::{setting_key, XccdfError, XccdfResult, SETTING_PREFIX};
 pub use results::{parse_test_results, to_event, EventOptions, TestResult};

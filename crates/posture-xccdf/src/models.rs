@@ -253,8 +253,13 @@ pub struct DeviceScores {
     pub scores: Vec<(Model, ModelScore)>,
 }
 
-/// Scores a device under every model.
+/// Scores a device under every model, in double precision.
 pub fn score_device(tree: &ScoringTree, results: &impl Fn(&str) -> Option<XccdfResult>) -> DeviceScores {
+    score_device_as::<f64>(tree, results)
+}
+
+/// Scores a device under every model, computing in `R`.
+pub fn score_device_as<R: Real>(tree: &ScoringTree, results: &impl Fn(&str) -> Option<XccdfResult>) -> DeviceScores {
     let counted_rules = tree
         .rules()
         .iter()
@@ -262,7 +267,10 @@ pub fn score_device(tree: &ScoringTree, results: &impl Fn(&str) -> Option<XccdfR
         .count();
     DeviceScores {
         counted_rules,
-        scores: Model::ALL.iter().map(|&m| (m, score(tree, m, results))).collect(),
+        scores: Model::ALL
+            .iter()
+            .map(|&m| (m, score_as::<R>(tree, m, results)))
+            .collect(),
     }
 }
 
