@@ -16,6 +16,8 @@
 //!   absolute), per device and per scope.
 //! * [`replay`]: each device's current results from a stream of events.
 
+#![warn(missing_docs)]
+
 pub mod benchmark;
 pub mod import;
 pub mod models;

@@ -135,8 +135,8 @@ enum BaselineCmd {
     /// profile as a baseline whose checks read scanner results.
     ///
     /// Example:
-    ///   posture baseline import-xccdf /usr/share/xml/scap/ssg/content/ssg-debian11-ds.xml \
-    ///     --profile xccdf_org.ssgproject.content_profile_standard --output baselines/ssg.yaml
+    ///   posture baseline import-xccdf ssg-debian11-ds.xml --profile xccdf_org.ssgproject.content_profile_standard --output baselines/ssg.yaml
+    ///   posture baseline import-xccdf /usr/share/xml/scap/ssg/content/ssg-debian11-ds.xml --list-profiles
     ImportXccdf(xccdf::ImportArgs),
     /// Per-device and scope scores under posture's model and the XCCDF
     /// models of the baselines that choose them.
