@@ -448,6 +448,28 @@ mod tests {
     }
 
     #[test]
+    fn reads_a_data_stream() {
+        let body = SMALL.trim_start_matches(r#"<?xml version="1.0"?>"#);
+        let ds = format!(
+            r#"<ds:data-stream-collection xmlns:ds="http://scap.nist.gov/schema/scap/source/1.2">
+  <ds:component id="c1">{body}</ds:component>
+</ds:data-stream-collection>"#
+        );
+        let b = parse_benchmark("ds.xml", &ds, None).unwrap();
+        assert_eq!(b.id, "xccdf_t_benchmark_b");
+        let two = format!(
+            r#"<ds:data-stream-collection xmlns:ds="http://scap.nist.gov/schema/scap/source/1.2">
+  <ds:component id="c1">{body}</ds:component><ds:component id="c2">{}</ds:component>
+</ds:data-stream-collection>"#,
+            body.replace("xccdf_t_benchmark_b", "xccdf_t_benchmark_c")
+        );
+        let e = parse_benchmark("ds.xml", &two, None).unwrap_err().to_string();
+        assert!(e.contains("2 Benchmarks in the file, choose one"), "{e}");
+        let b = parse_benchmark("ds.xml", &two, Some("xccdf_t_benchmark_c")).unwrap();
+        assert_eq!(b.id, "xccdf_t_benchmark_c");
+    }
+
+    #[test]
     fn errors_name_file_and_item() {
         let bad = SMALL.replace(r#"weight="0.5""#, r#"weight="-1""#);
         let e = parse_benchmark("b.xml", &bad, None).unwrap_err().to_string();

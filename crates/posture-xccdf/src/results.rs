@@ -215,6 +215,24 @@ mod tests {
     }
 
     #[test]
+    fn reads_an_arf_report() {
+        // oscap --results-arf: the TestResult sits inside arf:report/arf:content
+        let arf = format!(
+            r#"<arf:asset-report-collection xmlns:arf="http://scap.nist.gov/schema/asset-reporting-format/1.1">
+  <arf:reports><arf:report id="r1"><arf:content>{}</arf:content></arf:report></arf:reports>
+</arf:asset-report-collection>"#,
+            &RES[RES.find("<TestResult").unwrap()..RES.find("</Benchmark>").unwrap()].replace(
+                "<TestResult ",
+                "<TestResult xmlns=\"http://checklists.nist.gov/xccdf/1.2\" "
+            )
+        );
+        let trs = parse_test_results("arf.xml", &arf).unwrap();
+        assert_eq!(trs.len(), 1);
+        assert_eq!(trs[0].rules.len(), 3);
+        assert_eq!(trs[0].score(Model::Default).unwrap().score, 75.0);
+    }
+
+    #[test]
     fn events() {
         let tr = &parse_test_results("r.xml", RES).unwrap()[0];
         let opts = EventOptions {
