@@ -239,7 +239,8 @@ pub struct ScoreArgs {
     /// section are scored.
     #[arg(long, env = "POSTURE_BASELINES", value_name = "DIR")]
     baselines: PathBuf,
-    /// ConfigChange events as JSON lines ("-": standard input).
+    /// ConfigChange events: JSON lines, or an Avro object container file
+    /// (detected by its magic bytes); "-" reads standard input.
     #[arg(long, value_name = "FILE")]
     events: PathBuf,
     /// Only this tenant's devices.
@@ -265,25 +266,37 @@ fn read_events(path: &PathBuf) -> Result<Vec<ConfigChange>> {
     } else {
         Box::new(std::fs::File::open(path).with_context(|| format!("cannot open events file {name}"))?)
     };
+    let mut reader = BufReader::with_capacity(1 << 20, reader);
+    let avro = posture_avro::is_container(reader.fill_buf().with_context(|| format!("cannot read {name}"))?);
     let mut events = Vec::new();
     let mut bad = 0;
-    for (i, line) in BufReader::new(reader).lines().enumerate() {
-        let line = line.with_context(|| format!("cannot read {name} at line {}", i + 1))?;
-        if line.trim().is_empty() {
-            continue;
+    let mut report = |pos: usize, what: &str, e: String| {
+        bad += 1;
+        if bad <= 20 {
+            eprintln!("{name}:{pos}: {what}: {e}");
         }
-        match ConfigChange::from_json(&line) {
-            Ok(e) => events.push(e),
-            Err(e) => {
-                bad += 1;
-                if bad <= 20 {
-                    eprintln!("{name}:{}: unparseable event: {e}", i + 1);
-                }
+    };
+    if avro {
+        for (i, r) in posture_avro::read_container(reader).enumerate() {
+            match r {
+                Ok(e) => events.push(e),
+                Err(e) => report(i + 1, "undecodable record", e.to_string()),
+            }
+        }
+    } else {
+        for (i, line) in reader.lines().enumerate() {
+            let line = line.with_context(|| format!("cannot read {name} at line {}", i + 1))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            match ConfigChange::from_json(&line) {
+                Ok(e) => events.push(e),
+                Err(e) => report(i + 1, "unparseable event", e),
             }
         }
     }
     if bad > 0 {
-        eprintln!("{name}: {bad} unparseable line(s) skipped");
+        eprintln!("{name}: {bad} unreadable event(s) skipped");
     }
     Ok(events)
 }

@@ -145,6 +145,28 @@ fn import_score_and_results() {
     close(&s["posture"]["max_points"], 700.0);
     close(&s["posture"]["percent"], 71.43);
 
+    // the same events as an Avro object container file: the same report
+    let schema = posture_avro::schemas::config_change();
+    let mut w = apache_avro::Writer::new(schema, Vec::new());
+    for line in std::fs::read_to_string(&events).unwrap().lines() {
+        let ev = posture_core::ConfigChange::from_json(line).unwrap();
+        w.append(posture_avro::reference::to_value(&ev)).unwrap();
+    }
+    let avro_path = dir.join("scan.avro");
+    std::fs::write(&avro_path, w.into_inner().unwrap()).unwrap();
+    let (code, avro_out, err) = posture(&[
+        "baseline",
+        "score-xccdf",
+        "--baselines",
+        baselines.to_str().unwrap(),
+        "--events",
+        avro_path.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&avro_out).unwrap(), v);
+
     // the table names every model
     let (code, out, _) = posture(&[
         "baseline",
