@@ -80,6 +80,31 @@ pub struct Control {
     pub line: usize,
 }
 
+/// The scoring models a baseline can choose (its `scoring.models`): posture's
+/// own (SPEC section 3) and the XCCDF 1.2 models, computed by `posture-xccdf`.
+pub const SCORING_MODELS: [&str; 5] = [
+    "posture",
+    "xccdf_default",
+    "xccdf_flat",
+    "xccdf_flat_unweighted",
+    "xccdf_absolute",
+];
+
+/// A baseline's optional `scoring` section: which models score it, and the
+/// data those models need (for XCCDF models, the benchmark's group tree,
+/// weights and selection under `xccdf`), kept as JSON for the crate that
+/// implements them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scoring {
+    /// Chosen models, names from [`SCORING_MODELS`]; posture's own score is
+    /// always computed as well.
+    pub models: Vec<String>,
+    /// The `xccdf` mapping, if any, as JSON.
+    pub xccdf: Option<serde_json::Value>,
+    /// Line of the `scoring` section, for errors found later.
+    pub line: usize,
+}
+
 /// A loaded baseline file.
 #[derive(Clone, Debug)]
 pub struct BaselineInfo {
@@ -88,6 +113,8 @@ pub struct BaselineInfo {
     pub title: String,
     pub file: String,
     pub controls: std::ops::Range<ControlIdx>,
+    /// The `scoring` section, when the baseline has one.
+    pub scoring: Option<Scoring>,
 }
 
 /// Every loaded control, with checks compiled to deduplicated leaves and
@@ -262,7 +289,15 @@ impl Builder {
         self.unknown_fields(
             &ctx,
             root,
-            &["baseline", "version", "title", "description", "applies_to", "controls"],
+            &[
+                "baseline",
+                "version",
+                "title",
+                "description",
+                "applies_to",
+                "scoring",
+                "controls",
+            ],
             "the baseline",
         );
         let id = self.string(&ctx, root, "baseline");
@@ -275,6 +310,7 @@ impl Builder {
         }
         let title = self.string(&ctx, root, "title").unwrap_or_default();
         let base_cond = root.get("applies_to").and_then(|n| self.condition(&ctx, n));
+        let scoring = root.get("scoring").and_then(|n| self.scoring(&ctx, n));
         let baseline_idx = self.cat.baselines.len() as u32;
         let start = self.cat.controls.len() as ControlIdx;
         match root.get("controls") {
@@ -303,7 +339,54 @@ impl Builder {
             title,
             file: file.to_string(),
             controls: start..end,
+            scoring,
         });
+    }
+
+    fn scoring(&mut self, ctx: &Ctx, node: &Node) -> Option<Scoring> {
+        if !matches!(node.kind, Kind::Map(_)) {
+            self.err(
+                ctx,
+                node.line,
+                format!("scoring must be a mapping, found {}", node.type_name()),
+            );
+            return None;
+        }
+        self.unknown_fields(ctx, node, &["models", "xccdf"], "scoring");
+        let models = self.string_list(ctx, node, "models");
+        if node.get("models").is_none() {
+            self.err(ctx, node.line, "scoring without \"models\"");
+        }
+        let line = node.get("models").map_or(node.line, |n| n.line);
+        for m in &models {
+            if !SCORING_MODELS.contains(&m.as_str()) {
+                self.err(
+                    ctx,
+                    line,
+                    format!("unknown scoring model {m:?} (one of: {})", SCORING_MODELS.join(", ")),
+                );
+            }
+        }
+        let xccdf = match node.get("xccdf") {
+            None => None,
+            Some(n @ Node { kind: Kind::Map(_), .. }) => Some(to_json(n)),
+            Some(n) => {
+                self.err(
+                    ctx,
+                    n.line,
+                    format!("scoring.xccdf must be a mapping, found {}", n.type_name()),
+                );
+                None
+            }
+        };
+        if xccdf.is_none() && models.iter().any(|m| m.starts_with("xccdf_")) {
+            self.err(ctx, line, "the XCCDF models need the benchmark tree in scoring.xccdf");
+        }
+        Some(Scoring {
+            models,
+            xccdf,
+            line: node.line,
+        })
     }
 
     fn control(&mut self, file: &str, node: &Node, baseline: u32, base_cond: Option<u32>) {
@@ -551,7 +634,7 @@ impl Builder {
         self.unknown_fields(
             ctx,
             node,
-            &["key", "op", "value", "version"],
+            &["key", "op", "value", "version", "missing_values"],
             "a check (or use all/any/none)",
         );
         let key = match node.get("key") {
@@ -598,6 +681,28 @@ impl Builder {
                 self.err(ctx, n.line, "version must be true or false");
                 return None;
             }
+        };
+        let missing_values = match node.get("missing_values") {
+            None => Vec::new(),
+            Some(n) => match &n.kind {
+                Kind::Seq(items) if !items.is_empty() => {
+                    match items.iter().map(to_scalar).collect::<Option<Vec<_>>>() {
+                        Some(v) => v,
+                        None => {
+                            self.err(
+                                ctx,
+                                n.line,
+                                "missing_values must be a list of booleans, numbers or strings",
+                            );
+                            return None;
+                        }
+                    }
+                }
+                _ => {
+                    self.err(ctx, n.line, "missing_values must be a non-empty list");
+                    return None;
+                }
+            },
         };
         let value = node.get("value");
         let vline = value.map_or(node.line, |v| v.line);
@@ -708,11 +813,11 @@ impl Builder {
                 }
             },
         };
-        Some(Check::Leaf(self.leaf(key, op, expected)))
+        Some(Check::Leaf(self.leaf(key, op, expected, missing_values)))
     }
 
-    fn leaf(&mut self, key: String, op: Op, expected: Expected) -> u32 {
-        let canonical = format!("{key}\u{1}{op:?}\u{1}{expected:?}");
+    fn leaf(&mut self, key: String, op: Op, expected: Expected, missing_values: Vec<Scalar>) -> u32 {
+        let canonical = format!("{key}\u{1}{op:?}\u{1}{expected:?}\u{1}{missing_values:?}");
         if let Some(&i) = self.leaf_index.get(&canonical) {
             return i;
         }
@@ -726,7 +831,12 @@ impl Builder {
             }
         };
         let i = self.cat.leaves.len() as u32;
-        self.cat.leaves.push(Leaf { key: k, op, expected });
+        self.cat.leaves.push(Leaf {
+            key: k,
+            op,
+            expected,
+            missing_values,
+        });
         self.leaf_index.insert(canonical, i);
         i
     }
@@ -760,6 +870,20 @@ fn to_scalar(n: &Node) -> Option<Scalar> {
         Kind::Str(s) => Scalar::Str(s.clone()),
         _ => return None,
     })
+}
+
+/// A YAML node as JSON (mapping keys keep no order).
+fn to_json(n: &Node) -> serde_json::Value {
+    use serde_json::Value as J;
+    match &n.kind {
+        Kind::Null => J::Null,
+        Kind::Bool(b) => J::Bool(*b),
+        Kind::Int(i) => J::from(*i),
+        Kind::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+        Kind::Str(s) => J::String(s.clone()),
+        Kind::Seq(items) => J::Array(items.iter().map(to_json).collect()),
+        Kind::Map(entries) => J::Object(entries.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),
+    }
 }
 
 fn scalar_text(n: &Node) -> String {
@@ -904,6 +1028,51 @@ controls:
             errs[0].to_string(),
             "b.yaml:4: control x: duplicate control id (first defined at a.yaml:4)"
         );
+    }
+
+    #[test]
+    fn scoring_section_and_missing_values() {
+        let src = r#"baseline: x
+version: 1
+scoring:
+  models: [posture, xccdf_default, xccdf_flat]
+  xccdf: { benchmark: b, tree: [ { rule: r1, weight: 2.5 } ] }
+controls:
+  - id: r1
+    title: R1
+    category: os
+    check: { key: "xccdf:r1", op: in, value: [pass, fixed], missing_values: [notapplicable, error] }
+"#;
+        let cat = Catalog::from_sources(&[("x.yaml", src)]).unwrap();
+        let s = cat.baselines[0].scoring.as_ref().unwrap();
+        assert_eq!(s.models, vec!["posture", "xccdf_default", "xccdf_flat"]);
+        assert_eq!(s.line, 4);
+        let x = s.xccdf.as_ref().unwrap();
+        assert_eq!(x["benchmark"], "b");
+        assert_eq!(x["tree"][0]["weight"], 2.5);
+        let leaf = &cat.leaves[0];
+        assert_eq!(leaf.missing_values.len(), 2);
+        assert_eq!(leaf.eval(Some(&crate::Value::String("error".into()))), Tri::Missing);
+        assert_eq!(leaf.eval(Some(&crate::Value::String("fail".into()))), Tri::Fail);
+        // a baseline without the section has none
+        let cat = Catalog::from_sources(&[("good.yaml", GOOD)]).unwrap();
+        assert!(cat.baselines[0].scoring.is_none());
+    }
+
+    #[test]
+    fn scoring_errors() {
+        let mk = |scoring: &str| {
+            format!(
+                "baseline: a\nversion: 1\nscoring: {scoring}\ncontrols:\n  - {{id: x, title: X, category: os, check: {{key: k, op: exists}}}}\n"
+            )
+        };
+        assert!(errors(&mk("{models: [xccdf_fancy]}"))[0].contains("b.yaml:3: unknown scoring model \"xccdf_fancy\""));
+        assert!(errors(&mk("{models: [xccdf_flat]}"))[0].contains("need the benchmark tree"));
+        assert!(errors(&mk("{models: [posture], extra: 1}"))[0].contains("unknown field \"extra\" in scoring"));
+        assert!(errors(&mk("{models: [posture], xccdf: [1]}"))[0].contains("scoring.xccdf must be a mapping"));
+        assert!(errors(&mk("[posture]"))[0].contains("scoring must be a mapping"));
+        let bad_mv = "baseline: a\nversion: 1\ncontrols:\n  - {id: x, title: X, category: os, check: {key: k, op: eq, value: 1, missing_values: []}}\n";
+        assert!(errors(bad_mv)[0].contains("missing_values must be a non-empty list"));
     }
 
     #[test]

@@ -98,6 +98,10 @@ pub struct Leaf {
     pub key: u32,
     pub op: Op,
     pub expected: Expected,
+    /// Values that count as if the setting were absent (`missing_values` in
+    /// baselines), e.g. a scanner's "notapplicable": the leaf is then
+    /// evaluated as on an absent key. Empty for most leaves.
+    pub missing_values: Vec<Scalar>,
 }
 
 /// A compiled check tree.
@@ -214,8 +218,18 @@ impl Leaf {
     /// Evaluates the leaf against a setting value (`None` or `Null`: absent).
     ///
     /// Absent: MISSING, except `exists` (FAIL) and `absent` (PASS). A value of
-    /// the wrong type for the operator: FAIL.
+    /// the wrong type for the operator: FAIL. A value listed in
+    /// `missing_values` counts as absent.
     pub fn eval(&self, value: Option<&Value>) -> Tri {
+        let value = match value {
+            Some(v)
+                if !self.missing_values.is_empty()
+                    && self.missing_values.iter().any(|m| scalar_eq(v, m) == Some(true)) =>
+            {
+                None
+            }
+            other => other,
+        };
         let v = match value {
             None | Some(Value::Null) => {
                 return match self.op {
@@ -279,7 +293,12 @@ mod tests {
     use super::*;
 
     fn leaf(op: Op, expected: Expected) -> Leaf {
-        Leaf { key: 0, op, expected }
+        Leaf {
+            key: 0,
+            op,
+            expected,
+            missing_values: Vec::new(),
+        }
     }
     fn s(x: &str) -> Value {
         Value::String(x.into())
@@ -298,6 +317,24 @@ mod tests {
             Pass
         );
         assert_eq!(leaf(Op::Absent, Expected::Nothing).eval(Some(&s(""))), Fail);
+    }
+
+    #[test]
+    fn missing_values_count_as_absent() {
+        let mut l = leaf(
+            Op::In,
+            Expected::List(vec![Scalar::Str("pass".into()), Scalar::Str("fixed".into())]),
+        );
+        l.missing_values = vec![Scalar::Str("notapplicable".into()), Scalar::Str("error".into())];
+        assert_eq!(l.eval(Some(&s("pass"))), Pass);
+        assert_eq!(l.eval(Some(&s("fixed"))), Pass);
+        assert_eq!(l.eval(Some(&s("fail"))), Fail);
+        assert_eq!(l.eval(Some(&s("notapplicable"))), Missing);
+        assert_eq!(l.eval(Some(&s("error"))), Missing);
+        assert_eq!(l.eval(Some(&Value::Long(1))), Fail, "other types still fail");
+        let mut ex = leaf(Op::Exists, Expected::Nothing);
+        ex.missing_values = vec![Scalar::Str("n/a".into())];
+        assert_eq!(ex.eval(Some(&s("n/a"))), Fail, "exists on a missing value");
     }
 
     #[test]

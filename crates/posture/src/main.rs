@@ -12,6 +12,7 @@ mod output;
 mod pipeline;
 mod query;
 mod simulate;
+mod xccdf;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -154,6 +155,12 @@ enum Command {
     ///   posture tasks report --baselines deploy/baselines --tenant t1
     #[command(subcommand)]
     Tasks(query::TasksCmd),
+    /// Turn XCCDF TestResults (oscap xccdf eval --results, or ARF) into
+    /// SNAPSHOT events: to a JSON-lines file, or to Kafka with --kafka.
+    ///
+    /// Example:
+    ///   posture import-results results.xml --tenant t1 --output scan.jsonl
+    ImportResults(xccdf::ImportResultsArgs),
 }
 
 #[derive(Subcommand)]
@@ -165,6 +172,19 @@ enum BaselineCmd {
         /// Directory of baseline YAML files (*.yaml, *.yml).
         dir: std::path::PathBuf,
     },
+    /// Import an XCCDF 1.2 benchmark (plain or in a SCAP data stream) and
+    /// profile as a baseline whose checks read scanner results.
+    ///
+    /// Example:
+    ///   posture baseline import-xccdf ssg-debian11-ds.xml --profile xccdf_org.ssgproject.content_profile_standard --output baselines/ssg.yaml
+    ///   posture baseline import-xccdf /usr/share/xml/scap/ssg/content/ssg-debian11-ds.xml --list-profiles
+    ImportXccdf(xccdf::ImportArgs),
+    /// Per-device and scope scores under posture's model and the XCCDF
+    /// models of the baselines that choose them.
+    ///
+    /// Example:
+    ///   posture baseline score-xccdf --baselines baselines --events scan.jsonl
+    ScoreXccdf(xccdf::ScoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -187,6 +207,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Evaluate(args) => evaluate::run(args),
         Command::Baseline(BaselineCmd::Validate { dir }) => baselines::validate(&dir),
+        Command::Baseline(BaselineCmd::ImportXccdf(args)) => xccdf::import_xccdf(args),
+        Command::Baseline(BaselineCmd::ScoreXccdf(args)) => xccdf::score_xccdf(args),
+        Command::ImportResults(args) => xccdf::import_results(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Migrate(args) => pipeline::migrate(args),
         Command::Run(args) => pipeline::run(*args),

@@ -566,8 +566,9 @@ fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<()> {
 }
 
 /// Produces events to Kafka, Avro-encoded and keyed by device, with an
-/// idempotent producer; fails unless every event is acknowledged.
-fn produce(
+/// idempotent producer; fails unless every event is acknowledged. Also used
+/// by `posture import-results --kafka`.
+pub(crate) fn produce(
     brokers: &str,
     topic: &str,
     partitions: i32,
