@@ -474,6 +474,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         let query = posture_query::Query::new(args.ch.client()?.with_database(&args.ch.database), catalog.clone());
         let exceptions = posture_ingest::ExceptionSet::new();
         while let Err(e) = load_exceptions(&query, &exceptions).await {
+            // A missing table will not appear by waiting (code 60: UNKNOWN_TABLE).
+            if e.to_string().contains("Code: 60") {
+                anyhow::bail!("{e:#}\nthe database lacks the exceptions table: run `posture migrate` first");
+            }
             tracing::warn!("cannot read the exceptions yet (retrying in 2 s): {e}");
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
