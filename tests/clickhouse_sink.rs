@@ -917,6 +917,7 @@ async fn migrate_is_idempotent() {
         tables,
         [
             "control_state",
+            "device_inventory",
             "device_settings",
             "engine_snapshots",
             "exceptions",

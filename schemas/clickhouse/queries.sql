@@ -324,3 +324,19 @@ WHERE tenant = {tenant:String}
     AND device = {device:String}
 GROUP BY key
 ORDER BY key;
+
+-- name: device_inventory_current
+-- Each device's latest inventory (device = '' for every device of the tenant).
+SELECT
+    device,
+    argMax(os_family, sequence) AS os_family,
+    argMax(os_version, sequence) AS os_version,
+    argMax(hostname, sequence) AS hostname,
+    argMax(groups, sequence) AS groups,
+    argMax(tags, sequence) AS tags,
+    max(sequence) AS seq
+FROM device_inventory
+WHERE tenant = {tenant:String}
+    AND ({device:String} = '' OR device = {device:String})
+GROUP BY device
+ORDER BY device;

@@ -396,13 +396,11 @@ async fn control_devices(
 ) -> Answer {
     let f = format(&p, &headers)?;
     let state = p.state.as_deref().unwrap_or("FAIL");
-    let mut v = s
+    let group = p.group.as_deref().filter(|g| !g.is_empty());
+    let v = s
         .query
-        .control_states(&tenant, None, Some(&control), Some(state))
+        .control_devices(&tenant, &control, state, group, p.os.as_deref())
         .await?;
-    if state == "FAIL" {
-        v.retain(|d| d.counted);
-    }
     Ok(match f {
         Format::Json => Json(v).into_response(),
         Format::Csv => csv_response(csv_out::device_controls(&v), &format!("{control}-devices")),

@@ -156,11 +156,27 @@ pub struct DeviceControl {
     pub settings: BTreeMap<String, serde_json::Value>,
 }
 
+/// A device's inventory, as its latest event with one gave it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clickhouse::Row)]
+pub struct Inventory {
+    #[serde(skip_serializing)]
+    device: String,
+    pub os_family: String,
+    pub os_version: String,
+    pub hostname: String,
+    pub groups: Vec<String>,
+    pub tags: Vec<String>,
+    #[serde(skip_serializing)]
+    seq: i64,
+}
+
 /// One device: its score now and every control's state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeviceReport {
     pub tenant: String,
     pub device: String,
+    /// `None` when no event of the device carried an inventory.
+    pub inventory: Option<Inventory>,
     pub points: f64,
     pub max_points: f64,
     pub percent: f64,
@@ -498,12 +514,46 @@ impl Query {
         Ok(out)
     }
 
-    /// The misconfigured devices of a control: its FAIL devices that count
-    /// in scores (the improvement opportunity's device list).
-    pub async fn misconfigured(&self, tenant: &str, control: &str) -> Result<Vec<DeviceControl>, QueryError> {
-        let mut v = self.control_states(tenant, None, Some(control), Some("FAIL")).await?;
-        v.retain(|d| d.counted);
+    /// The devices of `control` in `state` (FAIL: only those that count in
+    /// scores, the misconfigured devices of the improvement opportunity),
+    /// optionally only those in device group `group` and of OS family `os`
+    /// (by each device's latest inventory).
+    pub async fn control_devices(
+        &self,
+        tenant: &str,
+        control: &str,
+        state: &str,
+        group: Option<&str>,
+        os: Option<&str>,
+    ) -> Result<Vec<DeviceControl>, QueryError> {
+        let mut v = self.control_states(tenant, None, Some(control), Some(state)).await?;
+        if state == "FAIL" {
+            v.retain(|d| d.counted);
+        }
+        if group.is_some() || os.is_some() {
+            let inv: BTreeMap<String, Inventory> = self
+                .inventories(tenant, None)
+                .await?
+                .into_iter()
+                .map(|i| (i.device.clone(), i))
+                .collect();
+            v.retain(|d| {
+                inv.get(&d.device).is_some_and(|i| {
+                    group.is_none_or(|g| i.groups.iter().any(|x| x == g))
+                        && os.is_none_or(|o| i.os_family.eq_ignore_ascii_case(o))
+                })
+            });
+        }
         Ok(v)
+    }
+
+    /// The latest inventory of one device, or of every device of the tenant.
+    pub async fn inventories(&self, tenant: &str, device: Option<&str>) -> Result<Vec<Inventory>, QueryError> {
+        self.rows(
+            "device_inventory_current",
+            &[("tenant", tenant.into()), ("device", device.unwrap_or_default().into())],
+        )
+        .await
     }
 
     /// One device: its score at `at_ms` (from its device deltas) and the
@@ -554,9 +604,11 @@ impl Query {
                 "tenant {tenant:?} has no device {device:?}"
             )));
         };
+        let inventory = self.inventories(tenant, Some(device)).await?.into_iter().next();
         Ok(DeviceReport {
             tenant: tenant.to_string(),
             device: device.to_string(),
+            inventory,
             points: s.score_with as f64 / MICROS,
             max_points: s.max_score_with as f64 / MICROS,
             percent: s.percent_with,

@@ -181,7 +181,8 @@ mod tests {
                 "exceptions_current",
                 "tasks_current",
                 "control_failing",
-                "device_settings_current"
+                "device_settings_current",
+                "device_inventory_current"
             ]
         );
         for q in &qs {

@@ -126,6 +126,52 @@ pub struct SettingRow {
     pub source_offset: i64,
 }
 
+/// One row of `device_inventory`: a device's inventory as of one event.
+#[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Serialize)]
+pub struct InventoryRow {
+    /// Tenant name.
+    pub tenant: String,
+    /// Device id.
+    pub device: String,
+    /// OS family, lower case as sent.
+    pub os_family: String,
+    /// OS version.
+    pub os_version: String,
+    /// Hostname ('' when not sent).
+    pub hostname: String,
+    /// Device groups.
+    pub groups: Vec<String>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// The event's sequence.
+    pub sequence: i64,
+    /// The event's time (ms).
+    pub event_time_ms: i64,
+    /// Lineage: the Kafka partition of the event.
+    pub source_partition: i32,
+    /// Lineage: its offset.
+    pub source_offset: i64,
+}
+
+/// Appends the `device_inventory` row of one applied event, if it carries an inventory.
+pub fn inventory_row(ev: &posture_core::ConfigChange, source: SourcePos, batch: &mut Batch) {
+    if let Some(d) = &ev.device {
+        batch.device_inventory.push(InventoryRow {
+            tenant: ev.tenant_id.clone(),
+            device: ev.device_id.clone(),
+            os_family: d.os_family.clone(),
+            os_version: d.os_version.clone(),
+            hostname: d.hostname.clone().unwrap_or_default(),
+            groups: d.groups.clone(),
+            tags: d.tags.clone(),
+            sequence: ev.sequence,
+            event_time_ms: ev.observed_at,
+            source_partition: source.partition,
+            source_offset: source.offset,
+        });
+    }
+}
+
 /// A setting value as JSON text: null, true, 12, 1.5, "text", ["a","b"].
 pub fn value_json(v: &posture_core::Value) -> String {
     use posture_core::Value as V;
@@ -222,6 +268,8 @@ pub struct Batch {
     pub control_state: Vec<ControlStateRow>,
     /// Rows of `device_settings` (idempotent: not part of the lineage tables).
     pub device_settings: Vec<SettingRow>,
+    /// Rows of `device_inventory` (idempotent too).
+    pub device_inventory: Vec<InventoryRow>,
     /// Next `seq` per source position: `[transitions, score_deltas]`.
     seqs: HashMap<SourcePos, [u32; 2]>,
 }
@@ -238,11 +286,16 @@ impl Batch {
             && self.transitions.is_empty()
             && self.control_state.is_empty()
             && self.device_settings.is_empty()
+            && self.device_inventory.is_empty()
     }
 
     /// Rows in all tables.
     pub fn len(&self) -> usize {
-        self.score_deltas.len() + self.transitions.len() + self.control_state.len() + self.device_settings.len()
+        self.score_deltas.len()
+            + self.transitions.len()
+            + self.control_state.len()
+            + self.device_settings.len()
+            + self.device_inventory.len()
     }
 
     /// Row counts per table, in [`crate::state::LINEAGE_TABLES`] order: a
@@ -282,6 +335,7 @@ impl Batch {
         self.transitions.retain(|r| r.source_partition != partition);
         self.control_state.retain(|r| r.source_partition != partition);
         self.device_settings.retain(|r| r.source_partition != partition);
+        self.device_inventory.retain(|r| r.source_partition != partition);
         self.seqs.retain(|k, _| k.partition != partition);
         before - self.len()
     }
@@ -292,6 +346,7 @@ impl Batch {
         self.transitions.clear();
         self.control_state.clear();
         self.device_settings.clear();
+        self.device_inventory.clear();
         self.seqs.clear();
     }
 }

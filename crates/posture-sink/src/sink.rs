@@ -157,6 +157,11 @@ impl Sink {
             self.insert_retrying("device_settings", &batch.device_settings).await?;
             batch.device_settings.clear();
         }
+        if !batch.device_inventory.is_empty() {
+            self.insert_retrying("device_inventory", &batch.device_inventory)
+                .await?;
+            batch.device_inventory.clear();
+        }
         batch.clear();
         Ok(())
     }

@@ -220,6 +220,12 @@ pub struct DevicesArgs {
     /// PASS, FAIL, UNKNOWN, NOT_APPLICABLE or EXCEPTED.
     #[arg(long, default_value = "FAIL")]
     state: String,
+    /// Only devices in this group (by their latest inventory).
+    #[arg(long, conflicts_with = "device")]
+    group: Option<String>,
+    /// Only devices of this OS family.
+    #[arg(long, conflicts_with = "device")]
+    os: Option<String>,
 }
 
 /// `posture devices`.
@@ -235,15 +241,28 @@ pub fn devices(a: DevicesArgs) -> Result<ExitCode> {
                     "device {} of tenant {}: {:.2} of {:.2} points ({:.2}%; {:.2}% without exceptions)",
                     d.device, d.tenant, d.points, d.max_points, d.percent, d.without_exceptions.percent
                 );
+                if let Some(i) = &d.inventory {
+                    println!(
+                        "  {} {}{}, groups [{}], tags [{}]",
+                        i.os_family,
+                        i.os_version,
+                        if i.hostname.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", host {}", i.hostname)
+                        },
+                        i.groups.join(", "),
+                        i.tags.join(", ")
+                    );
+                }
                 print!("{}", controls_table(&d.controls, false));
             }
         }
         return Ok(ExitCode::SUCCESS);
     }
     let control = a.control.as_deref().unwrap_or_default();
-    let mut v =
-        a.c.block_on(q.control_states(&a.c.tenant, None, Some(control), Some(&a.state)))?;
-    v.retain(|d| d.counted || a.state != "FAIL");
+    let v =
+        a.c.block_on(q.control_devices(&a.c.tenant, control, &a.state, a.group.as_deref(), a.os.as_deref()))?;
     match a.c.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&v)?),
         Format::Csv => print!("{}", csv_out::device_controls(&v)),

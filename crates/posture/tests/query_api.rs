@@ -535,6 +535,35 @@ async fn every_route_and_subcommand_gives_the_hand_checked_figures() {
         .json(route, "/api/v1/tenants/t1/controls/fw/devices?state=PASS")
         .await;
     assert_eq!(devs(&pass), ["d1", "d2", "d3"]);
+    // Filtered by each device's latest inventory: group red is d1, d2; macos is d3 (and d4).
+    let red = api
+        .json(route, "/api/v1/tenants/t1/controls/fw/devices?state=PASS&group=red")
+        .await;
+    assert_eq!(devs(&red), ["d1", "d2"]);
+    let mac = api
+        .json(route, "/api/v1/tenants/t1/controls/fw/devices?state=PASS&os=macos")
+        .await;
+    assert_eq!(devs(&mac), ["d3"]);
+    let cli: Value = serde_json::from_str(&posture(
+        &[
+            "devices",
+            "--tenant",
+            "t1",
+            "--control",
+            "fw",
+            "--state",
+            "PASS",
+            "--group",
+            "red",
+            "--os",
+            "windows",
+            "--format",
+            "json",
+        ],
+        &env,
+    ))
+    .unwrap();
+    assert_eq!(cli, red);
     // d3 and d4 never had bl apply (their state stayed the initial NOT_APPLICABLE): no row.
     let bl = api.json(route, "/api/v1/tenants/t1/controls/bl/devices").await;
     assert_eq!(devs(&bl), ["d2"]);
@@ -559,6 +588,10 @@ async fn every_route_and_subcommand_gives_the_hand_checked_figures() {
     assert_eq!(
         (num(&d2["points"]), num(&d2["max_points"]), num(&d2["percent"])),
         (40.0, 100.0, 40.0)
+    );
+    assert_eq!(
+        d2["inventory"],
+        json!({"os_family": "windows", "os_version": "1.0", "hostname": "", "groups": ["red"], "tags": []})
     );
     let states: Vec<(String, String)> = d2["controls"]
         .as_array()
