@@ -139,16 +139,6 @@ impl Query {
         self.rows("exceptions_current", &[("tenant", tenant.into())]).await
     }
 
-    async fn insert_exception(&self, row: &ExceptionRow) -> Result<(), QueryError> {
-        let err = |e: clickhouse::error::Error| QueryError::ClickHouse {
-            query: "INSERT INTO exceptions",
-            detail: e.to_string(),
-        };
-        let mut insert = self.client.insert::<ExceptionRow>("exceptions").await.map_err(err)?;
-        insert.write(row).await.map_err(err)?;
-        insert.end().await.map_err(err)
-    }
-
     /// The exceptions of `tenant` (every version's latest), by id.
     pub async fn exceptions(&self, tenant: &str) -> Result<Vec<ExceptionView>, QueryError> {
         let now = now_ms();
@@ -238,7 +228,7 @@ impl Query {
             created_at_ms: now,
             version: next_version(0),
         };
-        self.insert_exception(&row).await?;
+        self.insert("exceptions", &row).await?;
         Ok(row.view(now))
     }
 
@@ -257,7 +247,7 @@ impl Query {
         }
         row.expires_at_ms = Some(at);
         row.version = next_version(row.version);
-        self.insert_exception(&row).await?;
+        self.insert("exceptions", &row).await?;
         Ok(row.view(now))
     }
 }

@@ -245,6 +245,14 @@ fn format(q: &Common, headers: &HeaderMap) -> Result<Format, QueryError> {
     }
 }
 
+/// The answer in the format asked for: JSON, or CSV made by `csv` as a download named `name`.
+fn respond<T: serde::Serialize>(f: Format, v: &T, csv: impl FnOnce(&T) -> String, name: &str) -> Response {
+    match f {
+        Format::Json => Json(v).into_response(),
+        Format::Csv => csv_response(csv(v), name),
+    }
+}
+
 fn csv_response(body: String, name: &str) -> Response {
     (
         [
@@ -340,10 +348,7 @@ async fn score(
 ) -> Answer {
     let f = format(&p, &headers)?;
     let score = s.query.score(&p.scope(&tenant), p.category()?, p.at()?).await?;
-    Ok(match f {
-        Format::Json => Json(score).into_response(),
-        Format::Csv => csv_response(csv_out::score(&score), "score"),
-    })
+    Ok(respond(f, &score, csv_out::score, "score"))
 }
 
 async fn history(
@@ -360,10 +365,7 @@ async fn history(
         .query
         .history(&p.scope(&tenant), p.category()?, from, to, bucket)
         .await?;
-    Ok(match f {
-        Format::Json => Json(h).into_response(),
-        Format::Csv => csv_response(csv_out::history(&h), "history"),
-    })
+    Ok(respond(f, &h, |x| csv_out::history(x), "history"))
 }
 
 async fn recommendations(
@@ -382,10 +384,7 @@ async fn recommendations(
     if let Some(top) = p.top {
         recs.truncate(top);
     }
-    Ok(match f {
-        Format::Json => Json(recs).into_response(),
-        Format::Csv => csv_response(csv_out::recommendations(&recs), "recommendations"),
-    })
+    Ok(respond(f, &recs, |x| csv_out::recommendations(x), "recommendations"))
 }
 
 async fn control_devices(
@@ -401,10 +400,12 @@ async fn control_devices(
         .query
         .control_devices(&tenant, &control, state, group, p.os.as_deref())
         .await?;
-    Ok(match f {
-        Format::Json => Json(v).into_response(),
-        Format::Csv => csv_response(csv_out::device_controls(&v), &format!("{control}-devices")),
-    })
+    Ok(respond(
+        f,
+        &v,
+        |x| csv_out::device_controls(x),
+        &format!("{control}-devices"),
+    ))
 }
 
 async fn device(
@@ -415,10 +416,12 @@ async fn device(
 ) -> Answer {
     let f = format(&p, &headers)?;
     let d = s.query.device(&tenant, &device, p.at()?).await?;
-    Ok(match f {
-        Format::Json => Json(d).into_response(),
-        Format::Csv => csv_response(csv_out::device_controls(&d.controls), &format!("{device}-controls")),
-    })
+    Ok(respond(
+        f,
+        &d,
+        |d| csv_out::device_controls(&d.controls),
+        &format!("{device}-controls"),
+    ))
 }
 
 async fn whatif(
@@ -448,10 +451,7 @@ async fn whatif(
     if applied.group.is_some() {
         answers.push(s.query.whatif(&applied, &applied, control, change, at).await?);
     }
-    Ok(match f {
-        Format::Json => Json(answers).into_response(),
-        Format::Csv => csv_response(csv_out::whatif(&answers), "whatif"),
-    })
+    Ok(respond(f, &answers, |x| csv_out::whatif(x), "whatif"))
 }
 
 fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, QueryError> {
@@ -467,10 +467,7 @@ async fn exceptions(
 ) -> Answer {
     let f = format(&p, &headers)?;
     let v = s.query.exceptions(&tenant).await?;
-    Ok(match f {
-        Format::Json => Json(v).into_response(),
-        Format::Csv => csv_response(csv_out::exceptions(&v), "exceptions"),
-    })
+    Ok(respond(f, &v, |x| csv_out::exceptions(x), "exceptions"))
 }
 
 async fn add_exception(
@@ -506,10 +503,7 @@ async fn tasks(
 ) -> Answer {
     let f = format(&p, &headers)?;
     let v = s.query.tasks(&tenant).await?;
-    Ok(match f {
-        Format::Json => Json(v).into_response(),
-        Format::Csv => csv_response(csv_out::tasks(&v), "tasks"),
-    })
+    Ok(respond(f, &v, |x| csv_out::tasks(x), "tasks"))
 }
 
 async fn create_task(

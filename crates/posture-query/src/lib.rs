@@ -334,6 +334,20 @@ impl Query {
             .map_err(|e| err(e.to_string()))
     }
 
+    /// Writes one row (a new version of an exception or a task).
+    async fn insert<T>(&self, table: &'static str, row: &T) -> Result<(), QueryError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowWrite,
+    {
+        let err = |e: clickhouse::error::Error| QueryError::ClickHouse {
+            query: table,
+            detail: format!("INSERT: {e}"),
+        };
+        let mut insert = self.client.insert::<T>(table).await.map_err(err)?;
+        insert.write(row).await.map_err(err)?;
+        insert.end().await.map_err(err)
+    }
+
     fn control(&self, id: &str) -> Result<ControlIdx, QueryError> {
         self.catalog
             .control_idx(id)

@@ -102,16 +102,6 @@ impl Query {
         self.rows("tasks_current", &[("tenant", tenant.into())]).await
     }
 
-    async fn insert_task(&self, row: &TaskRow) -> Result<(), QueryError> {
-        let err = |e: clickhouse::error::Error| QueryError::ClickHouse {
-            query: "INSERT INTO tasks",
-            detail: e.to_string(),
-        };
-        let mut insert = self.client.insert::<TaskRow>("tasks").await.map_err(err)?;
-        insert.write(row).await.map_err(err)?;
-        insert.end().await.map_err(err)
-    }
-
     fn task_view(&self, r: &TaskRow, now: i64) -> TaskView {
         let title = self
             .catalog
@@ -178,7 +168,7 @@ impl Query {
             completed_at_ms: None,
             version: crate::exceptions::next_version(0),
         };
-        self.insert_task(&row).await?;
+        self.insert("tasks", &row).await?;
         Ok(self.task_view(&row, now))
     }
 
@@ -209,7 +199,7 @@ impl Query {
             r.status = "completed".into();
             r.completed_at_ms = Some(f.last_change_ms.max(r.created_at_ms));
             r.version = crate::exceptions::next_version(r.version);
-            self.insert_task(&r).await?;
+            self.insert("tasks", &r).await?;
             done.push(self.task_view(&r, now));
         }
         Ok(done)

@@ -9,7 +9,8 @@
 //! several instants; every garbage record must be in the dead-letter topic
 //! with its reason; and the score-delta topic must hold one record per
 //! transition written to ClickHouse, with its lineage.
-
+mod common;
+use common::posture;
 use posture_tests::registry::FakeRegistry;
 use posture_tests::{
     fresh_database, fresh_topic_with_partitions, kafka_brokers, kafka_config, read_topic, unique_name,
@@ -18,21 +19,9 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 const BASELINES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/baselines");
-
-fn posture(args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_posture"))
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("run posture");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "posture {args:?} failed: {stderr}");
-    String::from_utf8(out.stdout).expect("utf-8 output")
-}
 
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))

@@ -19,7 +19,8 @@
 //! At T1 = T0+1h: fw 2/4 -> 15, pw 2/4 -> 10, av 3/4 -> 7.5, bl 1/2 -> 20: 52.5 of 100 = 52.5%.
 //! After T0+2h: fw 3/4 -> 22.5: 60%. Group red at T1: fw 1/2 -> 15, pw 1/2 -> 10, av 2/2 -> 10,
 //! bl 1/2 -> 20: 55%.
-
+mod common;
+use common::posture;
 use posture_core::{ChangeKind, ConfigChange, ConfigSource, DeviceInfo, Setting, Value as V};
 use posture_tests::{fresh_database, fresh_topic_with_partitions, kafka_brokers, unique_name};
 use serde_json::{json, Value};
@@ -227,17 +228,6 @@ fn parse_csv(text: &str) -> Vec<csv::StringRecord> {
     let mut rows = vec![header];
     rows.extend(r.records().map(|x| x.expect("RFC 4180 CSV")));
     rows
-}
-
-fn posture(args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_posture"))
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("run posture");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "posture {args:?} failed: {stderr}");
-    String::from_utf8(out.stdout).expect("utf-8")
 }
 
 fn stop(mut child: Child) {

@@ -5,23 +5,13 @@
 //! embedded mode (`posture evaluate`) on the same events written with
 //! `import-results --output`.
 
+mod common;
+use common::posture;
 use posture_tests::{fresh_database, kafka_brokers, unique_name};
 use serde_json::Value;
-use std::process::Command;
 
 fn fixture(p: &str) -> String {
     format!("{}/tests/fixtures/xccdf/{p}", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn posture(args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_posture"))
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("run posture");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "posture {args:?} failed: {stderr}");
-    String::from_utf8(out.stdout).expect("utf-8")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
