@@ -636,7 +636,11 @@ fn cases(sc: &Scenario) -> Vec<Case> {
         out.push(case(
             format!("control_state_current {tenant}/{device:?}"),
             "control_state_current",
-            &[("tenant", tenant.into()), ("device", device.into())],
+            &[
+                ("tenant", tenant.into()),
+                ("device", device.into()),
+                ("control", "".into()),
+            ],
             expected,
         ));
     }
@@ -920,6 +924,7 @@ async fn migrate_is_idempotent() {
             "device_inventory",
             "device_settings",
             "engine_snapshots",
+            "exception_syncs",
             "exceptions",
             "schema_migrations",
             "score_deltas",

@@ -182,7 +182,8 @@ GROUP BY device
 ORDER BY device;
 
 -- name: control_state_current
--- The current state of every control of a device (device = '' for every device of the tenant):
+-- The current state of every control of a device (device = '' for every device of the tenant;
+-- control = '' for every control, else only that one):
 -- the latest row per (tenant, device, control) of control_state, by FINAL (ReplacingMergeTree on
 -- `version`). counted = 0 means the device is retired or inactive and outside every score.
 SELECT
@@ -198,6 +199,7 @@ SELECT
 FROM control_state FINAL
 WHERE tenant = {tenant:String}
     AND ({device:String} = '' OR device = {device:String})
+    AND ({control:String} = '' OR control = {control:String})
 ORDER BY device, control;
 
 -- name: tenants_latest
@@ -297,13 +299,15 @@ ORDER BY tenant, id;
 
 -- name: control_failing
 -- One control in one scope now: the devices failing it without exceptions (fail_wo) and with
--- them (fail_w), and the event time of the last change of the failing count (the instant the
--- scope's last failing device was fixed, when fail_wo is 0). For remediation tasks.
+-- them (fail_w), the passing devices (pass_wo), the event time of the last change of the failing
+-- count (the instant the scope's last failing device was fixed, when fail_wo is 0), and how many
+-- deltas there are (0: the control never had a device in the scope). For remediation tasks.
 SELECT
     sum(fail_without) AS fail_wo,
     sum(fail_with) AS fail_w,
     sum(pass_without) AS pass_wo,
-    toInt64(maxIf(event_time_ms, fail_without != 0)) AS last_change_ms
+    toInt64(maxIf(event_time_ms, fail_without != 0)) AS last_change_ms,
+    count() AS deltas
 FROM score_deltas
 WHERE tenant = {tenant:String}
     AND group = {group:String}

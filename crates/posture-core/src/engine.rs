@@ -835,8 +835,10 @@ impl Engine {
     }
 
     /// Adds an exception. It takes effect when the clock reaches its start
-    /// (immediately, stamped at its start, if the clock is already past it)
-    /// and ends at its expiry. Errors name an unknown control.
+    /// and ends at its expiry. A start (or expiry) the clock has already
+    /// passed takes effect at once, stamped with the clock: past deltas are
+    /// never rewritten, so the history stays consistent; an exception that
+    /// has entirely passed has no effect. Errors name an unknown control.
     pub fn add_exception(&mut self, exc: Exception, out: &mut Output) -> Result<(), String> {
         let control = self
             .cat
@@ -847,9 +849,13 @@ impl Engine {
         }
         let tenant = self.intern_tenant(&exc.tenant);
         let idx = self.exceptions.len() as u32;
-        self.boundaries.insert((exc.starts_at, idx, true));
-        if let Some(e) = exc.expires_at {
-            self.boundaries.insert((e, idx, false));
+        let start = exc.starts_at.max(self.clock);
+        let end = exc.expires_at.map(|e| e.max(start));
+        if end != Some(start) {
+            self.boundaries.insert((start, idx, true));
+            if let Some(e) = end {
+                self.boundaries.insert((e, idx, false));
+            }
         }
         let credit = exc.justification.credits();
         self.exceptions.push(ExcEntry {
@@ -869,20 +875,28 @@ impl Engine {
         Ok(())
     }
 
-    /// Ends an exception at event time `at` (or at once if `at` has passed).
+    /// Ends an exception at event time `at` (or at once, stamped with the
+    /// clock, if `at` has passed). An exception that has not started by then
+    /// never takes effect.
     pub fn expire_exception(&mut self, id: &str, at: i64, out: &mut Output) -> Result<(), String> {
         let idx = self
             .exceptions
             .iter()
             .position(|e| e.exc.id == id)
             .ok_or_else(|| format!("no exception {id:?}"))? as u32;
-        let e = &mut self.exceptions[idx as usize];
-        if let Some(old) = e.exc.expires_at {
-            self.boundaries.remove(&(old, idx, false));
+        let at = at.max(self.clock);
+        // Its pending boundaries: the end moves; a start not reached by then is dropped.
+        let pending_start = self.boundaries.iter().find(|b| b.1 == idx && b.2).map(|b| b.0);
+        self.boundaries.retain(|b| b.1 != idx || b.2);
+        match pending_start {
+            Some(s) if at <= s => {
+                self.boundaries.remove(&(s, idx, true));
+            }
+            _ => {
+                self.boundaries.insert((at, idx, false));
+            }
         }
-        let at = at.max(e.exc.starts_at);
-        e.exc.expires_at = Some(at);
-        self.boundaries.insert((at, idx, false));
+        self.exceptions[idx as usize].exc.expires_at = Some(at);
         self.process_due(
             SourcePos {
                 partition: -1,

@@ -11,7 +11,8 @@ use crate::yaml::{self, Kind, Node};
 use crate::BaselineError;
 
 /// Why a control is excepted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Justification {
     ThirdPartyControl,
     AlternateMitigation,
@@ -52,7 +53,8 @@ impl Justification {
 }
 
 /// Which devices of the tenant an exception covers.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ExceptionScope {
     Tenant,
     Device(String),
@@ -61,7 +63,7 @@ pub enum ExceptionScope {
 }
 
 /// An exception for one control.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Exception {
     pub id: String,
     pub tenant: String,

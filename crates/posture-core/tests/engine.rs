@@ -423,6 +423,43 @@ fn exceptions_credit_or_hide_and_move_at_exact_instants() {
 }
 
 #[test]
+fn a_late_exception_takes_effect_at_the_clock_and_never_rewrites_history() {
+    let mut h = Harness::new(catalog(THREE));
+    h.send(ev("a", T0, Upsert, &[("fw", b(true))])).unwrap();
+    h.send(ev("a", T0 + 20 * MIN, Upsert, &[("fw", b(false))])).unwrap();
+    // Added with the clock at T0+20min, starting at T0+10min: it credits fw from the clock on.
+    let t = h.except(exc(
+        "late",
+        "fw",
+        ExceptionScope::Tenant,
+        Justification::ThirdPartyControl,
+        T0 + 10 * MIN,
+        None,
+    ));
+    assert_eq!(t.len(), 1);
+    assert_eq!(
+        (t[0].event_time, t[0].reason),
+        (T0 + 20 * MIN, Reason::ExceptionStarted)
+    );
+    // Before the clock the history is what it was: fw passing, 100 of 100 (a backdated credit
+    // would have added another 100 here, from the current FAIL).
+    assert_eq!(h.points_at("t1", T0 + 15 * MIN), (100 * P, 100 * P));
+    // From the clock on: failing, but credited (points, maximum with exceptions).
+    assert_eq!(h.points_at("t1", T0 + 20 * MIN), (100 * P, 100 * P));
+    assert_eq!(t[0].new.state(), posture_core::ControlState::Excepted);
+    // An exception wholly in the past does nothing.
+    let t = h.except(exc(
+        "gone",
+        "fw",
+        ExceptionScope::Tenant,
+        Justification::RiskAccepted,
+        T0,
+        Some(T0 + 5 * MIN),
+    ));
+    assert!(t.is_empty(), "{t:?}");
+}
+
+#[test]
 fn score_at_time_is_the_sum_of_deltas_up_to_then() {
     let mut h = Harness::new(catalog(THREE));
     h.send(ev("a", T0, Upsert, &[("fw", b(false))])).unwrap();

@@ -24,6 +24,7 @@ pub mod emit;
 pub mod pipeline;
 pub mod topics;
 
+use posture_core::exception::Exception;
 use posture_core::{Catalog, ConfigChange, Engine, EngineConfig, Output, Rejected, SourcePos};
 use posture_metrics::Metrics;
 use rdkafka::config::ClientConfig;
@@ -102,6 +103,22 @@ pub trait Stage {
     /// `partition` was revoked: drop its pending, unwritten output (its next
     /// owner makes it again from the partition's last snapshot).
     fn discard_partition(&mut self, _partition: i32) {}
+    /// The engine of `partition` took the exception set `list` right before
+    /// the record at `offset`: stages that keep output state record it with
+    /// the rows it caused (see [`Stage::restored_exceptions`]).
+    fn record_exceptions(&mut self, _partition: i32, _offset: i64, _list: &[Exception]) {}
+    /// After [`Stage::prepare_partition`]: the exception set the partition's
+    /// written output reflects (the last one recorded), which its engine must
+    /// take at once when replaying. `None`: nothing recorded.
+    fn restored_exceptions(&mut self, _partition: i32) -> Option<Vec<Exception>> {
+        None
+    }
+    /// Whether the record at `offset` of `partition` is a replay of output
+    /// already written (at or below the output watermarks). A new exception
+    /// set waits until the replay is over, or its effect would be lost.
+    fn replaying(&self, _partition: i32, _offset: i64) -> bool {
+        false
+    }
     /// Rows pending since the last flush.
     fn pending_rows(&self) -> usize;
     /// Writes every pending row durably; only then are offsets committed.
@@ -131,6 +148,21 @@ impl<A: Stage, B: Stage> Stage for (A, B) {
     fn discard_partition(&mut self, partition: i32) {
         self.0.discard_partition(partition);
         self.1.discard_partition(partition);
+    }
+
+    fn record_exceptions(&mut self, partition: i32, offset: i64, list: &[Exception]) {
+        self.0.record_exceptions(partition, offset, list);
+        self.1.record_exceptions(partition, offset, list);
+    }
+
+    fn restored_exceptions(&mut self, partition: i32) -> Option<Vec<Exception>> {
+        let a = self.0.restored_exceptions(partition);
+        let b = self.1.restored_exceptions(partition);
+        a.or(b)
+    }
+
+    fn replaying(&self, partition: i32, offset: i64) -> bool {
+        self.0.replaying(partition, offset) || self.1.replaying(partition, offset)
     }
     fn pending_rows(&self) -> usize {
         self.0.pending_rows().max(self.1.pending_rows())
@@ -434,6 +466,9 @@ struct PartitionState {
     last_snapshot: Instant,
     /// The [`ExceptionSet`] version last applied to the engine (0: none).
     exceptions_version: u64,
+    /// The exception set the written output reflects, applied before the
+    /// first record after a restore (see [`Stage::restored_exceptions`]).
+    restored_exceptions: Option<Vec<Exception>>,
 }
 
 /// Everything but the consumer, so a borrowed message and the state can be
@@ -694,6 +729,7 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
             since_snapshot: 0,
             last_snapshot: Instant::now(),
             exceptions_version: 0,
+            restored_exceptions: None,
         };
         if !self.st.store.durable() {
             let engine = Engine::new(self.st.catalog.clone(), self.st.engine_cfg.clone());
@@ -745,6 +781,7 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
             .map_err(|e| state_err(format!("preparing the outputs: {e}")))?;
         let mut ps = fresh(engine, start);
         ps.committed = start;
+        ps.restored_exceptions = self.st.stage.restored_exceptions(partition);
         if first_offset > start {
             // The consumer starts after the engine's state (e.g. no snapshot, but committed
             // offsets): go back so nothing in between is missed.
@@ -934,12 +971,19 @@ impl<S: Stage, D: Decode, St: StateStore> State<S, D, St> {
                 return Some(Skipped::Undecodable(format!("{}: {}", u.reason, u.detail)));
             }
         };
+        let pos = SourcePos { partition, offset };
+        // After a restore: first the set the written output reflects (its replayed rows are
+        // suppressed like every replayed row) ...
+        if let Some(list) = p.restored_exceptions.take() {
+            self.stats.exception_errors += sync_exceptions(&mut p.engine, &list, pos, &mut self.out);
+        }
+        // ... then the current set, once past the output already written, recorded with its rows.
         if let Some(set) = &self.exceptions {
             let (version, list) = set.current();
-            if version != p.exceptions_version {
+            if version != p.exceptions_version && !self.stage.replaying(partition, offset) {
                 p.exceptions_version = version;
-                let pos = SourcePos { partition, offset };
                 self.stats.exception_errors += sync_exceptions(&mut p.engine, &list, pos, &mut self.out);
+                self.stage.record_exceptions(partition, offset, &list);
             }
         }
         let result = p.engine.apply(&ev, SourcePos { partition, offset }, &mut self.out);

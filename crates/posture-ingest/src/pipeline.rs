@@ -4,6 +4,7 @@
 use crate::{Decode, Stage, Undecodable};
 use posture_avro::registry::{Compatibility, SchemaRegistry, INCOMPATIBLE_SCHEMA};
 use posture_avro::{DecodeError, WireDecoder};
+use posture_core::exception::Exception;
 use posture_core::{ConfigChange, Engine, Output, SourcePos};
 use posture_metrics::Metrics;
 use posture_sink::{rows, Batch, Sink, SinkError, SnapshotStore, Watermarks};
@@ -22,6 +23,8 @@ pub struct SinkStage {
     batch: Batch,
     store: Option<SnapshotStore>,
     watermarks: HashMap<i32, Watermarks>,
+    /// Per partition being prepared: the last exception set recorded.
+    restored_exceptions: HashMap<i32, Vec<Exception>>,
     suppressed: u64,
     metrics: Option<Arc<Metrics>>,
 }
@@ -34,6 +37,7 @@ impl SinkStage {
             batch: Batch::new(),
             store: None,
             watermarks: HashMap::new(),
+            restored_exceptions: HashMap::new(),
             suppressed: 0,
             metrics: None,
         }
@@ -93,13 +97,46 @@ impl Stage for SinkStage {
         if let Some(store) = &self.store {
             let w = store.watermarks(partition).await?;
             self.watermarks.insert(partition, w);
+            if let Some(json) = store.last_exception_sync(partition).await? {
+                match serde_json::from_str::<Vec<Exception>>(&json) {
+                    Ok(list) => {
+                        self.restored_exceptions.insert(partition, list);
+                    }
+                    Err(e) => tracing::error!(partition, "the recorded exception set does not parse, ignored: {e}"),
+                }
+            }
         }
         Ok(())
+    }
+
+    fn record_exceptions(&mut self, partition: i32, offset: i64, list: &[Exception]) {
+        let exceptions = serde_json::to_string(list).expect("exceptions serialize");
+        self.batch.exception_syncs.push(posture_sink::SyncRow {
+            source_partition: partition,
+            source_offset: offset,
+            exceptions,
+            written_at: posture_sink::rows::datetime_secs(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64),
+            ),
+        });
+    }
+
+    fn restored_exceptions(&mut self, partition: i32) -> Option<Vec<Exception>> {
+        self.restored_exceptions.remove(&partition)
+    }
+
+    fn replaying(&self, partition: i32, offset: i64) -> bool {
+        self.watermarks
+            .get(&partition)
+            .is_some_and(|w| w.iter().any(|&m| offset <= m))
     }
 
     fn discard_partition(&mut self, partition: i32) {
         self.batch.discard_partition(partition);
         self.watermarks.remove(&partition);
+        self.restored_exceptions.remove(&partition);
     }
 
     fn pending_rows(&self) -> usize {

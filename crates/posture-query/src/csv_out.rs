@@ -15,10 +15,21 @@ fn write(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String
     // Writing to a Vec cannot fail.
     w.write_record(header).expect("in memory");
     for r in rows {
-        w.write_record(&r).expect("in memory");
+        w.write_record(r.iter().map(|c| defuse(c))).expect("in memory");
     }
     let bytes = w.into_inner().expect("in memory");
     format!("{BOM}{}", String::from_utf8(bytes).expect("UTF-8 in, UTF-8 out"))
+}
+
+/// A cell that a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab or CR first, and
+/// not a number) gets a leading `'`, so an exported note or device id cannot execute anything.
+fn defuse(cell: &str) -> String {
+    let risky = cell.starts_with(['=', '+', '-', '@', '\t', '\r']) && cell.parse::<f64>().is_err();
+    if risky {
+        format!("'{cell}")
+    } else {
+        cell.to_string()
+    }
 }
 
 /// Recommendations, one per row.
@@ -275,5 +286,14 @@ mod tests {
         let mut r = csv::Reader::from_reader(&out.as_bytes()[3..]);
         let rec = r.records().next().unwrap().unwrap();
         assert_eq!(&rec[1], "say \"hi\", then\nleave");
+    }
+
+    #[test]
+    fn formulas_are_defused_numbers_are_not() {
+        let row = vec!["=HYPERLINK(\"x\")".to_string(), "-1.5".to_string(), "@sum".to_string()];
+        let out = super::write(&["a", "b", "c"], [row]);
+        let mut r = csv::Reader::from_reader(&out.as_bytes()[3..]);
+        let rec = r.records().next().unwrap().unwrap();
+        assert_eq!((&rec[0], &rec[1], &rec[2]), ("'=HYPERLINK(\"x\")", "-1.5", "'@sum"));
     }
 }

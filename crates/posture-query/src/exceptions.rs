@@ -106,7 +106,9 @@ impl ExceptionRow {
         let justification = Justification::parse(&self.justification)
             .ok_or_else(|| format!("justification {:?} is not one of the four", self.justification))?;
         Ok(Exception {
-            id: self.id.clone(),
+            // The engine knows every tenant's exceptions by id alone: qualify it with the tenant,
+            // so two tenants may use the same id.
+            id: format!("{}/{}", self.tenant, self.id),
             tenant: self.tenant.clone(),
             control: self.control.clone(),
             scope,

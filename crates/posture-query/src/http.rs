@@ -208,7 +208,7 @@ async fn authorize(
             format!("token {:?} may not read tenant {tenant:?}", grant.name),
         );
     }
-    if req.method() != axum::http::Method::GET && !grant.write {
+    if !matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD) && !grant.write {
         return error(
             StatusCode::FORBIDDEN,
             format!(

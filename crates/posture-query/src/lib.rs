@@ -327,8 +327,10 @@ impl Query {
             .ok_or_else(|| err("not in queries.sql".into()))?
             .render(params)
             .map_err(|e| err(e.to_string()))?;
+        // query_raw: the rendered SQL holds quoted values, and a `?` in one (a device id, say)
+        // must not be taken for a bind placeholder.
         self.client
-            .query(&sql)
+            .query_raw(&sql)
             .fetch_all::<T>()
             .await
             .map_err(|e| err(e.to_string()))
@@ -498,7 +500,11 @@ impl Query {
         let rows: Vec<StateRow> = self
             .rows(
                 "control_state_current",
-                &[("tenant", tenant.into()), ("device", device.unwrap_or_default().into())],
+                &[
+                    ("tenant", tenant.into()),
+                    ("device", device.unwrap_or_default().into()),
+                    ("control", control.unwrap_or_default().into()),
+                ],
             )
             .await?;
         let mut out: Vec<DeviceControl> = rows

@@ -34,9 +34,9 @@ struct FailingRow {
     fail_wo: i64,
     #[allow(dead_code)]
     fail_w: i64,
-    #[allow(dead_code)]
     pass_wo: i64,
     last_change_ms: i64,
+    deltas: u64,
 }
 
 /// A new task, as the CLI and `POST /api/v1/tenants/{tenant}/tasks` take it.
@@ -193,7 +193,9 @@ impl Query {
                 )
                 .await?;
             let Some(f) = f.first() else { continue };
-            if f.fail_wo > 0 {
+            // Completed: devices of the scope pass the control and none fails it. A scope the
+            // control never applied to (no delta, or no passing device) is not a fix.
+            if f.deltas == 0 || f.fail_wo > 0 || f.pass_wo == 0 {
                 continue;
             }
             r.status = "completed".into();

@@ -30,7 +30,7 @@ pub mod state;
 pub use migrate::{migrate, migrations, Migration, SCHEMA_MIGRATIONS_DDL};
 pub use rows::{
     inventory_row, rows, setting_rows, value_json, Batch, ControlStateRow, InventoryRow, ScoreDeltaRow, SettingRow,
-    TransitionRow,
+    SyncRow, TransitionRow,
 };
 pub use sink::{RetryPolicy, Sink, SinkError};
 pub use state::{SnapshotStore, Watermarks, LINEAGE_TABLES};

@@ -126,6 +126,20 @@ pub struct SettingRow {
     pub source_offset: i64,
 }
 
+/// One row of `exception_syncs`: the set of exceptions a partition's engine
+/// took before the record at `source_offset`.
+#[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Serialize)]
+pub struct SyncRow {
+    /// The input partition.
+    pub source_partition: i32,
+    /// The record before which the set was applied.
+    pub source_offset: i64,
+    /// The set, as a JSON array of [`posture_core::exception::Exception`].
+    pub exceptions: String,
+    /// Wall-clock seconds, for people.
+    pub written_at: u32,
+}
+
 /// One row of `device_inventory`: a device's inventory as of one event.
 #[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Serialize)]
 pub struct InventoryRow {
@@ -270,6 +284,8 @@ pub struct Batch {
     pub device_settings: Vec<SettingRow>,
     /// Rows of `device_inventory` (idempotent too).
     pub device_inventory: Vec<InventoryRow>,
+    /// Rows of `exception_syncs`.
+    pub exception_syncs: Vec<SyncRow>,
     /// Next `seq` per source position: `[transitions, score_deltas]`.
     seqs: HashMap<SourcePos, [u32; 2]>,
 }
@@ -287,6 +303,7 @@ impl Batch {
             && self.control_state.is_empty()
             && self.device_settings.is_empty()
             && self.device_inventory.is_empty()
+            && self.exception_syncs.is_empty()
     }
 
     /// Rows in all tables.
@@ -296,6 +313,7 @@ impl Batch {
             + self.control_state.len()
             + self.device_settings.len()
             + self.device_inventory.len()
+            + self.exception_syncs.len()
     }
 
     /// Row counts per table, in [`crate::state::LINEAGE_TABLES`] order: a
@@ -336,6 +354,7 @@ impl Batch {
         self.control_state.retain(|r| r.source_partition != partition);
         self.device_settings.retain(|r| r.source_partition != partition);
         self.device_inventory.retain(|r| r.source_partition != partition);
+        self.exception_syncs.retain(|r| r.source_partition != partition);
         self.seqs.retain(|k, _| k.partition != partition);
         before - self.len()
     }
@@ -347,6 +366,7 @@ impl Batch {
         self.control_state.clear();
         self.device_settings.clear();
         self.device_inventory.clear();
+        self.exception_syncs.clear();
         self.seqs.clear();
     }
 }

@@ -162,6 +162,10 @@ impl Sink {
                 .await?;
             batch.device_inventory.clear();
         }
+        if !batch.exception_syncs.is_empty() {
+            self.insert_retrying("exception_syncs", &batch.exception_syncs).await?;
+            batch.exception_syncs.clear();
+        }
         batch.clear();
         Ok(())
     }

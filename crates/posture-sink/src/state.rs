@@ -192,6 +192,22 @@ impl SnapshotStore {
         Ok(Some((offset, bytes)))
     }
 
+    /// The latest set of exceptions recorded for input `partition` in
+    /// `exception_syncs` (the JSON array), if any: the set its written
+    /// output reflects.
+    pub async fn last_exception_sync(&self, partition: i32) -> Result<Option<String>, SinkError> {
+        #[derive(clickhouse::Row, serde::Deserialize)]
+        struct Last {
+            exceptions: String,
+        }
+        let sql = "SELECT exceptions FROM exception_syncs WHERE source_partition = ? \
+                   ORDER BY source_offset DESC, written_at DESC LIMIT 1";
+        let rows: Vec<Last> = self
+            .retrying("exception_syncs", || self.client.query(sql).bind(partition).fetch_all())
+            .await?;
+        Ok(rows.into_iter().next().map(|r| r.exceptions))
+    }
+
     /// The output watermarks of input `partition` (see [`Watermarks`]). The
     /// tables hold the output of one input topic.
     pub async fn watermarks(&self, partition: i32) -> Result<Watermarks, SinkError> {
