@@ -97,6 +97,17 @@ async fn wait_for(what: &str, cond: impl Fn() -> bool) {
     }
 }
 
+/// Waits until the rows of the first `n` events are written: a record counts as consumed before
+/// it is applied, so this (not the progress counter) says that the engine is past it.
+/// device_inventory has one row per event and is the last table a flush writes.
+async fn written(client: &clickhouse::Client, n: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while count(client, "SELECT count() FROM device_inventory").await < n {
+        assert!(tokio::time::Instant::now() < deadline, "{n} event(s) never written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn count(client: &clickhouse::Client, sql: &str) -> u64 {
     client.query(sql).fetch_one::<u64>().await.expect(sql)
 }
@@ -134,8 +145,9 @@ async fn an_exception_in_flight_at_a_crash_is_written_exactly_once() {
     let driver = {
         let (topic, set, progress) = (topic.clone(), set.clone(), progress.clone());
         let (e2, e3) = (e2.clone(), e3.clone());
+        let client = reference.clone();
         async move {
-            wait_for("e1", || progress.load(Ordering::SeqCst) >= 1).await;
+            written(&client, 1).await;
             set.replace(vec![credit()]);
             posture_tests::produce_events(&topic, &[e2, e3]).await;
             wait_for("e2 and e3", || progress.load(Ordering::SeqCst) >= 3).await;
@@ -225,4 +237,103 @@ async fn an_exception_in_flight_at_a_crash_is_written_exactly_once() {
         1,
         "one recorded change, by the second run"
     );
+}
+
+/// The other side: the change was written, but the run died before its next snapshot, and the
+/// exception expired (in the past) while it was down. The next run must first take the recorded
+/// set (what the written output reflects) through the replay, then the current one: applying the
+/// current set from the start would lose the credit's end, which the written rows never saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_written_exception_change_is_replayed_as_it_was() {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let (e1, e2, e3) = (
+        event("d1", T0, false),
+        event("d2", T0 + 2 * MIN, true),
+        event("d3", T0 + 3 * MIN, false),
+    );
+    let expired = || Exception {
+        expires_at: Some(T0 + MIN + MIN / 2),
+        ..credit()
+    };
+
+    // The reference: e1; the credit; e2; the credit expired (at T0+1.5min, already past); e3.
+    let topic = fresh_topic_with_partitions("replay2_ref", 1).await;
+    let (reference, db) = fresh_database("replay2_ref").await;
+    posture_sink::migrate(&reference, &db).await.expect("migrate");
+    let set = ExceptionSet::new();
+    let mut run = ingest(&topic, reference.clone(), set.clone());
+    let progress = run.progress();
+    posture_tests::produce_events(&topic, std::slice::from_ref(&e1)).await;
+    let driver = {
+        let (topic, set, progress) = (topic.clone(), set.clone(), progress.clone());
+        let (e2, e3) = (e2.clone(), e3.clone());
+        let client = reference.clone();
+        async move {
+            written(&client, 1).await;
+            set.replace(vec![credit()]);
+            posture_tests::produce_events(&topic, &[e2]).await;
+            written(&client, 2).await;
+            set.replace(vec![expired()]);
+            posture_tests::produce_events(&topic, &[e3]).await;
+            wait_for("e3", || progress.load(Ordering::SeqCst) >= 3).await;
+        }
+    };
+    run.run_until(driver, |_, _, _| {}).await.expect("reference run");
+    drop(run);
+
+    // The crash: e1, the credit and e2 are written (no snapshot since), then the run dies.
+    let topic = fresh_topic_with_partitions("replay2_crash", 1).await;
+    let (direct, db) = fresh_database("replay2_crash").await;
+    posture_sink::migrate(&direct, &db).await.expect("migrate");
+    let set = ExceptionSet::new();
+    let mut run = ingest(&topic, direct.clone(), set.clone());
+    posture_tests::produce_events(&topic, std::slice::from_ref(&e1)).await;
+    let crash = async {
+        written(&direct, 1).await;
+        set.replace(vec![credit()]);
+        posture_tests::produce_events(&topic, std::slice::from_ref(&e2)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        // exception_syncs is the last table a flush writes.
+        while count(&direct, "SELECT count() FROM exception_syncs").await == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the change was never written");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        r = run.run_until(std::future::pending(), |_, _, _| {}) => panic!("the run ended by itself: {r:?}"),
+        _ = crash => {}
+    }
+    drop(run); // kill: no snapshot since the start
+    assert_eq!(
+        count(&direct, "SELECT count() FROM engine_snapshots").await,
+        0,
+        "no snapshot was taken"
+    );
+
+    // The next run: meanwhile the credit was expired; e3 arrives.
+    let set = ExceptionSet::new();
+    set.replace(vec![expired()]);
+    let mut run = ingest(&topic, direct.clone(), set);
+    let progress = run.progress();
+    posture_tests::produce_events(&topic, std::slice::from_ref(&e3)).await;
+    let done = async {
+        wait_for("e1, e2 and e3 again", || progress.load(Ordering::SeqCst) >= 3).await;
+    };
+    run.run_until(done, |_, _, _| {}).await.expect("second run");
+    drop(run);
+
+    let want = counts(&reference).await;
+    assert!(
+        want.iter().any(|r| r.1 == T0 + 2 * MIN && r.2 == 0 && r.3 == 2),
+        "the reference ends the credit at the clock (T0+2min) before e3: {want:?}"
+    );
+    assert_eq!(
+        counts(&direct).await,
+        want,
+        "the crashed and resumed run wrote what the uninterrupted one did"
+    );
+    for table in ["transitions", "control_state", "score_deltas"] {
+        let sql = format!("SELECT count() FROM {table}");
+        assert_eq!(count(&direct, &sql).await, count(&reference, &sql).await, "{table}");
+    }
 }
