@@ -113,7 +113,10 @@ async fn count(client: &clickhouse::Client, sql: &str) -> u64 {
 }
 
 /// The summed count deltas per control and instant: everything the trend queries read.
-async fn counts(client: &clickhouse::Client) -> Vec<(String, i64, i64, i64, i64, i64, i64)> {
+/// control, event_time_ms, and the summed pass_with, fail_with, hidden_with, pass_without, fail_without.
+type Row = (String, i64, i64, i64, i64, i64, i64);
+
+async fn counts(client: &clickhouse::Client) -> Vec<Row> {
     client
         .query(
             "SELECT control, event_time_ms, toInt64(sum(pass_with)), toInt64(sum(fail_with)), toInt64(sum(hidden_with)), \
@@ -123,6 +126,33 @@ async fn counts(client: &clickhouse::Client) -> Vec<(String, i64, i64, i64, i64,
         .fetch_all()
         .await
         .expect("counts")
+}
+
+/// The run after a crash: the current exception set is `current`; `e3` arrives; it stops once
+/// it has consumed e1, e2 (again) and e3.
+async fn resume(topic: &str, direct: &clickhouse::Client, current: Exception, e3: &ConfigChange) {
+    let set = ExceptionSet::new();
+    set.replace(vec![current]);
+    let mut run = ingest(topic, direct.clone(), set);
+    let progress = run.progress();
+    posture_tests::produce_events(topic, std::slice::from_ref(e3)).await;
+    let done = async {
+        wait_for("e1, e2 and e3 again", || progress.load(Ordering::SeqCst) >= 3).await;
+    };
+    run.run_until(done, |_, _, _| {}).await.expect("second run");
+}
+
+/// The crashed and resumed run's tables equal the uninterrupted run's (`want`: its counts).
+async fn assert_same_output(direct: &clickhouse::Client, reference: &clickhouse::Client, want: &[Row]) {
+    assert_eq!(
+        counts(direct).await,
+        want,
+        "the crashed and resumed run wrote what the uninterrupted one did"
+    );
+    for table in ["transitions", "control_state", "score_deltas"] {
+        let sql = format!("SELECT count() FROM {table}");
+        assert_eq!(count(direct, &sql).await, count(reference, &sql).await, "{table}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,31 +237,14 @@ async fn an_exception_in_flight_at_a_crash_is_written_exactly_once() {
     );
 
     // The next run: the current set has the exception; e3 arrives.
-    let set = ExceptionSet::new();
-    set.replace(vec![credit()]);
-    let mut run = ingest(&topic, direct.clone(), set);
-    let progress = run.progress();
-    posture_tests::produce_events(&topic, std::slice::from_ref(&e3)).await;
-    let done = async {
-        wait_for("e1, e2 and e3 again", || progress.load(Ordering::SeqCst) >= 3).await;
-    };
-    run.run_until(done, |_, _, _| {}).await.expect("second run");
-    drop(run);
+    resume(&topic, &direct, credit(), &e3).await;
 
     let want = counts(&reference).await;
     assert!(
         want.iter().any(|r| r.1 == T0 && r.2 > 0),
         "the reference credits d1 from T0: {want:?}"
     );
-    assert_eq!(
-        counts(&direct).await,
-        want,
-        "the crashed and resumed run wrote what the uninterrupted one did"
-    );
-    for table in ["transitions", "control_state", "score_deltas"] {
-        let sql = format!("SELECT count() FROM {table}");
-        assert_eq!(count(&direct, &sql).await, count(&reference, &sql).await, "{table}");
-    }
+    assert_same_output(&direct, &reference, &want).await;
     assert_eq!(
         count(&direct, "SELECT count() FROM exception_syncs").await,
         1,
@@ -311,29 +324,12 @@ async fn a_written_exception_change_is_replayed_as_it_was() {
     );
 
     // The next run: meanwhile the credit was expired; e3 arrives.
-    let set = ExceptionSet::new();
-    set.replace(vec![expired()]);
-    let mut run = ingest(&topic, direct.clone(), set);
-    let progress = run.progress();
-    posture_tests::produce_events(&topic, std::slice::from_ref(&e3)).await;
-    let done = async {
-        wait_for("e1, e2 and e3 again", || progress.load(Ordering::SeqCst) >= 3).await;
-    };
-    run.run_until(done, |_, _, _| {}).await.expect("second run");
-    drop(run);
+    resume(&topic, &direct, expired(), &e3).await;
 
     let want = counts(&reference).await;
     assert!(
         want.iter().any(|r| r.1 == T0 + 2 * MIN && r.2 == 0 && r.3 == 2),
         "the reference ends the credit at the clock (T0+2min) before e3: {want:?}"
     );
-    assert_eq!(
-        counts(&direct).await,
-        want,
-        "the crashed and resumed run wrote what the uninterrupted one did"
-    );
-    for table in ["transitions", "control_state", "score_deltas"] {
-        let sql = format!("SELECT count() FROM {table}");
-        assert_eq!(count(&direct, &sql).await, count(&reference, &sql).await, "{table}");
-    }
+    assert_same_output(&direct, &reference, &want).await;
 }

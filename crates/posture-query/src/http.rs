@@ -10,6 +10,7 @@
 //! The router is meant to be merged into the metrics router, so the API
 //! shares the port of `/metrics` (SPEC section 4).
 
+use crate::now_ms;
 use crate::{csv_out, Bucket, Change, Filters, NewException, NewTask, Query, QueryError, Scope};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query as Params, Request, State};
@@ -329,13 +330,6 @@ impl Common {
             })
             .transpose()
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 type Answer = Result<Response, QueryError>;

@@ -717,8 +717,8 @@ impl Query {
     }
 }
 
-/// Wall-clock milliseconds since the epoch.
-pub(crate) fn now_ms() -> i64 {
+/// Wall-clock milliseconds since the epoch ("now" when no instant is given).
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

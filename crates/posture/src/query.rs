@@ -9,6 +9,7 @@ use crate::pipeline::ClickHouseArgs;
 use anyhow::{Context, Result};
 use posture_core::time::{format_time, parse_time};
 use posture_core::{Category, Remediation};
+use posture_query::now_ms;
 use posture_query::{csv_out, Bucket, Change, Filters, Query, Scope};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,11 +57,15 @@ impl Common {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+/// The part of a tenant a report looks at.
+#[derive(clap::Args)]
+pub struct Slice {
+    /// One device group of the tenant (default: the whole tenant).
+    #[arg(long)]
+    group: Option<String>,
+    /// One category: application, os, network, accounts, security_controls.
+    #[arg(long, value_parser = crate::evaluate::parse_category)]
+    category: Option<Category>,
 }
 
 /// `posture score`.
@@ -68,12 +73,8 @@ fn now_ms() -> i64 {
 pub struct ScoreArgs {
     #[command(flatten)]
     c: Common,
-    /// Report one device group of the tenant.
-    #[arg(long)]
-    group: Option<String>,
-    /// Report one category: application, os, network, accounts, security_controls.
-    #[arg(long, value_parser = crate::evaluate::parse_category)]
-    category: Option<Category>,
+    #[command(flatten)]
+    s: Slice,
     /// Score as of this event-time instant (RFC 3339 or epoch milliseconds);
     /// default: now.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
@@ -84,7 +85,7 @@ pub struct ScoreArgs {
 pub fn score(a: ScoreArgs) -> Result<ExitCode> {
     let q = a.c.query()?;
     let s =
-        a.c.block_on(q.score(&a.c.scope(&a.group), a.category, a.at.unwrap_or_else(now_ms)))?;
+        a.c.block_on(q.score(&a.c.scope(&a.s.group), a.s.category, a.at.unwrap_or_else(now_ms)))?;
     match a.c.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&s)?),
         Format::Table => print!("{}", output::score_table(&s, None)),
@@ -98,12 +99,8 @@ pub fn score(a: ScoreArgs) -> Result<ExitCode> {
 pub struct RecommendationsArgs {
     #[command(flatten)]
     c: Common,
-    /// Report one device group of the tenant.
-    #[arg(long)]
-    group: Option<String>,
-    /// Only controls of this category.
-    #[arg(long, value_parser = crate::evaluate::parse_category)]
-    category: Option<Category>,
+    #[command(flatten)]
+    s: Slice,
     /// Only recommendations of this remediation type: configuration_change, software_update.
     #[arg(long, value_parser = crate::evaluate::parse_remediation)]
     remediation: Option<Remediation>,
@@ -123,12 +120,12 @@ pub struct RecommendationsArgs {
 pub fn recommendations(a: RecommendationsArgs) -> Result<ExitCode> {
     let q = a.c.query()?;
     let filters = Filters {
-        category: a.category,
+        category: a.s.category,
         remediation: a.remediation,
         os: a.os.as_deref(),
     };
     let mut recs =
-        a.c.block_on(q.recommendations(&a.c.scope(&a.group), filters, a.at.unwrap_or_else(now_ms)))?;
+        a.c.block_on(q.recommendations(&a.c.scope(&a.s.group), filters, a.at.unwrap_or_else(now_ms)))?;
     if let Some(top) = a.top {
         recs.truncate(top);
     }
@@ -145,12 +142,8 @@ pub fn recommendations(a: RecommendationsArgs) -> Result<ExitCode> {
 pub struct HistoryArgs {
     #[command(flatten)]
     c: Common,
-    /// One device group of the tenant.
-    #[arg(long)]
-    group: Option<String>,
-    /// One category.
-    #[arg(long, value_parser = crate::evaluate::parse_category)]
-    category: Option<Category>,
+    #[command(flatten)]
+    s: Slice,
     /// Start of the range (RFC 3339 or epoch ms); default: 30 days before --to.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     from: Option<i64>,
@@ -171,10 +164,10 @@ pub fn history(a: HistoryArgs) -> Result<ExitCode> {
     let q = a.c.query()?;
     let to = a.to.unwrap_or_else(now_ms);
     let from = a.from.unwrap_or(to - 30 * 86_400_000);
-    let scope = a.c.scope(&a.group);
-    let points = a.c.block_on(q.history(&scope, a.category, from, to, a.bucket))?;
+    let scope = a.c.scope(&a.s.group);
+    let points = a.c.block_on(q.history(&scope, a.s.category, from, to, a.bucket))?;
     if let Some(path) = &a.svg {
-        let title = match (&scope.group, a.category) {
+        let title = match (&scope.group, a.s.category) {
             (Some(g), _) => format!("Secure score of {} / {g}", scope.tenant),
             (None, Some(c)) => format!("Secure score of {} / {}", scope.tenant, c.as_str()),
             (None, None) => format!("Secure score of {}", scope.tenant),
