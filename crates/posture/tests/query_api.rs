@@ -230,17 +230,24 @@ fn parse_csv(text: &str) -> Vec<csv::StringRecord> {
     rows
 }
 
-fn stop(mut child: Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            return;
+/// `posture run` as a child that is stopped however the test ends (a failed assertion too):
+/// SIGTERM, then SIGKILL after 20 s.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let child = &mut self.0;
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        let _ = child.kill();
+        let _ = child.wait();
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 fn num(v: &Value) -> f64 {
@@ -278,30 +285,32 @@ async fn every_route_and_subcommand_gives_the_hand_checked_figures() {
     posture(&["migrate"], &env);
     let port = free_port();
     let log = std::fs::File::create(dir.join("run.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_posture"))
-        .args([
-            "run",
-            "--topic",
-            &topic,
-            "--group",
-            &unique_name("api_group"),
-            "--alerts-topic",
-            "",
-        ])
-        .args([
-            "--score-deltas-topic",
-            &format!("{topic}.deltas"),
-            "--dead-letter-topic",
-            &format!("{topic}.dead"),
-        ])
-        .args(["--batch-ms", "200", "--http-addr", &format!("127.0.0.1:{port}")])
-        .args(["--api-tokens-file", tokens.to_str().unwrap()])
-        .args(["--exceptions-poll-secs", "1", "--tasks-confirm-secs", "1"])
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn posture run");
+    let running = Running(
+        Command::new(env!("CARGO_BIN_EXE_posture"))
+            .args([
+                "run",
+                "--topic",
+                &topic,
+                "--group",
+                &unique_name("api_group"),
+                "--alerts-topic",
+                "",
+            ])
+            .args([
+                "--score-deltas-topic",
+                &format!("{topic}.deltas"),
+                "--dead-letter-topic",
+                &format!("{topic}.dead"),
+            ])
+            .args(["--batch-ms", "200", "--http-addr", &format!("127.0.0.1:{port}")])
+            .args(["--api-tokens-file", tokens.to_str().unwrap()])
+            .args(["--exceptions-poll-secs", "1", "--tasks-confirm-secs", "1"])
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn posture run"),
+    );
 
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
@@ -780,7 +789,7 @@ async fn every_route_and_subcommand_gives_the_hand_checked_figures() {
     assert_eq!((&rows[1][0], &rows[1][6]), ("t1", "52.5"));
 
     exceptions_and_tasks(&api, &env, &topic, &dir).await;
-    stop(child);
+    drop(running);
 }
 
 /// POST JSON; the answer (any status) is validated against the OpenAPI document.
