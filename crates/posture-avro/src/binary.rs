@@ -39,14 +39,38 @@ const MIN_SETTING_BYTES: usize = 2;
 /// a sensible value). The whole body must be consumed, otherwise
 /// [`DecodeError::TrailingBytes`].
 pub fn decode_config_change_body(body: &[u8], max_array_len: usize) -> Result<ConfigChange, DecodeError> {
+    let mut ev = ConfigChange {
+        event_id: String::new(),
+        tenant_id: String::new(),
+        device_id: String::new(),
+        observed_at: 0,
+        sequence: 0,
+        source: ConfigSource::Agent,
+        kind: ChangeKind::Upsert,
+        device: None,
+        settings: Vec::new(),
+    };
+    decode_config_change_body_into(body, max_array_len, &mut ev)?;
+    Ok(ev)
+}
+
+/// [`decode_config_change_body`] into an existing event, reusing its
+/// strings and settings (no allocation per event once `ev` has grown to the
+/// events' sizes): the hot path of `posture run`. On error `ev` holds a mix
+/// of old and new fields and must not be used.
+pub fn decode_config_change_body_into(
+    body: &[u8],
+    max_array_len: usize,
+    ev: &mut ConfigChange,
+) -> Result<(), DecodeError> {
     let mut c = Cursor { buf: body, pos: 0 };
-    let event_id = c.string("event_id")?;
-    let tenant_id = c.string("tenant_id")?;
-    let device_id = c.string("device_id")?;
-    let observed_at = c.long("observed_at")?;
-    let sequence = c.long("sequence")?;
+    c.string_into("event_id", &mut ev.event_id)?;
+    c.string_into("tenant_id", &mut ev.tenant_id)?;
+    c.string_into("device_id", &mut ev.device_id)?;
+    ev.observed_at = c.long("observed_at")?;
+    ev.sequence = c.long("sequence")?;
     let at = c.pos;
-    let source = match c.long("source")? {
+    ev.source = match c.long("source")? {
         0 => ConfigSource::Agent,
         1 => ConfigSource::GroupPolicy,
         2 => ConfigSource::Mdm,
@@ -61,7 +85,7 @@ pub fn decode_config_change_body(body: &[u8], max_array_len: usize) -> Result<Co
         }
     };
     let at = c.pos;
-    let kind = match c.long("kind")? {
+    ev.kind = match c.long("kind")? {
         0 => ChangeKind::Upsert,
         1 => ChangeKind::Remove,
         2 => ChangeKind::Snapshot,
@@ -74,7 +98,7 @@ pub fn decode_config_change_body(body: &[u8], max_array_len: usize) -> Result<Co
         }
     };
     let at = c.pos;
-    let device = match c.long("device")? {
+    ev.device = match c.long("device")? {
         0 => None,
         1 => Some(c.device_info(max_array_len)?),
         i => {
@@ -84,25 +108,28 @@ pub fn decode_config_change_body(body: &[u8], max_array_len: usize) -> Result<Co
             ))
         }
     };
-    let settings = c.array("settings", MIN_SETTING_BYTES, max_array_len, |c| {
-        c.setting(max_array_len)
+    let settings = &mut ev.settings;
+    let n = c.array_each("settings", MIN_SETTING_BYTES, max_array_len, |c, i| {
+        match settings.get_mut(i) {
+            Some(s) => c.setting_into(s, max_array_len),
+            None => {
+                let mut s = Setting {
+                    key: String::new(),
+                    value: Value::Null,
+                };
+                c.setting_into(&mut s, max_array_len)?;
+                settings.push(s);
+                Ok(())
+            }
+        }
     })?;
+    settings.truncate(n);
     if c.pos != body.len() {
         return Err(DecodeError::TrailingBytes {
             count: body.len() - c.pos,
         });
     }
-    Ok(ConfigChange {
-        event_id,
-        tenant_id,
-        device_id,
-        observed_at,
-        sequence,
-        source,
-        kind,
-        device,
-        settings,
-    })
+    Ok(())
 }
 
 /// A bounds-checked read position in an Avro body.
@@ -111,7 +138,7 @@ struct Cursor<'a> {
     pos: usize,
 }
 
-impl Cursor<'_> {
+impl<'a> Cursor<'a> {
     #[inline]
     fn remaining(&self) -> usize {
         self.buf.len() - self.pos
@@ -188,8 +215,9 @@ impl Cursor<'_> {
         }
     }
 
+    /// A string, borrowed from the body.
     #[inline]
-    fn string(&mut self, what: &str) -> Result<String, DecodeError> {
+    fn str_ref(&mut self, what: &str) -> Result<&'a str, DecodeError> {
         let at = self.pos;
         let len = self.long(what)?;
         if len < 0 {
@@ -207,12 +235,27 @@ impl Cursor<'_> {
                 ),
             ));
         }
-        let bytes = &self.buf[self.pos..self.pos + len as usize];
+        let buf: &'a [u8] = self.buf;
+        let bytes = &buf[self.pos..self.pos + len as usize];
         let s = std::str::from_utf8(bytes).map_err(|e| {
             DecodeError::malformed(self.pos + e.valid_up_to(), format!("{what}: invalid UTF-8 in string"))
         })?;
         self.pos += len as usize;
-        Ok(s.to_owned())
+        Ok(s)
+    }
+
+    #[inline]
+    fn string(&mut self, what: &str) -> Result<String, DecodeError> {
+        self.str_ref(what).map(str::to_owned)
+    }
+
+    /// A string into `out`, reusing its allocation.
+    #[inline]
+    fn string_into(&mut self, what: &str, out: &mut String) -> Result<(), DecodeError> {
+        let s = self.str_ref(what)?;
+        out.clear();
+        out.push_str(s);
+        Ok(())
     }
 
     /// An Avro array: blocks of `count` items ended by a 0 count; a negative
@@ -225,11 +268,28 @@ impl Cursor<'_> {
         mut item: impl FnMut(&mut Self) -> Result<T, DecodeError>,
     ) -> Result<Vec<T>, DecodeError> {
         let mut out = Vec::new();
+        self.array_each(field, min_item_bytes, max_len, |c, _| {
+            out.push(item(c)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`Cursor::array`] without a vector: `item(cursor, index)` reads each
+    /// item. Returns the item count.
+    fn array_each(
+        &mut self,
+        field: &'static str,
+        min_item_bytes: usize,
+        max_len: usize,
+        mut item: impl FnMut(&mut Self, usize) -> Result<(), DecodeError>,
+    ) -> Result<usize, DecodeError> {
+        let mut len = 0usize;
         loop {
             let block_at = self.pos;
             let n = self.long(field)?;
             if n == 0 {
-                return Ok(out);
+                return Ok(len);
             }
             let (count, end) = if n > 0 {
                 (n as u64, None)
@@ -264,12 +324,12 @@ impl Cursor<'_> {
                     ),
                 ));
             }
-            if out.len() as u64 + count > max_len as u64 {
+            if len as u64 + count > max_len as u64 {
                 return Err(DecodeError::ArrayTooLong { field, max: max_len });
             }
-            out.reserve(count as usize);
             for _ in 0..count {
-                out.push(item(self)?);
+                item(self, len)?;
+                len += 1;
             }
             if let Some((end, size)) = end {
                 if self.pos != end {
@@ -314,16 +374,22 @@ impl Cursor<'_> {
         })
     }
 
+    /// A setting into `s`, reusing its key and a string value.
     #[inline]
-    fn setting(&mut self, max_array_len: usize) -> Result<Setting, DecodeError> {
-        let key = self.string("settings.key")?;
+    fn setting_into(&mut self, s: &mut Setting, max_array_len: usize) -> Result<(), DecodeError> {
+        self.string_into("settings.key", &mut s.key)?;
         let at = self.pos;
-        let value = match self.long("settings.value")? {
+        s.value = match self.long("settings.value")? {
             0 => Value::Null,
             1 => Value::Bool(self.boolean("settings.value")?),
             2 => Value::Long(self.long("settings.value")?),
             3 => Value::Double(self.double("settings.value")?),
-            4 => Value::String(self.string("settings.value")?),
+            4 => {
+                if let Value::String(old) = &mut s.value {
+                    return self.string_into("settings.value", old);
+                }
+                Value::String(self.string("settings.value")?)
+            }
             5 => Value::Array(self.strings("settings.value", max_array_len)?),
             i => {
                 return Err(DecodeError::malformed(
@@ -332,7 +398,7 @@ impl Cursor<'_> {
                 ))
             }
         };
-        Ok(Setting { key, value })
+        Ok(())
     }
 }
 

@@ -37,7 +37,10 @@ pub mod registry;
 pub mod schemas;
 pub mod wire;
 
-pub use binary::{decode_config_change_body, encode_config_change, encode_config_change_into, DEFAULT_MAX_ARRAY_LEN};
+pub use binary::{
+    decode_config_change_body, decode_config_change_body_into, encode_config_change, encode_config_change_into,
+    DEFAULT_MAX_ARRAY_LEN,
+};
 pub use container::{is_container, read_container};
 pub use error::DecodeError;
 pub use output::{

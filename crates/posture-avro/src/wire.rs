@@ -3,7 +3,7 @@
 //! A Kafka record value is `0x00`, the writer schema's registry id as 4
 //! big-endian bytes, then the Avro binary body (SPEC section 1).
 
-use crate::binary::{decode_config_change_body, DEFAULT_MAX_ARRAY_LEN};
+use crate::binary::{decode_config_change_body, decode_config_change_body_into, DEFAULT_MAX_ARRAY_LEN};
 use crate::error::DecodeError;
 use posture_core::ConfigChange;
 
@@ -119,6 +119,14 @@ impl WireDecoder {
     pub fn decode(&self, record: &[u8]) -> Result<ConfigChange, DecodeError> {
         let (_, body) = self.check_header(record)?;
         decode_config_change_body(body, self.max_array_len)
+    }
+
+    /// [`WireDecoder::decode`] into an existing event, reusing its strings
+    /// and settings: no allocation per event on the hot path. On error `ev`
+    /// must not be used.
+    pub fn decode_into(&self, record: &[u8], ev: &mut ConfigChange) -> Result<(), DecodeError> {
+        let (_, body) = self.check_header(record)?;
+        decode_config_change_body_into(body, self.max_array_len, ev)
     }
 
     /// Decodes one record value through `apache-avro` (see

@@ -261,6 +261,23 @@ proptest! {
     }
 
     #[test]
+    fn decoding_into_a_used_event_equals_a_fresh_decode(first in event(), second in event(), third in event()) {
+        // The hot path reuses one event's strings and settings for every record: whatever the
+        // previous record left there (longer or shorter settings, other value types, a device
+        // or none, or a failed decode), the result is the fresh decode.
+        let dec = WireDecoder::new(None);
+        let mut reused = dec.decode(&encode_config_change(&first, 1)).unwrap();
+        let mut corrupt = encode_config_change(&third, 1);
+        corrupt.truncate(corrupt.len() / 2);
+        let _ = dec.decode_into(&corrupt, &mut reused);
+        for ev in [&second, &first, &third] {
+            let wire = encode_config_change(ev, 1);
+            dec.decode_into(&wire, &mut reused).unwrap();
+            prop_assert_eq!(canon(&reused), canon(&dec.decode(&wire).unwrap()));
+        }
+    }
+
+    #[test]
     fn garbage_never_panics_and_agrees(bytes in vec(any::<u8>(), 0..300)) {
         limit_apache();
         let _ = agree(&bytes, DEFAULT_MAX_ARRAY_LEN);

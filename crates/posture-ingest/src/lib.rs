@@ -63,13 +63,13 @@ pub struct IngestConfig {
 }
 
 impl IngestConfig {
-    /// Defaults: 10,000 rows or 1 s per batch.
+    /// Defaults: 100,000 rows or 1 s per batch.
     pub fn new(brokers: impl Into<String>, group_id: impl Into<String>, topic: impl Into<String>) -> IngestConfig {
         IngestConfig {
             brokers: brokers.into(),
             group_id: group_id.into(),
             topic: topic.into(),
-            batch_rows: 10_000,
+            batch_rows: 100_000,
             batch_interval: Duration::from_secs(1),
             extra: Vec::new(),
             snapshot_interval: Duration::from_secs(30),
@@ -223,6 +223,13 @@ impl From<String> for Undecodable {
 pub trait Decode {
     /// Decodes one record value.
     fn decode(&mut self, bytes: &[u8]) -> Result<ConfigChange, Undecodable>;
+    /// Decodes one record value into `ev`, reusing its buffers (the ingest
+    /// loop decodes every record into one event). The default decodes
+    /// afresh; on error `ev` must not be used.
+    fn decode_into(&mut self, bytes: &[u8], ev: &mut ConfigChange) -> Result<(), Undecodable> {
+        *ev = self.decode(bytes)?;
+        Ok(())
+    }
     /// Asked about a record whose schema id was unknown: learn about the id
     /// (e.g. from a schema registry) and say whether records with it can now
     /// be decoded. The record is decoded again afterwards either way, so a
@@ -274,6 +281,8 @@ pub struct IngestStats {
     pub revoked: u64,
     pub flushes: u64,
     pub rows_flushed: u64,
+    /// Time spent waiting for flushes (consumption waits meanwhile), µs.
+    pub flush_micros: u64,
     /// Errors from the consumer (retried, not fatal).
     pub consumer_errors: u64,
     /// Exceptions an engine refused (logged; see [`ExceptionSet`]).
@@ -489,6 +498,11 @@ struct State<S, D, St> {
     /// freshness of each once it is written.
     pending_ts: Vec<i64>,
     exceptions: Option<Arc<ExceptionSet>>,
+    /// When the first record arrived, and when rows were last written.
+    first_record: Option<Instant>,
+    last_write: Option<Instant>,
+    /// The event every record is decoded into (no allocation per record).
+    scratch: ConfigChange,
 }
 
 /// The consume-evaluate-flush loop.
@@ -543,6 +557,19 @@ impl<S: Stage, D: Decode> Ingest<S, D, MemoryOnly> {
                 metrics: None,
                 pending_ts: Vec::new(),
                 exceptions: None,
+                first_record: None,
+                last_write: None,
+                scratch: ConfigChange {
+                    event_id: String::new(),
+                    tenant_id: String::new(),
+                    device_id: String::new(),
+                    observed_at: 0,
+                    sequence: 0,
+                    source: posture_core::ConfigSource::Agent,
+                    kind: posture_core::ChangeKind::Upsert,
+                    device: None,
+                    settings: Vec::new(),
+                },
             },
             last_flush: Instant::now(),
         })
@@ -571,6 +598,9 @@ impl<S: Stage, D: Decode> Ingest<S, D, MemoryOnly> {
                 metrics: st.metrics,
                 pending_ts: st.pending_ts,
                 exceptions: st.exceptions,
+                first_record: st.first_record,
+                last_write: st.last_write,
+                scratch: st.scratch,
             },
             last_flush: self.last_flush,
         }
@@ -596,6 +626,13 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
     pub fn with_exceptions(mut self, set: Arc<ExceptionSet>) -> Self {
         self.st.exceptions = Some(set);
         self
+    }
+
+    /// The busy span so far: from the first record received to the end of
+    /// the last write of rows (`None` before both happened). Throughput over
+    /// it excludes time spent waiting for records.
+    pub fn busy_span(&self) -> Option<Duration> {
+        Some(self.st.last_write?.saturating_duration_since(self.st.first_record?))
     }
 
     /// Counters so far.
@@ -679,6 +716,7 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
                     };
                     let (partition, offset) = (msg.partition(), msg.offset());
                     self.st.stats.records += 1;
+                    self.st.first_record.get_or_insert_with(Instant::now);
                     self.st.progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if let Some(m) = &self.st.metrics {
                         m.events_consumed(1);
@@ -811,22 +849,28 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
         self.last_flush = Instant::now();
         let rows = self.st.stage.pending_rows();
         if rows > 0 {
+            let started = Instant::now();
             self.st
                 .stage
                 .flush()
                 .await
                 .map_err(|e| IngestError::Sink(e.to_string()))?;
+            self.st.stats.flush_micros += started.elapsed().as_micros() as u64;
             self.st.stats.flushes += 1;
             self.st.stats.rows_flushed += rows as u64;
+            self.st.last_write = Some(Instant::now());
         }
         if let Some(m) = &self.st.metrics {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0);
-            for ts in self.st.pending_ts.drain(..) {
-                m.observe_freshness(Duration::from_millis((now - ts).max(0) as u64));
-            }
+            m.observe_freshness_all(
+                self.st
+                    .pending_ts
+                    .drain(..)
+                    .map(|ts| Duration::from_millis((now - ts).max(0) as u64)),
+            );
             m.flushed_now();
             let devices: usize = self.st.partitions.values().map(|p| p.engine.device_count()).sum();
             let bytes: f64 = self
@@ -942,7 +986,7 @@ impl<S: Stage, D: Decode, St: StateStore> State<S, D, St> {
         }
         p.next_offset = offset + 1;
         p.since_snapshot += 1;
-        let mut decoded = self.decode.decode(payload);
+        let mut decoded = self.decode.decode_into(payload, &mut self.scratch);
         if let Err(Undecodable {
             unknown_schema_id: Some(id),
             ..
@@ -950,7 +994,7 @@ impl<S: Stage, D: Decode, St: StateStore> State<S, D, St> {
         {
             // Decoded again either way: a refused id now comes back with the reason.
             self.decode.learn(id).await;
-            decoded = self.decode.decode(payload);
+            decoded = self.decode.decode_into(payload, &mut self.scratch);
         }
         let dead = |reason, detail| DeadLetter {
             partition,
@@ -961,7 +1005,7 @@ impl<S: Stage, D: Decode, St: StateStore> State<S, D, St> {
             detail,
         };
         let ev = match decoded {
-            Ok(ev) => ev,
+            Ok(()) => &self.scratch,
             Err(u) => {
                 self.stats.undecodable += 1;
                 if let Some(m) = &self.metrics {
@@ -986,9 +1030,9 @@ impl<S: Stage, D: Decode, St: StateStore> State<S, D, St> {
                 self.stage.record_exceptions(partition, offset, &list);
             }
         }
-        let result = p.engine.apply(&ev, SourcePos { partition, offset }, &mut self.out);
+        let result = p.engine.apply(ev, SourcePos { partition, offset }, &mut self.out);
         if result.is_ok() {
-            self.stage.observe(&p.engine, &ev, SourcePos { partition, offset });
+            self.stage.observe(&p.engine, ev, SourcePos { partition, offset });
         }
         self.stage.absorb(&p.engine, &self.out);
         if let Some(m) = &self.metrics {

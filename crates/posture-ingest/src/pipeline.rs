@@ -209,20 +209,31 @@ impl AvroDecoder {
     }
 }
 
-impl Decode for AvroDecoder {
-    fn decode(&mut self, bytes: &[u8]) -> Result<ConfigChange, Undecodable> {
-        match self.wire.decode(bytes) {
-            Ok(ev) => Ok(ev),
-            Err(DecodeError::UnknownSchemaId { id }) if self.refused.contains_key(&id) => {
+impl AvroDecoder {
+    /// Why a record is refused: the registry's reason for a refused schema
+    /// id, or the decoder's error.
+    fn refusal(&self, e: DecodeError) -> Undecodable {
+        match e {
+            DecodeError::UnknownSchemaId { id } if self.refused.contains_key(&id) => {
                 let (reason, detail) = &self.refused[&id];
-                Err(Undecodable {
+                Undecodable {
                     reason,
                     detail: detail.clone(),
                     unknown_schema_id: None,
-                })
+                }
             }
-            Err(e) => Err(undecodable(e)),
+            e => undecodable(e),
         }
+    }
+}
+
+impl Decode for AvroDecoder {
+    fn decode(&mut self, bytes: &[u8]) -> Result<ConfigChange, Undecodable> {
+        self.wire.decode(bytes).map_err(|e| self.refusal(e))
+    }
+
+    fn decode_into(&mut self, bytes: &[u8], ev: &mut ConfigChange) -> Result<(), Undecodable> {
+        self.wire.decode_into(bytes, ev).map_err(|e| self.refusal(e))
     }
 
     async fn learn(&mut self, schema_id: u32) -> bool {

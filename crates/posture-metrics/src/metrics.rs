@@ -115,6 +115,18 @@ pub const RESTORE_BUCKETS: [f64; 13] = [
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
+/// Freshness percentiles of a run (event appended to Kafka -> its rows
+/// written to ClickHouse), in milliseconds; ages under 1 ms count as 1 ms.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FreshnessSummary {
+    /// Events observed.
+    pub events: u64,
+    pub p50_ms: u64,
+    pub p90_ms: u64,
+    pub p99_ms: u64,
+    pub max_ms: u64,
+}
+
 /// Buckets of `posture_freshness_seconds`: 10 ms to 60 s.
 pub const FRESHNESS_BUCKETS: [f64; 12] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
@@ -195,6 +207,9 @@ pub struct Metrics {
     state_bytes: IntGauge,
     restore_duration: Histogram,
     freshness: Histogram,
+    /// The same ages in milliseconds, exactly (3 significant digits), for
+    /// the run summary's percentiles ([`Metrics::freshness_summary`]).
+    freshness_ms: Mutex<hdrhistogram::Histogram<u64>>,
     score_percent: GaugeVec,
     score_guard: Mutex<ScoreGuard>,
     alerts_published: IntCounter,
@@ -397,6 +412,9 @@ impl Metrics {
             state_bytes,
             restore_duration,
             freshness,
+            freshness_ms: Mutex::new(
+                hdrhistogram::Histogram::new_with_bounds(1, 24 * 3_600_000, 3).expect("valid histogram bounds"),
+            ),
             score_percent,
             score_guard: Mutex::new(ScoreGuard::new(&config.score_limits)),
             alerts_published,
@@ -512,7 +530,30 @@ impl Metrics {
 
     /// An event's results became queryable `age` after it arrived in Kafka.
     pub fn observe_freshness(&self, age: Duration) {
-        self.freshness.observe(age.as_secs_f64());
+        self.observe_freshness_all(std::iter::once(age));
+    }
+
+    /// [`Metrics::observe_freshness`] for many events at once (one lock).
+    pub fn observe_freshness_all(&self, ages: impl IntoIterator<Item = Duration>) {
+        let mut exact = self.freshness_ms.lock().unwrap_or_else(|e| e.into_inner());
+        for age in ages {
+            self.freshness.observe(age.as_secs_f64());
+            exact.saturating_record(age.as_millis().max(1) as u64);
+        }
+    }
+
+    /// Percentiles of every freshness observed so far, exact to 0.1% (the
+    /// Prometheus histogram has only its buckets): for the summary of a run.
+    pub fn freshness_summary(&self) -> FreshnessSummary {
+        let h = self.freshness_ms.lock().unwrap_or_else(|e| e.into_inner());
+        let q = |q: f64| if h.is_empty() { 0 } else { h.value_at_quantile(q) };
+        FreshnessSummary {
+            events: h.len(),
+            p50_ms: q(0.50),
+            p90_ms: q(0.90),
+            p99_ms: q(0.99),
+            max_ms: if h.is_empty() { 0 } else { h.max() },
+        }
     }
 
     /// The current secure score of `tenant` in percent, or of its device

@@ -130,9 +130,10 @@ impl Sink {
         &self.retry
     }
 
-    /// Writes the batch: one INSERT per non-empty table (`score_deltas`, `transitions`,
-    /// `control_state`, in that order), each retried on transient errors (network errors,
-    /// timeouts, server errors that say "try again") per the [`RetryPolicy`]. A table is removed
+    /// Writes the batch: one INSERT per non-empty table, concurrently, each retried on transient
+    /// errors (network errors, timeouts, server errors that say "try again") per the
+    /// [`RetryPolicy`]; `exception_syncs` last, once every other table is written (a recorded
+    /// exception change must imply its rows are written). A table is removed
     /// from the batch as soon as its INSERT succeeds, so after an error the batch holds exactly
     /// the tables not yet written, and calling `write` again resumes; on success the batch is
     /// empty (and its `seq` numbering restarts).
@@ -141,33 +142,45 @@ impl Sink {
     /// server, so a retry can write a table's rows twice; (source_partition, source_offset,
     /// seq) identifies such duplicates.
     pub async fn write(&self, batch: &mut Batch) -> Result<(), SinkError> {
-        if !batch.score_deltas.is_empty() {
-            self.insert_retrying("score_deltas", &batch.score_deltas).await?;
-            batch.score_deltas.clear();
+        // The tables are independent: their INSERTs run concurrently, so a flush costs the
+        // slowest INSERT, not the sum of all (each has a fixed cost of a request and a part).
+        let (a, b, c, d, e) = tokio::join!(
+            self.insert_table("score_deltas", &batch.score_deltas),
+            self.insert_table("transitions", &batch.transitions),
+            self.insert_table("control_state", &batch.control_state),
+            self.insert_table("device_settings", &batch.device_settings),
+            self.insert_table("device_inventory", &batch.device_inventory),
+        );
+        // Remove what was written, so a failed write resends only the rest.
+        let mut first_error = None;
+        let mut done = |r: Result<(), SinkError>, clear: &mut dyn FnMut()| match r {
+            Ok(()) => clear(),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        };
+        done(a, &mut || batch.score_deltas.clear());
+        done(b, &mut || batch.transitions.clear());
+        done(c, &mut || batch.control_state.clear());
+        done(d, &mut || batch.device_settings.clear());
+        done(e, &mut || batch.device_inventory.clear());
+        if let Some(e) = first_error {
+            return Err(e);
         }
-        if !batch.transitions.is_empty() {
-            self.insert_retrying("transitions", &batch.transitions).await?;
-            batch.transitions.clear();
-        }
-        if !batch.control_state.is_empty() {
-            self.insert_retrying("control_state", &batch.control_state).await?;
-            batch.control_state.clear();
-        }
-        if !batch.device_settings.is_empty() {
-            self.insert_retrying("device_settings", &batch.device_settings).await?;
-            batch.device_settings.clear();
-        }
-        if !batch.device_inventory.is_empty() {
-            self.insert_retrying("device_inventory", &batch.device_inventory)
-                .await?;
-            batch.device_inventory.clear();
-        }
-        if !batch.exception_syncs.is_empty() {
-            self.insert_retrying("exception_syncs", &batch.exception_syncs).await?;
-            batch.exception_syncs.clear();
-        }
+        self.insert_table("exception_syncs", &batch.exception_syncs).await?;
         batch.clear();
         Ok(())
+    }
+
+    /// Inserts `rows` into `table` (retrying) unless there are none.
+    async fn insert_table<T>(&self, table: &'static str, rows: &[T]) -> Result<(), SinkError>
+    where
+        T: RowWrite + for<'a> Row<Value<'a> = T>,
+    {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.insert_retrying(table, rows).await
     }
 
     async fn insert_retrying<T>(&self, table: &'static str, rows: &[T]) -> Result<(), SinkError>

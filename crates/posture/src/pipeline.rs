@@ -220,7 +220,7 @@ pub struct RunArgs {
     )]
     score_gauge_max_tenants: usize,
     /// Flush outputs when a batch holds this many rows.
-    #[arg(long, env = "POSTURE_BATCH_ROWS", default_value_t = 10_000)]
+    #[arg(long, env = "POSTURE_BATCH_ROWS", default_value_t = 100_000)]
     batch_rows: usize,
     /// Flush outputs at least this often (milliseconds).
     #[arg(long, env = "POSTURE_BATCH_MS", default_value_t = 1000)]
@@ -303,6 +303,12 @@ pub struct RunArgs {
     /// first one): for backfills and demos.
     #[arg(long, env = "POSTURE_UNTIL_IDLE", value_name = "SECS")]
     until_idle: Option<u64>,
+    /// When the run stops, write its summary here as JSON: the counters,
+    /// the busy time and throughput, the time spent flushing, the freshness
+    /// percentiles (exact) and the peak resident memory. For benchmarks and
+    /// batch jobs.
+    #[arg(long, env = "POSTURE_SUMMARY_JSON", value_name = "FILE")]
+    summary_json: Option<PathBuf>,
     #[command(flatten)]
     ch: ClickHouseArgs,
 }
@@ -545,10 +551,6 @@ async fn run_ingest<D: Decode, St: StateStore>(
     let duration = args.duration_secs.map(Duration::from_secs);
     let idle = args.until_idle.map(Duration::from_secs);
     let progress = ingest.progress();
-    // When the first record arrived and when the count last moved: the busy time, for the
-    // throughput in the summary (idle time waiting for records excluded).
-    let busy = Arc::new(std::sync::Mutex::new((None::<Instant>, Instant::now())));
-    let busy_w = busy.clone();
     // SIGTERM (Kubernetes, systemd, docker stop) and Ctrl-C stop cleanly: flush, snapshot,
     // commit, leave the group.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -569,10 +571,6 @@ async fn run_ingest<D: Decode, St: StateStore>(
             }
             let n = progress.load(std::sync::atomic::Ordering::Relaxed);
             if n != seen {
-                if let Ok(mut b) = busy_w.lock() {
-                    b.0.get_or_insert_with(Instant::now);
-                    b.1 = Instant::now();
-                }
                 (seen, since) = (n, now);
             } else if idle.is_some_and(|i| n > 0 && now - since >= i) {
                 return;
@@ -611,20 +609,22 @@ async fn run_ingest<D: Decode, St: StateStore>(
         }
     }
     let s = ingest.stats().clone();
-    let (first, last) = *busy.lock().expect("not poisoned");
-    if let Some(first) = first {
-        // The count is sampled every 200 ms, so the busy span is exact to about that.
-        let secs = (last - first).as_secs_f64().max(0.2);
+    // From the first record received to the end of the last write of rows.
+    let busy_secs = ingest.busy_span().map(|d| d.as_secs_f64().max(0.001));
+    if let Some(secs) = busy_secs {
         tracing::info!(
-            "throughput {:.0} records/s ({} records in {:.1} s from the first record to the last)",
+            "throughput {:.0} records/s ({} records in {:.1} s from the first record to the last write; {:.1} s of it waiting for flushes)",
             s.records as f64 / secs,
             s.records,
-            secs
+            secs,
+            s.flush_micros as f64 / 1e6
         );
     }
     let e = ingest.stage_mut().1.stats().clone();
+    let fresh = metrics.freshness_summary();
+    let peak_rss = peak_rss_bytes();
     tracing::info!(
-            "stopped after {:.1} s: {} records, {} applied, {} stale or duplicate, {} invalid, {} undecodable; {} rows in {} flushes; {} score deltas and {} dead letters produced",
+            "stopped after {:.1} s: {} records, {} applied, {} stale or duplicate, {} invalid, {} undecodable; {} rows in {} flushes; {} score deltas and {} dead letters produced; freshness p50 {} ms, p99 {} ms; peak resident memory {} MiB",
             started.elapsed().as_secs_f64(),
             s.records,
             s.applied,
@@ -634,9 +634,53 @@ async fn run_ingest<D: Decode, St: StateStore>(
             s.rows_flushed,
             s.flushes,
             e.score_deltas,
-            e.dead_letters
+            e.dead_letters,
+            fresh.p50_ms,
+            fresh.p99_ms,
+            peak_rss.unwrap_or(0) >> 20
         );
+    if let Some(path) = &args.summary_json {
+        let summary = serde_json::json!({
+            "records": s.records,
+            "applied": s.applied,
+            "stale": s.stale,
+            "invalid": s.invalid,
+            "undecodable": s.undecodable,
+            "restored_partitions": s.restored,
+            "rows_written": s.rows_flushed,
+            "flushes": s.flushes,
+            "flush_secs": s.flush_micros as f64 / 1e6,
+            "score_deltas_produced": e.score_deltas,
+            "busy_secs": busy_secs,
+            "records_per_sec": busy_secs.map(|b| s.records as f64 / b),
+            "freshness_ms": {
+                "events": fresh.events,
+                "p50": fresh.p50_ms,
+                "p90": fresh.p90_ms,
+                "p99": fresh.p99_ms,
+                "max": fresh.max_ms,
+            },
+            "peak_rss_bytes": peak_rss,
+        });
+        std::fs::write(path, format!("{summary:#}\n"))
+            .with_context(|| format!("cannot write the summary to {}", path.display()))?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The peak resident memory of this process (Linux: `VmHWM` of
+/// /proc/self/status), `None` where that cannot be read.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 /// The query API's routes, and whether they are on: with a tokens file, every

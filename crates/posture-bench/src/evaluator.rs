@@ -1,0 +1,249 @@
+//! The evaluator alone, on one core: Kafka record bytes in, score deltas out,
+//! nothing between them but the production code of each stage.
+//!
+//! ```text
+//! Avro bytes ─► WireDecoder::decode ─► Engine::apply ─► encode_engine_delta_into (the score-delta record)
+//!                                                   └─► (with rows) rows + setting_rows: the ClickHouse rows
+//! ```
+//!
+//! Also the state figures: bytes per device (counted by the caller's
+//! allocator), and snapshot and restore times of the whole fleet.
+
+use crate::fleet;
+use posture_avro::WireDecoder;
+use posture_core::{Catalog, ConfigChange, Engine, EngineConfig, Output, SourcePos};
+use posture_sink::Batch;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What the ClickHouse stage would be given, cleared every this many rows
+/// (a batch of `posture run`'s default size).
+const BATCH_ROWS: usize = 10_000;
+
+/// One engine with the stages around it, as `posture run` has per partition.
+pub struct Evaluator {
+    decoder: WireDecoder,
+    /// The event every record is decoded into (its buffers reused).
+    ev: ConfigChange,
+    engine: Engine,
+    out: Output,
+    payload: Vec<u8>,
+    rows: Option<Batch>,
+    /// Clear the rows every this many (as the ClickHouse stage's flush would).
+    clear_rows_at: usize,
+    /// Transitions emitted so far.
+    pub transitions: u64,
+    /// Score-delta bytes encoded so far.
+    pub emitted_bytes: u64,
+}
+
+impl Evaluator {
+    /// Wraps a populated engine. With `rows`, every event is also turned
+    /// into the rows `posture run` writes to ClickHouse (transitions, control
+    /// state, score deltas, settings evidence, inventory).
+    pub fn new(engine: Engine, rows: bool) -> Evaluator {
+        Evaluator {
+            decoder: WireDecoder::new(None),
+            ev: fleet::empty_event(),
+            engine,
+            out: Output::default(),
+            payload: Vec::with_capacity(4096),
+            rows: rows.then(Batch::new),
+            clear_rows_at: BATCH_ROWS,
+            transitions: 0,
+            emitted_bytes: 0,
+        }
+    }
+
+    /// Decodes, applies and emits one record. `seq_offset` is added to the
+    /// decoded sequence number, so a benchmark can feed the same bytes
+    /// again as new events. Returns whether the engine applied the event.
+    pub fn step(&mut self, record: &[u8], pos: SourcePos, seq_offset: i64) -> bool {
+        let ev = &mut self.ev;
+        if self.decoder.decode_into(record, ev).is_err() {
+            return false;
+        }
+        ev.sequence += seq_offset;
+        if self.engine.apply(ev, pos, &mut self.out).is_err() {
+            return false;
+        }
+        if let Some(batch) = &mut self.rows {
+            let cat = self.engine.catalog();
+            posture_sink::setting_rows(ev, pos, |k| cat.key_idx(k).is_some(), batch);
+            posture_sink::inventory_row(ev, pos, batch);
+            posture_sink::rows(&self.engine, &self.out, batch);
+            if batch.len() >= self.clear_rows_at {
+                batch.clear();
+            }
+        }
+        for t in &self.out.transitions {
+            self.payload.clear();
+            posture_avro::encode_engine_delta_into(&self.engine, t, self.out.deltas_of(t), 2, &mut self.payload);
+            self.emitted_bytes += self.payload.len() as u64;
+        }
+        self.transitions += self.out.transitions.len() as u64;
+        self.out.clear();
+        true
+    }
+
+    /// Keeps every row (for writing them afterwards: [`Evaluator::take_rows`]).
+    pub fn keep_rows(mut self) -> Evaluator {
+        self.clear_rows_at = usize::MAX;
+        self
+    }
+
+    /// The rows made so far.
+    pub fn take_rows(&mut self) -> Batch {
+        self.rows.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Gives the engine back.
+    pub fn into_engine(self) -> Engine {
+        self.engine
+    }
+}
+
+/// Applies a SNAPSHOT of every device (without decoding: populating is not
+/// what is measured). Returns the engine and the seconds it took.
+pub fn populate(catalog: &Arc<Catalog>, devices: usize, progress: &dyn Fn(usize)) -> (Engine, f64) {
+    let started = Instant::now();
+    let mut engine = Engine::new(catalog.clone(), EngineConfig::default());
+    let mut out = Output::default();
+    let mut ev = fleet::empty_event();
+    let mut rng = fastrand::Rng::with_seed(1);
+    for d in 0..devices {
+        fleet::snapshot_into(&mut ev, d, &mut rng);
+        engine
+            .apply(&ev, SourcePos::default(), &mut out)
+            .expect("a synthetic snapshot applies");
+        out.clear();
+        if d % 100_000 == 99_999 {
+            progress(d + 1);
+        }
+    }
+    (engine, started.elapsed().as_secs_f64())
+}
+
+/// The figures of one fleet size.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Figures {
+    pub devices: usize,
+    pub controls: usize,
+    /// Seconds to populate the fleet with one 300-setting SNAPSHOT each.
+    pub populate_secs: f64,
+    /// Live heap bytes the engine holds, per device (the caller's allocator).
+    pub state_bytes_per_device: f64,
+    /// The engine's own estimate from its layout.
+    pub layout_bytes_per_device: f64,
+    pub snapshot_bytes: usize,
+    pub snapshot_secs: f64,
+    /// Restoring the whole fleet from its snapshot (best of `passes`).
+    pub restore_secs: f64,
+    /// Drift events measured.
+    pub events: usize,
+    pub settings_per_event: usize,
+    pub transitions: u64,
+    /// decode + evaluate + emit (score-delta records), events/s, best of `passes`.
+    pub events_per_sec: f64,
+    /// The same, plus the ClickHouse rows `posture run` makes.
+    pub events_per_sec_with_rows: f64,
+}
+
+/// How to measure.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    pub devices: usize,
+    pub events: usize,
+    pub settings_per_event: usize,
+    /// Repetitions of the timed parts; the best is kept (the least disturbed).
+    pub passes: usize,
+}
+
+/// Measures one fleet size. `live_bytes(on)` switches the process's
+/// counting allocator on or off and reads its live heap bytes; it counts
+/// only while the fleet is populated. `say` reports progress.
+pub fn measure(plan: Plan, live_bytes: &dyn Fn(bool) -> isize, say: &dyn Fn(String)) -> Figures {
+    let catalog = Arc::new(fleet::catalog());
+    say(format!(
+        "evaluator: populating {} devices x {} controls",
+        plan.devices,
+        catalog.controls.len()
+    ));
+    let before = live_bytes(true);
+    let (engine, populate_secs) = populate(&catalog, plan.devices, &|n| say(format!("  {n} devices")));
+    let state = (live_bytes(false) - before) as f64 / plan.devices as f64;
+    let layout = engine.state_bytes_per_device();
+
+    say("evaluator: snapshot and restore".into());
+    let mut snap = Vec::new();
+    let t = Instant::now();
+    engine.snapshot(&mut snap);
+    let snapshot_secs = t.elapsed().as_secs_f64();
+    let mut restore_secs = f64::MAX;
+    for _ in 0..plan.passes.max(1) {
+        let t = Instant::now();
+        let restored = Engine::restore(catalog.clone(), EngineConfig::default(), &snap).expect("own snapshot restores");
+        restore_secs = restore_secs.min(t.elapsed().as_secs_f64());
+        assert_eq!(restored.device_count(), plan.devices, "restore lost devices");
+    }
+    let snapshot_bytes = snap.len();
+    drop(snap);
+
+    say(format!(
+        "evaluator: encoding {} drift events ({} settings each)",
+        plan.events, plan.settings_per_event
+    ));
+    let records = fleet::encode(&fleet::upserts(plan.devices, plan.events, plan.settings_per_event, 2));
+    let mut ev = Evaluator::new(engine, false);
+    let mut best = [f64::MAX; 2];
+    let mut transitions = 0;
+    // Each pass feeds the same records as new events (sequence numbers moved on).
+    let mut pass = 0i64;
+    for with_rows in [false, true] {
+        ev.rows = with_rows.then(Batch::new);
+        for _ in 0..plan.passes.max(1) {
+            pass += 1;
+            let t0 = ev.transitions;
+            let t = Instant::now();
+            for (i, r) in records.iter().enumerate() {
+                let pos = SourcePos {
+                    partition: 0,
+                    offset: i as i64,
+                };
+                ev.step(r, pos, pass * 1_000_000_000);
+            }
+            let secs = t.elapsed().as_secs_f64();
+            best[with_rows as usize] = best[with_rows as usize].min(secs);
+            transitions = ev.transitions - t0;
+        }
+        say(format!(
+            "  {}: {:.0} events/s",
+            if with_rows {
+                "with ClickHouse rows"
+            } else {
+                "decode + evaluate + emit"
+            },
+            plan.events as f64 / best[with_rows as usize]
+        ));
+    }
+    Figures {
+        devices: plan.devices,
+        controls: catalog.controls.len(),
+        populate_secs,
+        state_bytes_per_device: state,
+        layout_bytes_per_device: layout,
+        snapshot_bytes,
+        snapshot_secs,
+        restore_secs,
+        events: plan.events,
+        settings_per_event: plan.settings_per_event,
+        transitions,
+        events_per_sec: plan.events as f64 / best[0],
+        events_per_sec_with_rows: plan.events as f64 / best[1],
+    }
+}

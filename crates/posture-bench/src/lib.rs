@@ -1,0 +1,20 @@
+//! # posture-bench
+//!
+//! The benchmark harness: measures posture against the targets of SPEC
+//! section 7 and prints one table (`posture-bench --help`; `scripts/bench`
+//! runs it on the test stack).
+//!
+//! - [`evaluator`]: decode + evaluate + emit on one core, state bytes per
+//!   device, snapshot and restore, for fleets of 100k and 1M devices on the
+//!   300-control baseline of [`fleet`];
+//! - [`stack`]: the release `posture run` on Kafka and ClickHouse, beside a
+//!   bare rdkafka consumer on the same records and `clickhouse-client` on
+//!   the same rows; freshness at fixed rates; peak resident memory.
+//!
+//! The criterion bench `cargo bench -p posture-bench --bench evaluator`
+//! runs the evaluator's loop under criterion.
+
+pub mod evaluator;
+pub mod fleet;
+pub mod report;
+pub mod stack;

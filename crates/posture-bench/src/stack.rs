@@ -1,0 +1,643 @@
+//! The pipeline on the real stack (Kafka and ClickHouse on loopback), side
+//! by side with its ceilings:
+//!
+//! 1. the fleet's SNAPSHOTs go to a fresh topic, and `posture run` (the
+//!    release binary, as deployed) consumes them into a fresh database;
+//! 2. a backlog of drift events goes to the topic; a bare rdkafka consumer
+//!    reads exactly those records, then `posture run` (same group: it
+//!    restores its state and goes on) consumes them into ClickHouse:
+//!    events/s of each and the ratio;
+//! 3. at each fixed rate, `posture run` runs live while the harness produces
+//!    at that rate: freshness (Kafka append -> rows written) from the run's
+//!    exact summary;
+//! 4. the sink's INSERTs against `clickhouse-client` inserting the same rows.
+
+use crate::evaluator::{self, Evaluator};
+use crate::fleet::{self, Drift};
+use anyhow::{bail, ensure, Context, Result};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where the stack is, and what to run.
+#[derive(Clone, Debug)]
+pub struct Stack {
+    pub brokers: String,
+    pub clickhouse_url: String,
+    /// ClickHouse's native port, for `clickhouse-client`.
+    pub clickhouse_tcp_port: u16,
+    /// The `posture` binary (release build).
+    pub posture: PathBuf,
+    /// Scratch directory: the baseline, logs and run summaries.
+    pub work: PathBuf,
+    /// Prefix of this run's topics, groups and databases.
+    pub run_id: String,
+}
+
+/// How much to run.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub devices: usize,
+    pub settings_per_event: usize,
+    /// Drift events in the backlog read by the bare consumer and the pipeline.
+    pub backlog: usize,
+    pub partitions: i32,
+    /// Fixed rates (events/s) for the freshness runs.
+    pub rates: Vec<f64>,
+    /// Seconds of production at each rate.
+    pub rate_secs: f64,
+    /// Events turned into rows for the insert comparison.
+    pub insert_events: usize,
+}
+
+/// A `posture run`'s summary (`--summary-json`).
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+pub struct RunSummary {
+    pub records: u64,
+    pub applied: u64,
+    pub rows_written: u64,
+    pub busy_secs: Option<f64>,
+    pub records_per_sec: Option<f64>,
+    pub freshness_ms: Freshness,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Freshness percentiles (ms).
+#[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize)]
+pub struct Freshness {
+    pub events: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+/// A fixed-rate run.
+#[derive(Clone, Debug, Serialize)]
+pub struct RateRun {
+    pub target_rate: f64,
+    /// The rate the harness actually produced at.
+    pub produced_rate: f64,
+    pub events: usize,
+    /// How long after the last event was produced the pipeline had
+    /// written everything (a pipeline slower than the rate falls behind).
+    pub drain_secs: f64,
+    pub summary: RunSummary,
+}
+
+/// The sink's INSERTs against `clickhouse-client`'s, on the same rows.
+#[derive(Clone, Debug, Serialize)]
+pub struct InsertRun {
+    pub rows: u64,
+    pub sink_secs: f64,
+    pub client_secs: f64,
+    /// Per table: (name, rows, sink seconds, clickhouse-client seconds).
+    pub tables: Vec<(String, u64, f64, f64)>,
+}
+
+/// Everything the stack part measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct Figures {
+    pub snapshots: RunSummary,
+    pub backlog: usize,
+    pub bare_secs: f64,
+    pub bare_records_per_sec: f64,
+    pub pipeline: RunSummary,
+    pub rates: Vec<RateRun>,
+    pub insert: InsertRun,
+}
+
+impl Stack {
+    fn topic(&self) -> String {
+        format!("{}_events", self.run_id)
+    }
+
+    fn group(&self) -> String {
+        format!("{}_pipeline", self.run_id)
+    }
+
+    fn database(&self) -> String {
+        self.run_id.clone()
+    }
+
+    fn baselines(&self) -> PathBuf {
+        self.work.join("baselines")
+    }
+
+    /// Runs `posture` with `args` against this stack's database; waits.
+    fn posture(&self, args: &[&str], log: &str) -> Result<()> {
+        let child = self.spawn_posture(args, log)?;
+        let out = child.wait_with_output()?;
+        ensure!(
+            out.status.success(),
+            "posture {} failed ({}); see {}",
+            args.join(" "),
+            out.status,
+            self.work.join(log).display()
+        );
+        Ok(())
+    }
+
+    fn spawn_posture(&self, args: &[&str], log: &str) -> Result<Child> {
+        let log_file = std::fs::File::create(self.work.join(log))?;
+        Command::new(&self.posture)
+            .args(args)
+            .env("POSTURE_KAFKA_BROKERS", &self.brokers)
+            .env("POSTURE_CLICKHOUSE_URL", &self.clickhouse_url)
+            .env("POSTURE_CLICKHOUSE_DATABASE", self.database())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.posture.display()))
+    }
+
+    /// `posture run` on this stack's topic and group; `extra` arguments.
+    fn run_args<'a>(&'a self, summary: &'a str, extra: &[&'a str]) -> Vec<String> {
+        let t = self.topic();
+        let mut v: Vec<String> = [
+            "run",
+            "--baselines",
+            self.baselines().to_str().expect("utf-8 path"),
+            "--topic",
+            &t,
+            "--group",
+            &self.group(),
+            "--score-deltas-topic",
+            &format!("{t}.score-deltas"),
+            "--dead-letter-topic",
+            &format!("{t}.dead-letter"),
+            "--alerts-topic",
+            &format!("{t}.alerts"),
+            "--summary-json",
+            self.work.join(summary).to_str().expect("utf-8 path"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    }
+
+    fn summary(&self, name: &str) -> Result<RunSummary> {
+        let path = self.work.join(name);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("no run summary at {}", path.display()))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// `posture run --until-idle`: consumes what is there, returns its summary.
+    fn run_until_idle(&self, name: &str) -> Result<RunSummary> {
+        let summary = format!("{name}.json");
+        let args = self.run_args(&summary, &["--until-idle", "3", "--http-addr", "127.0.0.1:0"]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.posture(&args, &format!("{name}.log"))?;
+        self.summary(&summary)
+    }
+}
+
+/// Counts delivery failures of the harness's producer.
+#[derive(Default)]
+struct Deliveries {
+    failed: AtomicU64,
+    delivered: AtomicU64,
+}
+
+struct ProduceContext(Arc<Deliveries>);
+
+impl ClientContext for ProduceContext {}
+
+impl ProducerContext for ProduceContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+        match r {
+            Ok(_) => self.0.delivered.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.0.failed.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+/// Produces `records` to `topic`, at `rate` events/s (`None`: as fast as
+/// the broker takes them), and waits until all are delivered. Returns the
+/// seconds production took (first send to last send).
+fn produce(brokers: &str, topic: &str, records: &[(Vec<u8>, Vec<u8>)], rate: Option<f64>) -> Result<f64> {
+    let deliveries = Arc::new(Deliveries::default());
+    let producer: ThreadedProducer<ProduceContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "2")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .create_with_context(ProduceContext(deliveries.clone()))
+        .context("cannot create the producer")?;
+    let started = Instant::now();
+    for (i, (key, value)) in records.iter().enumerate() {
+        if let Some(rate) = rate {
+            let due = started + Duration::from_secs_f64(i as f64 / rate);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
+        let mut record = BaseRecord::to(topic).key(key.as_slice()).payload(value.as_slice());
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((e, r)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
+                    std::thread::sleep(Duration::from_millis(1));
+                    record = r;
+                }
+                Err((e, _)) => bail!("producing to {topic}: {e}"),
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    producer
+        .flush(Duration::from_secs(120))
+        .context("flushing the producer")?;
+    let failed = deliveries.failed.load(Ordering::Relaxed);
+    ensure!(failed == 0, "{failed} records could not be delivered to {topic}");
+    ensure!(
+        deliveries.delivered.load(Ordering::Relaxed) == records.len() as u64,
+        "not every record to {topic} was confirmed"
+    );
+    Ok(secs)
+}
+
+/// The end offsets of every partition of `topic`.
+fn end_offsets(brokers: &str, topic: &str, partitions: i32) -> Result<Vec<i64>> {
+    let c: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "posture-bench-watermarks")
+        .create()?;
+    (0..partitions)
+        .map(|p| Ok(c.fetch_watermarks(topic, p, Duration::from_secs(10))?.1))
+        .collect()
+}
+
+/// A bare consumer, configured as `posture run` configures its own, reads
+/// `count` records from `from` (per partition), touching every payload.
+/// Returns the seconds from the first record to the last.
+async fn bare_consume(brokers: &str, topic: &str, from: &[i64], count: usize) -> Result<f64> {
+    let c: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("{topic}-bare"))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("queued.max.messages.kbytes", "16384")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for (p, &o) in from.iter().enumerate() {
+        tpl.add_partition_offset(topic, p as i32, Offset::Offset(o))?;
+    }
+    c.assign(&tpl)?;
+    let mut first = None;
+    let mut bytes = 0usize;
+    let mut n = 0;
+    while n < count {
+        let m = tokio::time::timeout(Duration::from_secs(60), c.recv())
+            .await
+            .with_context(|| format!("the bare consumer got {n} of {count} records, then nothing for 60 s"))??;
+        first.get_or_insert_with(Instant::now);
+        bytes += m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len);
+        n += 1;
+    }
+    let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+    std::hint::black_box(bytes);
+    Ok(secs)
+}
+
+/// Reads one counter of `posture run`'s /metrics.
+async fn scrape(http: &reqwest::Client, addr: &str, name: &str) -> Option<f64> {
+    let text = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l[name.len()..].trim().parse().ok())
+}
+
+/// Waits until the counter `name` reaches `want`, or fails after `patience`
+/// without progress.
+async fn wait_for(http: &reqwest::Client, addr: &str, name: &str, want: f64, patience: Duration) -> Result<()> {
+    let (mut last, mut since) = (-1.0, Instant::now());
+    loop {
+        let v = scrape(http, addr, name).await.unwrap_or(-1.0);
+        if v >= want {
+            return Ok(());
+        }
+        if v > last {
+            (last, since) = (v, Instant::now());
+        } else if since.elapsed() > patience {
+            bail!("{name} stayed at {last} (waiting for {want}) for {patience:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Stops a child with SIGTERM (a clean stop: final flush, snapshot,
+/// commit, summary) and waits for it.
+fn terminate(child: &mut Child) -> Result<std::process::ExitStatus> {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
+    ensure!(status.success(), "kill -TERM {} failed", child.id());
+    Ok(child.wait()?)
+}
+
+/// Kills the child if the measurement fails half-way.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// One fixed-rate run: `posture run` live, `events` produced at `rate`.
+async fn rate_run(
+    stack: &Stack,
+    rate: f64,
+    events: Vec<(Vec<u8>, Vec<u8>)>,
+    warm: usize,
+    say: &dyn Fn(String),
+) -> Result<RateRun> {
+    let port = free_port()?;
+    let addr = format!("127.0.0.1:{port}");
+    let name = format!("rate-{}", rate as u64);
+    let summary = format!("{name}.json");
+    let args = stack.run_args(&summary, &["--http-addr", &addr]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = Running(stack.spawn_posture(&args, &format!("{name}.log"))?);
+    let http = reqwest::Client::new();
+    // Warm up: a few events, so the group is joined and every partition's
+    // state restored before the measured events (they count in the summary,
+    // but are too few to move its 99th percentile).
+    produce(&stack.brokers, &stack.topic(), &events[..warm], None)?;
+    wait_for(
+        &http,
+        &addr,
+        "posture_freshness_seconds_count",
+        warm as f64,
+        Duration::from_secs(120),
+    )
+    .await
+    .context("the pipeline did not take the warm-up events")?;
+    let measured = &events[warm..];
+    say(format!(
+        "  producing {} events at {rate:.0} events/s into the live pipeline",
+        measured.len()
+    ));
+    let brokers = stack.brokers.clone();
+    let topic = stack.topic();
+    let owned = measured.to_vec();
+    let produce_secs = tokio::task::spawn_blocking(move || produce(&brokers, &topic, &owned, Some(rate))).await??;
+    let produced_at = Instant::now();
+    wait_for(
+        &http,
+        &addr,
+        "posture_freshness_seconds_count",
+        events.len() as f64,
+        Duration::from_secs(60),
+    )
+    .await
+    .context("the pipeline did not write every event")?;
+    let drain_secs = produced_at.elapsed().as_secs_f64();
+    let status = terminate(&mut child.0)?;
+    ensure!(status.success(), "posture run ({name}) exited with {status}");
+    Ok(RateRun {
+        target_rate: rate,
+        produced_rate: measured.len() as f64 / produce_secs.max(1e-9),
+        events: measured.len(),
+        drain_secs,
+        summary: stack.summary(&summary)?,
+    })
+}
+
+/// The sink against `clickhouse-client`: the rows of `plan.insert_events`
+/// drift events written by [`posture_sink::Sink::write`] into one database,
+/// then each table exported in ClickHouse's Native format and inserted by
+/// `clickhouse-client` into a second database.
+async fn insert_run(stack: &Stack, plan: &Plan, say: &dyn Fn(String)) -> Result<InsertRun> {
+    let catalog = Arc::new(fleet::catalog());
+    let devices = plan.devices.min(10_000);
+    let (engine, _) = evaluator::populate(&catalog, devices, &|_| {});
+    let mut ev = Evaluator::new(engine, true).keep_rows();
+    for (i, (_, value)) in fleet::records(&Drift::new(devices, plan.settings_per_event, 9).take(plan.insert_events))
+        .iter()
+        .enumerate()
+    {
+        ev.step(
+            value,
+            posture_core::SourcePos {
+                partition: 0,
+                offset: i as i64,
+            },
+            0,
+        );
+    }
+    let batch = ev.take_rows();
+    let rows = batch.len() as u64;
+    say(format!("  {rows} rows from {} events", plan.insert_events));
+    let client = clickhouse::Client::default()
+        .with_url(&stack.clickhouse_url)
+        .with_validation(false);
+    let (db_a, db_b) = (format!("{}_sink", stack.run_id), format!("{}_client", stack.run_id));
+    for db in [&db_a, &db_b] {
+        posture_sink::migrate(&client, db)
+            .await
+            .with_context(|| format!("migrating {db}"))?;
+    }
+    let sink = posture_sink::Sink::new(client.clone().with_database(&db_a));
+    let mut tables = Vec::new();
+    let mut sink_secs = 0.0;
+    // One table at a time, so each is timed on its own (Sink::write writes them in turn anyway).
+    for (table, mut one) in by_table(batch) {
+        let n = one.len() as u64;
+        let started = Instant::now();
+        sink.write(&mut one)
+            .await
+            .with_context(|| format!("sink insert into {table}"))?;
+        let secs = started.elapsed().as_secs_f64();
+        sink_secs += secs;
+        tables.push((table.to_string(), n, secs, 0.0));
+    }
+    let mut client_secs = 0.0;
+    for t in &mut tables {
+        let file = stack.work.join(format!("{}.native", t.0));
+        let ch = |query: String| {
+            let mut c = Command::new("clickhouse-client");
+            c.args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &stack.clickhouse_tcp_port.to_string(),
+                "--query",
+                &query,
+            ]);
+            c
+        };
+        let out = ch(format!("SELECT * FROM {db_a}.{} FORMAT Native", t.0))
+            .stdout(std::fs::File::create(&file)?)
+            .status()
+            .context("cannot run clickhouse-client (apt-get install clickhouse-client)")?;
+        ensure!(out.success(), "exporting {} with clickhouse-client failed", t.0);
+        let started = Instant::now();
+        let out = ch(format!("INSERT INTO {db_b}.{} FORMAT Native", t.0))
+            .stdin(std::fs::File::open(&file)?)
+            .status()?;
+        ensure!(out.success(), "inserting {} with clickhouse-client failed", t.0);
+        t.3 = started.elapsed().as_secs_f64();
+        client_secs += t.3;
+        let _ = std::fs::remove_file(&file);
+    }
+    for db in [&db_a, &db_b] {
+        client.query(&format!("DROP DATABASE IF EXISTS {db}")).execute().await?;
+    }
+    Ok(InsertRun {
+        rows,
+        sink_secs,
+        client_secs,
+        tables,
+    })
+}
+
+/// Splits a batch into one batch per non-empty table.
+fn by_table(mut b: posture_sink::Batch) -> Vec<(&'static str, posture_sink::Batch)> {
+    use posture_sink::Batch;
+    let mut v = Vec::new();
+    let mut one = |name: &'static str, fill: &mut dyn FnMut(&mut Batch)| {
+        let mut x = Batch::new();
+        fill(&mut x);
+        if !x.is_empty() {
+            v.push((name, x));
+        }
+    };
+    one("score_deltas", &mut |x| {
+        x.score_deltas = std::mem::take(&mut b.score_deltas)
+    });
+    one("transitions", &mut |x| {
+        x.transitions = std::mem::take(&mut b.transitions)
+    });
+    one("control_state", &mut |x| {
+        x.control_state = std::mem::take(&mut b.control_state)
+    });
+    one("device_settings", &mut |x| {
+        x.device_settings = std::mem::take(&mut b.device_settings)
+    });
+    one("device_inventory", &mut |x| {
+        x.device_inventory = std::mem::take(&mut b.device_inventory)
+    });
+    v
+}
+
+/// Runs the stack part.
+pub async fn measure(stack: &Stack, plan: &Plan, say: &dyn Fn(String)) -> Result<Figures> {
+    std::fs::create_dir_all(stack.baselines())?;
+    std::fs::write(stack.baselines().join("bench.yaml"), fleet::baseline_yaml())?;
+    let topic = stack.topic();
+    posture_ingest::topics::ensure_topic(&stack.brokers, &topic, plan.partitions, &[])
+        .await
+        .with_context(|| format!("cannot create topic {topic}: is the stack up? (scripts/stack up)"))?;
+    stack.posture(&["migrate"], "migrate.log")?;
+
+    say(format!(
+        "stack: producing {} SNAPSHOTs (300 settings each)",
+        plan.devices
+    ));
+    let mut rng = fastrand::Rng::with_seed(1);
+    let snaps: Vec<_> = (0..plan.devices).map(|d| fleet::snapshot_record(d, &mut rng)).collect();
+    produce(&stack.brokers, &topic, &snaps, None)?;
+    drop(snaps);
+    say("stack: posture run takes the SNAPSHOTs".into());
+    let snapshots = stack.run_until_idle("snapshots")?;
+    ensure!(
+        snapshots.records == plan.devices as u64,
+        "posture run read {} records, not the {} SNAPSHOTs",
+        snapshots.records,
+        plan.devices
+    );
+
+    let mut drift = Drift::new(plan.devices, plan.settings_per_event, 2);
+    let from = end_offsets(&stack.brokers, &topic, plan.partitions)?;
+    say(format!("stack: producing a backlog of {} drift events", plan.backlog));
+    produce(&stack.brokers, &topic, &fleet::records(&drift.take(plan.backlog)), None)?;
+    say("stack: a bare rdkafka consumer reads the backlog".into());
+    let bare_secs = bare_consume(&stack.brokers, &topic, &from, plan.backlog).await?;
+    say(format!("  {:.0} records/s", plan.backlog as f64 / bare_secs.max(1e-9)));
+    say("stack: posture run reads the same backlog into ClickHouse".into());
+    let pipeline = stack.run_until_idle("backlog")?;
+    ensure!(
+        pipeline.records == plan.backlog as u64,
+        "posture run read {} records, not the {} of the backlog",
+        pipeline.records,
+        plan.backlog
+    );
+    say(format!("  {:.0} records/s", pipeline.records_per_sec.unwrap_or(0.0)));
+
+    let mut rates = Vec::new();
+    for &rate in &plan.rates {
+        let warm = 60;
+        let n = warm + (rate * plan.rate_secs) as usize;
+        say(format!("stack: freshness at {rate:.0} events/s"));
+        let events = fleet::records(&drift.take(n));
+        let r = rate_run(stack, rate, events, warm, say).await?;
+        say(format!(
+            "  p50 {} ms, p99 {} ms (produced at {:.0} events/s)",
+            r.summary.freshness_ms.p50, r.summary.freshness_ms.p99, r.produced_rate
+        ));
+        rates.push(r);
+    }
+
+    say(format!(
+        "stack: the sink's INSERTs against clickhouse-client's ({} events' rows)",
+        plan.insert_events
+    ));
+    let insert = insert_run(stack, plan, say).await?;
+    Ok(Figures {
+        snapshots,
+        backlog: plan.backlog,
+        bare_secs,
+        bare_records_per_sec: plan.backlog as f64 / bare_secs.max(1e-9),
+        pipeline,
+        rates,
+        insert,
+    })
+}
+
+/// Drops this run's topics' data? Kafka topics stay (Tansu keeps them in
+/// memory); the ClickHouse database is dropped.
+pub async fn cleanup(stack: &Stack) -> Result<()> {
+    let client = clickhouse::Client::default()
+        .with_url(&stack.clickhouse_url)
+        .with_validation(false);
+    client
+        .query(&format!("DROP DATABASE IF EXISTS {}", stack.database()))
+        .execute()
+        .await?;
+    Ok(())
+}
+
+/// Whether `path` is an executable file.
+pub fn executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
