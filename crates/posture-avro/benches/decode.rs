@@ -1,6 +1,7 @@
 //! Decode throughput: the hand-written decoder against apache-avro, on a
 //! realistic 5-setting event and a 300-setting snapshot, in the Confluent wire
-//! format. `cargo bench -p posture-avro --bench decode`; criterion reports
+//! format; also the hand decoder into a reused event (the ingest loop's
+//! path). `cargo bench -p posture-avro --bench decode`; criterion reports
 //! events/s as "thrpt".
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
@@ -77,6 +78,11 @@ fn bench(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("decode/{name}"));
         g.throughput(Throughput::Elements(1));
         g.bench_function("hand", |b| b.iter(|| dec.decode(black_box(&rec)).unwrap()));
+        // The ingest loop's path: into one reused event (no allocation once warm).
+        let mut reused = dec.decode(&rec).unwrap();
+        g.bench_function("hand_into_reused_event", |b| {
+            b.iter(|| dec.decode_into(black_box(&rec), &mut reused).unwrap())
+        });
         g.bench_function("apache_avro", |b| {
             b.iter(|| dec.decode_reference(black_box(&rec)).unwrap())
         });

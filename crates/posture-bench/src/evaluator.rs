@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// What the ClickHouse stage would be given, cleared every this many rows
-/// (a batch of `posture run`'s default size).
-const BATCH_ROWS: usize = 10_000;
+/// (a batch of `posture run`'s default size, `--batch-rows`).
+const BATCH_ROWS: usize = 100_000;
 
 /// One engine with the stages around it, as `posture run` has per partition.
 pub struct Evaluator {
@@ -55,15 +55,13 @@ impl Evaluator {
         }
     }
 
-    /// Decodes, applies and emits one record. `seq_offset` is added to the
-    /// decoded sequence number, so a benchmark can feed the same bytes
-    /// again as new events. Returns whether the engine applied the event.
-    pub fn step(&mut self, record: &[u8], pos: SourcePos, seq_offset: i64) -> bool {
+    /// Decodes, applies and emits one record. Returns whether the engine
+    /// applied the event.
+    pub fn step(&mut self, record: &[u8], pos: SourcePos) -> bool {
         let ev = &mut self.ev;
         if self.decoder.decode_into(record, ev).is_err() {
             return false;
         }
-        ev.sequence += seq_offset;
         if self.engine.apply(ev, pos, &mut self.out).is_err() {
             return false;
         }
@@ -147,7 +145,9 @@ pub struct Figures {
     /// Drift events measured.
     pub events: usize,
     pub settings_per_event: usize,
-    pub transitions: u64,
+    /// Transitions per event, pass by pass (every pass is fresh drift, so
+    /// these should be alike).
+    pub transitions_per_event: Vec<f64>,
     /// decode + evaluate + emit (score-delta records), events/s, best of `passes`.
     pub events_per_sec: f64,
     /// The same, plus the ClickHouse rows `posture run` makes.
@@ -194,41 +194,44 @@ pub fn measure(plan: Plan, live_bytes: &dyn Fn(bool) -> isize, say: &dyn Fn(Stri
     let snapshot_bytes = snap.len();
     drop(snap);
 
-    say(format!(
-        "evaluator: encoding {} drift events ({} settings each)",
-        plan.events, plan.settings_per_event
-    ));
-    let records = fleet::encode(&fleet::upserts(plan.devices, plan.events, plan.settings_per_event, 2));
+    // Every pass gets fresh drift (the same records again would mostly set values the devices
+    // already hold, and change nothing): generated and encoded before the pass is timed.
+    let mut drift = fleet::Drift::new(plan.devices, plan.settings_per_event, 2);
     let mut ev = Evaluator::new(engine, false);
     let mut best = [f64::MAX; 2];
-    let mut transitions = 0;
-    // Each pass feeds the same records as new events (sequence numbers moved on).
-    let mut pass = 0i64;
+    let mut transitions_per_event = Vec::new();
+    let mut offset = 0i64;
     for with_rows in [false, true] {
         ev.rows = with_rows.then(Batch::new);
         for _ in 0..plan.passes.max(1) {
-            pass += 1;
+            let records = fleet::encode(&drift.take(plan.events));
             let t0 = ev.transitions;
+            let mut applied = 0usize;
             let t = Instant::now();
-            for (i, r) in records.iter().enumerate() {
-                let pos = SourcePos {
-                    partition: 0,
-                    offset: i as i64,
-                };
-                ev.step(r, pos, pass * 1_000_000_000);
+            for r in &records {
+                let pos = SourcePos { partition: 0, offset };
+                offset += 1;
+                applied += ev.step(r, pos) as usize;
             }
             let secs = t.elapsed().as_secs_f64();
+            assert_eq!(applied, records.len(), "the engine refused drift events");
             best[with_rows as usize] = best[with_rows as usize].min(secs);
-            transitions = ev.transitions - t0;
+            transitions_per_event.push((ev.transitions - t0) as f64 / records.len() as f64);
         }
         say(format!(
-            "  {}: {:.0} events/s",
+            "  {}: {:.0} events/s (best of {}; transitions per event by pass: {})",
             if with_rows {
                 "with ClickHouse rows"
             } else {
                 "decode + evaluate + emit"
             },
-            plan.events as f64 / best[with_rows as usize]
+            plan.events as f64 / best[with_rows as usize],
+            plan.passes.max(1),
+            transitions_per_event
+                .iter()
+                .map(|t| format!("{t:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     Figures {
@@ -242,7 +245,7 @@ pub fn measure(plan: Plan, live_bytes: &dyn Fn(bool) -> isize, say: &dyn Fn(Stri
         restore_secs,
         events: plan.events,
         settings_per_event: plan.settings_per_event,
-        transitions,
+        transitions_per_event,
         events_per_sec: plan.events as f64 / best[0],
         events_per_sec_with_rows: plan.events as f64 / best[1],
     }

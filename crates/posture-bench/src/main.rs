@@ -4,8 +4,9 @@
 
 use anyhow::{ensure, Context, Result};
 use clap::Parser;
+use mimalloc::MiMalloc;
 use posture_bench::{evaluator, report, stack};
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 
@@ -22,19 +23,19 @@ fn count(delta: isize) {
     }
 }
 
-// SAFETY: forwards to the system allocator; only counts.
+// SAFETY: forwards to mimalloc (the allocator of posture's binaries); only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         count(l.size() as isize);
-        unsafe { System.alloc(l) }
+        unsafe { MiMalloc.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         count(-(l.size() as isize));
-        unsafe { System.dealloc(p, l) }
+        unsafe { MiMalloc.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
         count(n as isize - l.size() as isize);
-        unsafe { System.realloc(p, l, n) }
+        unsafe { MiMalloc.realloc(p, l, n) }
     }
 }
 

@@ -119,6 +119,21 @@ pub fn stack_lines(f: &stack::Figures) -> Vec<Line> {
         ),
         line("end to end / bare consumer", format!("{:.1}%", 100.0 * ratio)).at_least(ratio, 0.8, ">= 80%"),
     ];
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let fmt = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.1}"));
+    v.push(line(
+        "  where the time went in that run",
+        format!(
+            "{:.1} s busy, {:.1} s of it waiting for flushes; in the run's {:.1} s from start to exit ({:.1} CPU-s available): ClickHouse used {} CPU-s, posture {}, the broker {}",
+            f.pipeline.busy_secs.unwrap_or(0.0),
+            f.pipeline.flush_secs,
+            f.backlog_wall_secs,
+            f.backlog_wall_secs * cores,
+            fmt(f.clickhouse_cpu_secs),
+            fmt(f.pipeline.cpu_secs),
+            fmt(f.broker_cpu_secs)
+        ),
+    ));
     for r in &f.rates {
         let s = &r.summary;
         let l = line(
@@ -129,13 +144,14 @@ pub fn stack_lines(f: &stack::Figures) -> Vec<Line> {
                 grouped(r.events as f64)
             ),
             format!(
-                "p50 {:.2} s, p99 {:.2} s, max {:.2} s",
+                "p50 {:.2} s, p99 {:.2} s, max {:.2} s (with the 60 warm-up events)",
                 s.freshness_ms.p50 as f64 / 1e3,
                 s.freshness_ms.p99 as f64 / 1e3,
                 s.freshness_ms.max as f64 / 1e3
             ),
         );
-        v.push(if r.target_rate >= 50_000.0 {
+        // The verdict goes by the rate actually produced.
+        v.push(if r.produced_rate >= 0.99 * 50_000.0 {
             l.at_most(s.freshness_ms.p99 as f64 / 1e3, 2.0, "p99 <= 2 s at 50k events/s")
         } else {
             l
@@ -158,8 +174,9 @@ pub fn stack_lines(f: &stack::Figures) -> Vec<Line> {
     );
     v.push(line(
         format!(
-            "ClickHouse insert, {} rows: sink / clickhouse-client",
-            grouped(i.rows as f64)
+            "ClickHouse insert, {} rows: sink (tables concurrently) / clickhouse-client (Native, per table, less its start-up of {:.0} ms)",
+            grouped(i.rows as f64),
+            i.client_start_secs * 1e3
         ),
         format!(
             "{} / {} rows/s ({:.0}%)",

@@ -64,10 +64,17 @@ pub struct RunSummary {
     pub records: u64,
     pub applied: u64,
     pub rows_written: u64,
+    /// Time spent waiting for flushes (consumption waits meanwhile).
+    #[serde(default)]
+    pub flush_secs: f64,
+    pub score_deltas_produced: u64,
     pub busy_secs: Option<f64>,
     pub records_per_sec: Option<f64>,
     pub freshness_ms: Freshness,
     pub peak_rss_bytes: Option<u64>,
+    /// CPU seconds the run used (user + system).
+    #[serde(default)]
+    pub cpu_secs: Option<f64>,
 }
 
 /// Freshness percentiles (ms).
@@ -99,8 +106,11 @@ pub struct InsertRun {
     pub rows: u64,
     pub sink_secs: f64,
     pub client_secs: f64,
-    /// Per table: (name, rows, sink seconds, clickhouse-client seconds).
+    /// Per table: (name, rows, unused, clickhouse-client seconds).
     pub tables: Vec<(String, u64, f64, f64)>,
+    /// What starting `clickhouse-client` and connecting takes (taken off
+    /// each of its INSERTs).
+    pub client_start_secs: f64,
 }
 
 /// Everything the stack part measured.
@@ -111,6 +121,14 @@ pub struct Figures {
     pub bare_secs: f64,
     pub bare_records_per_sec: f64,
     pub pipeline: RunSummary,
+    /// Wall seconds of the whole backlog run (`posture run` from start to
+    /// exit: startup, restore, the busy span, the idle wait, the final
+    /// snapshot): the window of the CPU figures.
+    pub backlog_wall_secs: f64,
+    /// CPU seconds ClickHouse and the broker used in that window (from
+    /// /proc; `None` where not found); `posture run`'s own is in its summary.
+    pub clickhouse_cpu_secs: Option<f64>,
+    pub broker_cpu_secs: Option<f64>,
     pub rates: Vec<RateRun>,
     pub insert: InsertRun,
 }
@@ -190,7 +208,7 @@ impl Stack {
     fn summary(&self, name: &str) -> Result<RunSummary> {
         let path = self.work.join(name);
         let text = std::fs::read_to_string(&path).with_context(|| format!("no run summary at {}", path.display()))?;
-        Ok(serde_json::from_str(&text)?)
+        serde_json::from_str(&text).with_context(|| format!("the run summary {} does not parse", path.display()))
     }
 
     /// `posture run --until-idle`: consumes what is there, returns its summary.
@@ -278,7 +296,12 @@ fn end_offsets(brokers: &str, topic: &str, partitions: i32) -> Result<Vec<i64>> 
         .set("group.id", "posture-bench-watermarks")
         .create()?;
     (0..partitions)
-        .map(|p| Ok(c.fetch_watermarks(topic, p, Duration::from_secs(10))?.1))
+        .map(|p| {
+            let (_, high) = c
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .with_context(|| format!("reading the end offset of {topic} partition {p}"))?;
+            Ok(high)
+        })
         .collect()
 }
 
@@ -300,14 +323,16 @@ async fn bare_consume(brokers: &str, topic: &str, from: &[i64], count: usize) ->
     }
     c.assign(&tpl)?;
     let mut first = None;
-    let mut bytes = 0usize;
+    let mut bytes = 0u64;
     let mut n = 0;
     while n < count {
         let m = tokio::time::timeout(Duration::from_secs(60), c.recv())
             .await
             .with_context(|| format!("the bare consumer got {n} of {count} records, then nothing for 60 s"))??;
         first.get_or_insert_with(Instant::now);
-        bytes += m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len);
+        // Read every byte, as a decoder would (a sum the compiler cannot skip).
+        let sum = |b: Option<&[u8]>| b.map_or(0u64, |b| b.iter().map(|&x| x as u64).sum());
+        bytes = bytes.wrapping_add(sum(m.payload()) + sum(m.key()));
         n += 1;
     }
     let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
@@ -433,9 +458,10 @@ async fn rate_run(
 }
 
 /// The sink against `clickhouse-client`: the rows of `plan.insert_events`
-/// drift events written by [`posture_sink::Sink::write`] into one database,
-/// then each table exported in ClickHouse's Native format and inserted by
-/// `clickhouse-client` into a second database.
+/// drift events written by [`posture_sink::Sink::write`] into one database
+/// (the tables concurrently, as `posture run` does), then each table
+/// exported in ClickHouse's Native format and inserted by `clickhouse-client`
+/// into a second database (less the client's start-up time).
 async fn insert_run(stack: &Stack, plan: &Plan, say: &dyn Fn(String)) -> Result<InsertRun> {
     let catalog = Arc::new(fleet::catalog());
     let devices = plan.devices.min(10_000);
@@ -445,14 +471,11 @@ async fn insert_run(stack: &Stack, plan: &Plan, say: &dyn Fn(String)) -> Result<
         .iter()
         .enumerate()
     {
-        ev.step(
-            value,
-            posture_core::SourcePos {
-                partition: 0,
-                offset: i as i64,
-            },
-            0,
-        );
+        let pos = posture_core::SourcePos {
+            partition: 0,
+            offset: i as i64,
+        };
+        ensure!(ev.step(value, pos), "the engine refused a drift event");
     }
     let batch = ev.take_rows();
     let rows = batch.len() as u64;
@@ -467,34 +490,43 @@ async fn insert_run(stack: &Stack, plan: &Plan, say: &dyn Fn(String)) -> Result<
             .with_context(|| format!("migrating {db}"))?;
     }
     let sink = posture_sink::Sink::new(client.clone().with_database(&db_a));
-    let mut tables = Vec::new();
-    let mut sink_secs = 0.0;
-    // One table at a time, so each is timed on its own (Sink::write writes them in turn anyway).
-    for (table, mut one) in by_table(batch) {
-        let n = one.len() as u64;
+    let tables: Vec<(String, u64, f64, f64)> = table_counts(&batch)
+        .into_iter()
+        .map(|(t, n)| (t.to_string(), n, 0.0, 0.0))
+        .collect();
+    // The whole batch, as posture run writes it (the tables concurrently).
+    let mut all = batch;
+    let started = Instant::now();
+    sink.write(&mut all).await.context("the sink's INSERTs")?;
+    let sink_secs = started.elapsed().as_secs_f64();
+    let mut tables = tables;
+    // clickhouse-client: one process per table. What starting it and connecting costs (the best
+    // of three `SELECT 1`) is taken off each INSERT's time, so the server's work is compared.
+    let ch = |query: String| {
+        let mut c = Command::new("clickhouse-client");
+        c.args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &stack.clickhouse_tcp_port.to_string(),
+            "--query",
+            &query,
+        ]);
+        c
+    };
+    let mut client_start = f64::MAX;
+    for _ in 0..3 {
         let started = Instant::now();
-        sink.write(&mut one)
-            .await
-            .with_context(|| format!("sink insert into {table}"))?;
-        let secs = started.elapsed().as_secs_f64();
-        sink_secs += secs;
-        tables.push((table.to_string(), n, secs, 0.0));
+        let out = ch("SELECT 1".into())
+            .stdout(Stdio::null())
+            .status()
+            .context("cannot run clickhouse-client (apt-get install clickhouse-client)")?;
+        ensure!(out.success(), "clickhouse-client --query 'SELECT 1' failed");
+        client_start = client_start.min(started.elapsed().as_secs_f64());
     }
     let mut client_secs = 0.0;
     for t in &mut tables {
         let file = stack.work.join(format!("{}.native", t.0));
-        let ch = |query: String| {
-            let mut c = Command::new("clickhouse-client");
-            c.args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &stack.clickhouse_tcp_port.to_string(),
-                "--query",
-                &query,
-            ]);
-            c
-        };
         let out = ch(format!("SELECT * FROM {db_a}.{} FORMAT Native", t.0))
             .stdout(std::fs::File::create(&file)?)
             .status()
@@ -505,9 +537,16 @@ async fn insert_run(stack: &Stack, plan: &Plan, say: &dyn Fn(String)) -> Result<
             .stdin(std::fs::File::open(&file)?)
             .status()?;
         ensure!(out.success(), "inserting {} with clickhouse-client failed", t.0);
-        t.3 = started.elapsed().as_secs_f64();
+        t.3 = (started.elapsed().as_secs_f64() - client_start).max(1e-6);
         client_secs += t.3;
         let _ = std::fs::remove_file(&file);
+        // (ReplacingMergeTree tables may have merged duplicates away meanwhile.)
+        if matches!(t.0.as_str(), "score_deltas" | "transitions") {
+            for db in [&db_a, &db_b] {
+                let n = count_rows(&client, db, &t.0).await?;
+                ensure!(n == t.1, "{db}.{} holds {n} rows, not the {} inserted", t.0, t.1);
+            }
+        }
     }
     for db in [&db_a, &db_b] {
         client.query(&format!("DROP DATABASE IF EXISTS {db}")).execute().await?;
@@ -517,36 +556,31 @@ async fn insert_run(stack: &Stack, plan: &Plan, say: &dyn Fn(String)) -> Result<
         sink_secs,
         client_secs,
         tables,
+        client_start_secs: client_start,
     })
 }
 
-/// Splits a batch into one batch per non-empty table.
-fn by_table(mut b: posture_sink::Batch) -> Vec<(&'static str, posture_sink::Batch)> {
-    use posture_sink::Batch;
-    let mut v = Vec::new();
-    let mut one = |name: &'static str, fill: &mut dyn FnMut(&mut Batch)| {
-        let mut x = Batch::new();
-        fill(&mut x);
-        if !x.is_empty() {
-            v.push((name, x));
-        }
-    };
-    one("score_deltas", &mut |x| {
-        x.score_deltas = std::mem::take(&mut b.score_deltas)
-    });
-    one("transitions", &mut |x| {
-        x.transitions = std::mem::take(&mut b.transitions)
-    });
-    one("control_state", &mut |x| {
-        x.control_state = std::mem::take(&mut b.control_state)
-    });
-    one("device_settings", &mut |x| {
-        x.device_settings = std::mem::take(&mut b.device_settings)
-    });
-    one("device_inventory", &mut |x| {
-        x.device_inventory = std::mem::take(&mut b.device_inventory)
-    });
-    v
+/// Rows in `db.table`.
+async fn count_rows(client: &clickhouse::Client, db: &str, table: &str) -> Result<u64> {
+    Ok(client
+        .query(&format!("SELECT count() FROM {db}.{table}"))
+        .fetch_one::<u64>()
+        .await?)
+}
+
+/// The non-empty tables of a batch and their row counts.
+fn table_counts(b: &posture_sink::Batch) -> Vec<(&'static str, u64)> {
+    [
+        ("score_deltas", b.score_deltas.len()),
+        ("transitions", b.transitions.len()),
+        ("control_state", b.control_state.len()),
+        ("device_settings", b.device_settings.len()),
+        ("device_inventory", b.device_inventory.len()),
+    ]
+    .into_iter()
+    .filter(|&(_, n)| n > 0)
+    .map(|(t, n)| (t, n as u64))
+    .collect()
 }
 
 /// Runs the stack part.
@@ -584,7 +618,12 @@ pub async fn measure(stack: &Stack, plan: &Plan, say: &dyn Fn(String)) -> Result
     let bare_secs = bare_consume(&stack.brokers, &topic, &from, plan.backlog).await?;
     say(format!("  {:.0} records/s", plan.backlog as f64 / bare_secs.max(1e-9)));
     say("stack: posture run reads the same backlog into ClickHouse".into());
+    let cpu_before = (proc_cpu_secs("clickhouse-serv"), proc_cpu_secs("tansu"));
+    let wall = Instant::now();
     let pipeline = stack.run_until_idle("backlog")?;
+    let backlog_wall_secs = wall.elapsed().as_secs_f64();
+    let cpu_after = (proc_cpu_secs("clickhouse-serv"), proc_cpu_secs("tansu"));
+    let used = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
     ensure!(
         pipeline.records == plan.backlog as u64,
         "posture run read {} records, not the {} of the backlog",
@@ -592,6 +631,16 @@ pub async fn measure(stack: &Stack, plan: &Plan, say: &dyn Fn(String)) -> Result
         plan.backlog
     );
     say(format!("  {:.0} records/s", pipeline.records_per_sec.unwrap_or(0.0)));
+    // Every transition the runs made is in ClickHouse once, and was produced to Kafka once.
+    let client = clickhouse::Client::default()
+        .with_url(&stack.clickhouse_url)
+        .with_validation(false);
+    let stored = count_rows(&client, &stack.database(), "transitions").await?;
+    let produced = snapshots.score_deltas_produced + pipeline.score_deltas_produced;
+    ensure!(
+        stored == produced,
+        "ClickHouse holds {stored} transitions, the runs produced {produced} score-delta records"
+    );
 
     let mut rates = Vec::new();
     for &rate in &plan.rates {
@@ -618,6 +667,9 @@ pub async fn measure(stack: &Stack, plan: &Plan, say: &dyn Fn(String)) -> Result
         bare_secs,
         bare_records_per_sec: plan.backlog as f64 / bare_secs.max(1e-9),
         pipeline,
+        backlog_wall_secs,
+        clickhouse_cpu_secs: used(cpu_before.0, cpu_after.0),
+        broker_cpu_secs: used(cpu_before.1, cpu_after.1),
         rates,
         insert,
     })
@@ -634,6 +686,27 @@ pub async fn cleanup(stack: &Stack) -> Result<()> {
         .execute()
         .await?;
     Ok(())
+}
+
+/// CPU seconds (user + system) used so far by the processes whose command
+/// name is `comm` (as in /proc/PID/comm, at most 15 characters), `None` if
+/// there is none. Linux reports them in USER_HZ = 100 ticks per second.
+pub fn proc_cpu_secs(comm: &str) -> Option<f64> {
+    let mut total = None;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let dir = entry.path();
+        if std::fs::read_to_string(dir.join("comm")).ok().as_deref().map(str::trim) != Some(comm) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else { continue };
+        let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        *total.get_or_insert(0.0) += (ticks(11) + ticks(12)) as f64 / 100.0;
+    }
+    total
 }
 
 /// Whether `path` is an executable file.

@@ -498,9 +498,14 @@ struct State<S, D, St> {
     /// freshness of each once it is written.
     pending_ts: Vec<i64>,
     exceptions: Option<Arc<ExceptionSet>>,
-    /// When the first record arrived, and when rows were last written.
+    /// When the first and the last record arrived, and when rows were last
+    /// written.
     first_record: Option<Instant>,
+    last_record: Option<Instant>,
     last_write: Option<Instant>,
+    /// How long the last write waited after the last record before it
+    /// started (a final partial batch waits for the batch interval).
+    write_gap: Duration,
     /// The event every record is decoded into (no allocation per record).
     scratch: ConfigChange,
 }
@@ -558,7 +563,9 @@ impl<S: Stage, D: Decode> Ingest<S, D, MemoryOnly> {
                 pending_ts: Vec::new(),
                 exceptions: None,
                 first_record: None,
+                last_record: None,
                 last_write: None,
+                write_gap: Duration::ZERO,
                 scratch: ConfigChange {
                     event_id: String::new(),
                     tenant_id: String::new(),
@@ -599,7 +606,9 @@ impl<S: Stage, D: Decode> Ingest<S, D, MemoryOnly> {
                 pending_ts: st.pending_ts,
                 exceptions: st.exceptions,
                 first_record: st.first_record,
+                last_record: st.last_record,
                 last_write: st.last_write,
+                write_gap: st.write_gap,
                 scratch: st.scratch,
             },
             last_flush: self.last_flush,
@@ -629,10 +638,13 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
     }
 
     /// The busy span so far: from the first record received to the end of
-    /// the last write of rows (`None` before both happened). Throughput over
-    /// it excludes time spent waiting for records.
+    /// the last write of rows, less the time that write waited after the
+    /// last record (a final partial batch waits for the batch interval);
+    /// `None` before both happened. Throughput over it excludes time spent
+    /// waiting for records.
     pub fn busy_span(&self) -> Option<Duration> {
-        Some(self.st.last_write?.saturating_duration_since(self.st.first_record?))
+        let span = self.st.last_write?.saturating_duration_since(self.st.first_record?);
+        Some(span.saturating_sub(self.st.write_gap))
     }
 
     /// Counters so far.
@@ -716,7 +728,9 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
                     };
                     let (partition, offset) = (msg.partition(), msg.offset());
                     self.st.stats.records += 1;
-                    self.st.first_record.get_or_insert_with(Instant::now);
+                    let now = Instant::now();
+                    self.st.first_record.get_or_insert(now);
+                    self.st.last_record = Some(now);
                     self.st.progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if let Some(m) = &self.st.metrics {
                         m.events_consumed(1);
@@ -856,6 +870,10 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
                 .await
                 .map_err(|e| IngestError::Sink(e.to_string()))?;
             self.st.stats.flush_micros += started.elapsed().as_micros() as u64;
+            self.st.write_gap = self
+                .st
+                .last_record
+                .map_or(Duration::ZERO, |r| started.saturating_duration_since(r));
             self.st.stats.flushes += 1;
             self.st.stats.rows_flushed += rows as u64;
             self.st.last_write = Some(Instant::now());

@@ -6,8 +6,8 @@
 //!   file-name order) to a database and records them in `schema_migrations`; it is idempotent.
 //! * [`rows()`] turns one core [`Output`](posture_core::Output) into rows of the three tables
 //!   (`score_deltas`, `transitions`, `control_state`), appended to a [`Batch`].
-//! * [`Sink::write`] sends a batch: one INSERT per table, each retried with bounded exponential
-//!   backoff on transient errors.
+//! * [`Sink::write`] sends a batch: one INSERT per table (concurrently), each retried with bounded
+//!   exponential backoff on transient errors.
 //! * [`queries`] holds the documented trend queries (`schemas/clickhouse/queries.sql`) and renders
 //!   their `{name:Type}` parameters for servers without query parameters.
 //!

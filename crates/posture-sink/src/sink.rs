@@ -1,4 +1,5 @@
-//! The writer: one INSERT per table per [`Batch`], retried with bounded exponential backoff.
+//! The writer: one INSERT per table per [`Batch`] (the tables concurrently),
+//! retried with bounded exponential backoff.
 
 use crate::rows::Batch;
 use clickhouse::{Client, Row, RowWrite};
@@ -156,7 +157,12 @@ impl Sink {
         let mut done = |r: Result<(), SinkError>, clear: &mut dyn FnMut()| match r {
             Ok(()) => clear(),
             Err(e) => {
-                first_error.get_or_insert(e);
+                if first_error.is_some() {
+                    // Returned is the first; the others are logged (each table is resent).
+                    tracing::error!("{e}");
+                } else {
+                    first_error = Some(e);
+                }
             }
         };
         done(a, &mut || batch.score_deltas.clear());

@@ -305,8 +305,8 @@ pub struct RunArgs {
     until_idle: Option<u64>,
     /// When the run stops, write its summary here as JSON: the counters,
     /// the busy time and throughput, the time spent flushing, the freshness
-    /// percentiles (exact) and the peak resident memory. For benchmarks and
-    /// batch jobs.
+    /// percentiles (exact), the CPU time used and the peak resident memory.
+    /// For benchmarks and batch jobs.
     #[arg(long, env = "POSTURE_SUMMARY_JSON", value_name = "FILE")]
     summary_json: Option<PathBuf>,
     #[command(flatten)]
@@ -661,6 +661,7 @@ async fn run_ingest<D: Decode, St: StateStore>(
                 "max": fresh.max_ms,
             },
             "peak_rss_bytes": peak_rss,
+            "cpu_secs": cpu_secs(),
         });
         std::fs::write(path, format!("{summary:#}\n"))
             .with_context(|| format!("cannot write the summary to {}", path.display()))?;
@@ -681,6 +682,17 @@ fn peak_rss_bytes() -> Option<u64> {
         .parse()
         .ok()?;
     Some(kib * 1024)
+}
+
+/// CPU time (user + system) this process has used so far, in seconds
+/// (Linux: /proc/self/stat, in USER_HZ = 100 ticks per second).
+fn cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 /// The query API's routes, and whether they are on: with a tokens file, every
