@@ -411,6 +411,15 @@ pub fn contribution(points: Micros, pass: i64, fail: i64) -> Micros {
     if n <= 0 {
         return 0;
     }
+    // In 64 bits when nothing can overflow (always, for real points and fleets: 128-bit
+    // division was 5% of the evaluator's time); exact either way, the same result.
+    let num = points
+        .checked_mul(2)
+        .and_then(|p| p.checked_mul(pass))
+        .and_then(|p| p.checked_add(n));
+    if let (Some(num), Some(den)) = (num, n.checked_mul(2)) {
+        return num / den;
+    }
     ((2 * points as i128 * pass as i128 + n as i128) / (2 * n as i128)) as Micros
 }
 
