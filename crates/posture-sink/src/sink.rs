@@ -21,6 +21,20 @@ pub enum SinkError {
         #[source]
         source: clickhouse::error::Error,
     },
+    /// A retried INSERT found some but not all of its rows in the table:
+    /// neither sending them again nor skipping them would be exact.
+    #[error(
+        "insert into {table}: after a failed attempt, {found} of its {rows} rows are in the table; \
+         not sent again (duplicates) nor taken as written"
+    )]
+    PartlyWritten {
+        /// The table.
+        table: &'static str,
+        /// Rows of the INSERT.
+        rows: usize,
+        /// Rows of its source positions found in the table.
+        found: u64,
+    },
     /// A migration statement failed.
     #[error("migration {file} failed at `{statement}`: {source}")]
     Migration {
@@ -140,17 +154,20 @@ impl Sink {
     /// empty (and its `seq` numbering restarts).
     ///
     /// An INSERT that timed out or lost its connection may still have been committed by the
-    /// server, so a retry can write a table's rows twice; (source_partition, source_offset,
-    /// seq) identifies such duplicates.
+    /// server. So before sending the rows of an append-only table (`score_deltas`,
+    /// `transitions`, `exception_syncs`) again, a retry counts the rows of their source
+    /// positions in the table: all there, the INSERT had been committed and is not sent again;
+    /// none, it is sent. (The other tables are ReplacingMergeTrees whose queries take the
+    /// latest version: a duplicate there changes nothing.)
     pub async fn write(&self, batch: &mut Batch) -> Result<(), SinkError> {
         // The tables are independent: their INSERTs run concurrently, so a flush costs the
         // slowest INSERT, not the sum of all (each has a fixed cost of a request and a part).
         let (a, b, c, d, e) = tokio::join!(
-            self.insert_table("score_deltas", &batch.score_deltas),
-            self.insert_table("transitions", &batch.transitions),
-            self.insert_table("control_state", &batch.control_state),
-            self.insert_table("device_settings", &batch.device_settings),
-            self.insert_table("device_inventory", &batch.device_inventory),
+            self.insert_table("score_deltas", &batch.score_deltas, true),
+            self.insert_table("transitions", &batch.transitions, true),
+            self.insert_table("control_state", &batch.control_state, false),
+            self.insert_table("device_settings", &batch.device_settings, false),
+            self.insert_table("device_inventory", &batch.device_inventory, false),
         );
         // Remove what was written, so a failed write resends only the rest.
         let mut first_error = None;
@@ -173,30 +190,75 @@ impl Sink {
         if let Some(e) = first_error {
             return Err(e);
         }
-        self.insert_table("exception_syncs", &batch.exception_syncs).await?;
+        self.insert_table("exception_syncs", &batch.exception_syncs, true)
+            .await?;
         batch.clear();
         Ok(())
     }
 
-    /// Inserts `rows` into `table` (retrying) unless there are none.
-    async fn insert_table<T>(&self, table: &'static str, rows: &[T]) -> Result<(), SinkError>
+    /// Inserts `rows` into `table` (retrying) unless there are none;
+    /// `append_only`: check before a retry whether the rows landed.
+    async fn insert_table<T>(&self, table: &'static str, rows: &[T], append_only: bool) -> Result<(), SinkError>
     where
-        T: RowWrite + for<'a> Row<Value<'a> = T>,
+        T: RowWrite + Sourced + for<'a> Row<Value<'a> = T>,
     {
         if rows.is_empty() {
             return Ok(());
         }
-        self.insert_retrying(table, rows).await
+        self.insert_retrying(table, rows, append_only).await
     }
 
-    async fn insert_retrying<T>(&self, table: &'static str, rows: &[T]) -> Result<(), SinkError>
+    /// How many rows of `table` come from the source positions of `rows`
+    /// (per partition, the range of their offsets: a batch holds every row
+    /// of its records, and no other batch has rows of those offsets).
+    async fn rows_landed<T: Sourced>(&self, table: &str, rows: &[T]) -> clickhouse::error::Result<u64> {
+        let mut ranges: std::collections::BTreeMap<i32, (i64, i64)> = std::collections::BTreeMap::new();
+        for r in rows {
+            let (p, o) = r.source();
+            let e = ranges.entry(p).or_insert((o, o));
+            e.0 = e.0.min(o);
+            e.1 = e.1.max(o);
+        }
+        let cond: Vec<String> = ranges
+            .iter()
+            .map(|(p, (lo, hi))| {
+                format!("(source_partition = {p} AND source_offset >= {lo} AND source_offset <= {hi})")
+            })
+            .collect();
+        self.client
+            .query(&format!("SELECT count() FROM {table} WHERE {}", cond.join(" OR ")))
+            .fetch_one::<u64>()
+            .await
+    }
+
+    async fn insert_retrying<T>(&self, table: &'static str, rows: &[T], append_only: bool) -> Result<(), SinkError>
     where
-        T: RowWrite + for<'a> Row<Value<'a> = T>,
+        T: RowWrite + Sourced + for<'a> Row<Value<'a> = T>,
     {
         let max = self.retry.max_attempts.max(1);
         let mut attempt = 1;
         loop {
-            match self.insert_once(table, rows).await {
+            let result = if attempt > 1 && append_only {
+                // The failed attempt may have been committed: look before sending again.
+                match self.rows_landed(table, rows).await {
+                    Ok(0) => self.insert_once(table, rows).await,
+                    Ok(n) if n == rows.len() as u64 => {
+                        tracing::warn!(table, attempt, "the failed INSERT had been committed; not sent again");
+                        return Ok(());
+                    }
+                    Ok(found) => {
+                        return Err(SinkError::PartlyWritten {
+                            table,
+                            rows: rows.len(),
+                            found,
+                        })
+                    }
+                    Err(e) => Err(e),
+                }
+            } else {
+                self.insert_once(table, rows).await
+            };
+            match result {
                 Ok(()) => return Ok(()),
                 Err(e) if attempt < max && is_transient(&e) => {
                     if let Some(f) = &self.on_retry {
@@ -234,6 +296,31 @@ impl Sink {
         insert.end().await
     }
 }
+
+/// A row that says which input record it came from (partition, offset).
+pub trait Sourced {
+    /// (source_partition, source_offset).
+    fn source(&self) -> (i32, i64);
+}
+
+macro_rules! sourced {
+    ($($t:ty),*) => {$(
+        impl Sourced for $t {
+            fn source(&self) -> (i32, i64) {
+                (self.source_partition, self.source_offset)
+            }
+        }
+    )*};
+}
+
+sourced!(
+    crate::rows::ScoreDeltaRow,
+    crate::rows::TransitionRow,
+    crate::rows::ControlStateRow,
+    crate::rows::SettingRow,
+    crate::rows::InventoryRow,
+    crate::rows::SyncRow
+);
 
 /// Whether an error may go away when the same INSERT is sent again.
 pub fn is_transient(e: &clickhouse::error::Error) -> bool {
