@@ -1071,3 +1071,97 @@ fn compare_notices_a_difference() {
     let got = parse_rows("{\"score_with\":\"5\",\"percent_with\":54.54}\n");
     compare("test", &[c], &[got]);
 }
+
+/// An INSERT whose response is lost: the server committed it, the client saw its connection close.
+/// The retry finds the rows of the batch's source positions and does not send them again (sending
+/// them again would count the score twice). A proxy in front of ClickHouse drops the connection of
+/// the first INSERT into `score_deltas` and into `transitions` once the server has answered it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_insert_whose_response_was_lost_is_not_sent_again() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (client, db) = fresh_database("sink_lost_response").await;
+    migrate(&client, &db).await.expect("migrate");
+    let upstream = posture_tests::clickhouse_url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let lost = Arc::new(std::sync::Mutex::new(Vec::<&'static str>::new()));
+    let lost_w = lost.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut c, _)) = listener.accept().await else {
+                return;
+            };
+            let (upstream, lost) = (upstream.clone(), lost_w.clone());
+            tokio::spawn(async move {
+                let mut s = tokio::net::TcpStream::connect(&upstream).await.expect("ClickHouse");
+                let mut first = vec![0u8; 64 * 1024];
+                let n = c.read(&mut first).await.unwrap_or(0);
+                if n == 0 {
+                    return;
+                }
+                // The query is in the request line, URL-encoded.
+                let head = String::from_utf8_lossy(&first[..n])
+                    .replace("%20", " ")
+                    .replace('+', " ")
+                    .replace("%60", "")
+                    .replace('`', "");
+                let table = ["score_deltas", "transitions"]
+                    .into_iter()
+                    .find(|t| head.contains(&format!("INSERT INTO {t}")));
+                let sabotage = table.filter(|t| {
+                    let mut l = lost.lock().unwrap();
+                    let first_time = !l.contains(t);
+                    if first_time {
+                        l.push(t);
+                    }
+                    first_time
+                });
+                s.write_all(&first[..n]).await.unwrap();
+                if sabotage.is_none() {
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut s).await;
+                    return;
+                }
+                // Forward the rest of the request; once the server answers (the INSERT is
+                // committed), drop both connections without passing the answer on.
+                let (mut cr, _cw) = c.split();
+                let (mut sr, mut sw) = s.split();
+                let mut byte = [0u8; 1];
+                tokio::select! {
+                    _ = tokio::io::copy(&mut cr, &mut sw) => {}
+                    _ = sr.read(&mut byte) => {}
+                }
+            });
+        }
+    });
+    let policy = RetryPolicy {
+        max_attempts: 5,
+        initial_backoff: Duration::from_millis(50),
+        multiplier: 2.0,
+        max_backoff: Duration::from_millis(200),
+        timeout: Some(Duration::from_secs(10)),
+    };
+    let sink = Sink::new(posture_tests::clickhouse_client_at(&url).with_database(&db)).with_retry(policy);
+    let sc = scenario();
+    let mut batch = sc.batches[0].clone();
+    let (deltas, transitions) = (batch.score_deltas.len() as u64, batch.transitions.len() as u64);
+    sink.write(&mut batch).await.expect("the batch is written");
+    assert!(batch.is_empty());
+    let mut l = lost.lock().unwrap().clone();
+    l.sort();
+    assert_eq!(l, ["score_deltas", "transitions"], "the proxy dropped both answers");
+    let count = |table: &'static str| {
+        let client = client.clone();
+        async move {
+            client
+                .query(&format!("SELECT count() FROM {table}"))
+                .fetch_one::<u64>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count("score_deltas").await, deltas, "score_deltas written once");
+    assert_eq!(count("transitions").await, transitions, "transitions written once");
+}
