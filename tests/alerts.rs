@@ -63,7 +63,7 @@ async fn a_drop_within_the_window_alerts_once_with_its_causes() {
     let mut cfg = IngestConfig::new(kafka_brokers(), unique_name("alerts_group"), topic.clone());
     cfg.batch_interval = Duration::from_millis(200);
     let stage = SinkStage::new(posture_sink::Sink::new(client.clone()));
-    let mut ingest = Ingest::new(cfg, cat, EngineConfig::default(), stage, avro_decoder(None)).expect("ingest");
+    let mut ingest = Ingest::new(cfg, cat.clone(), EngineConfig::default(), stage, avro_decoder(None)).expect("ingest");
     let progress = ingest.progress();
     let stop = async move {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -88,7 +88,7 @@ async fn a_drop_within_the_window_alerts_once_with_its_causes() {
         extra: vec![],
         gauge_groups: vec![],
     };
-    let mut alerter = Alerter::new(alert_cfg.clone(), client.clone()).expect("alerter");
+    let mut alerter = Alerter::new(alert_cfg.clone(), client.clone(), cat.clone()).expect("alerter");
     let alerts = alerter.check().await.expect("check");
     let now = T0 + 90 * MIN + 4;
     assert_eq!(alerts.len(), 2, "the tenant and its network category: {alerts:#?}");
@@ -123,6 +123,7 @@ async fn a_drop_within_the_window_alerts_once_with_its_causes() {
             ..alert_cfg.clone()
         },
         client.clone(),
+        cat.clone(),
     )
     .unwrap();
     assert!(strict.check().await.expect("check").is_empty());
@@ -145,6 +146,7 @@ async fn a_drop_within_the_window_alerts_once_with_its_causes() {
             ..alert_cfg.clone()
         },
         client.clone(),
+        cat.clone(),
     )
     .unwrap();
     let by_group = groups.check().await.expect("check");
@@ -182,6 +184,7 @@ async fn a_drop_within_the_window_alerts_once_with_its_causes() {
             ..alert_cfg.clone()
         },
         client.clone(),
+        cat.clone(),
     )
     .unwrap()
     .with_metrics(metrics.clone());

@@ -343,6 +343,18 @@ impl Scenario {
         m
     }
 
+    /// Per partition that produced rows, the last source offset of a transition.
+    fn last_offsets(&self) -> Vec<(i32, i64)> {
+        let mut m: BTreeMap<i32, i64> = BTreeMap::new();
+        for b in &self.batches {
+            for t in &b.transitions {
+                let e = m.entry(t.source_partition).or_insert(t.source_offset);
+                *e = (*e).max(t.source_offset);
+            }
+        }
+        m.into_iter().collect()
+    }
+
     /// Every event time of a transition.
     fn instants(&self) -> Vec<i64> {
         let mut v: Vec<i64> = self
@@ -875,6 +887,166 @@ async fn trend_queries_match_the_core_on_clickhouse_18() {
         start.elapsed()
     );
     assert!(cases.len() > 500, "{} cases", cases.len());
+    let checked = check_trend_store(&client, &sc, true).await;
+    println!("{checked} reads of the trend store (score_rollup + tail) equal to the core");
+}
+
+/// The scopes the scenario scores.
+const SCOPES: [(&str, &str); 5] = [
+    ("t1", ""),
+    ("t1", "office"),
+    ("t1", "servers"),
+    ("t2", ""),
+    ("t2", "office"),
+];
+
+/// Reads the scenario back through the query layer (score_rollup, the raw tail, the cut) and
+/// compares every count, score and history point with the core: at every instant around each
+/// transition (most of them inside an hour later events touch, so the tail is read) and for
+/// hourly and daily series. `cut_exact`: the cut must name both partitions at their last
+/// offsets (a database written by the sink; the upgrade test's backfilled cut is coarser).
+/// Returns the number of reads compared.
+async fn check_trend_store(client: &clickhouse::Client, sc: &Scenario, cut_exact: bool) -> usize {
+    let q = posture_query::Query::new(client.clone(), sc.engine.catalog().clone());
+    let mut times = vec![T0 - 1, T0 + 100 * DAY];
+    for t in sc.instants() {
+        times.extend([t - 1, t, t + 1]);
+    }
+    let mut n = 0;
+    for (tenant, group) in SCOPES {
+        let scope = posture_query::Scope {
+            tenant: tenant.to_string(),
+            group: (!group.is_empty()).then(|| group.to_string()),
+        };
+        let key = sc.scope(tenant, group);
+        for &at in &times {
+            let (cells, cut) = q.cells_with_cut(&scope, at).await.expect("cells");
+            let ledger = sc.ledger_at(at);
+            for (c, control) in sc.engine.catalog().controls.iter().enumerate() {
+                assert_eq!(
+                    cells[c].counts,
+                    ledger.cell(key, c as ControlIdx).counts,
+                    "{tenant}/{group:?} {} at T0{:+}ms",
+                    control.id,
+                    at - T0
+                );
+            }
+            if cut_exact {
+                let parts: Vec<(i32, i64)> = cut.partitions.iter().map(|p| (p.partition, p.last_offset)).collect();
+                assert_eq!(
+                    parts,
+                    sc.last_offsets(),
+                    "the cut names every partition at its last offset"
+                );
+                assert!(cut.complete_through_ms.is_some());
+            }
+            let s = q.score(&scope, None, at).await.expect("score");
+            let want = sc.score(tenant, group, "", at);
+            assert_eq!(
+                (s.total.points_micros, s.total.max_micros),
+                (want.total.points_micros, want.total.max_micros),
+                "score {tenant}/{group:?} at T0{:+}ms",
+                at - T0
+            );
+            assert_eq!(s.cut.as_ref(), Some(&cut));
+            n += 2;
+        }
+        for (bucket, from, to) in [
+            (posture_query::Bucket::Hour, T0 - 30 * MIN, T0 + 27 * HOUR + 17 * MIN),
+            (posture_query::Bucket::Hour, T0 + 2 * HOUR, T0 + 5 * HOUR - 1),
+            (posture_query::Bucket::Day, T0 - 3 * DAY, T0 + 26 * HOUR + 1),
+            (posture_query::Bucket::Day, T0 - 10 * HOUR, T0 - 10 * HOUR + DAY - 1),
+        ] {
+            for category in [None, Some(Category::Os)] {
+                let (points, _) = q.history(&scope, category, from, to, bucket).await.expect("history");
+                let step = bucket.millis();
+                assert_eq!(points.len() as i64, to.div_euclid(step) - from.div_euclid(step) + 1);
+                for p in &points {
+                    let want = sc.score(tenant, group, category.map_or("", Category::as_str), p.at_ms);
+                    assert_eq!(
+                        (p.points, p.max_points, p.percent, p.without_exceptions.percent),
+                        (
+                            want.total.points,
+                            want.total.max_points,
+                            want.total.percent,
+                            want.without_exceptions.total.percent
+                        ),
+                        "history {tenant}/{group:?} {category:?} {bucket:?} point at T0{:+}ms",
+                        p.at_ms - T0
+                    );
+                    n += 1;
+                }
+            }
+        }
+    }
+    n
+}
+
+/// A database written by the previous release (migrations 001-009, no score_rollup) is
+/// upgraded by `posture migrate`: migration 010 backfills the rollup and the cut from
+/// score_deltas, and every read through the new trend store equals the core.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_backfills_the_trend_store_of_an_old_database() {
+    let sc = scenario();
+    let (client, db) = fresh_database("sink_upgrade").await;
+    for m in migrations().iter().filter(|m| m.name < "010") {
+        for stmt in m.statements() {
+            client
+                .query(&stmt)
+                .execute()
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", m.name));
+        }
+    }
+    // The rows as the previous release wrote them (its Sink wrote these three tables).
+    async fn insert<T>(client: &clickhouse::Client, table: &str, rows: &[T])
+    where
+        T: clickhouse::RowWrite + for<'a> clickhouse::Row<Value<'a> = T>,
+    {
+        if rows.is_empty() {
+            return;
+        }
+        let mut ins = client.insert::<T>(table).await.expect("insert");
+        for r in rows {
+            ins.write(r).await.expect("write");
+        }
+        ins.end().await.expect("end");
+    }
+    for b in &sc.batches {
+        insert(&client, "score_deltas", &b.score_deltas).await;
+        insert(&client, "transitions", &b.transitions).await;
+        insert(&client, "control_state", &b.control_state).await;
+    }
+    let applied = migrate(&client, &db).await.expect("migrate");
+    assert!(applied.iter().any(|m| m == "010_score_rollup.sql"), "{applied:?}");
+    let checked = check_trend_store(&client, &sc, false).await;
+    // The backfilled cut: each partition through its last score delta.
+    let q = posture_query::Query::new(client.clone(), sc.engine.catalog().clone());
+    let (_, cut) = q
+        .cells_with_cut(&posture_query::Scope::tenant("t1"), T0)
+        .await
+        .expect("cells");
+    let parts: Vec<i32> = cut.partitions.iter().map(|p| p.partition).collect();
+    assert!(parts.contains(&0) && parts.contains(&1), "{cut:?}");
+    // A second migrate changes nothing (the backfill does not run twice).
+    assert!(migrate(&client, &db).await.expect("migrate again").is_empty());
+    let rows_before: u64 = client
+        .query("SELECT count() FROM score_rollup")
+        .fetch_one()
+        .await
+        .expect("count");
+    for m in migrations().iter().filter(|m| m.name.starts_with("010")) {
+        for stmt in m.statements() {
+            client.query(&stmt).execute().await.expect("010 again");
+        }
+    }
+    let rows_after: u64 = client
+        .query("SELECT count() FROM score_rollup")
+        .fetch_one()
+        .await
+        .expect("count");
+    assert_eq!(rows_before, rows_after, "running 010 again must add nothing");
+    println!("upgraded database: {checked} reads equal to the core");
 }
 
 /// The same DDL, rows and queries on ClickHouse 26 (chdb).
@@ -928,6 +1100,7 @@ async fn migrate_is_idempotent() {
             "exceptions",
             "schema_migrations",
             "score_deltas",
+            "score_rollup",
             "tasks",
             "transitions"
         ]

@@ -137,6 +137,75 @@ ARRAY JOIN
 GROUP BY bucket
 ORDER BY bucket;
 
+-- name: rollup_counts
+-- The trend store's answer for one scope (group = '' is the whole tenant), in one scan of
+-- score_rollup: one snapshot of the table, so every flush in it is complete and its cut rows say
+-- which prefix of each source partition it holds. Rows:
+--   pos = -2: a cut row per partition (cut_partition; next_offset = the first offset not
+--             included, clock_ms = the partition's event-time watermark there);
+--   per control, the summed count deltas of the buckets asked for, by where they belong:
+--   pos = 0 the base (whole buckets before series_from), pos = k >= 1 the k-th bucket of a
+--   series of step_level buckets (step_ms wide, from series_from), pos = -1 finer buckets of the
+--   last point, pos = -3 the hour bucket open_ms that holds the last instant.
+-- For the counts at one instant t (step_level = 5, series_from = the maximum Int64, step_ms = 1),
+-- with end = t + 1 and X(end) the start of the bucket holding end: level 4 in [0, era(end)),
+-- level 3 in [era(end), block(end)), level 2 in [block(end), day(end)), level 1 in
+-- [day(end), hour(end) + 1 hour) with open_ms = hour(end). The open hour counts when t is at or
+-- after every partition's watermark (no included event is later); otherwise the deltas in
+-- [hour(end), end) come from tail_counts, cut at the same partition offsets.
+-- posture_sink::rollup::Decomposition computes the ranges (also for series).
+SELECT
+    multiIf(
+        level = 0, toInt64(-2),
+        level = 1 AND bucket_ms = {open_ms:Int64}, toInt64(-3),
+        level < {step_level:UInt8}, toInt64(-1),
+        bucket_ms >= {series_from:Int64}, intDiv(bucket_ms - {series_from:Int64}, {step_ms:Int64}) + 1,
+        toInt64(0)) AS pos,
+    if(level = 0, bucket_ms, toInt64(-1)) AS cut_partition,
+    control,
+    any(category) AS category,
+    sum(pass_with) AS pass_w,
+    sum(fail_with) AS fail_w,
+    sum(hidden_with) AS hidden_w,
+    sum(pass_without) AS pass_wo,
+    sum(fail_without) AS fail_wo,
+    sum(next_offset) AS next_offset,
+    sum(clock_ms) AS clock_ms
+FROM score_rollup
+WHERE (tenant = '' AND group = '' AND level = 0)
+    OR (tenant = {tenant:String} AND group = {group:String} AND (
+           (level = 1 AND bucket_ms >= {lo1:Int64} AND bucket_ms < {hi1:Int64})
+        OR (level = 2 AND bucket_ms >= {lo2:Int64} AND bucket_ms < {hi2:Int64})
+        OR (level = 3 AND bucket_ms >= {lo3:Int64} AND bucket_ms < {hi3:Int64})
+        OR (level = 4 AND bucket_ms >= {lo4:Int64} AND bucket_ms < {hi4:Int64})))
+GROUP BY pos, cut_partition, control
+HAVING pos = -2 OR pass_w != 0 OR fail_w != 0 OR hidden_w != 0 OR pass_wo != 0 OR fail_wo != 0
+ORDER BY pos, cut_partition, control;
+
+-- name: tail_counts
+-- The part of the last hour that rollup_counts leaves out: per control, the count deltas of one
+-- scope with event time in [from_ms, at_ms], from the raw log, only of records before each
+-- partition's cut (cut_partitions[i] is included below cut_next[i]; other partitions not at all).
+SELECT
+    control,
+    any(category) AS category,
+    sum(pass_with) AS pass_w,
+    sum(fail_with) AS fail_w,
+    sum(hidden_with) AS hidden_w,
+    sum(pass_without) AS pass_wo,
+    sum(fail_without) AS fail_wo
+FROM score_deltas
+WHERE tenant = {tenant:String}
+    AND group = {group:String}
+    AND event_time >= toDateTime(intDiv({from_ms:Int64}, 1000))
+    AND event_time <= toDateTime(intDiv({at_ms:Int64}, 1000))
+    AND event_time_ms >= {from_ms:Int64}
+    AND event_time_ms <= {at_ms:Int64}
+    AND source_offset < transform(source_partition, {cut_partitions:Array(Int32)}, {cut_next:Array(Int64)}, toInt64(-1))
+GROUP BY control
+HAVING pass_w != 0 OR fail_w != 0 OR hidden_w != 0 OR pass_wo != 0 OR fail_wo != 0
+ORDER BY control;
+
 -- name: control_counts_at
 -- Per control, the device counts of one scope at instant at_ms (the summed count deltas with
 -- event_time_ms <= at_ms): pass_w, fail_w and hidden_w (the part of fail_w hidden from

@@ -51,6 +51,77 @@ pub struct Score {
     pub total: ScorePart,
     pub categories: BTreeMap<&'static str, ScorePart>,
     pub without_exceptions: WithoutExceptions,
+    /// For answers read from stored data: the input they are the exact score of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cut: Option<Cut>,
+}
+
+/// The input a stored answer reflects (SPEC section 6, consistent reads): per source partition,
+/// every record up to `last_offset` and nothing after it, and that partition's event-time
+/// watermark there. `complete_through` is the earliest watermark: every partition has been
+/// consumed up to that instant (late events excepted), so figures at or before it are final.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Cut {
+    /// The earliest partition watermark (RFC 3339); `None` when nothing is committed yet.
+    pub complete_through: Option<String>,
+    /// `complete_through` in ms.
+    #[serde(skip)]
+    pub complete_through_ms: Option<i64>,
+    /// Per source partition, in partition order.
+    pub partitions: Vec<PartitionCut>,
+}
+
+/// One source partition's part of a [`Cut`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PartitionCut {
+    pub partition: i32,
+    /// The last offset included (-1: none).
+    pub last_offset: i64,
+    /// The partition's event-time clock at that offset (RFC 3339).
+    pub watermark: String,
+    #[serde(skip)]
+    pub watermark_ms: i64,
+}
+
+impl Cut {
+    /// The cut of partitions given as (partition, next offset, watermark ms).
+    pub fn new(mut parts: Vec<(i32, i64, i64)>) -> Cut {
+        parts.sort_unstable();
+        let complete_through_ms = parts.iter().map(|p| p.2).min();
+        Cut {
+            complete_through: complete_through_ms.map(crate::time::format_time),
+            complete_through_ms,
+            partitions: parts
+                .into_iter()
+                .map(|(partition, next, w)| PartitionCut {
+                    partition,
+                    last_offset: next - 1,
+                    watermark: crate::time::format_time(w),
+                    watermark_ms: w,
+                })
+                .collect(),
+        }
+    }
+
+    /// The latest partition watermark (ms), if any: no included event is later.
+    pub fn latest_ms(&self) -> Option<i64> {
+        self.partitions.iter().map(|p| p.watermark_ms).max()
+    }
+
+    /// One line for people: `complete through T; partition 0 @ 1234 (T0), ...`.
+    pub fn summary(&self) -> String {
+        match &self.complete_through {
+            None => "nothing consumed yet".to_string(),
+            Some(t) => {
+                let parts: Vec<String> = self
+                    .partitions
+                    .iter()
+                    .map(|p| format!("{}@{}", p.partition, p.last_offset))
+                    .collect();
+                format!("complete through {t}; partition@last offset: {}", parts.join(" "))
+            }
+        }
+    }
 }
 
 /// One top recommendation (SPEC section 5).
@@ -140,6 +211,7 @@ pub fn score_of(
             total: ScorePart::new(tot[2], tot[3]),
             categories: per_cat.iter().map(|(k, v)| (*k, ScorePart::new(v[2], v[3]))).collect(),
         },
+        cut: None,
     }
 }
 

@@ -5,14 +5,18 @@
 //!
 //! A tenant's devices are spread over every partition (and so over every
 //! instance of the consumer group), so no single engine sees a tenant's
-//! score. The alerter therefore reads the merged truth, ClickHouse, with the
-//! documented queries (`tenants_latest`, `score_at`, `drop_causes`), every
-//! `interval`; and only the instance that holds partition 0 of the input
-//! topic runs it, so a group of instances publishes each alert once.
+//! score. The alerter therefore reads the merged truth, ClickHouse: scores
+//! through the query layer (the trend store, read at one committed cut:
+//! never half a flush), the latest event per tenant (`tenants_latest`) and
+//! the causes (`drop_causes`), every `interval`; and only the instance that
+//! holds partition 0 of the input topic runs it, so a group of instances
+//! publishes each alert once.
 //!
-//! Time is event time: "now" for a tenant is its latest score delta, and the
-//! window ends there, so a backlog replayed hours later alerts on what
-//! happened, when it happened. After an alert, the same scope is quiet until
+//! Time is event time: "now" for a tenant is its latest score delta, but never
+//! later than the cut's `complete_through` (every partition consumed up to
+//! there), and the window ends there: a backlog replayed hours later alerts on
+//! what happened, when it happened, and a partition that lags behind delays an
+//! alert instead of causing one. After an alert, the same scope is quiet until
 //! a full window has passed (in event time).
 
 use posture_avro::{encode_alert, AlertCause, ScoreDropAlert};
@@ -128,14 +132,20 @@ type LastAlerts = HashMap<(String, Option<String>, Option<&'static str>, i64), i
 pub struct Alerter {
     cfg: AlertConfig,
     client: clickhouse::Client,
+    query: posture_query::Query,
     producer: FutureProducer,
     last: Arc<std::sync::Mutex<LastAlerts>>,
     metrics: Option<Arc<posture_metrics::Metrics>>,
 }
 
 impl Alerter {
-    /// An alerter reading through `client` (its database set).
-    pub fn new(cfg: AlertConfig, client: clickhouse::Client) -> Result<Alerter, AlertError> {
+    /// An alerter reading through `client` (its database set), scoring with `catalog` (the
+    /// pipeline's baselines).
+    pub fn new(
+        cfg: AlertConfig,
+        client: clickhouse::Client,
+        catalog: Arc<posture_core::Catalog>,
+    ) -> Result<Alerter, AlertError> {
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", &cfg.brokers)
             .set("enable.idempotence", "true")
@@ -149,6 +159,7 @@ impl Alerter {
         })?;
         Ok(Alerter {
             cfg,
+            query: posture_query::Query::new(client.clone(), catalog),
             client,
             producer,
             last: Arc::default(),
@@ -203,32 +214,40 @@ impl Alerter {
         category: Option<&str>,
         at: i64,
     ) -> Result<Option<f64>, AlertError> {
-        let rows = self
-            .rows(
-                "score_at",
-                &[
-                    ("tenant", tenant.into()),
-                    ("group", group.unwrap_or_default().into()),
-                    ("category", category.unwrap_or_default().into()),
-                    ("at_ms", at.into()),
-                ],
-            )
-            .await?;
-        Ok(rows
-            .first()
-            .filter(|r| num(&r["max_score_with"]).is_some_and(|m| m > 0.0))
-            .and_then(|r| num(&r["percent_with"])))
+        let scope = posture_query::Scope {
+            tenant: tenant.to_string(),
+            group: group.map(str::to_string),
+        };
+        let category = category.and_then(Category::parse);
+        let s = self
+            .query
+            .score(&scope, category, at)
+            .await
+            .map_err(|e| AlertError::Query {
+                query: "rollup_counts",
+                detail: e.to_string(),
+            })?;
+        Ok((s.total.max_micros > 0).then_some(s.total.percent))
     }
 
     /// One check over every tenant and category: the alerts due now.
     pub async fn check(&mut self) -> Result<Vec<ScoreDropAlert>, AlertError> {
         let mut out = Vec::new();
         let rules = self.cfg.rules.clone();
+        // Only instants every partition has passed: a lagging partition delays an alert.
+        let cut = self.query.cut().await.map_err(|e| AlertError::Query {
+            query: "rollup_counts",
+            detail: e.to_string(),
+        })?;
+        let Some(complete_through) = cut.complete_through_ms else {
+            return Ok(out);
+        };
         for t in self.rows("tenants_latest", &[]).await? {
             let tenant = t["tenant"].as_str().unwrap_or_default().to_string();
-            let Some(now) = num(&t["latest_ms"]).map(|v| v as i64) else {
+            let Some(latest) = num(&t["latest_ms"]).map(|v| v as i64) else {
                 continue;
             };
+            let now = latest.min(complete_through);
             if let Some(m) = &self.metrics {
                 let total = self.percent(&tenant, None, None, now).await?;
                 m.set_score(&tenant, None, total);
@@ -314,12 +333,14 @@ impl Alerter {
         let alerts = self.check().await?;
         for a in &alerts {
             tracing::warn!(
-                "score-drop alert: tenant {}{} {}: {:.2}% -> {:.2}% within {} min",
+                "score-drop alert: tenant {}{} {}: {:.2}% at {} -> {:.2}% at {} ({} min)",
                 a.tenant,
                 a.group.as_deref().map(|g| format!(" group {g}")).unwrap_or_default(),
                 a.category.as_deref().unwrap_or("(all categories)"),
                 a.old_percent,
+                posture_core::time::format_time(a.at - a.window_ms),
                 a.new_percent,
+                posture_core::time::format_time(a.at),
                 a.window_ms / 60_000
             );
         }

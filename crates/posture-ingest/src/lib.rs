@@ -121,6 +121,10 @@ pub trait Stage {
     }
     /// Rows pending since the last flush.
     fn pending_rows(&self) -> usize;
+    /// Notes, right before a flush, how far an assigned partition is: every record before
+    /// `next_offset` is applied, and its event-time clock is `clock_ms`. The flush commits it
+    /// (the cut readers see).
+    fn progress(&mut self, _partition: i32, _next_offset: i64, _clock_ms: i64) {}
     /// Writes every pending row durably; only then are offsets committed.
     fn flush(&mut self) -> impl Future<Output = Result<(), Self::Error>>;
 }
@@ -166,6 +170,10 @@ impl<A: Stage, B: Stage> Stage for (A, B) {
     }
     fn pending_rows(&self) -> usize {
         self.0.pending_rows().max(self.1.pending_rows())
+    }
+    fn progress(&mut self, partition: i32, next_offset: i64, clock_ms: i64) {
+        self.0.progress(partition, next_offset, clock_ms);
+        self.1.progress(partition, next_offset, clock_ms);
     }
     async fn flush(&mut self) -> Result<(), String> {
         let (a, b) = tokio::join!(self.0.flush(), self.1.flush());
@@ -861,6 +869,11 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
     pub async fn flush(&mut self, all: bool) -> Result<(), IngestError> {
         drop_revoked(&self.consumer, &mut self.st);
         self.last_flush = Instant::now();
+        for (&partition, p) in &self.st.partitions {
+            if p.awaiting.is_none() {
+                self.st.stage.progress(partition, p.next_offset, p.engine.clock());
+            }
+        }
         let rows = self.st.stage.pending_rows();
         if rows > 0 {
             let started = Instant::now();

@@ -94,6 +94,17 @@ impl Stage for SinkStage {
     }
 
     async fn prepare_partition(&mut self, partition: i32) -> Result<(), SinkError> {
+        // Where the partition's committed rollup ends: replayed records before it are summed
+        // there already.
+        let cuts = self.sink.cuts(&[partition]).await.map_err(|source| SinkError::Insert {
+            table: "score_rollup",
+            attempts: 1,
+            rows: 0,
+            source,
+        })?;
+        for (p, c) in cuts {
+            self.batch.rollup.set_committed(p, c);
+        }
         if let Some(store) = &self.store {
             let w = store.watermarks(partition).await?;
             self.watermarks.insert(partition, w);
@@ -131,6 +142,17 @@ impl Stage for SinkStage {
         self.watermarks
             .get(&partition)
             .is_some_and(|w| w.iter().any(|&m| offset <= m))
+            || !self.batch.rollup.accepts(SourcePos { partition, offset })
+    }
+
+    fn progress(&mut self, partition: i32, next_offset: i64, clock_ms: i64) {
+        self.batch.rollup.advance(
+            partition,
+            posture_sink::Progress {
+                next_offset,
+                clock_ms: clock_ms.max(0),
+            },
+        );
     }
 
     fn discard_partition(&mut self, partition: i32) {
@@ -147,6 +169,7 @@ impl Stage for SinkStage {
         // `write` removes each table from the batch once it is written, so a
         // failed flush resends only what is left.
         let counts = self.batch.mark();
+        let rollup_before = self.sink.rollup_rows_written();
         let started = std::time::Instant::now();
         let result = self.sink.write(&mut self.batch).await;
         if let Some(m) = &self.metrics {
@@ -155,6 +178,7 @@ impl Stage for SinkStage {
                     for (table, n) in posture_sink::LINEAGE_TABLES.iter().zip(counts) {
                         m.sink_rows(table, n as u64);
                     }
+                    m.sink_rows("score_rollup", self.sink.rollup_rows_written() - rollup_before);
                     m.sink_batch(started.elapsed());
                 }
                 Err(_) => m.sink_failure(),

@@ -254,6 +254,24 @@ fn respond<T: serde::Serialize>(f: Format, v: &T, csv: impl FnOnce(&T) -> String
     }
 }
 
+/// The cut an answer reflects, in headers (the JSON arrays of history and recommendations
+/// have no room for it): `Posture-Complete-Through` and `Posture-Cut`.
+fn with_cut(mut r: Response, cut: &posture_core::report::Cut) -> Response {
+    let h = r.headers_mut();
+    if let Some(t) = cut.complete_through.as_deref().and_then(|t| t.parse().ok()) {
+        h.insert("posture-complete-through", t);
+    }
+    let parts: Vec<String> = cut
+        .partitions
+        .iter()
+        .map(|p| format!("{}:{}", p.partition, p.last_offset))
+        .collect();
+    if let Ok(v) = parts.join(",").parse() {
+        h.insert("posture-cut", v);
+    }
+    r
+}
+
 fn csv_response(body: String, name: &str) -> Response {
     (
         [
@@ -342,7 +360,8 @@ async fn score(
 ) -> Answer {
     let f = format(&p, &headers)?;
     let score = s.query.score(&p.scope(&tenant), p.category()?, p.at()?).await?;
-    Ok(respond(f, &score, csv_out::score, "score"))
+    let cut = score.cut.clone().unwrap_or_default();
+    Ok(with_cut(respond(f, &score, csv_out::score, "score"), &cut))
 }
 
 async fn history(
@@ -355,11 +374,11 @@ async fn history(
     let to = Common::time("to", &p.to)?.unwrap_or_else(now_ms);
     let from = Common::time("from", &p.from)?.unwrap_or(to - 30 * 86_400_000);
     let bucket = Bucket::parse(p.bucket.as_deref().unwrap_or("day")).map_err(QueryError::BadRequest)?;
-    let h = s
+    let (h, cut) = s
         .query
         .history(&p.scope(&tenant), p.category()?, from, to, bucket)
         .await?;
-    Ok(respond(f, &h, |x| csv_out::history(x), "history"))
+    Ok(with_cut(respond(f, &h, |x| csv_out::history(x), "history"), &cut))
 }
 
 async fn recommendations(
@@ -374,11 +393,14 @@ async fn recommendations(
         remediation: p.remediation()?,
         os: p.os.as_deref(),
     };
-    let mut recs = s.query.recommendations(&p.scope(&tenant), filters, p.at()?).await?;
+    let (mut recs, cut) = s.query.recommendations(&p.scope(&tenant), filters, p.at()?).await?;
     if let Some(top) = p.top {
         recs.truncate(top);
     }
-    Ok(respond(f, &recs, |x| csv_out::recommendations(x), "recommendations"))
+    Ok(with_cut(
+        respond(f, &recs, |x| csv_out::recommendations(x), "recommendations"),
+        &cut,
+    ))
 }
 
 async fn control_devices(

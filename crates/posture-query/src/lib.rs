@@ -14,7 +14,7 @@
 
 use posture_core::check::{Check, Expected, Op, Scalar};
 use posture_core::engine::{count, ScopeCell, ScopeKey};
-use posture_core::report::{self, Recommendation, Score, Selection};
+use posture_core::report::{self, Cut, Recommendation, Score, Selection};
 use posture_core::time::format_time;
 use posture_core::{Catalog, Category, ControlIdx, Remediation};
 use posture_sink::queries::{self, Param};
@@ -26,6 +26,7 @@ pub mod csv_out;
 pub mod exceptions;
 pub mod http;
 pub mod tasks;
+mod trend;
 
 pub use exceptions::{ExceptionView, NewException};
 pub use tasks::{NewTask, TaskReport, TaskView};
@@ -212,32 +213,6 @@ pub struct WhatIf {
 }
 
 #[derive(clickhouse::Row, Deserialize)]
-struct CountsRow {
-    control: String,
-    #[allow(dead_code)]
-    category: String,
-    pass_w: i64,
-    fail_w: i64,
-    hidden_w: i64,
-    pass_wo: i64,
-    fail_wo: i64,
-}
-
-#[derive(clickhouse::Row, Deserialize)]
-struct SeriesRow {
-    #[allow(dead_code)]
-    bucket: i64,
-    bucket_start: u32,
-    at_ms: i64,
-    score_with: i64,
-    max_score_with: i64,
-    percent_with: f64,
-    score_without: i64,
-    max_score_without: i64,
-    percent_without: f64,
-}
-
-#[derive(clickhouse::Row, Deserialize)]
 struct DeviceScoreRow {
     #[allow(dead_code)]
     device: String,
@@ -358,37 +333,19 @@ impl Query {
 
     /// Per control, the scope's counts at `at_ms` (indexed by control).
     /// Controls in ClickHouse but not in the catalog are left out (the
-    /// pipeline ran with other baselines).
+    /// pipeline ran with other baselines). See [`Query::cells_with_cut`].
     pub async fn cells(&self, scope: &Scope, at_ms: i64) -> Result<Vec<ScopeCell>, QueryError> {
-        let rows: Vec<CountsRow> = self
-            .rows(
-                "control_counts_at",
-                &[
-                    ("tenant", scope.tenant.as_str().into()),
-                    ("group", scope.group_param()),
-                    ("at_ms", at_ms.into()),
-                ],
-            )
-            .await?;
-        let mut cells = vec![ScopeCell::default(); self.catalog.controls.len()];
-        for r in rows {
-            if let Some(c) = self.catalog.control_idx(&r.control) {
-                let k = &mut cells[c as usize].counts;
-                k[count::EFF_PASS] = r.pass_w;
-                k[count::EFF_FAIL] = r.fail_w;
-                k[count::EFF_HIDDEN] = r.hidden_w;
-                k[count::RAW_PASS] = r.pass_wo;
-                k[count::RAW_FAIL] = r.fail_wo;
-            }
-        }
-        Ok(cells)
+        Ok(self.cells_with_cut(scope, at_ms).await?.0)
     }
 
     /// The score of `scope` at `at_ms` (one category when `category` is
-    /// given), with and without exceptions: SPEC section 5's score object.
+    /// given), with and without exceptions: SPEC section 5's score object,
+    /// with the cut it is the exact score of.
     pub async fn score(&self, scope: &Scope, category: Option<Category>, at_ms: i64) -> Result<Score, QueryError> {
-        let cells = self.cells(scope, at_ms).await?;
-        Ok(self.score_of(&cells, scope, category, at_ms))
+        let (cells, cut) = self.cells_with_cut(scope, at_ms).await?;
+        let mut score = self.score_of(&cells, scope, category, at_ms);
+        score.cut = Some(cut);
+        Ok(score)
     }
 
     fn score_of(&self, cells: &[ScopeCell], scope: &Scope, category: Option<Category>, at_ms: i64) -> Score {
@@ -404,7 +361,8 @@ impl Query {
     }
 
     /// The score of `scope` over `[from_ms, to_ms]`, one point per bucket
-    /// (UTC hours or days), each the score at the bucket's end.
+    /// (UTC hours or days), each the score at the bucket's end; every point
+    /// read at one cut (returned).
     pub async fn history(
         &self,
         scope: &Scope,
@@ -412,7 +370,7 @@ impl Query {
         from_ms: i64,
         to_ms: i64,
         bucket: Bucket,
-    ) -> Result<Vec<HistoryPoint>, QueryError> {
+    ) -> Result<(Vec<HistoryPoint>, Cut), QueryError> {
         if to_ms < from_ms {
             return Err(QueryError::BadRequest(format!(
                 "the range ends ({}) before it starts ({})",
@@ -426,35 +384,31 @@ impl Query {
                 "{n} buckets of one {bucket:?}: at most 10000 (use a shorter range or day buckets)"
             )));
         }
-        let rows: Vec<SeriesRow> = self
-            .rows(
-                "score_series",
-                &[
-                    ("tenant", scope.tenant.as_str().into()),
-                    ("group", scope.group_param()),
-                    ("category", category.map(Category::as_str).unwrap_or_default().into()),
-                    ("from_ms", from_ms.into()),
-                    ("to_ms", to_ms.into()),
-                    ("step_ms", bucket.millis().into()),
-                ],
-            )
-            .await?;
-        Ok(rows
+        let level = match bucket {
+            Bucket::Hour => 1,
+            Bucket::Day => 2,
+        };
+        let (series, cut) = self.series_cells(scope, level, bucket.millis(), from_ms, to_ms).await?;
+        let points = series
             .into_iter()
-            .map(|r| HistoryPoint {
-                bucket_start: format_time(r.bucket_start as i64 * 1000),
-                at: format_time(r.at_ms),
-                at_ms: r.at_ms,
-                points: r.score_with as f64 / MICROS,
-                max_points: r.max_score_with as f64 / MICROS,
-                percent: r.percent_with,
-                without_exceptions: HistoryPart {
-                    points: r.score_without as f64 / MICROS,
-                    max_points: r.max_score_without as f64 / MICROS,
-                    percent: r.percent_without,
-                },
+            .map(|(start, at_ms, cells)| {
+                let s = self.score_of(&cells, scope, category, at_ms);
+                HistoryPoint {
+                    bucket_start: format_time(start),
+                    at: format_time(at_ms),
+                    at_ms,
+                    points: s.total.points,
+                    max_points: s.total.max_points,
+                    percent: s.total.percent,
+                    without_exceptions: HistoryPart {
+                        points: s.without_exceptions.total.points,
+                        max_points: s.without_exceptions.total.max_points,
+                        percent: s.without_exceptions.total.percent,
+                    },
+                }
             })
-            .collect())
+            .collect();
+        Ok((points, cut))
     }
 
     /// Top recommendations of `scope` at `at_ms`: controls with points to
@@ -465,8 +419,8 @@ impl Query {
         scope: &Scope,
         filters: Filters<'_>,
         at_ms: i64,
-    ) -> Result<Vec<Recommendation>, QueryError> {
-        let cells = self.cells(scope, at_ms).await?;
+    ) -> Result<(Vec<Recommendation>, Cut), QueryError> {
+        let (cells, cut) = self.cells_with_cut(scope, at_ms).await?;
         let sel = selection(filters.category, filters.remediation);
         let mut recs = report::recommendations_of(|c| cells[c as usize], &self.catalog, &sel);
         if let Some(os) = filters.os {
@@ -475,7 +429,7 @@ impl Query {
                     .is_ok_and(|c| applies_to_os(&self.catalog, c, os))
             });
         }
-        Ok(recs)
+        Ok((recs, cut))
     }
 
     /// The current state of the controls of one device, or of every device

@@ -22,12 +22,14 @@ mod embedded {
 
 pub mod migrate;
 pub mod queries;
+pub mod rollup;
 pub mod rows;
 pub mod sink;
 pub mod sql;
 pub mod state;
 
 pub use migrate::{migrate, migrations, Migration, SCHEMA_MIGRATIONS_DDL};
+pub use rollup::{Progress, Rollup, RollupRow};
 pub use rows::{
     inventory_row, rows, setting_rows, value_json, Batch, ControlStateRow, InventoryRow, ScoreDeltaRow, SettingRow,
     SyncRow, TransitionRow,

@@ -19,6 +19,15 @@ pub enum Param {
     Str(String),
     /// For integer parameters (`Int64`, `UInt32`, ...).
     Int(i64),
+    /// For arrays of integers (`Array(Int32)`, `Array(Int64)`, ...); not empty (ClickHouse 18.16
+    /// cannot type an empty array literal).
+    Ints(Vec<i64>),
+}
+
+impl From<Vec<i64>> for Param {
+    fn from(v: Vec<i64>) -> Param {
+        Param::Ints(v)
+    }
 }
 
 impl From<&str> for Param {
@@ -85,6 +94,10 @@ impl NamedQuery {
             let literal = match (ty.as_str(), v) {
                 ("String", Param::Str(s)) => quote_string(s),
                 (t, Param::Int(i)) if is_int_type(t) => format!("CAST({i} AS {t})"),
+                (t, Param::Ints(v)) if !v.is_empty() && array_of_int(t) => {
+                    let items: Vec<String> = v.iter().map(i64::to_string).collect();
+                    format!("CAST([{}] AS {t})", items.join(", "))
+                }
                 (t, v) => return Err(err(format!("parameter {name:?} has type {t}, got {v:?}"))),
             };
             out.push_str(&literal);
@@ -99,6 +112,12 @@ fn is_int_type(t: &str) -> bool {
         t,
         "Int8" | "Int16" | "Int32" | "Int64" | "UInt8" | "UInt16" | "UInt32" | "UInt64"
     )
+}
+
+fn array_of_int(t: &str) -> bool {
+    t.strip_prefix("Array(")
+        .and_then(|r| r.strip_suffix(')'))
+        .is_some_and(is_int_type)
 }
 
 /// `{name:Type}` occurrences: (name, type, byte range).
@@ -173,6 +192,8 @@ mod tests {
                 "score_at",
                 "category_scores_at",
                 "score_series",
+                "rollup_counts",
+                "tail_counts",
                 "control_counts_at",
                 "device_scores_at",
                 "control_state_current",
@@ -211,6 +232,23 @@ mod tests {
         assert!(sql.contains("event_time_ms <= CAST(5 AS Int64)"), "{sql}");
         assert!(!sql.contains('{'));
         assert!(q.render(&[("tenant", "t".into())]).is_err());
+        let tail = get("tail_counts").unwrap();
+        let params = |parts: Vec<i64>| {
+            vec![
+                ("tenant", Param::from("t")),
+                ("group", "".into()),
+                ("from_ms", 1.into()),
+                ("at_ms", 2.into()),
+                ("cut_partitions", parts.clone().into()),
+                ("cut_next", parts.into()),
+            ]
+        };
+        let sql = tail.render(&params(vec![0, 3])).unwrap();
+        assert!(sql.contains("CAST([0, 3] AS Array(Int32))"), "{sql}");
+        assert!(
+            tail.render(&params(vec![])).is_err(),
+            "an empty array has no type in 18.16"
+        );
         assert!(q
             .render(&[
                 ("tenant", "t".into()),

@@ -4,6 +4,7 @@
 //! produced the output. Enum columns are written as their `Enum8` codes (see [`state_code`] and
 //! friends); the DDL in `schemas/clickhouse/` names the values.
 
+use crate::rollup::{Progress, Rollup};
 use posture_core::engine::{Cell, ExcStatus, Reason, ScopeDelta, NO_GROUP};
 use posture_core::{ControlState, Engine, Micros, Output, RawState, SourcePos, Transition};
 use serde::Serialize;
@@ -286,6 +287,8 @@ pub struct Batch {
     pub device_inventory: Vec<InventoryRow>,
     /// Rows of `exception_syncs`.
     pub exception_syncs: Vec<SyncRow>,
+    /// The batch's `score_rollup` cells and partition progress (the flush's commit).
+    pub rollup: Rollup,
     /// Next `seq` per source position: `[transitions, score_deltas]`.
     seqs: HashMap<SourcePos, [u32; 2]>,
 }
@@ -304,6 +307,7 @@ impl Batch {
             && self.device_settings.is_empty()
             && self.device_inventory.is_empty()
             && self.exception_syncs.is_empty()
+            && self.rollup.is_empty()
     }
 
     /// Rows in all tables.
@@ -314,6 +318,7 @@ impl Batch {
             + self.device_settings.len()
             + self.device_inventory.len()
             + self.exception_syncs.len()
+            + self.rollup.len()
     }
 
     /// Row counts per table, in [`crate::state::LINEAGE_TABLES`] order: a
@@ -355,12 +360,15 @@ impl Batch {
         self.device_settings.retain(|r| r.source_partition != partition);
         self.device_inventory.retain(|r| r.source_partition != partition);
         self.exception_syncs.retain(|r| r.source_partition != partition);
+        self.rollup.discard_partition(partition);
         self.seqs.retain(|k, _| k.partition != partition);
         before - self.len()
     }
 
-    /// Removes every row (keeping capacity) and restarts the `seq` numbering.
+    /// Removes every row (keeping capacity) and restarts the `seq` numbering; the rollup's
+    /// pending cells and progress are dropped (what the table holds is kept).
     pub fn clear(&mut self) {
+        self.rollup.clear_pending();
         self.score_deltas.clear();
         self.transitions.clear();
         self.control_state.clear();
@@ -446,7 +454,9 @@ pub fn datetime_secs(ms: i64) -> u32 {
 }
 
 /// Appends the rows of one [`Output`] of `engine` to `batch`: one `score_deltas` row per scope
-/// delta, one `transitions` and one `control_state` row per transition. `seq` numbers the rows
+/// delta, one `transitions` and one `control_state` row per transition, and the scope deltas to
+/// the batch's rollup (unless the rollup already holds their record: see [`Rollup::accepts`]),
+/// whose progress moves to the record after each transition's. `seq` numbers the rows
 /// of each table per source position (partition, offset) across everything appended to the
 /// batch since it was made or cleared, so keep all output of one source position in one batch.
 pub fn rows(engine: &Engine, out: &Output, batch: &mut Batch) {
@@ -486,7 +496,18 @@ pub fn rows(engine: &Engine, out: &Output, batch: &mut Batch) {
             seq,
             version: next_version(),
         });
+        let in_rollup = batch.rollup.accepts(t.source);
+        batch.rollup.advance(
+            t.source.partition,
+            Progress {
+                next_offset: t.source.offset + 1,
+                clock_ms: engine.clock().max(0),
+            },
+        );
         for (i, d) in out.deltas_of(t).iter().enumerate() {
+            if in_rollup {
+                batch.rollup.add(engine, t.source, t.event_time, t.control, d);
+            }
             batch.score_deltas.push(delta_row(
                 engine,
                 d,

@@ -1,8 +1,12 @@
 //! The writer: one INSERT per table per [`Batch`] (the tables concurrently),
 //! retried with bounded exponential backoff.
 
+use crate::rollup::{Progress, Rollup};
 use crate::rows::Batch;
 use clickhouse::{Client, Row, RowWrite};
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Errors of this crate.
@@ -114,6 +118,7 @@ pub struct Sink {
     client: Client,
     retry: RetryPolicy,
     on_retry: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
+    rows_written: Arc<AtomicU64>,
 }
 
 impl Sink {
@@ -124,6 +129,7 @@ impl Sink {
             client,
             retry: RetryPolicy::default(),
             on_retry: None,
+            rows_written: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -147,8 +153,9 @@ impl Sink {
 
     /// Writes the batch: one INSERT per non-empty table, concurrently, each retried on transient
     /// errors (network errors, timeouts, server errors that say "try again") per the
-    /// [`RetryPolicy`]; `exception_syncs` last, once every other table is written (a recorded
-    /// exception change must imply its rows are written). A table is removed
+    /// [`RetryPolicy`]; then the rollup and the cut rows (`score_rollup`, one INSERT: the
+    /// flush's commit, see [`crate::rollup`]); `exception_syncs` last, once every other table is
+    /// written (a recorded exception change must imply its rows are written). A table is removed
     /// from the batch as soon as its INSERT succeeds, so after an error the batch holds exactly
     /// the tables not yet written, and calling `write` again resumes; on success the batch is
     /// empty (and its `seq` numbering restarts).
@@ -190,9 +197,121 @@ impl Sink {
         if let Some(e) = first_error {
             return Err(e);
         }
+        // The commit: the rollup and the cut rows in one INSERT, once every row they stand
+        // for is written (a reader that sees a cut finds all rows below it in every table).
+        self.write_rollup(&mut batch.rollup).await?;
         self.insert_table("exception_syncs", &batch.exception_syncs, true)
             .await?;
         batch.clear();
+        Ok(())
+    }
+
+    /// The sum of the cut rows of each of `partitions` in `score_rollup` (absent: zero).
+    pub async fn cuts(&self, partitions: &[i32]) -> clickhouse::error::Result<BTreeMap<i32, Progress>> {
+        #[derive(clickhouse::Row, serde::Deserialize)]
+        struct CutSum {
+            partition: i64,
+            next_offset: i64,
+            clock_ms: i64,
+        }
+        if partitions.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let list: Vec<String> = partitions.iter().map(i32::to_string).collect();
+        let sql = format!(
+            "SELECT bucket_ms AS partition, sum(next_offset) AS next_offset, sum(clock_ms) AS clock_ms \
+             FROM score_rollup WHERE tenant = '' AND group = '' AND level = 0 AND bucket_ms IN ({}) \
+             GROUP BY partition",
+            list.join(", ")
+        );
+        let rows: Vec<CutSum> = self.client.query(&sql).fetch_all().await?;
+        let mut out: BTreeMap<i32, Progress> = partitions.iter().map(|&p| (p, Progress::default())).collect();
+        for r in rows {
+            out.insert(
+                r.partition as i32,
+                Progress {
+                    next_offset: r.next_offset,
+                    clock_ms: r.clock_ms,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Writes the batch's rollup and cut rows as one INSERT (one block: a reader sees all of it
+    /// or none), retried like the other tables. Before a retry it reads the cuts of the moved
+    /// partitions: all at their new values, the failed attempt was committed (not sent again);
+    /// all at their old values, it is sent again; anything else is [`SinkError::PartlyWritten`].
+    async fn write_rollup(&self, rollup: &mut Rollup) -> Result<(), SinkError> {
+        let table = "score_rollup";
+        let fail = |attempts, rows, source| SinkError::Insert {
+            table,
+            attempts,
+            rows,
+            source,
+        };
+        let unknown = rollup.unknown_partitions();
+        if !unknown.is_empty() {
+            // A writer that did not read its partitions' cuts at start-up (no state store):
+            // count from what the table holds.
+            let cuts = self.cuts(&unknown).await.map_err(|e| fail(1, 0, e))?;
+            for (p, c) in cuts {
+                rollup.set_committed(p, c);
+            }
+        }
+        if rollup.is_empty() {
+            return Ok(());
+        }
+        let rows = rollup.rows();
+        let moves = rollup.moves();
+        let client = self
+            .client
+            .clone()
+            .with_setting("max_insert_block_size", MAX_ROLLUP_ROWS.to_string());
+        let max = self.retry.max_attempts.max(1);
+        let mut attempt = 1;
+        loop {
+            let result = if attempt > 1 && !moves.is_empty() {
+                let parts: Vec<i32> = moves.iter().map(|m| m.0).collect();
+                match self.cuts(&parts).await {
+                    Ok(now) if moves.iter().all(|(p, _, to)| now.get(p) == Some(to)) => {
+                        tracing::warn!(table, attempt, "the failed INSERT had been committed; not sent again");
+                        break;
+                    }
+                    Ok(now) if moves.iter().all(|(p, from, _)| now.get(p) == Some(from)) => {
+                        insert_rows(&client, table, &rows, self.retry.timeout).await
+                    }
+                    Ok(now) => {
+                        let found = moves.iter().filter(|(p, _, to)| now.get(p) == Some(to)).count();
+                        return Err(SinkError::PartlyWritten {
+                            table,
+                            rows: moves.len(),
+                            found: found as u64,
+                        });
+                    }
+                    Err(e) => Err(e),
+                }
+            } else {
+                insert_rows(&client, table, &rows, self.retry.timeout).await
+            };
+            match result {
+                Ok(()) => break,
+                Err(e) if attempt < max && is_transient(&e) => {
+                    if let Some(f) = &self.on_retry {
+                        f();
+                    }
+                    if attempt == 1 || attempt.is_power_of_two() {
+                        tracing::warn!(table, attempt, "insert failed, retrying: {e}");
+                    }
+                    tokio::time::sleep(self.retry.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(source) => return Err(fail(attempt, rows.len(), source)),
+            }
+        }
+        self.rows_written
+            .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        rollup.written();
         Ok(())
     }
 
@@ -286,15 +405,37 @@ impl Sink {
     where
         T: RowWrite + for<'a> Row<Value<'a> = T>,
     {
-        let mut insert = self.client.insert::<T>(table).await?;
-        if let Some(t) = self.retry.timeout {
-            insert = insert.with_timeouts(Some(t), Some(t));
-        }
-        for row in rows {
-            insert.write(row).await?;
-        }
-        insert.end().await
+        insert_rows(&self.client, table, rows, self.retry.timeout).await
     }
+
+    /// Rows written into `score_rollup` since the sink was made (for metrics).
+    pub fn rollup_rows_written(&self) -> u64 {
+        self.rows_written.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The most rows one rollup INSERT may hold: the sink sets `max_insert_block_size` to this, so
+/// the server keeps the INSERT in one block (one part: atomic). Batches stay far below it.
+pub const MAX_ROLLUP_ROWS: usize = 16 << 20;
+
+/// One INSERT of `rows` into `table` through `client`.
+async fn insert_rows<T>(
+    client: &Client,
+    table: &str,
+    rows: &[T],
+    timeout: Option<Duration>,
+) -> clickhouse::error::Result<()>
+where
+    T: RowWrite + for<'a> Row<Value<'a> = T>,
+{
+    let mut insert = client.insert::<T>(table).await?;
+    if let Some(t) = timeout {
+        insert = insert.with_timeouts(Some(t), Some(t));
+    }
+    for row in rows {
+        insert.write(row).await?;
+    }
+    insert.end().await
 }
 
 /// A row that says which input record it came from (partition, offset).

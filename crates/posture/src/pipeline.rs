@@ -489,16 +489,24 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         }
         let poll = Duration::from_secs(args.exceptions_poll_secs.max(1));
         tokio::spawn(poll_exceptions(query.clone(), exceptions.clone(), poll));
-        let ingest = Ingest::new(cfg, catalog, engine_cfg, stage, decoder)?
+        let ingest = Ingest::new(cfg, catalog.clone(), engine_cfg, stage, decoder)?
             .with_metrics(metrics.clone())
             .with_exceptions(exceptions);
         let every = Duration::from_secs(args.tasks_confirm_secs.max(1));
         tokio::spawn(confirm_tasks(query, ingest.holds_partition_0(), every));
         ready.set_ready();
         let result = if durable {
-            run_ingest(ingest.with_state_store(store), &args, &brokers, &security, &metrics).await
+            run_ingest(
+                ingest.with_state_store(store),
+                &args,
+                &brokers,
+                &security,
+                &metrics,
+                catalog,
+            )
+            .await
         } else {
-            run_ingest(ingest, &args, &brokers, &security, &metrics).await
+            run_ingest(ingest, &args, &brokers, &security, &metrics, catalog).await
         };
         ready.set_not_ready("stopping");
         result
@@ -512,6 +520,7 @@ async fn run_ingest<D: Decode, St: StateStore>(
     brokers: &str,
     security: &[(String, String)],
     metrics: &Arc<Metrics>,
+    catalog: Arc<posture_core::Catalog>,
 ) -> Result<ExitCode> {
     let mut alerter = if args.alerts_topic.is_empty() {
         None
@@ -534,7 +543,7 @@ async fn run_ingest<D: Decode, St: StateStore>(
             gauge_groups: args.score_gauge_groups.clone(),
         };
         let client = args.ch.client()?.with_database(&args.ch.database);
-        let alerter = Alerter::new(cfg, client)?.with_metrics(metrics.clone());
+        let alerter = Alerter::new(cfg, client, catalog)?.with_metrics(metrics.clone());
         // The periodic task, and a clone for the final check when the run stops.
         tokio::spawn(alerter.clone().run(ingest.holds_partition_0()));
         Some(alerter)

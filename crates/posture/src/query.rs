@@ -88,8 +88,14 @@ pub fn score(a: ScoreArgs) -> Result<ExitCode> {
         a.c.block_on(q.score(&a.c.scope(&a.s.group), a.s.category, a.at.unwrap_or_else(now_ms)))?;
     match a.c.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&s)?),
-        Format::Table => print!("{}", output::score_table(&s, None)),
-        Format::Csv => print!("{}", csv_out::score(&s)),
+        Format::Table => {
+            print!("{}", output::score_table(&s, None));
+            println!("\n{}", reflects(&s.cut.clone().unwrap_or_default()));
+        }
+        Format::Csv => {
+            print!("{}", csv_out::score(&s));
+            eprintln!("posture: {}", reflects(&s.cut.clone().unwrap_or_default()));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -124,7 +130,7 @@ pub fn recommendations(a: RecommendationsArgs) -> Result<ExitCode> {
         remediation: a.remediation,
         os: a.os.as_deref(),
     };
-    let mut recs =
+    let (mut recs, cut) =
         a.c.block_on(q.recommendations(&a.c.scope(&a.s.group), filters, a.at.unwrap_or_else(now_ms)))?;
     if let Some(top) = a.top {
         recs.truncate(top);
@@ -134,6 +140,7 @@ pub fn recommendations(a: RecommendationsArgs) -> Result<ExitCode> {
         Format::Csv => print!("{}", csv_out::recommendations(&recs)),
         Format::Table => print!("{}", output::recommendations_table(&recs, a.top.unwrap_or(10))),
     }
+    report_cut(a.c.format, &cut);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -165,7 +172,7 @@ pub fn history(a: HistoryArgs) -> Result<ExitCode> {
     let to = a.to.unwrap_or_else(now_ms);
     let from = a.from.unwrap_or(to - 30 * 86_400_000);
     let scope = a.c.scope(&a.s.group);
-    let points = a.c.block_on(q.history(&scope, a.s.category, from, to, a.bucket))?;
+    let (points, cut) = a.c.block_on(q.history(&scope, a.s.category, from, to, a.bucket))?;
     if let Some(path) = &a.svg {
         let title = match (&scope.group, a.s.category) {
             (Some(g), _) => format!("Secure score of {} / {g}", scope.tenant),
@@ -195,7 +202,22 @@ pub fn history(a: HistoryArgs) -> Result<ExitCode> {
             }
         }
     }
+    report_cut(a.c.format, &cut);
     Ok(ExitCode::SUCCESS)
+}
+
+/// What an answer read from ClickHouse reflects, in words.
+fn reflects(cut: &posture_core::report::Cut) -> String {
+    format!("Reflects: {}", cut.summary())
+}
+
+/// The cut of a list answer: the table's last line; on stderr for JSON and CSV (their shape is
+/// SPEC section 5's array; `posture score --format json` carries it in the object).
+fn report_cut(format: Format, cut: &posture_core::report::Cut) {
+    match format {
+        Format::Table => println!("\n{}", reflects(cut)),
+        Format::Json | Format::Csv => eprintln!("posture: {}", reflects(cut)),
+    }
 }
 
 /// `posture devices`.

@@ -389,6 +389,13 @@ async fn every_route_and_subcommand_gives_the_hand_checked_figures() {
     ))
     .unwrap();
     assert_eq!(cli, s, "posture score = GET /score");
+    let mut s = s;
+    let cut = common::take_cut(&mut s);
+    assert_eq!(
+        cut["partitions"].as_array().map(Vec::len),
+        Some(1),
+        "one input partition: {cut}"
+    );
     let embedded: Value = serde_json::from_str(&posture(
         &[
             "evaluate",

@@ -14,3 +14,25 @@ pub fn posture(args: &[&str], env: &[(&str, &str)]) -> String {
     assert!(out.status.success(), "posture {args:?} failed: {stderr}");
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
+
+/// Removes the `cut` a score read from ClickHouse carries (what it reflects; embedded mode has
+/// none) after checking its shape: every partition with its last offset and watermark, and
+/// `complete_through` the earliest watermark. Returns the cut.
+#[allow(dead_code)]
+pub fn take_cut(score: &mut serde_json::Value) -> serde_json::Value {
+    let cut = score
+        .as_object_mut()
+        .and_then(|o| o.remove("cut"))
+        .unwrap_or_else(|| panic!("a score read from ClickHouse says what it reflects: {score}"));
+    let parts = cut["partitions"].as_array().expect("cut.partitions");
+    assert!(!parts.is_empty(), "{cut}");
+    let earliest = parts
+        .iter()
+        .map(|p| {
+            assert!(p["last_offset"].as_i64().is_some(), "{cut}");
+            p["watermark"].as_str().expect("watermark").to_string()
+        })
+        .min();
+    assert_eq!(cut["complete_through"].as_str().map(str::to_string), earliest, "{cut}");
+    cut
+}

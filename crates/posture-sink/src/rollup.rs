@@ -1,0 +1,527 @@
+//! The trend store `score_rollup` (migration 010): count deltas summed per scope, control and
+//! time bucket at four nested levels, and the cut rows that make each flush one atomic commit.
+//!
+//! A [`Rollup`] collects one batch: [`crate::rows()`] adds every scope delta to its hour cell
+//! (per input partition, so a revoked partition's share can be dropped), and the progress of
+//! each partition (next offset, event-time clock). [`Rollup::take_rows`] turns that into the
+//! rows of one INSERT: the hour cells summed over partitions and rolled up to days, 30-day blocks
+//! and 360-day eras, then one cut row per partition that moved, holding the *difference* from
+//! what the table already has, so that the table's sum per partition is always its latest cut.
+//!
+//! Readers ([`Decomposition`]) split an instant into whole buckets, coarsest first, and read at
+//! most one bucket row per control and level between two coarser boundaries; what is left of
+//! the last hour comes from the raw log, filtered by the cut.
+
+use posture_core::engine::{ScopeDelta, NO_GROUP};
+use posture_core::{ControlIdx, Engine, GroupIdx, SourcePos, TenantIdx};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+/// One hour, ms.
+pub const HOUR_MS: i64 = 3_600_000;
+/// One day, ms.
+pub const DAY_MS: i64 = 86_400_000;
+/// A 30-day block, ms.
+pub const BLOCK_MS: i64 = 30 * DAY_MS;
+/// A 360-day era, ms.
+pub const ERA_MS: i64 = 360 * DAY_MS;
+
+/// The bucket levels of `score_rollup`, finest first: (level, bucket size in ms).
+pub const LEVELS: [(u8, i64); 4] = [(1, HOUR_MS), (2, DAY_MS), (3, BLOCK_MS), (4, ERA_MS)];
+
+/// The level of the cut rows.
+pub const CUT_LEVEL: u8 = 0;
+
+/// The size of a level's buckets (ms); `None` for the cut level or an unknown one.
+pub fn bucket_size(level: u8) -> Option<i64> {
+    LEVELS.iter().find(|(l, _)| *l == level).map(|(_, s)| *s)
+}
+
+/// The start of the bucket of size `size` holding `t_ms` (buckets are aligned to multiples of
+/// their size since the epoch).
+pub fn bucket_start(size: i64, t_ms: i64) -> i64 {
+    t_ms.div_euclid(size) * size
+}
+
+/// One row of `score_rollup`.
+#[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
+pub struct RollupRow {
+    /// Tenant ('' on cut rows).
+    pub tenant: String,
+    /// Device group, '' for the whole tenant (and on cut rows).
+    pub group: String,
+    /// 1 hour, 2 day, 3 30-day block, 4 360-day era; 0 a cut row.
+    pub level: u8,
+    /// Bucket start (ms); on cut rows the input partition.
+    pub bucket_ms: i64,
+    /// The control's category ('' on cut rows).
+    pub category: String,
+    /// Control id ('' on cut rows).
+    pub control: String,
+    /// The control's points, micro-points (0 on cut rows).
+    pub control_points: i64,
+    /// PASS count delta, exceptions applied.
+    pub pass_with: i64,
+    /// FAIL count delta, exceptions applied.
+    pub fail_with: i64,
+    /// Delta of the FAIL devices hidden from recommendations.
+    pub hidden_with: i64,
+    /// PASS count delta without exceptions.
+    pub pass_without: i64,
+    /// FAIL count delta without exceptions.
+    pub fail_without: i64,
+    /// Cut rows: the increase of the partition's next offset.
+    pub next_offset: i64,
+    /// Cut rows: the increase of the partition's event-time clock (ms).
+    pub clock_ms: i64,
+}
+
+/// Where one input partition stands: every record before `next_offset` is applied (and, once
+/// written, in every table), and its event-time clock is `clock_ms`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Progress {
+    /// The offset of the first record not included.
+    pub next_offset: i64,
+    /// The partition's event-time clock: the latest event time applied (ms; 0 before any).
+    pub clock_ms: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct CellKey {
+    partition: i32,
+    scope: u32,
+    control: u32,
+    hour: i64,
+}
+
+/// The rollup of one batch, and what the table holds per partition (see the module docs).
+#[derive(Clone, Debug, Default)]
+pub struct Rollup {
+    /// (tenant, group) names, by scope id (engines intern names each in their own way; the
+    /// batch merges partitions by name).
+    scopes: Vec<(String, String)>,
+    /// tenant -> group -> scope id.
+    scope_ids: HashMap<String, HashMap<String, u32>>,
+    /// (id, category, points) by control index (every engine of a pipeline has the same catalog).
+    controls: Vec<(String, String, i64)>,
+    control_ids: HashMap<ControlIdx, u32>,
+    cells: HashMap<CellKey, [i64; 5]>,
+    /// Per partition: how far this batch goes.
+    progress: BTreeMap<i32, Progress>,
+    /// Per partition: the sum of its cut rows in the table (what is written), once known.
+    committed: HashMap<i32, Progress>,
+}
+
+impl Rollup {
+    /// Whether the rows of the record at `pos` belong in the rollup: `false` when its partition's
+    /// written cut is past it (a replayed record whose rows are already summed in the table).
+    pub fn accepts(&self, pos: SourcePos) -> bool {
+        self.committed
+            .get(&pos.partition)
+            .is_none_or(|c| pos.offset >= c.next_offset)
+    }
+
+    /// Adds the scope deltas of one transition (its event time, `engine`'s names).
+    pub fn add(&mut self, engine: &Engine, source: SourcePos, event_time: i64, control: ControlIdx, d: &ScopeDelta) {
+        let scope = self.scope_id(engine, d.scope.tenant, d.scope.group);
+        let control = self.control_id(engine, control);
+        use posture_core::engine::count::*;
+        let k = &d.counts;
+        let cell = self
+            .cells
+            .entry(CellKey {
+                partition: source.partition,
+                scope,
+                control,
+                hour: bucket_start(HOUR_MS, event_time),
+            })
+            .or_insert([0; 5]);
+        cell[0] += k[EFF_PASS] as i64;
+        cell[1] += k[EFF_FAIL] as i64;
+        cell[2] += k[EFF_HIDDEN] as i64;
+        cell[3] += k[RAW_PASS] as i64;
+        cell[4] += k[RAW_FAIL] as i64;
+    }
+
+    fn scope_id(&mut self, engine: &Engine, tenant: TenantIdx, group: GroupIdx) -> u32 {
+        let tenant = engine.tenant_name(tenant);
+        let group = if group == NO_GROUP {
+            ""
+        } else {
+            engine.group_name(group).unwrap_or_default()
+        };
+        if let Some(&id) = self.scope_ids.get(tenant).and_then(|g| g.get(group)) {
+            return id;
+        }
+        let id = self.scopes.len() as u32;
+        self.scopes.push((tenant.to_string(), group.to_string()));
+        self.scope_ids
+            .entry(tenant.to_string())
+            .or_default()
+            .insert(group.to_string(), id);
+        id
+    }
+
+    fn control_id(&mut self, engine: &Engine, c: ControlIdx) -> u32 {
+        if let Some(&id) = self.control_ids.get(&c) {
+            return id;
+        }
+        let control = &engine.catalog().controls[c as usize];
+        let id = self.controls.len() as u32;
+        self.controls.push((
+            control.id.clone(),
+            control.category.as_str().to_string(),
+            control.points,
+        ));
+        self.control_ids.insert(c, id);
+        id
+    }
+
+    /// Notes that `partition` has come this far (the later of this and what was noted before).
+    pub fn advance(&mut self, partition: i32, to: Progress) {
+        let p = self.progress.entry(partition).or_default();
+        p.next_offset = p.next_offset.max(to.next_offset);
+        p.clock_ms = p.clock_ms.max(to.clock_ms);
+    }
+
+    /// Sets what the table holds for `partition` (the sum of its cut rows), as read at start-up.
+    pub fn set_committed(&mut self, partition: i32, committed: Progress) {
+        self.committed.insert(partition, committed);
+    }
+
+    /// What the table holds for `partition`, if known.
+    pub fn committed(&self, partition: i32) -> Option<Progress> {
+        self.committed.get(&partition).copied()
+    }
+
+    /// Partitions whose progress is noted but whose written cut is not known yet.
+    pub fn unknown_partitions(&self) -> Vec<i32> {
+        self.progress
+            .keys()
+            .filter(|p| !self.committed.contains_key(p))
+            .copied()
+            .collect()
+    }
+
+    /// The cut rows the pending progress needs: per partition that moved, (partition, written
+    /// cut, new cut). Partitions whose written cut is unknown count from zero.
+    pub fn moves(&self) -> Vec<(i32, Progress, Progress)> {
+        self.progress
+            .iter()
+            .filter_map(|(&p, &to)| {
+                let from = self.committed.get(&p).copied().unwrap_or_default();
+                (to.next_offset > from.next_offset).then(|| {
+                    (
+                        p,
+                        from,
+                        Progress {
+                            next_offset: to.next_offset,
+                            clock_ms: to.clock_ms.max(from.clock_ms),
+                        },
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Hour cells plus partitions that moved: what a flush would write (roughly, its rows / 4).
+    pub fn len(&self) -> usize {
+        self.cells.len() + self.moves().len()
+    }
+
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty() && self.moves().is_empty()
+    }
+
+    /// The rows of this batch's INSERT: data rows at every level (cells whose deltas sum to
+    /// zero left out), then the cut rows. Does not change the rollup (see [`Rollup::written`]).
+    pub fn rows(&self) -> Vec<RollupRow> {
+        let mut sums: BTreeMap<(u32, u32, u8, i64), [i64; 5]> = BTreeMap::new();
+        for (k, v) in &self.cells {
+            for &(level, size) in &LEVELS {
+                let s = sums
+                    .entry((k.scope, k.control, level, bucket_start(size, k.hour)))
+                    .or_insert([0; 5]);
+                for i in 0..5 {
+                    s[i] += v[i];
+                }
+            }
+        }
+        let mut rows = Vec::with_capacity(sums.len() + self.progress.len());
+        for ((scope, control, level, bucket_ms), v) in sums {
+            if v == [0; 5] {
+                continue;
+            }
+            let (tenant, group) = &self.scopes[scope as usize];
+            let (id, category, points) = &self.controls[control as usize];
+            rows.push(RollupRow {
+                tenant: tenant.clone(),
+                group: group.clone(),
+                level,
+                bucket_ms,
+                category: category.clone(),
+                control: id.clone(),
+                control_points: *points,
+                pass_with: v[0],
+                fail_with: v[1],
+                hidden_with: v[2],
+                pass_without: v[3],
+                fail_without: v[4],
+                next_offset: 0,
+                clock_ms: 0,
+            });
+        }
+        for (partition, from, to) in self.moves() {
+            rows.push(cut_row(
+                partition,
+                to.next_offset - from.next_offset,
+                to.clock_ms - from.clock_ms,
+            ));
+        }
+        rows
+    }
+
+    /// The batch's rows are written: the moved partitions' cuts are now the table's, and the
+    /// pending cells and progress are cleared (names are kept for the next batch).
+    pub fn written(&mut self) {
+        for (p, _, to) in self.moves() {
+            self.committed.insert(p, to);
+        }
+        self.clear_pending();
+    }
+
+    /// Drops the pending cells and progress (what the table holds is kept).
+    pub fn clear_pending(&mut self) {
+        self.cells.clear();
+        self.progress.clear();
+    }
+
+    /// Drops everything of `partition` (revoked: its next owner rebuilds it).
+    pub fn discard_partition(&mut self, partition: i32) {
+        self.cells.retain(|k, _| k.partition != partition);
+        self.progress.remove(&partition);
+        self.committed.remove(&partition);
+    }
+}
+
+/// A cut row: `partition` moved by `next_offset` offsets and `clock_ms` ms.
+pub fn cut_row(partition: i32, next_offset: i64, clock_ms: i64) -> RollupRow {
+    RollupRow {
+        tenant: String::new(),
+        group: String::new(),
+        level: CUT_LEVEL,
+        bucket_ms: partition as i64,
+        category: String::new(),
+        control: String::new(),
+        control_points: 0,
+        pass_with: 0,
+        fail_with: 0,
+        hidden_with: 0,
+        pass_without: 0,
+        fail_without: 0,
+        next_offset,
+        clock_ms,
+    }
+}
+
+/// The `score_rollup` ranges one trend read needs (event times before 1970 are not read: the
+/// pipeline accepts 2000-2100), in whole buckets (see `rollup_counts` in
+/// `schemas/clickhouse/queries.sql`): for each level, the half-open range `[lo, hi)` of bucket
+/// starts to read.
+///
+/// The counts at instant `t` (every delta with event time <= t, i.e. before `end = t + 1`) are
+/// the sum of: level 4 buckets before `era(end)`, level 3 in `[era(end), block(end))`, level 2 in
+/// `[block(end), day(end))`, level 1 in `[day(end), hour(end))`, and the raw deltas in
+/// `[hour(end), end)` (the *tail*, from `score_deltas`).
+///
+/// A series of buckets of level `step` from `series_from` (aligned) adds, per bucket, the rows
+/// of that level in it; its base is the counts at `series_from`, and its last point is the
+/// counts at its `end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decomposition {
+    /// `[lo, hi)` per level 1..=4 (index 0 = level 1).
+    pub ranges: [(i64, i64); 4],
+    /// The level whose buckets are the series' steps (5: no series, a point read).
+    pub step_level: u8,
+    /// The series' first bucket start (ms).
+    pub series_from: i64,
+    /// The step (ms; the bucket size of `step_level`, or 1 for a point read).
+    pub step_ms: i64,
+    /// The hour bucket holding the last instant (read separately: see `open_ms` in the query).
+    pub open_ms: i64,
+    /// The tail of raw deltas: `[tail_from, end)`, empty when `end` is on an hour boundary.
+    pub tail: (i64, i64),
+}
+
+impl Decomposition {
+    /// The ranges for the counts at instant `at_ms` (inclusive).
+    pub fn point(at_ms: i64) -> Decomposition {
+        let end = at_ms + 1;
+        let mut ranges = [(0, 0); 4];
+        let mut upper = 0;
+        for (i, &(_, size)) in LEVELS.iter().enumerate().rev() {
+            let b = bucket_start(size, end);
+            ranges[i] = (upper, b);
+            upper = b;
+        }
+        let hour = bucket_start(HOUR_MS, end);
+        // The open hour is read too (flagged): it replaces the tail when every partition's clock
+        // is at or before the instant.
+        ranges[0].1 = hour + HOUR_MS;
+        Decomposition {
+            ranges,
+            step_level: 5,
+            series_from: i64::MAX,
+            step_ms: 1,
+            open_ms: hour,
+            tail: (hour, end),
+        }
+    }
+
+    /// The ranges for a series of `step`-level buckets (1 hour, 2 day) from the bucket holding
+    /// `from_ms` to the one holding `to_ms`, each point the counts at its bucket's end (the last
+    /// at `to_ms`).
+    pub fn series(step: u8, from_ms: i64, to_ms: i64) -> Decomposition {
+        let size = bucket_size(step).expect("a series steps by hours or days");
+        let s = bucket_start(size, from_ms);
+        let end = to_ms + 1;
+        let mut ranges = [(0, 0); 4];
+        // Coarser levels and the step level up to the series start: the base (the counts at s).
+        let mut upper = 0;
+        for (i, &(level, lsize)) in LEVELS.iter().enumerate().rev() {
+            if level < step {
+                break;
+            }
+            let b = bucket_start(lsize, s);
+            ranges[i] = (upper, b);
+            upper = b;
+        }
+        let si = (step - 1) as usize;
+        // The step level through the last whole step before `end`.
+        ranges[si].1 = bucket_start(size, end);
+        // Finer levels: the last point's part of its (partial) step bucket.
+        let mut upper = bucket_start(size, end);
+        for i in (0..si).rev() {
+            let b = bucket_start(LEVELS[i].1, end);
+            ranges[i] = (upper, b);
+            upper = b;
+        }
+        let hour = bucket_start(HOUR_MS, end);
+        ranges[0].1 = ranges[0].1.max(hour + HOUR_MS);
+        Decomposition {
+            ranges,
+            step_level: step,
+            series_from: s,
+            step_ms: size,
+            open_ms: hour,
+            tail: (hour, end),
+        }
+    }
+
+    /// Whether the tail is empty (the instant is the last millisecond of an hour).
+    pub fn tail_is_empty(&self) -> bool {
+        self.tail.0 >= self.tail.1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_nest() {
+        for w in LEVELS.windows(2) {
+            assert_eq!(w[1].1 % w[0].1, 0, "{:?} in {:?}", w[0], w[1]);
+        }
+        assert_eq!(bucket_start(HOUR_MS, 7_200_001), 7_200_000);
+        assert_eq!(bucket_start(DAY_MS, -1), -DAY_MS);
+    }
+
+    /// Sums the ranges of a decomposition for a set of deltas at given times, each counted
+    /// once per level (as the sink writes them), and checks that a point read counts exactly
+    /// the deltas at or before the instant.
+    fn point_counts(times: &[i64], at: i64) -> i64 {
+        let d = Decomposition::point(at);
+        let mut n = 0;
+        for &t in times {
+            for (i, &(_, size)) in LEVELS.iter().enumerate() {
+                let b = bucket_start(size, t);
+                let (lo, hi) = d.ranges[i];
+                let hi = if i == 0 { d.open_ms } else { hi };
+                if b >= lo && b < hi {
+                    n += 1;
+                }
+            }
+            if t >= d.tail.0 && t < d.tail.1 {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    #[test]
+    fn a_point_read_counts_every_delta_up_to_the_instant_once() {
+        let times: Vec<i64> = (0..2000)
+            .map(|i| 1_700_000_000_000 + i * 7_919_333 % 40_000_000_000)
+            .collect();
+        for &at in times
+            .iter()
+            .chain(&[1_700_000_000_000 - 1, 1_800_000_000_000, 1_704_067_199_999])
+        {
+            let want = times.iter().filter(|&&t| t <= at).count() as i64;
+            assert_eq!(point_counts(&times, at), want, "at {at}");
+            assert_eq!(
+                point_counts(&times, at + 1),
+                times.iter().filter(|&&t| t <= at + 1).count() as i64
+            );
+        }
+    }
+
+    #[test]
+    fn a_series_counts_each_bucket_end() {
+        let times: Vec<i64> = (0..3000)
+            .map(|i| 1_700_000_000_000 + i * 12_345_677 % 9_000_000_000)
+            .collect();
+        for step in [1u8, 2] {
+            let size = bucket_size(step).unwrap();
+            let (from, to) = (1_702_000_123_456, 1_708_000_654_321);
+            let d = Decomposition::series(step, from, to);
+            let n = (to / size - from / size + 1) as usize;
+            let mut base = 0;
+            let mut per = vec![0i64; n + 1];
+            let mut last_only = 0;
+            for &t in &times {
+                for (i, &(level, lsize)) in LEVELS.iter().enumerate() {
+                    let b = bucket_start(lsize, t);
+                    let (lo, hi) = d.ranges[i];
+                    if !(b >= lo && b < hi) || (level == 1 && b == d.open_ms) {
+                        continue;
+                    }
+                    if level < d.step_level {
+                        last_only += 1;
+                    } else if level == d.step_level && b >= d.series_from {
+                        per[((b - d.series_from) / d.step_ms + 1) as usize] += 1;
+                    } else {
+                        base += 1;
+                    }
+                }
+                if t >= d.tail.0 && t < d.tail.1 {
+                    last_only += 1;
+                }
+            }
+            let mut acc = base;
+            for k in 0..n {
+                acc += per[k + 1];
+                let at = if k + 1 == n {
+                    to
+                } else {
+                    d.series_from + (k as i64 + 1) * size - 1
+                };
+                let got = if k + 1 == n { acc + last_only } else { acc };
+                let want = times.iter().filter(|&&t| t <= at).count() as i64;
+                assert_eq!(got, want, "step {step} bucket {k} at {at}");
+            }
+        }
+    }
+}
