@@ -13,6 +13,9 @@
 -- Cut rows (level 0, tenant = '' and group = '', bucket_ms = the source partition): the flush
 -- markers. next_offset sums to the partition's next offset (every record before it is in every
 -- table) and clock_ms to its event-time clock at that offset; each flush adds the difference.
+-- topic_partitions is the input topic's partition count when the row was written (not summed:
+-- every cut row of a topic carries the same number), so readers know which partitions have not
+-- committed anything yet.
 --
 -- The sink writes each flush's rows as ONE INSERT (one block, and the table has one partition, so
 -- one part), after the flush's rows of every other table: a reader sees a flush completely or not
@@ -33,7 +36,8 @@ CREATE TABLE IF NOT EXISTS score_rollup
     pass_without   Int64,
     fail_without   Int64,
     next_offset    Int64,
-    clock_ms       Int64
+    clock_ms       Int64,
+    topic_partitions UInt32
 )
 ENGINE = SummingMergeTree((pass_with, fail_with, hidden_with, pass_without, fail_without, next_offset, clock_ms))
 ORDER BY (tenant, group, level, bucket_ms, category, control, control_points);
@@ -47,35 +51,36 @@ ORDER BY (tenant, group, level, bucket_ms, category, control, control_points);
 -- migration interrupted half-way) adds nothing twice.
 INSERT INTO score_rollup
 SELECT tenant, group, toUInt8(1), intDiv(event_time_ms, 3600000) * 3600000 AS b, category, control, control_points,
-    sum(pass_with), sum(fail_with), sum(hidden_with), sum(pass_without), sum(fail_without), toInt64(0), toInt64(0)
+    sum(pass_with), sum(fail_with), sum(hidden_with), sum(pass_without), sum(fail_without), toInt64(0), toInt64(0), toUInt32(0)
 FROM score_deltas
 WHERE (SELECT count() FROM score_rollup WHERE level = 1) = 0
 GROUP BY tenant, group, b, category, control, control_points;
 
 INSERT INTO score_rollup
 SELECT tenant, group, toUInt8(2), intDiv(event_time_ms, 86400000) * 86400000 AS b, category, control, control_points,
-    sum(pass_with), sum(fail_with), sum(hidden_with), sum(pass_without), sum(fail_without), toInt64(0), toInt64(0)
+    sum(pass_with), sum(fail_with), sum(hidden_with), sum(pass_without), sum(fail_without), toInt64(0), toInt64(0), toUInt32(0)
 FROM score_deltas
 WHERE (SELECT count() FROM score_rollup WHERE level = 2) = 0
 GROUP BY tenant, group, b, category, control, control_points;
 
 INSERT INTO score_rollup
 SELECT tenant, group, toUInt8(3), intDiv(event_time_ms, 2592000000) * 2592000000 AS b, category, control, control_points,
-    sum(pass_with), sum(fail_with), sum(hidden_with), sum(pass_without), sum(fail_without), toInt64(0), toInt64(0)
+    sum(pass_with), sum(fail_with), sum(hidden_with), sum(pass_without), sum(fail_without), toInt64(0), toInt64(0), toUInt32(0)
 FROM score_deltas
 WHERE (SELECT count() FROM score_rollup WHERE level = 3) = 0
 GROUP BY tenant, group, b, category, control, control_points;
 
 INSERT INTO score_rollup
 SELECT tenant, group, toUInt8(4), intDiv(event_time_ms, 31104000000) * 31104000000 AS b, category, control, control_points,
-    sum(pass_with), sum(fail_with), sum(hidden_with), sum(pass_without), sum(fail_without), toInt64(0), toInt64(0)
+    sum(pass_with), sum(fail_with), sum(hidden_with), sum(pass_without), sum(fail_without), toInt64(0), toInt64(0), toUInt32(0)
 FROM score_deltas
 WHERE (SELECT count() FROM score_rollup WHERE level = 4) = 0
 GROUP BY tenant, group, b, category, control, control_points;
 
 INSERT INTO score_rollup
 SELECT '', '', toUInt8(0), toInt64(source_partition), '', '', toInt64(0),
-    toInt64(0), toInt64(0), toInt64(0), toInt64(0), toInt64(0), max(source_offset) + 1, max(event_time_ms)
+    toInt64(0), toInt64(0), toInt64(0), toInt64(0), toInt64(0), max(source_offset) + 1, max(event_time_ms),
+    toUInt32((SELECT max(source_partition) + 1 FROM score_deltas))
 FROM score_deltas
 WHERE (SELECT count() FROM score_rollup WHERE level = 0) = 0
 GROUP BY source_partition

@@ -142,7 +142,8 @@ ORDER BY bucket;
 -- score_rollup: one snapshot of the table, so every flush in it is complete and its cut rows say
 -- which prefix of each source partition it holds. Rows:
 --   pos = -2: a cut row per partition (cut_partition; next_offset = the first offset not
---             included, clock_ms = the partition's event-time watermark there);
+--             included, clock_ms = the partition's event-time watermark there, topic_partitions =
+--             the input topic's partition count);
 --   per control, the summed count deltas of the buckets asked for, by where they belong:
 --   pos = 0 the base (whole buckets before series_from), pos = k >= 1 the k-th bucket of a
 --   series of step_level buckets (step_ms wide, from series_from), pos = -1 finer buckets of the
@@ -170,7 +171,8 @@ SELECT
     sum(pass_without) AS pass_wo,
     sum(fail_without) AS fail_wo,
     sum(next_offset) AS next_offset,
-    sum(clock_ms) AS clock_ms
+    sum(clock_ms) AS clock_ms,
+    max(topic_partitions) AS topic_partitions
 FROM score_rollup
 WHERE (tenant = '' AND group = '' AND level = 0)
     OR (tenant = {tenant:String} AND group = {group:String} AND (

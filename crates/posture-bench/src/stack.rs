@@ -478,7 +478,7 @@ async fn insert_run(stack: &Stack, plan: &Plan, say: &dyn Fn(String)) -> Result<
         ensure!(ev.step(value, pos), "the engine refused a drift event");
     }
     let batch = ev.take_rows();
-    let rows = batch.len() as u64;
+    let rows: u64 = table_counts(&batch).iter().map(|t| t.1).sum();
     say(format!("  {rows} rows from {} events", plan.insert_events));
     let client = clickhouse::Client::default()
         .with_url(&stack.clickhouse_url)
@@ -576,6 +576,7 @@ fn table_counts(b: &posture_sink::Batch) -> Vec<(&'static str, u64)> {
         ("control_state", b.control_state.len()),
         ("device_settings", b.device_settings.len()),
         ("device_inventory", b.device_inventory.len()),
+        ("score_rollup", b.rollup.rows().len()),
     ]
     .into_iter()
     .filter(|&(_, n)| n > 0)

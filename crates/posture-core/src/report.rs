@@ -62,13 +62,17 @@ pub struct Score {
 /// consumed up to that instant (late events excepted), so figures at or before it are final.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Cut {
-    /// The earliest partition watermark (RFC 3339); `None` when nothing is committed yet.
+    /// The earliest partition watermark (RFC 3339); `None` while some partition of the input
+    /// topic has committed nothing (see `missing_partitions`).
     pub complete_through: Option<String>,
     /// `complete_through` in ms.
     #[serde(skip)]
     pub complete_through_ms: Option<i64>,
     /// Per source partition, in partition order.
     pub partitions: Vec<PartitionCut>,
+    /// Partitions of the input topic with nothing committed yet: nothing of theirs is included,
+    /// and no instant is complete until they have.
+    pub missing_partitions: Vec<i32>,
 }
 
 /// One source partition's part of a [`Cut`].
@@ -84,13 +88,22 @@ pub struct PartitionCut {
 }
 
 impl Cut {
-    /// The cut of partitions given as (partition, next offset, watermark ms).
-    pub fn new(mut parts: Vec<(i32, i64, i64)>) -> Cut {
+    /// The cut of partitions given as (partition, next offset, watermark ms), of an input topic
+    /// of `topic_partitions` partitions (0: unknown, then every partition named counts).
+    pub fn new(mut parts: Vec<(i32, i64, i64)>, topic_partitions: u32) -> Cut {
         parts.sort_unstable();
-        let complete_through_ms = parts.iter().map(|p| p.2).min();
+        let missing_partitions: Vec<i32> = (0..topic_partitions as i32)
+            .filter(|p| !parts.iter().any(|c| c.0 == *p))
+            .collect();
+        let complete_through_ms = if missing_partitions.is_empty() {
+            parts.iter().map(|p| p.2).min()
+        } else {
+            None
+        };
         Cut {
             complete_through: complete_through_ms.map(crate::time::format_time),
             complete_through_ms,
+            missing_partitions,
             partitions: parts
                 .into_iter()
                 .map(|(partition, next, w)| PartitionCut {
@@ -110,16 +123,23 @@ impl Cut {
 
     /// One line for people: `complete through T; partition 0 @ 1234 (T0), ...`.
     pub fn summary(&self) -> String {
-        match &self.complete_through {
-            None => "nothing consumed yet".to_string(),
-            Some(t) => {
-                let parts: Vec<String> = self
-                    .partitions
-                    .iter()
-                    .map(|p| format!("{}@{}", p.partition, p.last_offset))
-                    .collect();
-                format!("complete through {t}; partition@last offset: {}", parts.join(" "))
-            }
+        let parts: Vec<String> = self
+            .partitions
+            .iter()
+            .map(|p| format!("{}@{}", p.partition, p.last_offset))
+            .collect();
+        let parts = if parts.is_empty() {
+            "nothing committed yet".to_string()
+        } else {
+            format!("partition@last offset {}", parts.join(" "))
+        };
+        match (&self.complete_through, self.missing_partitions.is_empty()) {
+            (Some(t), _) => format!("complete through {t}; {parts}"),
+            (None, false) => format!(
+                "not complete (partitions {:?} have committed nothing yet); {parts}",
+                self.missing_partitions
+            ),
+            (None, true) => parts,
         }
     }
 }

@@ -125,6 +125,8 @@ pub trait Stage {
     /// `next_offset` is applied, and its event-time clock is `clock_ms`. The flush commits it
     /// (the cut readers see).
     fn progress(&mut self, _partition: i32, _next_offset: i64, _clock_ms: i64) {}
+    /// The input topic's partition count (learnt when a partition starts).
+    fn topic_partitions(&mut self, _n: u32) {}
     /// Writes every pending row durably; only then are offsets committed.
     fn flush(&mut self) -> impl Future<Output = Result<(), Self::Error>>;
 }
@@ -174,6 +176,10 @@ impl<A: Stage, B: Stage> Stage for (A, B) {
     fn progress(&mut self, partition: i32, next_offset: i64, clock_ms: i64) {
         self.0.progress(partition, next_offset, clock_ms);
         self.1.progress(partition, next_offset, clock_ms);
+    }
+    fn topic_partitions(&mut self, n: u32) {
+        self.0.topic_partitions(n);
+        self.1.topic_partitions(n);
     }
     async fn flush(&mut self) -> Result<(), String> {
         let (a, b) = tokio::join!(self.0.flush(), self.1.flush());
@@ -775,6 +781,23 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
         self.flush(true).await
     }
 
+    /// Tells the stage how many partitions the input topic has (asked when a partition starts,
+    /// which is when the assignment, and so possibly the count, changes). Best effort: a failed
+    /// metadata request leaves the last count.
+    fn learn_topic_partitions(&mut self) {
+        match self
+            .consumer
+            .fetch_metadata(Some(&self.cfg.topic), Duration::from_secs(5))
+        {
+            Ok(md) => {
+                if let Some(t) = md.topics().iter().find(|t| t.name() == self.cfg.topic) {
+                    self.st.stage.topic_partitions(t.partitions().len() as u32);
+                }
+            }
+            Err(e) => tracing::warn!("cannot read the partition count of {}: {e}", self.cfg.topic),
+        }
+    }
+
     /// Sets up a partition seen for the first time: restores its engine from
     /// the state store (retrying while the store is unreachable) and, when
     /// the consumer is not where the engine left off, seeks there.
@@ -794,6 +817,7 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
         if !self.st.store.durable() {
             let engine = Engine::new(self.st.catalog.clone(), self.st.engine_cfg.clone());
             self.st.partitions.insert(partition, fresh(engine, first_offset));
+            self.learn_topic_partitions();
             return Ok(());
         }
         let started = Instant::now();
@@ -839,6 +863,7 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
             .prepare_partition(partition)
             .await
             .map_err(|e| state_err(format!("preparing the outputs: {e}")))?;
+        self.learn_topic_partitions();
         let mut ps = fresh(engine, start);
         ps.committed = start;
         ps.restored_exceptions = self.st.stage.restored_exceptions(partition);

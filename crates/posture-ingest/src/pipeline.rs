@@ -145,6 +145,10 @@ impl Stage for SinkStage {
             || !self.batch.rollup.accepts(SourcePos { partition, offset })
     }
 
+    fn topic_partitions(&mut self, n: u32) {
+        self.batch.rollup.set_topic_partitions(n);
+    }
+
     fn progress(&mut self, partition: i32, next_offset: i64, clock_ms: i64) {
         self.batch.rollup.advance(
             partition,

@@ -34,6 +34,7 @@ struct RollupCountsRow {
     fail_wo: i64,
     next_offset: i64,
     clock_ms: i64,
+    topic_partitions: u32,
 }
 
 #[derive(clickhouse::Row, Deserialize)]
@@ -55,6 +56,8 @@ type Parts = BTreeMap<i64, Vec<(String, [i64; 5])>>;
 pub(crate) struct Scan {
     /// (partition, next offset, watermark ms) per partition.
     cut: Vec<(i32, i64, i64)>,
+    /// The input topic's partition count, as the cut rows say (0: unknown).
+    topic_partitions: u32,
     parts: Parts,
 }
 
@@ -73,7 +76,7 @@ impl Scan {
     }
 
     pub(crate) fn cut(&self) -> Cut {
-        Cut::new(self.cut.clone())
+        Cut::new(self.cut.clone(), self.topic_partitions)
     }
 }
 
@@ -114,9 +117,11 @@ impl Query {
             )
             .await?;
         let mut cut = Vec::new();
+        let mut topic_partitions = 0;
         let mut parts: Parts = BTreeMap::new();
         for row in rows {
             if row.pos == POS_CUT {
+                topic_partitions = topic_partitions.max(row.topic_partitions);
                 cut.push((row.cut_partition as i32, row.next_offset, row.clock_ms));
             } else {
                 parts.entry(row.pos).or_default().push((
@@ -125,7 +130,11 @@ impl Query {
                 ));
             }
         }
-        Ok(Scan { cut, parts })
+        Ok(Scan {
+            cut,
+            topic_partitions,
+            parts,
+        })
     }
 
     /// Adds to `cells` what the last point of `d` (the instant `at_ms`) has beyond the base and

@@ -74,6 +74,8 @@ pub struct RollupRow {
     pub next_offset: i64,
     /// Cut rows: the increase of the partition's event-time clock (ms).
     pub clock_ms: i64,
+    /// Cut rows: the input topic's partition count (0: unknown); data rows 0.
+    pub topic_partitions: u32,
 }
 
 /// Where one input partition stands: every record before `next_offset` is applied (and, once
@@ -110,6 +112,8 @@ pub struct Rollup {
     progress: BTreeMap<i32, Progress>,
     /// Per partition: the sum of its cut rows in the table (what is written), once known.
     committed: HashMap<i32, Progress>,
+    /// The input topic's partition count, written on cut rows (0: unknown).
+    topic_partitions: u32,
 }
 
 impl Rollup {
@@ -182,6 +186,12 @@ impl Rollup {
         let p = self.progress.entry(partition).or_default();
         p.next_offset = p.next_offset.max(to.next_offset);
         p.clock_ms = p.clock_ms.max(to.clock_ms);
+    }
+
+    /// Sets the input topic's partition count (written on the cut rows: readers learn which
+    /// partitions have committed nothing yet).
+    pub fn set_topic_partitions(&mut self, n: u32) {
+        self.topic_partitions = n;
     }
 
     /// Sets what the table holds for `partition` (the sum of its cut rows), as read at start-up.
@@ -270,6 +280,7 @@ impl Rollup {
                 fail_without: v[4],
                 next_offset: 0,
                 clock_ms: 0,
+                topic_partitions: 0,
             });
         }
         for (partition, from, to) in self.moves() {
@@ -277,6 +288,7 @@ impl Rollup {
                 partition,
                 to.next_offset - from.next_offset,
                 to.clock_ms - from.clock_ms,
+                self.topic_partitions,
             ));
         }
         rows
@@ -305,8 +317,9 @@ impl Rollup {
     }
 }
 
-/// A cut row: `partition` moved by `next_offset` offsets and `clock_ms` ms.
-pub fn cut_row(partition: i32, next_offset: i64, clock_ms: i64) -> RollupRow {
+/// A cut row: `partition` of a topic of `topic_partitions` partitions moved by `next_offset`
+/// offsets and `clock_ms` ms.
+pub fn cut_row(partition: i32, next_offset: i64, clock_ms: i64, topic_partitions: u32) -> RollupRow {
     RollupRow {
         tenant: String::new(),
         group: String::new(),
@@ -322,6 +335,7 @@ pub fn cut_row(partition: i32, next_offset: i64, clock_ms: i64) -> RollupRow {
         fail_without: 0,
         next_offset,
         clock_ms,
+        topic_partitions,
     }
 }
 
