@@ -193,8 +193,8 @@ impl Reference {
             }
             for (c, cell) in cells.iter_mut().enumerate() {
                 let k = ledger.cell(ScopeKey { tenant: t, group: g }, c as ControlIdx).counts;
-                for i in 0..5 {
-                    cell.counts[i] += k[i];
+                for (sum, n) in cell.counts.iter_mut().zip(k) {
+                    *sum += n;
                 }
             }
         }
