@@ -11,15 +11,14 @@
 //!
 //! Needs `scripts/stack up`; fails (never skips) without it.
 
-use posture_core::engine::ScopeKey;
-use posture_core::report::{self, Cut, Selection};
+use posture_core::report::{self, Cut};
 use posture_core::*;
 use posture_ingest::alerts::{AlertConfig, AlertRule, Alerter};
 use posture_ingest::pipeline::{avro_decoder, SinkStage};
 use posture_ingest::{Ingest, IngestConfig};
 use posture_query::{Bucket, Filters, Query, Scope};
-use posture_tests::{fresh_database, fresh_topic_with_partitions, kafka_brokers, read_topic, unique_name};
-use rdkafka::message::Message;
+use posture_tests::consistency::{Reference, ScoreAnswer};
+use posture_tests::{fresh_database, fresh_topic_with_partitions, kafka_brokers, unique_name};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -147,86 +146,9 @@ fn fleet(devices: usize) -> Vec<ConfigChange> {
     evs.into_iter().map(|e| e.1).collect()
 }
 
-/// Each partition's records in offset order, applied by its own engine (as the pipeline does),
-/// with every record's output: the reference for any prefix.
-struct Reference {
-    catalog: Arc<Catalog>,
-    /// partition -> (engine after every record, [(offset, output)]).
-    parts: BTreeMap<i32, (Engine, Vec<(i64, Output)>)>,
-}
-
-impl Reference {
-    fn new(catalog: Arc<Catalog>, records: Vec<(i32, i64, ConfigChange)>) -> Reference {
-        let mut parts: BTreeMap<i32, (Engine, Vec<(i64, Output)>)> = BTreeMap::new();
-        for (p, offset, ev) in records {
-            let (engine, outs) = parts
-                .entry(p)
-                .or_insert_with(|| (Engine::new(catalog.clone(), EngineConfig::default()), Vec::new()));
-            let mut out = Output::default();
-            let _ = engine.apply(&ev, SourcePos { partition: p, offset }, &mut out);
-            outs.push((offset, out));
-        }
-        Reference { catalog, parts }
-    }
-
-    /// The scope's cells at `at` over the prefix of each partition that `cut` names (partitions
-    /// not in it: nothing), summed over the partitions' engines by name.
-    fn cells(&self, cut: &Cut, tenant: &str, group: Option<&str>, at: i64) -> Vec<engine::ScopeCell> {
-        let mut cells = vec![engine::ScopeCell::default(); self.catalog.controls.len()];
-        for pc in &cut.partitions {
-            let Some((engine, outs)) = self.parts.get(&pc.partition) else {
-                continue;
-            };
-            let Some(t) = engine.tenant_idx(tenant) else {
-                continue;
-            };
-            let g = match group {
-                None => engine::NO_GROUP,
-                Some(g) => match engine.group_idx(g) {
-                    Some(g) => g,
-                    None => continue,
-                },
-            };
-            let mut ledger = Ledger::new(Some(at));
-            for (_, out) in outs.iter().take_while(|(o, _)| *o <= pc.last_offset) {
-                ledger.record(out);
-            }
-            for (c, cell) in cells.iter_mut().enumerate() {
-                let k = ledger.cell(ScopeKey { tenant: t, group: g }, c as ControlIdx).counts;
-                for (sum, n) in cell.counts.iter_mut().zip(k) {
-                    *sum += n;
-                }
-            }
-        }
-        cells
-    }
-
-    fn score(
-        &self,
-        cut: &Cut,
-        tenant: &str,
-        group: Option<&str>,
-        category: Option<Category>,
-        at: i64,
-    ) -> report::Score {
-        let cells = self.cells(cut, tenant, group, at);
-        let sel = Selection {
-            scope: ScopeKey { tenant: 0, group: 0 },
-            category,
-            remediation: None,
-        };
-        report::score_of(|c| cells[c as usize], &self.catalog, &sel, tenant, group, None)
-    }
-}
-
 /// One answer read during the run.
 enum Answer {
-    Score {
-        scope: Scope,
-        category: Option<Category>,
-        at: i64,
-        score: report::Score,
-    },
+    Score(ScoreAnswer),
     Recommendations {
         scope: Scope,
         at: i64,
@@ -241,8 +163,32 @@ enum Answer {
     },
 }
 
-fn possible(p: &report::ScorePart) -> bool {
-    (0.0..=100.0).contains(&p.percent) && p.points_micros >= 0 && p.points_micros <= p.max_micros
+/// The previous read path, for comparison: the documented `score_at` query over `score_deltas`
+/// (every flush's rows in several INSERTs, no cut). Whether its answer was possible.
+async fn old_path_possible(client: &clickhouse::Client, scope: &Scope, category: Option<Category>, at: i64) -> bool {
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Old {
+        score_with: i64,
+        max_score_with: i64,
+        percent_with: f64,
+        score_without: i64,
+        max_score_without: i64,
+        percent_without: f64,
+    }
+    let sql = posture_sink::queries::get("score_at")
+        .expect("score_at")
+        .render(&[
+            ("tenant", scope.tenant.as_str().into()),
+            ("group", scope.group.clone().unwrap_or_default().into()),
+            ("category", category.map(Category::as_str).unwrap_or_default().into()),
+            ("at_ms", at.into()),
+        ])
+        .expect("render");
+    let o: Old = client.query_raw(&sql).fetch_one().await.expect("score_at");
+    (0.0..=100.0).contains(&o.percent_with)
+        && (0.0..=100.0).contains(&o.percent_without)
+        && (0..=o.max_score_with).contains(&o.score_with)
+        && (0..=o.max_score_without).contains(&o.score_without)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,6 +219,7 @@ async fn every_answer_read_while_ingesting_is_the_exact_score_of_its_cut() {
             done.clone(),
             progress.clone(),
         );
+        let old_client = client.clone();
         let alerter = Alerter::new(
             AlertConfig {
                 rules: AlertRule::defaults(5.0, 30 * DAY),
@@ -293,6 +240,7 @@ async fn every_answer_read_while_ingesting_is_the_exact_score_of_its_cut() {
             let mut answers = Vec::new();
             let mut alerts = Vec::new();
             let mut during = 0;
+            let mut old_impossible = 0;
             let mut i = 0u64;
             while !done.load(Ordering::SeqCst) {
                 i += 1;
@@ -335,16 +283,19 @@ async fn every_answer_read_while_ingesting_is_the_exact_score_of_its_cut() {
                     }
                     _ => {
                         let score = q.score(&scope, category, at).await.expect("score");
-                        answers.push(Answer::Score {
+                        if !old_path_possible(&old_client, &scope, category, at).await {
+                            old_impossible += 1;
+                        }
+                        answers.push(Answer::Score(ScoreAnswer {
                             scope,
                             category,
                             at,
                             score,
-                        });
+                        }));
                     }
                 }
             }
-            (answers, alerts, during)
+            (answers, alerts, during, old_impossible)
         })
     };
     let stop = {
@@ -358,7 +309,7 @@ async fn every_answer_read_while_ingesting_is_the_exact_score_of_its_cut() {
     };
     ingest.run_until(stop, |_, _, _| {}).await.expect("pipeline");
     done.store(true, Ordering::SeqCst);
-    let (answers, alerts, during) = reader.await.expect("reader");
+    let (answers, alerts, during, old_impossible) = reader.await.expect("reader");
     assert_eq!(
         ingest.stats().applied + ingest.stats().rejected,
         total,
@@ -366,59 +317,18 @@ async fn every_answer_read_while_ingesting_is_the_exact_score_of_its_cut() {
     );
 
     // The reference: the topic as the pipeline saw it, partition by partition.
-    let decoder = posture_avro::WireDecoder::new(None);
-    let records: Vec<(i32, i64, ConfigChange)> = read_topic(&topic)
-        .await
-        .iter()
-        .map(|m| {
-            (
-                m.partition(),
-                m.offset(),
-                decoder.decode(m.payload().expect("payload")).expect("decodes"),
-            )
-        })
-        .collect();
-    assert_eq!(records.len() as u64, total);
-    let mut records = records;
-    records.sort_by_key(|r| (r.0, r.1));
-    let reference = Reference::new(catalog.clone(), records);
+    let reference = Reference::of_topic(catalog.clone(), &topic).await;
+    assert_eq!(reference.records() as u64, total);
 
     let (mut scores, mut partial, mut recs_n, mut hist_n) = (0, 0, 0, 0);
     for a in &answers {
         match a {
-            Answer::Score {
-                scope,
-                category,
-                at,
-                score,
-            } => {
-                let what = format!("score {scope:?} {category:?} at {}", time::format_time(*at));
-                assert!(possible(&score.total), "{what}: impossible {:?}", score.total);
-                assert!(
-                    possible(&score.without_exceptions.total),
-                    "{what}: impossible without exceptions"
-                );
-                let cut = score.cut.as_ref().expect("a score says what it reflects");
-                let want = reference.score(cut, &scope.tenant, scope.group.as_deref(), *category, *at);
-                assert_eq!(
-                    (score.total.points_micros, score.total.max_micros),
-                    (want.total.points_micros, want.total.max_micros),
-                    "{what} at cut {cut:?}"
-                );
-                assert_eq!(score.categories, want.categories, "{what}");
-                if cut.partitions.iter().map(|p| p.last_offset + 1).sum::<i64>() < total as i64 {
-                    partial += 1;
-                }
+            Answer::Score(a) => {
+                partial += reference.check(std::slice::from_ref(a));
                 scores += 1;
             }
             Answer::Recommendations { scope, at, recs, cut } => {
-                let cells = reference.cells(cut, &scope.tenant, scope.group.as_deref(), *at);
-                let sel = Selection {
-                    scope: ScopeKey { tenant: 0, group: 0 },
-                    category: None,
-                    remediation: None,
-                };
-                let want = report::recommendations_of(|c| cells[c as usize], &catalog, &sel);
+                let want = reference.recommendations(cut, &scope.tenant, scope.group.as_deref(), *at);
                 for r in recs {
                     assert!(
                         r.misconfigured_devices <= r.applicable_devices && r.misconfigured_devices >= 0,
@@ -473,7 +383,9 @@ async fn every_answer_read_while_ingesting_is_the_exact_score_of_its_cut() {
     println!(
         "{} answers read while ingesting {total} events ({during} during the catch-up): {scores} scores \
          ({partial} of a partial cut), {recs_n} recommendation lists, {hist_n} histories, {} alert checks \
-         ({alerted} alerts); every one possible and equal to embedded mode over its cut",
+         ({alerted} alerts); every one possible and equal to embedded mode over its cut. The previous \
+         read path (score_at over score_deltas) asked the same {scores} scores at the same moments: \
+         {old_impossible} impossible",
         answers.len(),
         alerts.len()
     );

@@ -19,6 +19,7 @@
 //!
 //! Everything async here needs a tokio runtime: use `#[tokio::test]`.
 
+pub mod consistency;
 pub mod fleet;
 pub mod proxy;
 pub mod registry;

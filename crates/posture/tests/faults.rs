@@ -8,6 +8,7 @@
 //! lost, none twice), and `posture score` / `posture recommendations` at
 //! several instants, for the tenant, a group and a category.
 
+use posture_tests::consistency::{Reader, Reference};
 use posture_tests::proxy::Proxy;
 use posture_tests::{fresh_database, kafka_brokers, kafka_config, read_topic, unique_name};
 use rdkafka::message::{Headers, Message};
@@ -15,9 +16,24 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const BASELINES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/baselines");
+/// The simulated fleet's day starts here (`posture simulate`'s default start).
+const T_DAY: i64 = 1_793_491_200_000; // 2026-11-01T00:00:00Z
+
+/// The shipped baselines as (file name, text).
+fn baseline_sources() -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = std::fs::read_dir(BASELINES)
+        .expect("deploy/baselines")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .map(|p| (p.display().to_string(), std::fs::read_to_string(&p).expect("baseline")))
+        .collect();
+    v.sort();
+    v
+}
 
 fn posture(args: &[&str], env: &[(&str, &str)]) -> (String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_posture"))
@@ -205,6 +221,30 @@ impl Fleet {
         assert_eq!(compared, 9);
     }
 
+    /// Starts reading scores of random scopes at random instants of the fleet's day from the
+    /// trend store in a loop (the way a dashboard refreshes), directly from ClickHouse.
+    fn start_reader(&self, seed: u64) -> Reader {
+        let catalog = Arc::new(posture_core::Catalog::from_sources(&baseline_sources()).expect("baselines"));
+        Reader::start(
+            posture_query::Query::new(self.client.clone(), catalog),
+            &["t1"],
+            &["engineering", "finance", "sales"],
+            (T_DAY - 3_600_000, T_DAY + 25 * 3_600_000),
+            seed,
+        )
+    }
+
+    /// Stops `reader` and checks every answer it read against embedded mode over the prefix of
+    /// each partition the answer says it reflects (its cut). Returns (answers, partial ones,
+    /// failed reads).
+    async fn check_reads(&self, reader: Reader) -> (usize, usize, usize) {
+        let (answers, failed) = reader.finish().await;
+        let catalog = Arc::new(posture_core::Catalog::from_sources(&baseline_sources()).expect("baselines"));
+        let reference = Reference::of_topic(catalog, &self.topic).await;
+        let partial = reference.check(&answers);
+        (answers.len(), partial, failed)
+    }
+
     fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
     }
@@ -275,6 +315,8 @@ async fn kill_9_five_times_with_garbage_in_the_input_is_exact() {
     // skips what the snapshot already holds.
     let restart_args = FAST_REBALANCE;
     let mut written = 0;
+    // A dashboard reads all along: every answer must be exact for what it says it reflects.
+    let reader = fleet.start_reader(9);
     for round in 0..5 {
         let group = unique_name("kill9_group");
         let mut child = fleet.spawn_run(&group, &[], restart_args, &format!("run-{round}.log"));
@@ -306,6 +348,12 @@ async fn kill_9_five_times_with_garbage_in_the_input_is_exact() {
     let mut last = fleet.spawn_run(&unique_name("kill9_group"), &[], restart_args, "run-final.log");
     let got = fleet.wait_for(reference, Duration::from_secs(180)).await;
     kill(&mut last);
+    let (answers, partial, failed) = fleet.check_reads(reader).await;
+    eprintln!(
+        "{answers} scores read across five kill -9 and restarts ({partial} of a partial cut, {failed} reads failed): \
+         each equal to embedded mode over its cut"
+    );
+    assert!(partial >= 10, "too few answers read mid-run ({partial} of {answers})");
     let logs: String =
         (0..5).map(|r| fleet.log(&format!("run-{r}.log"))).collect::<String>() + &fleet.log("run-final.log");
     assert_eq!(
@@ -433,6 +481,7 @@ async fn clickhouse_down_for_30_seconds_is_exact_with_bounded_memory() {
         "run.log",
     );
     let pid = child.id();
+    let reader = fleet.start_reader(17);
     let rss = || -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         status
@@ -486,6 +535,12 @@ async fn clickhouse_down_for_30_seconds_is_exact_with_bounded_memory() {
     proxy.down(false);
     let got = fleet.wait_for(reference, Duration::from_secs(180)).await;
     kill(&mut child);
+    let (answers, partial, failed) = fleet.check_reads(reader).await;
+    eprintln!(
+        "{answers} scores read before, during and after the outage ({partial} of a partial cut, {failed} reads failed): \
+         each equal to embedded mode over its cut"
+    );
+    assert!(partial >= 10, "too few answers read mid-run ({partial} of {answers})");
     let log = fleet.log("run.log");
     eprintln!(
         "transitions {at_outage} at the outage, {during} after it, {got} at the end (reference {reference}); \
