@@ -277,9 +277,8 @@ async fn every_answer_read_while_ingesting_is_the_exact_score_of_its_cut() {
                         answers.push(Answer::Recommendations { scope, at, recs, cut });
                     }
                     2 => {
-                        let found = alerter.check().await.expect("alert check");
-                        let after = q.cut().await.expect("cut");
-                        alerts.push((found, after));
+                        let found = alerter.check_with_cuts().await.expect("alert check");
+                        alerts.push(found);
                     }
                     _ => {
                         let score = q.score(&scope, category, at).await.expect("score");
@@ -363,20 +362,30 @@ async fn every_answer_read_while_ingesting_is_the_exact_score_of_its_cut() {
             }
         }
     }
-    // Alerts: only instants every partition had passed, and only possible figures.
+    // Alerts: only instants every partition had passed, and only drops the input has: both
+    // percents are those of embedded mode over the alert's cut, at the two instants compared.
     let mut alerted = 0;
-    for (found, after) in &alerts {
-        for a in found {
+    for found in &alerts {
+        for (a, cut) in found {
             assert!(
-                (0.0..=100.0).contains(&a.old_percent) && (0.0..=100.0).contains(&a.new_percent),
-                "{a:?}"
-            );
-            assert!(
-                after.complete_through_ms.is_some_and(|c| a.at <= c),
+                cut.complete_through_ms.is_some_and(|c| a.at <= c),
                 "alert at {} after complete_through {:?}",
                 time::format_time(a.at),
-                after.complete_through
+                cut.complete_through
             );
+            let category = a.category.as_deref().and_then(Category::parse);
+            let percent = |at| {
+                reference
+                    .score(cut, &a.tenant, a.group.as_deref(), category, at)
+                    .total
+                    .percent
+            };
+            assert_eq!(
+                (a.old_percent, a.new_percent),
+                (percent(a.at - a.window_ms), percent(a.at)),
+                "alert {a:?} over its cut"
+            );
+            assert!(a.old_percent - a.new_percent >= 5.0 - 1e-9, "{a:?}");
             alerted += 1;
         }
     }

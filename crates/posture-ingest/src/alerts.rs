@@ -20,6 +20,7 @@
 //! a full window has passed (in event time).
 
 use posture_avro::{encode_alert, AlertCause, ScoreDropAlert};
+use posture_core::report::Cut;
 use posture_core::Category;
 use posture_sink::queries::{self, Param};
 use rdkafka::config::ClientConfig;
@@ -202,18 +203,42 @@ impl Alerter {
         category: Option<&str>,
         at: i64,
     ) -> Result<f64, AlertError> {
-        Ok(self.scored(tenant, group, category, at).await?.unwrap_or(0.0))
+        Ok(self.scored(tenant, group, category, at).await?.0.unwrap_or(0.0))
+    }
+
+    /// The scope's percents at `from` and at `now`, read at one cut: both reads are repeated
+    /// (a few times) until they reflect the same input, so a flush landing between them cannot
+    /// make a drop that no prefix of the input has. Returns (old, new, the cut).
+    async fn pair(
+        &self,
+        tenant: &str,
+        group: Option<&str>,
+        category: Option<&str>,
+        from: i64,
+        now: i64,
+    ) -> Result<(f64, f64, Cut), AlertError> {
+        for _ in 0..10 {
+            let (old, a) = self.scored(tenant, group, category, from).await?;
+            let (new, b) = self.scored(tenant, group, category, now).await?;
+            if a == b {
+                return Ok((old.unwrap_or(0.0), new.unwrap_or(0.0), b));
+            }
+        }
+        Err(AlertError::Query {
+            query: "rollup_counts",
+            detail: "the pipeline kept writing between the two reads of a pair (10 tries); checked next time".into(),
+        })
     }
 
     /// The scope's percent at `at` with exceptions, or `None` when it has no
-    /// maximum (no device with a PASS or FAIL: no score to show).
+    /// maximum (no device with a PASS or FAIL: no score to show); and the cut read.
     async fn scored(
         &self,
         tenant: &str,
         group: Option<&str>,
         category: Option<&str>,
         at: i64,
-    ) -> Result<Option<f64>, AlertError> {
+    ) -> Result<(Option<f64>, Cut), AlertError> {
         let scope = posture_query::Scope {
             tenant: tenant.to_string(),
             group: group.map(str::to_string),
@@ -227,11 +252,20 @@ impl Alerter {
                 query: "rollup_counts",
                 detail: e.to_string(),
             })?;
-        Ok((s.total.max_micros > 0).then_some(s.total.percent))
+        Ok((
+            (s.total.max_micros > 0).then_some(s.total.percent),
+            s.cut.unwrap_or_default(),
+        ))
     }
 
     /// One check over every tenant and category: the alerts due now.
     pub async fn check(&mut self) -> Result<Vec<ScoreDropAlert>, AlertError> {
+        Ok(self.check_with_cuts().await?.into_iter().map(|(a, _)| a).collect())
+    }
+
+    /// [`Alerter::check`], with the cut each alert's two percents were read at (both at the
+    /// same one; the alert's instant is at or before its `complete_through`).
+    pub async fn check_with_cuts(&mut self) -> Result<Vec<(ScoreDropAlert, Cut)>, AlertError> {
         let mut out = Vec::new();
         let rules = self.cfg.rules.clone();
         // Only instants every partition has passed: a lagging partition delays an alert.
@@ -252,7 +286,7 @@ impl Alerter {
                 let total = self.percent(&tenant, None, None, now).await?;
                 m.set_score(&tenant, None, total);
                 for g in &self.cfg.gauge_groups {
-                    if let Some(p) = self.scored(&tenant, Some(g), None, now).await? {
+                    if let (Some(p), _) = self.scored(&tenant, Some(g), None, now).await? {
                         m.set_score(&tenant, Some(g), p);
                     }
                 }
@@ -262,8 +296,7 @@ impl Alerter {
                 let group = rule.group.as_deref();
                 for category in rule.category_list() {
                     let category = category.map(Category::as_str);
-                    let new = self.percent(&tenant, group, category, now).await?;
-                    let old = self.percent(&tenant, group, category, from).await?;
+                    let (old, new, cut) = self.pair(&tenant, group, category, from, now).await?;
                     let key = (tenant.clone(), group.map(str::to_string), category, rule.window_ms);
                     let last = self.last.lock().expect("not poisoned").get(&key).copied();
                     if !is_alert(old, new, rule.drop_points, last, now, rule.window_ms) {
@@ -289,16 +322,19 @@ impl Alerter {
                         })
                         .collect();
                     self.last.lock().expect("not poisoned").insert(key, now);
-                    out.push(ScoreDropAlert {
-                        tenant: tenant.clone(),
-                        group: group.map(str::to_string),
-                        category: category.map(str::to_string),
-                        old_percent: old,
-                        new_percent: new,
-                        window_ms: rule.window_ms,
-                        at: now,
-                        causes,
-                    });
+                    out.push((
+                        ScoreDropAlert {
+                            tenant: tenant.clone(),
+                            group: group.map(str::to_string),
+                            category: category.map(str::to_string),
+                            old_percent: old,
+                            new_percent: new,
+                            window_ms: rule.window_ms,
+                            at: now,
+                            causes,
+                        },
+                        cut,
+                    ));
                 }
             }
         }
