@@ -1,0 +1,255 @@
+//! `posture-history-bench`: what a trend query costs as history grows (issue 15, SPEC section 7's
+//! "trend queries at any history size").
+//!
+//! For each history length it synthesizes, directly in ClickHouse (server-side `INSERT ...
+//! SELECT FROM numbers()`), the trend store of a fleet of `--devices` devices on the 300-control
+//! baseline of the evaluator benchmark in 20 groups: every (scope, control) cell changes every hour
+//! (the worst case for the rollup: a fleet that drifts everywhere, all the time), rolled up to
+//! days, 30-day blocks and 360-day eras as the sink does, the cut rows of 8 partitions, and one
+//! hour of raw score deltas for a mid-hour `--at` (the tail). Then it times, through the query
+//! layer the CLI and the API use: `score` now, `score --at` a past mid-hour instant, a 365-day
+//! daily `history`, a week of hourly `history`, and `recommendations`: the first run after the
+//! server's caches are dropped (cold) and the median of `--runs` (warm).
+//!
+//! Needs the test stack (`scripts/stack up`) or any ClickHouse at $POSTURE_CLICKHOUSE_URL.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use posture_query::{Bucket, Filters, Query, Scope};
+use std::sync::Arc;
+use std::time::Instant;
+
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
+/// History starts here: 2020-01-01T00:00:00Z.
+const START: i64 = 1_577_836_800_000;
+const SCOPES: i64 = 21;
+const CONTROLS: i64 = 300;
+
+/// Times the trend queries over histories of several lengths.
+#[derive(Parser, Debug)]
+#[command(version, verbatim_doc_comment)]
+struct Args {
+    /// History lengths in 30-day months, comma-separated (x1, x4, x16 by default).
+    #[arg(long, value_delimiter = ',', default_value = "3,12,48")]
+    months: Vec<i64>,
+    /// Devices of the fleet (sets the counts; the row count does not depend on it).
+    #[arg(long, default_value_t = 1_000_000)]
+    devices: i64,
+    /// Raw score-delta rows in the hour of the `--at` instant (the tail read from the raw log).
+    #[arg(long, default_value_t = 100_000)]
+    tail_rows: i64,
+    /// Warm runs per query (the median is reported).
+    #[arg(long, default_value_t = 15)]
+    runs: usize,
+    /// Keep the databases afterwards.
+    #[arg(long)]
+    keep: bool,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let url = std::env::var("POSTURE_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into());
+    let server = clickhouse::Client::default().with_url(&url).with_validation(false);
+    let version: String = server
+        .query("SELECT version()")
+        .fetch_one()
+        .await
+        .with_context(|| format!("no ClickHouse at {url}: start the stack with scripts/stack up"))?;
+    let catalog = Arc::new(posture_bench::fleet::catalog());
+    println!(
+        "history benchmark on ClickHouse {version}: {} devices, {CONTROLS} controls, 20 groups (21 scopes), \
+         every cell changing every hour; {} tail rows; median of {} warm runs",
+        args.devices, args.tail_rows, args.runs
+    );
+    println!(
+        "| history | score_rollup rows | score now | score --at (mid-hour) | 365-day daily history | week hourly history | recommendations |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for &months in &args.months {
+        let db = format!("history_bench_{months}m_{}", std::process::id());
+        posture_sink::migrate(&server, &db).await?;
+        let client = server.clone().with_database(&db);
+        let started = Instant::now();
+        let end = START + months * 30 * DAY;
+        synthesize(&client, &args, end).await?;
+        let rows: u64 = client.query("SELECT count() FROM score_rollup").fetch_one().await?;
+        eprintln!(
+            "  {months} months: {rows} rollup rows synthesized in {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
+        let q = Query::new(client.clone(), catalog.clone());
+        let tenant = Scope::tenant("t1");
+        let at_past = end - 10 * DAY + 30 * 60_000 + 17; // mid-hour: the tail is read
+        let now = end + DAY;
+        let mut cells = Vec::new();
+        cells.push(
+            time(&server, args.runs, || async {
+                q.score(&tenant, None, now).await.map(|_| ())
+            })
+            .await?,
+        );
+        cells.push(
+            time(&server, args.runs, || async {
+                q.score(&tenant, None, at_past).await.map(|_| ())
+            })
+            .await?,
+        );
+        cells.push(
+            time(&server, args.runs, || async {
+                q.history(&tenant, None, end - 365 * DAY, end, Bucket::Day)
+                    .await
+                    .map(|_| ())
+            })
+            .await?,
+        );
+        cells.push(
+            time(&server, args.runs, || async {
+                q.history(&tenant, None, end - 7 * DAY, end, Bucket::Hour)
+                    .await
+                    .map(|_| ())
+            })
+            .await?,
+        );
+        cells.push(
+            time(&server, args.runs, || async {
+                q.recommendations(&tenant, Filters::default(), now).await.map(|_| ())
+            })
+            .await?,
+        );
+        // The figures are exact, not only fast: the score now equals the counts summed in SQL.
+        check(&client, &q, &tenant, now).await?;
+        println!(
+            "| {months} months | {} | {} |",
+            posture_bench::report::grouped(rows as f64),
+            cells
+                .iter()
+                .map(|(cold, warm)| format!("{warm:.1} ms (cold {cold:.1})"))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+        if !args.keep {
+            server.query(&format!("DROP DATABASE {db}")).execute().await?;
+        }
+    }
+    Ok(())
+}
+
+/// The trend store of `months` of history ending at `end`: level 1 directly, the other levels
+/// rolled up from it as the sink rolls up its hours; the cut rows; a raw tail hour.
+async fn synthesize(client: &clickhouse::Client, args: &Args, end: i64) -> Result<()> {
+    let hours = (end - START) / HOUR;
+    let cells = SCOPES * CONTROLS;
+    // Each scope's devices: the tenant all of them, each group a twentieth. The first hour puts
+    // 70% of them on PASS; every later hour moves up to 5 between PASS and FAIL either way.
+    let sql = format!(
+        "INSERT INTO score_rollup \
+         SELECT 't1', if(s = 0, '', concat('group-', toString(s - 1))), toUInt8(1), {START} + h * {HOUR}, \
+           ['application', 'os', 'network', 'accounts', 'security_controls'][c % 5 + 1], \
+           concat('c', toString(c)), toInt64(1 + c % 10) * 1000000, \
+           if(h = 0, intDiv(n_dev * 7, 10), d), if(h = 0, n_dev - intDiv(n_dev * 7, 10), -d), toInt64(0), \
+           if(h = 0, intDiv(n_dev * 7, 10), d), if(h = 0, n_dev - intDiv(n_dev * 7, 10), -d), \
+           toInt64(0), toInt64(0), toUInt32(0) \
+         FROM (SELECT number, intDiv(number, {cells}) AS h, intDiv(number, {CONTROLS}) % {SCOPES} AS s, \
+                      number % {CONTROLS} AS c, toInt64(if(s = 0, {dev}, intDiv({dev}, 20))) AS n_dev, \
+                      toInt64(cityHash64(number) % 11) - 5 AS d \
+               FROM numbers({total}))",
+        dev = args.devices,
+        total = hours * cells
+    );
+    client.query(&sql).execute().await.context("level 1")?;
+    for (level, size) in [(2, DAY), (3, 30 * DAY), (4, 360 * DAY)] {
+        client
+            .query(&format!(
+                "INSERT INTO score_rollup SELECT tenant, group, toUInt8({level}), intDiv(bucket_ms, {size}) * {size} AS b, \
+                 category, control, control_points, sum(pass_with), sum(fail_with), sum(hidden_with), \
+                 sum(pass_without), sum(fail_without), toInt64(0), toInt64(0), toUInt32(0) \
+                 FROM score_rollup WHERE level = 1 GROUP BY tenant, group, b, category, control, control_points"
+            ))
+            .execute()
+            .await
+            .with_context(|| format!("level {level}"))?;
+    }
+    // 8 partitions, all past the end.
+    client
+        .query(&format!(
+            "INSERT INTO score_rollup SELECT '', '', toUInt8(0), number, '', '', 0, 0, 0, 0, 0, 0, \
+             toInt64(1000000000), toInt64({end}), toUInt32(8) FROM numbers(8)"
+        ))
+        .execute()
+        .await?;
+    // The raw deltas of the tail hour (10 days before the end), below the cut, summing to zero
+    // per control so the figures stay the rollup's.
+    let tail_hour = end - 10 * DAY;
+    client
+        .query(&format!(
+            "INSERT INTO score_deltas SELECT 't1', '', \
+               ['application', 'os', 'network', 'accounts', 'security_controls'][c % 5 + 1], \
+               concat('c', toString(c)), toInt64(1 + c % 10) * 1000000, \
+               toDateTime(intDiv(t, 1000)), t, 0, 0, 0, 0, sgn, -sgn, 0, sgn, -sgn, \
+               toInt32(number % 8), toInt64(number), toUInt32(0) \
+             FROM (SELECT number, number % {CONTROLS} AS c, {tail_hour} + (number * 7919) % {HOUR} AS t, \
+                          if(intDiv(number, {CONTROLS}) % 2 = 0, 1, -1) AS sgn FROM numbers({}))",
+            args.tail_rows
+        ))
+        .execute()
+        .await?;
+    // Let the server merge what it merges on its own, as it does in production.
+    client.query("OPTIMIZE TABLE score_rollup").execute().await.ok();
+    Ok(())
+}
+
+/// (cold ms, warm median ms) of `f`: cold after dropping the server's caches.
+async fn time<F, Fut>(server: &clickhouse::Client, runs: usize, f: F) -> Result<(f64, f64)>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), posture_query::QueryError>>,
+{
+    for cache in ["MARK CACHE", "UNCOMPRESSED CACHE"] {
+        server.query(&format!("SYSTEM DROP {cache}")).execute().await.ok();
+    }
+    // The OS page cache too, where allowed (root on the test machine).
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+    let t = Instant::now();
+    f().await?;
+    let cold = t.elapsed().as_secs_f64() * 1e3;
+    let mut warm = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        f().await?;
+        warm.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    warm.sort_by(f64::total_cmp);
+    Ok((cold, warm[warm.len() / 2]))
+}
+
+/// The score now from the trend store equals the level-1 rows summed in SQL (every delta).
+async fn check(client: &clickhouse::Client, q: &Query, scope: &Scope, now: i64) -> Result<()> {
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Sum {
+        control: String,
+        pass: i64,
+        fail: i64,
+    }
+    let sums: Vec<Sum> = client
+        .query(
+            "SELECT control, sum(pass_with) AS pass, sum(fail_with) AS fail FROM score_rollup \
+             WHERE tenant = 't1' AND group = '' AND level = 1 GROUP BY control",
+        )
+        .fetch_all()
+        .await?;
+    let (cells, _) = q.cells_with_cut(scope, now).await?;
+    for s in sums {
+        let c = q.catalog().control_idx(&s.control).context("control")?;
+        let k = cells[c as usize].counts;
+        anyhow::ensure!(
+            (k[0], k[1]) == (s.pass, s.fail),
+            "control {}: the trend store says {:?}, the hours sum to {:?}",
+            s.control,
+            (k[0], k[1]),
+            (s.pass, s.fail)
+        );
+    }
+    Ok(())
+}
