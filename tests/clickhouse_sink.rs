@@ -1281,7 +1281,7 @@ async fn a_committed_insert_whose_response_was_lost_is_not_sent_again() {
                     .replace('+', " ")
                     .replace("%60", "")
                     .replace('`', "");
-                let table = ["score_deltas", "transitions"]
+                let table = ["score_deltas", "transitions", "score_rollup"]
                     .into_iter()
                     .find(|t| head.contains(&format!("INSERT INTO {t}")));
                 let sabotage = table.filter(|t| {
@@ -1292,11 +1292,18 @@ async fn a_committed_insert_whose_response_was_lost_is_not_sent_again() {
                     }
                     first_time
                 });
-                s.write_all(&first[..n]).await.unwrap();
                 if sabotage.is_none() {
+                    // One request per connection, so every INSERT comes first on its own
+                    // connection and is seen here: ask the server to close after answering.
+                    let mut req = first[..n].to_vec();
+                    if let Some(eol) = req.windows(2).position(|w| w == b"\r\n") {
+                        req.splice(eol + 2..eol + 2, b"Connection: close\r\n".iter().copied());
+                    }
+                    s.write_all(&req).await.unwrap();
                     let _ = tokio::io::copy_bidirectional(&mut c, &mut s).await;
                     return;
                 }
+                s.write_all(&first[..n]).await.unwrap();
                 // Forward the rest of the request; once the server answers (the INSERT is
                 // committed), drop both connections without passing the answer on.
                 let (mut cr, _cw) = c.split();
@@ -1320,11 +1327,38 @@ async fn a_committed_insert_whose_response_was_lost_is_not_sent_again() {
     let sc = scenario();
     let mut batch = sc.batches[0].clone();
     let (deltas, transitions) = (batch.score_deltas.len() as u64, batch.transitions.len() as u64);
+    // What the rollup must sum to: the batch's count deltas at level 1 (hours).
+    let want_pass: i64 = batch.score_deltas.iter().map(|r| i64::from(r.pass_with)).sum();
+    let want_fail: i64 = batch.score_deltas.iter().map(|r| i64::from(r.fail_with)).sum();
     sink.write(&mut batch).await.expect("the batch is written");
     assert!(batch.is_empty());
     let mut l = lost.lock().unwrap().clone();
     l.sort();
-    assert_eq!(l, ["score_deltas", "transitions"], "the proxy dropped both answers");
+    assert_eq!(
+        l,
+        ["score_deltas", "score_rollup", "transitions"],
+        "the proxy dropped all three answers"
+    );
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Sums {
+        pass: i64,
+        fail: i64,
+        next: i64,
+    }
+    let sums: Sums = client
+        .query(
+            "SELECT sumIf(pass_with, level = 1) AS pass, sumIf(fail_with, level = 1) AS fail, \
+             sumIf(next_offset, level = 0) AS next FROM score_rollup",
+        )
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(
+        (sums.pass, sums.fail),
+        (want_pass, want_fail),
+        "the rollup of a committed INSERT whose answer was lost is summed once"
+    );
+    assert!(sums.next > 0, "the cut rows are there");
     let count = |table: &'static str| {
         let client = client.clone();
         async move {

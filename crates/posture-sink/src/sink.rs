@@ -28,8 +28,8 @@ pub enum SinkError {
     /// A retried INSERT found some but not all of its rows in the table:
     /// neither sending them again nor skipping them would be exact.
     #[error(
-        "insert into {table}: after a failed attempt, {found} of its {rows} rows are in the table; \
-         not sent again (duplicates) nor taken as written"
+        "insert into {table}: after a failed attempt, {found} of its {rows} rows (for score_rollup: \
+         partition cuts) are in the table; not sent again (duplicates) nor taken as written"
     )]
     PartlyWritten {
         /// The table.
@@ -268,47 +268,21 @@ impl Sink {
             .client
             .clone()
             .with_setting("max_insert_block_size", MAX_ROLLUP_ROWS.to_string());
-        let max = self.retry.max_attempts.max(1);
-        let mut attempt = 1;
-        loop {
-            let result = if attempt > 1 && !moves.is_empty() {
-                let parts: Vec<i32> = moves.iter().map(|m| m.0).collect();
-                match self.cuts(&parts).await {
-                    Ok(now) if moves.iter().all(|(p, _, to)| now.get(p) == Some(to)) => {
-                        tracing::warn!(table, attempt, "the failed INSERT had been committed; not sent again");
-                        break;
-                    }
-                    Ok(now) if moves.iter().all(|(p, from, _)| now.get(p) == Some(from)) => {
-                        insert_rows(&client, table, &rows, self.retry.timeout).await
-                    }
-                    Ok(now) => {
-                        let found = moves.iter().filter(|(p, _, to)| now.get(p) == Some(to)).count();
-                        return Err(SinkError::PartlyWritten {
-                            table,
-                            rows: moves.len(),
-                            found: found as u64,
-                        });
-                    }
-                    Err(e) => Err(e),
-                }
+        // Before a retry: the cuts tell whether the failed attempt was committed (one part).
+        let landed = async || {
+            let parts: Vec<i32> = moves.iter().map(|m| m.0).collect();
+            let now = self.cuts(&parts).await?;
+            Ok(if moves.iter().all(|(p, _, to)| now.get(p) == Some(to)) {
+                Landed::All
+            } else if moves.iter().all(|(p, from, _)| now.get(p) == Some(from)) {
+                Landed::None
             } else {
-                insert_rows(&client, table, &rows, self.retry.timeout).await
-            };
-            match result {
-                Ok(()) => break,
-                Err(e) if attempt < max && is_transient(&e) => {
-                    if let Some(f) = &self.on_retry {
-                        f();
-                    }
-                    if attempt == 1 || attempt.is_power_of_two() {
-                        tracing::warn!(table, attempt, "insert failed, retrying: {e}");
-                    }
-                    tokio::time::sleep(self.retry.backoff(attempt)).await;
-                    attempt += 1;
-                }
-                Err(source) => return Err(fail(attempt, rows.len(), source)),
-            }
-        }
+                let found = moves.iter().filter(|(p, _, to)| now.get(p) == Some(to)).count();
+                Landed::Partly(found as u64, moves.len())
+            })
+        };
+        self.insert_retrying(table, &client, &rows, (!moves.is_empty()).then_some(landed))
+            .await?;
         self.rows_written
             .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
         rollup.written();
@@ -324,7 +298,16 @@ impl Sink {
         if rows.is_empty() {
             return Ok(());
         }
-        self.insert_retrying(table, rows, append_only).await
+        // Append-only: before a retry, count the rows of the batch's source positions.
+        let landed = async || {
+            Ok(match self.rows_landed(table, rows).await? {
+                0 => Landed::None,
+                n if n == rows.len() as u64 => Landed::All,
+                n => Landed::Partly(n, rows.len()),
+            })
+        };
+        self.insert_retrying(table, &self.client, rows, append_only.then_some(landed))
+            .await
     }
 
     /// How many rows of `table` come from the source positions of `rows`
@@ -350,32 +333,34 @@ impl Sink {
             .await
     }
 
-    async fn insert_retrying<T>(&self, table: &'static str, rows: &[T], append_only: bool) -> Result<(), SinkError>
+    /// Inserts `rows` into `table` through `client`, retrying transient errors per the
+    /// [`RetryPolicy`]. Before a retry, `landed` (when given) says whether the failed attempt was
+    /// committed after all: all of it (not sent again), none (sent again), or part (an error).
+    async fn insert_retrying<T>(
+        &self,
+        table: &'static str,
+        client: &Client,
+        rows: &[T],
+        landed: Option<impl AsyncFn() -> clickhouse::error::Result<Landed>>,
+    ) -> Result<(), SinkError>
     where
-        T: RowWrite + Sourced + for<'a> Row<Value<'a> = T>,
+        T: RowWrite + for<'a> Row<Value<'a> = T>,
     {
         let max = self.retry.max_attempts.max(1);
         let mut attempt = 1;
         loop {
-            let result = if attempt > 1 && append_only {
-                // The failed attempt may have been committed: look before sending again.
-                match self.rows_landed(table, rows).await {
-                    Ok(0) => self.insert_once(table, rows).await,
-                    Ok(n) if n == rows.len() as u64 => {
-                        tracing::warn!(table, attempt, "the failed INSERT had been committed; not sent again");
-                        return Ok(());
-                    }
-                    Ok(found) => {
-                        return Err(SinkError::PartlyWritten {
-                            table,
-                            rows: rows.len(),
-                            found,
-                        })
-                    }
-                    Err(e) => Err(e),
+            let look = match &landed {
+                Some(f) if attempt > 1 => Some(f().await),
+                _ => None,
+            };
+            let result = match look {
+                Some(Ok(Landed::All)) => {
+                    tracing::warn!(table, attempt, "the failed INSERT had been committed; not sent again");
+                    return Ok(());
                 }
-            } else {
-                self.insert_once(table, rows).await
+                Some(Ok(Landed::Partly(found, of))) => return Err(SinkError::PartlyWritten { table, rows: of, found }),
+                Some(Err(e)) => Err(e),
+                Some(Ok(Landed::None)) | None => insert_rows(client, table, rows, self.retry.timeout).await,
             };
             match result {
                 Ok(()) => return Ok(()),
@@ -401,17 +386,21 @@ impl Sink {
         }
     }
 
-    async fn insert_once<T>(&self, table: &str, rows: &[T]) -> clickhouse::error::Result<()>
-    where
-        T: RowWrite + for<'a> Row<Value<'a> = T>,
-    {
-        insert_rows(&self.client, table, rows, self.retry.timeout).await
-    }
-
     /// Rows written into `score_rollup` since the sink was made (for metrics).
     pub fn rollup_rows_written(&self) -> u64 {
         self.rows_written.load(std::sync::atomic::Ordering::Relaxed)
     }
+}
+
+/// What a look before retrying an INSERT found of its failed attempt.
+enum Landed {
+    /// Nothing: send it again.
+    None,
+    /// All of it: it was committed, do not send it again.
+    All,
+    /// This many of its rows (for the rollup: of its partitions' cuts) out of that many, not
+    /// all: neither sending again nor skipping would be exact.
+    Partly(u64, usize),
 }
 
 /// The most rows one rollup INSERT may hold: the sink sets `max_insert_block_size` to this, so
