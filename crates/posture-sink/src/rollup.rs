@@ -235,13 +235,22 @@ impl Rollup {
     }
 
     /// Hour cells plus partitions that moved: what a flush would write (roughly, its rows / 4).
+    /// Cheap: the ingest loop asks after every record.
     pub fn len(&self) -> usize {
-        self.cells.len() + self.moves().len()
+        self.cells.len() + self.moved()
     }
 
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.cells.is_empty() && self.moves().is_empty()
+        self.cells.is_empty() && self.moved() == 0
+    }
+
+    /// How many partitions moved past their written cut.
+    fn moved(&self) -> usize {
+        self.progress
+            .iter()
+            .filter(|(p, to)| to.next_offset > self.committed.get(p).map_or(0, |c| c.next_offset))
+            .count()
     }
 
     /// The rows of this batch's INSERT: data rows at every level (cells whose deltas sum to
@@ -442,6 +451,90 @@ impl Decomposition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two partitions' engines, one event each, through `crate::rows`: the batch's rollup rows
+    /// merge the partitions by name at every level, and its cut rows hold differences.
+    #[test]
+    fn a_batch_rolls_up_by_name_and_cuts_by_difference() {
+        use posture_core::{Catalog, ConfigChange, EngineConfig, Output};
+        let cat = std::sync::Arc::new(
+            Catalog::from_sources(&[(
+                "t.yaml",
+                "baseline: t\nversion: 1\ncontrols:\n  - { id: fw, title: F, category: network, points: 30, check: { key: fw, op: eq, value: true } }\n",
+            )])
+            .unwrap(),
+        );
+        let t = 1_795_341_600_000 + 5;
+        let ev = |dev: &str, fw: bool| {
+            ConfigChange::from_json(&format!(
+                r#"{{"event_id":"{dev}","tenant_id":"t1","device_id":"{dev}","kind":"SNAPSHOT","source":"AGENT","observed_at":{t},"sequence":1,"device":{{"os_family":"linux","os_version":"1","groups":["g"],"tags":[]}},"settings":[{{"key":"fw","value":{fw}}}]}}"#
+            ))
+            .unwrap()
+        };
+        let mut batch = crate::Batch::new();
+        for (p, dev, fw) in [(0, "a", true), (1, "b", false)] {
+            // Each partition's engine interns names its own way: here "g" is group 0 in both.
+            let mut engine = posture_core::Engine::new(cat.clone(), EngineConfig::default());
+            let mut out = Output::default();
+            engine
+                .apply(
+                    &ev(dev, fw),
+                    SourcePos {
+                        partition: p,
+                        offset: 10,
+                    },
+                    &mut out,
+                )
+                .unwrap();
+            crate::rows(&engine, &out, &mut batch);
+        }
+        batch.rollup.set_committed(
+            0,
+            Progress {
+                next_offset: 3,
+                clock_ms: 7,
+            },
+        );
+        batch.rollup.set_committed(1, Progress::default());
+        let rows = batch.rollup.rows();
+        // (tenant, group) x 4 levels, both devices summed; then two cut rows.
+        let data: Vec<_> = rows.iter().filter(|r| r.level > 0).collect();
+        assert_eq!(data.len(), 2 * 4);
+        for r in &data {
+            assert_eq!((r.control.as_str(), r.pass_with, r.fail_with), ("fw", 1, 1), "{r:?}");
+            assert_eq!(r.bucket_ms, bucket_start(bucket_size(r.level).unwrap(), t));
+        }
+        let cuts: Vec<(i64, i64, i64)> = rows
+            .iter()
+            .filter(|r| r.level == CUT_LEVEL)
+            .map(|r| (r.bucket_ms, r.next_offset, r.clock_ms))
+            .collect();
+        assert_eq!(cuts, [(0, 11 - 3, t - 7), (1, 11, t)]);
+        batch.rollup.written();
+        assert!(batch.rollup.is_empty());
+        assert_eq!(
+            batch.rollup.committed(0),
+            Some(Progress {
+                next_offset: 11,
+                clock_ms: t
+            })
+        );
+        // A replayed record below the cut is not summed again; a new one moves the cut by one.
+        assert!(!batch.rollup.accepts(SourcePos {
+            partition: 0,
+            offset: 10
+        }));
+        batch.rollup.advance(
+            0,
+            Progress {
+                next_offset: 12,
+                clock_ms: t,
+            },
+        );
+        assert_eq!(batch.rollup.len(), 1);
+        batch.rollup.discard_partition(0);
+        assert!(batch.rollup.is_empty() && batch.rollup.committed(0).is_none());
+    }
 
     #[test]
     fn levels_nest() {
