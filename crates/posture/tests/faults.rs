@@ -10,7 +10,7 @@
 
 use posture_tests::consistency::{Reader, Reference};
 use posture_tests::proxy::Proxy;
-use posture_tests::{fresh_database, kafka_brokers, kafka_config, read_topic, unique_name};
+use posture_tests::{kafka_brokers, kafka_config, read_topic, unique_name};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
@@ -62,6 +62,11 @@ impl Fleet {
 
     /// The same with the broker at `brokers`.
     async fn new_at(brokers: &str, name: &str, devices: &str, hours: &str) -> Fleet {
+        Fleet::new_with(brokers, &posture_tests::clickhouse_url(), name, devices, hours).await
+    }
+
+    /// The same with the broker at `brokers` and ClickHouse at `clickhouse`.
+    async fn new_with(brokers: &str, clickhouse: &str, name: &str, devices: &str, hours: &str) -> Fleet {
         let dir = std::env::temp_dir().join(unique_name(name));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("fleet.jsonl").to_str().unwrap().to_string();
@@ -79,9 +84,9 @@ impl Fleet {
         ];
         posture(&[&sim[..], &["--out", &file]].concat(), &[]);
         posture(&[&sim[..], &["--kafka", brokers, "--topic", &topic]].concat(), &[]);
-        let (client, database) = fresh_database(name).await;
+        let (client, database) = posture_tests::fresh_database_at(clickhouse, name).await;
         let env = vec![
-            ("POSTURE_CLICKHOUSE_URL".to_string(), posture_tests::clickhouse_url()),
+            ("POSTURE_CLICKHOUSE_URL".to_string(), clickhouse.to_string()),
             ("POSTURE_CLICKHOUSE_DATABASE".to_string(), database.clone()),
             ("POSTURE_KAFKA_BROKERS".to_string(), brokers.to_string()),
         ];
@@ -654,6 +659,154 @@ async fn a_broker_restart_mid_run_is_exact() {
     let log = fleet.log("run.log");
     eprintln!("transitions: {at_kill} when the broker was killed, {got} at the end, reference {reference}");
     assert!(at_kill < reference, "the broker went down mid-run");
+    assert!(run_alive_until_the_end(&log), "the pipeline kept running:\n{log}");
+    assert_eq!(got, reference, "transitions written; log:\n{log}");
+    fleet.check_scores();
+}
+
+/// A ClickHouse server of our own (the stack's `clickhouse-server`, a config like
+/// `scripts/stack`'s) with its data in `dir`, on free ports, so it can be killed and started
+/// again on the same data without disturbing the other tests.
+struct OwnClickHouse {
+    dir: std::path::PathBuf,
+    http: u16,
+    child: Option<Child>,
+}
+
+impl OwnClickHouse {
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn start() -> OwnClickHouse {
+        let dir = std::env::temp_dir().join(unique_name("own_clickhouse"));
+        for sub in ["data", "tmp", "log", "user_files", "format_schemas"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let (http, tcp) = (Self::free_port(), Self::free_port());
+        let d = dir.display();
+        std::fs::write(
+            dir.join("config.xml"),
+            format!(
+                "<?xml version=\"1.0\"?>\n<yandex>\n<logger><level>information</level>\
+                 <log>{d}/log/server.log</log><errorlog>{d}/log/server.err.log</errorlog></logger>\n\
+                 <http_port>{http}</http_port><tcp_port>{tcp}</tcp_port><listen_host>127.0.0.1</listen_host>\n\
+                 <max_connections>256</max_connections><keep_alive_timeout>3</keep_alive_timeout>\n\
+                 <mark_cache_size>268435456</mark_cache_size><path>{d}/data/</path><tmp_path>{d}/tmp/</tmp_path>\n\
+                 <user_files_path>{d}/user_files/</user_files_path><format_schema_path>{d}/format_schemas/</format_schema_path>\n\
+                 <users_config>{d}/users.xml</users_config><default_profile>default</default_profile>\n\
+                 <default_database>default</default_database><timezone>UTC</timezone><mlock_executable>false</mlock_executable>\n\
+                 </yandex>\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("users.xml"),
+            "<?xml version=\"1.0\"?>\n<yandex><profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>\
+             <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks>\
+             <profile>default</profile><quota>default</quota></default></users>\
+             <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>\
+             <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas></yandex>\n",
+        )
+        .unwrap();
+        let mut ch = OwnClickHouse { dir, http, child: None };
+        ch.restart();
+        ch
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http)
+    }
+
+    /// Starts the server on its data (after a kill: as an operator restarts it).
+    fn restart(&mut self) {
+        let bin = ["/usr/bin/clickhouse-server", "/usr/sbin/clickhouse-server"]
+            .into_iter()
+            .find(|b| std::path::Path::new(b).exists())
+            .unwrap_or_else(|| panic!("no clickhouse-server; {}", posture_tests::STACK_HINT));
+        let log = std::fs::File::create(self.dir.join("log/stdout.log")).unwrap();
+        let child = Command::new(bin)
+            .current_dir(&self.dir)
+            .arg(format!("--config-file={}", self.dir.join("config.xml").display()))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start clickhouse-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !clickhouse_answers(self.http) {
+            assert!(
+                Instant::now() < deadline,
+                "clickhouse-server did not come up on {}: {}",
+                self.http,
+                std::fs::read_to_string(self.dir.join("log/server.err.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill(&mut c);
+        }
+    }
+}
+
+impl Drop for OwnClickHouse {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Whether the ClickHouse HTTP port `port` answers `SELECT 1` (no panic when it is down).
+fn clickhouse_answers(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if write!(
+        s,
+        "GET /?query=SELECT%201 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .is_err()
+    {
+        return false;
+    }
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.starts_with("HTTP/1.1 200")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clickhouse_restart_mid_run_is_exact_for_every_read() {
+    let mut ch = OwnClickHouse::start();
+    let fleet = Fleet::new_with(&kafka_brokers(), &ch.url(), "chrestart", "250", "24").await;
+    let reference = fleet.reference_transitions();
+    let mut run = fleet.spawn_run(&unique_name("chrestart_group"), &[], &[], "run.log");
+    let reader = fleet.start_reader(23);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fleet.transitions().await < reference / 5 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // kill -9 the server mid-write, keep it down for 5 s, start it again on the same data.
+    ch.kill();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    ch.restart();
+    let got = fleet.wait_for(reference, Duration::from_secs(180)).await;
+    kill(&mut run);
+    let (answers, partial, failed) = fleet.check_reads(reader).await;
+    let log = fleet.log("run.log");
+    eprintln!(
+        "{answers} scores read around a kill -9 and restart of ClickHouse ({partial} of a partial cut, \
+         {failed} reads failed while it was down): each equal to embedded mode over its cut"
+    );
+    assert!(failed > 0, "reads failed while the server was down");
+    assert!(partial >= 10, "too few answers read mid-run ({partial} of {answers})");
     assert!(run_alive_until_the_end(&log), "the pipeline kept running:\n{log}");
     assert_eq!(got, reference, "transitions written; log:\n{log}");
     fleet.check_scores();
