@@ -630,11 +630,21 @@ impl Query {
                 Some(j.credits())
             }
         };
-        let before_cells = self.cells(report_scope, at_ms).await?;
-        let moved = if applied_to == report_scope {
-            before_cells[c as usize]
-        } else {
-            self.cells(applied_to, at_ms).await?[c as usize]
+        // Both scopes at one cut: the reads are repeated until they reflect the same input (at
+        // most 10 times; a pipeline flushing faster than two reads keeps the last pair).
+        let (before_cells, moved, cut) = {
+            let mut tries = 0;
+            loop {
+                let (cells, cut) = self.cells_with_cut(report_scope, at_ms).await?;
+                if applied_to == report_scope {
+                    break (cells.clone(), cells[c as usize], cut);
+                }
+                let (other, other_cut) = self.cells_with_cut(applied_to, at_ms).await?;
+                tries += 1;
+                if other_cut == cut || tries == 10 {
+                    break (cells, other[c as usize], cut);
+                }
+            }
         };
         let mut after_cells = before_cells.clone();
         let k = &mut after_cells[c as usize].counts;
@@ -656,8 +666,10 @@ impl Query {
             }
             Some(false) => k[count::EFF_HIDDEN] += fail_eff - hidden,
         }
-        let before = self.score_of(&before_cells, report_scope, None, at_ms);
-        let after = self.score_of(&after_cells, report_scope, None, at_ms);
+        let mut before = self.score_of(&before_cells, report_scope, None, at_ms);
+        let mut after = self.score_of(&after_cells, report_scope, None, at_ms);
+        before.cut = Some(cut.clone());
+        after.cut = Some(cut);
         Ok(WhatIf {
             control: control.to_string(),
             applied_to: applied_to.clone(),
