@@ -815,6 +815,13 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
             restored_exceptions: None,
         };
         if !self.st.store.durable() {
+            // No state to restore, but the outputs are prepared all the same (the rollup's cut:
+            // records it already sums are not summed again).
+            self.st
+                .stage
+                .prepare_partition(partition)
+                .await
+                .map_err(|e| state_err(format!("preparing the outputs: {e}")))?;
             let engine = Engine::new(self.st.catalog.clone(), self.st.engine_cfg.clone());
             self.st.partitions.insert(partition, fresh(engine, first_offset));
             self.learn_topic_partitions();

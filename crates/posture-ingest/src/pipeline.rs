@@ -95,13 +95,27 @@ impl Stage for SinkStage {
 
     async fn prepare_partition(&mut self, partition: i32) -> Result<(), SinkError> {
         // Where the partition's committed rollup ends: replayed records before it are summed
-        // there already.
-        let cuts = self.sink.cuts(&[partition]).await.map_err(|source| SinkError::Insert {
-            table: "score_rollup",
-            attempts: 1,
-            rows: 0,
-            source,
-        })?;
+        // there already. Retried like the sink's INSERTs (a ClickHouse blip at assignment).
+        let retry = *self.sink.retry();
+        let mut attempt = 1;
+        let cuts = loop {
+            match self.sink.cuts(&[partition]).await {
+                Ok(c) => break c,
+                Err(e) if attempt < retry.max_attempts.max(1) && posture_sink::sink::is_transient(&e) => {
+                    tracing::warn!(partition, attempt, "cannot read the partition's cut yet, retrying: {e}");
+                    tokio::time::sleep(retry.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(source) => {
+                    return Err(SinkError::Insert {
+                        table: "score_rollup",
+                        attempts: attempt,
+                        rows: 0,
+                        source,
+                    })
+                }
+            }
+        };
         for (p, c) in cuts {
             self.batch.rollup.set_committed(p, c);
         }

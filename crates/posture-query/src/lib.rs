@@ -630,8 +630,7 @@ impl Query {
                 Some(j.credits())
             }
         };
-        // Both scopes at one cut: the reads are repeated until they reflect the same input (at
-        // most 10 times; a pipeline flushing faster than two reads keeps the last pair).
+        // Both scopes at one cut: the reads are repeated until they reflect the same input.
         let (before_cells, moved, cut) = {
             let mut tries = 0;
             loop {
@@ -640,9 +639,16 @@ impl Query {
                     break (cells.clone(), cells[c as usize], cut);
                 }
                 let (other, other_cut) = self.cells_with_cut(applied_to, at_ms).await?;
-                tries += 1;
-                if other_cut == cut || tries == 10 {
+                if other_cut == cut {
                     break (cells, other[c as usize], cut);
+                }
+                tries += 1;
+                if tries == 10 {
+                    return Err(QueryError::ClickHouse {
+                        query: "rollup_counts",
+                        detail: "the pipeline kept committing between the two reads of a what-if (10 tries); ask again"
+                            .into(),
+                    });
                 }
             }
         };
