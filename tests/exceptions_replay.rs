@@ -155,8 +155,10 @@ async fn assert_same_output(direct: &clickhouse::Client, reference: &clickhouse:
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_exception_in_flight_at_a_crash_is_written_exactly_once() {
+/// A reference run (the exception arrives between e1 and e2), and a run that crashes with e2 and
+/// the exception's change unwritten (ClickHouse hangs right after e1 is written). Returns the
+/// crashed run's topic and database, the reference database, and e3 (not produced yet).
+async fn reference_and_crash() -> (String, clickhouse::Client, clickhouse::Client, ConfigChange) {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let (e1, e2, e3) = (
         event("d1", T0, false),
@@ -235,7 +237,12 @@ async fn an_exception_in_flight_at_a_crash_is_written_exactly_once() {
         0,
         "the change was not written"
     );
+    (topic, direct, reference, e3)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exception_in_flight_at_a_crash_is_written_exactly_once() {
+    let (topic, direct, reference, e3) = reference_and_crash().await;
     // The next run: the current set has the exception; e3 arrives.
     resume(&topic, &direct, credit(), &e3).await;
 
@@ -331,5 +338,33 @@ async fn a_written_exception_change_is_replayed_as_it_was() {
         want.iter().any(|r| r.1 == T0 + 2 * MIN && r.2 == 0 && r.3 == 2),
         "the reference ends the credit at the clock (T0+2min) before e3: {want:?}"
     );
+    assert_same_output(&direct, &reference, &want).await;
+}
+
+/// The change was recorded (`exception_syncs` is written first) but the run died before the rows
+/// it caused were written. The next run takes the recorded set again right before the record it
+/// was taken before (e2), as the crashed run did, so the credit is written once, stamped as in
+/// the uninterrupted run. (Taking it at the restore instead, before e1, would put its effect at
+/// a replayed, suppressed position: lost.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_change_whose_rows_were_lost_is_made_again_at_its_record() {
+    let (topic, direct, reference, e3) = reference_and_crash().await;
+    // What the crashed run wrote first: the change, before e2 (offset 1).
+    let mut insert = direct
+        .insert::<posture_sink::SyncRow>("exception_syncs")
+        .await
+        .expect("insert");
+    insert
+        .write(&posture_sink::SyncRow {
+            source_partition: 0,
+            source_offset: 1,
+            exceptions: serde_json::to_string(&vec![credit()]).unwrap(),
+            written_at: 0,
+        })
+        .await
+        .expect("write");
+    insert.end().await.expect("end");
+    resume(&topic, &direct, credit(), &e3).await;
+    let want = counts(&reference).await;
     assert_same_output(&direct, &reference, &want).await;
 }

@@ -104,14 +104,15 @@ pub trait Stage {
     /// owner makes it again from the partition's last snapshot).
     fn discard_partition(&mut self, _partition: i32) {}
     /// The engine of `partition` took the exception set `list` right before
-    /// the record at `offset`: stages that keep output state record it with
-    /// the rows it caused (see [`Stage::restored_exceptions`]).
+    /// the record at `offset`: stages that keep output state record it, before
+    /// the rows it caused (see [`Stage::recorded_exceptions`]).
     fn record_exceptions(&mut self, _partition: i32, _offset: i64, _list: &[Exception]) {}
-    /// After [`Stage::prepare_partition`]: the exception set the partition's
-    /// written output reflects (the last one recorded), which its engine must
-    /// take at once when replaying. `None`: nothing recorded.
-    fn restored_exceptions(&mut self, _partition: i32) -> Option<Vec<Exception>> {
-        None
+    /// After [`Stage::prepare_partition`]: every exception set recorded for the
+    /// partition, with the offset of the record it was taken before. A restored
+    /// engine takes those at or after its snapshot again, each right before its
+    /// record, so a replay makes exactly the output of the run that recorded it.
+    fn recorded_exceptions(&mut self, _partition: i32) -> Vec<(i64, Vec<Exception>)> {
+        Vec::new()
     }
     /// Whether the record at `offset` of `partition` is a replay of output
     /// already written (at or below the output watermarks). A new exception
@@ -161,10 +162,14 @@ impl<A: Stage, B: Stage> Stage for (A, B) {
         self.1.record_exceptions(partition, offset, list);
     }
 
-    fn restored_exceptions(&mut self, partition: i32) -> Option<Vec<Exception>> {
-        let a = self.0.restored_exceptions(partition);
-        let b = self.1.restored_exceptions(partition);
-        a.or(b)
+    fn recorded_exceptions(&mut self, partition: i32) -> Vec<(i64, Vec<Exception>)> {
+        let a = self.0.recorded_exceptions(partition);
+        let b = self.1.recorded_exceptions(partition);
+        if a.is_empty() {
+            b
+        } else {
+            a
+        }
     }
 
     fn replaying(&self, partition: i32, offset: i64) -> bool {
@@ -489,9 +494,9 @@ struct PartitionState {
     last_snapshot: Instant,
     /// The [`ExceptionSet`] version last applied to the engine (0: none).
     exceptions_version: u64,
-    /// The exception set the written output reflects, applied before the
-    /// first record after a restore (see [`Stage::restored_exceptions`]).
-    restored_exceptions: Option<Vec<Exception>>,
+    /// Exception sets recorded at or after the restored state's offset, to take
+    /// again right before their records (see [`Stage::recorded_exceptions`]).
+    recorded: std::collections::VecDeque<(i64, Vec<Exception>)>,
 }
 
 /// Everything but the consumer, so a borrowed message and the state can be
@@ -812,7 +817,7 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
             since_snapshot: 0,
             last_snapshot: Instant::now(),
             exceptions_version: 0,
-            restored_exceptions: None,
+            recorded: std::collections::VecDeque::new(),
         };
         if !self.st.store.durable() {
             // No state to restore, but the outputs are prepared all the same (the rollup's cut:
@@ -873,7 +878,13 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
         self.learn_topic_partitions();
         let mut ps = fresh(engine, start);
         ps.committed = start;
-        ps.restored_exceptions = self.st.stage.restored_exceptions(partition);
+        ps.recorded = self
+            .st
+            .stage
+            .recorded_exceptions(partition)
+            .into_iter()
+            .filter(|(o, _)| *o >= start)
+            .collect();
         if first_offset > start {
             // The consumer starts after the engine's state (e.g. no snapshot, but committed
             // offsets): go back so nothing in between is missed.
@@ -1079,15 +1090,23 @@ impl<S: Stage, D: Decode, St: StateStore> State<S, D, St> {
             }
         };
         let pos = SourcePos { partition, offset };
-        // After a restore: first the set the written output reflects (its replayed rows are
-        // suppressed like every replayed row) ...
-        if let Some(list) = p.restored_exceptions.take() {
+        // After a restore: each recorded set again right before its record, as the run that
+        // recorded it took it (the replay then makes that run's output exactly) ...
+        let mut replayed_set = false;
+        while p.recorded.front().is_some_and(|(o, _)| *o <= offset) {
+            let (_, list) = p.recorded.pop_front().expect("a front");
             self.stats.exception_errors += sync_exceptions(&mut p.engine, &list, pos, &mut self.out);
+            replayed_set = true;
         }
-        // ... then the current set, once past the output already written, recorded with its rows.
+        // ... then the current set, once past every recorded one and the output already
+        // written; recorded before its rows are written.
         if let Some(set) = &self.exceptions {
             let (version, list) = set.current();
-            if version != p.exceptions_version && !self.stage.replaying(partition, offset) {
+            if version != p.exceptions_version
+                && !replayed_set
+                && p.recorded.is_empty()
+                && !self.stage.replaying(partition, offset)
+            {
                 p.exceptions_version = version;
                 self.stats.exception_errors += sync_exceptions(&mut p.engine, &list, pos, &mut self.out);
                 self.stage.record_exceptions(partition, offset, &list);

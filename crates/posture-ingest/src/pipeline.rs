@@ -23,8 +23,8 @@ pub struct SinkStage {
     batch: Batch,
     store: Option<SnapshotStore>,
     watermarks: HashMap<i32, Watermarks>,
-    /// Per partition being prepared: the last exception set recorded.
-    restored_exceptions: HashMap<i32, Vec<Exception>>,
+    /// Per partition being prepared: the exception sets recorded, by offset.
+    recorded_exceptions: HashMap<i32, Vec<(i64, Vec<Exception>)>>,
     suppressed: u64,
     metrics: Option<Arc<Metrics>>,
 }
@@ -37,7 +37,7 @@ impl SinkStage {
             batch: Batch::new(),
             store: None,
             watermarks: HashMap::new(),
-            restored_exceptions: HashMap::new(),
+            recorded_exceptions: HashMap::new(),
             suppressed: 0,
             metrics: None,
         }
@@ -122,14 +122,18 @@ impl Stage for SinkStage {
         if let Some(store) = &self.store {
             let w = store.watermarks(partition).await?;
             self.watermarks.insert(partition, w);
-            if let Some(json) = store.last_exception_sync(partition).await? {
+            let mut recorded = Vec::new();
+            for (offset, json) in store.exception_syncs(partition).await? {
                 match serde_json::from_str::<Vec<Exception>>(&json) {
-                    Ok(list) => {
-                        self.restored_exceptions.insert(partition, list);
-                    }
-                    Err(e) => tracing::error!(partition, "the recorded exception set does not parse, ignored: {e}"),
+                    Ok(list) => recorded.push((offset, list)),
+                    Err(e) => tracing::error!(
+                        partition,
+                        offset,
+                        "a recorded exception set does not parse, ignored: {e}"
+                    ),
                 }
             }
+            self.recorded_exceptions.insert(partition, recorded);
         }
         Ok(())
     }
@@ -148,8 +152,8 @@ impl Stage for SinkStage {
         });
     }
 
-    fn restored_exceptions(&mut self, partition: i32) -> Option<Vec<Exception>> {
-        self.restored_exceptions.remove(&partition)
+    fn recorded_exceptions(&mut self, partition: i32) -> Vec<(i64, Vec<Exception>)> {
+        self.recorded_exceptions.remove(&partition).unwrap_or_default()
     }
 
     fn replaying(&self, partition: i32, offset: i64) -> bool {
@@ -176,7 +180,7 @@ impl Stage for SinkStage {
     fn discard_partition(&mut self, partition: i32) {
         self.batch.discard_partition(partition);
         self.watermarks.remove(&partition);
-        self.restored_exceptions.remove(&partition);
+        self.recorded_exceptions.remove(&partition);
     }
 
     fn pending_rows(&self) -> usize {

@@ -153,9 +153,10 @@ impl Sink {
 
     /// Writes the batch: one INSERT per non-empty table, concurrently, each retried on transient
     /// errors (network errors, timeouts, server errors that say "try again") per the
-    /// [`RetryPolicy`]; then the rollup and the cut rows (`score_rollup`, one INSERT: the
-    /// flush's commit, see [`crate::rollup`]); `exception_syncs` last, once every other table is
-    /// written (a recorded exception change must imply its rows are written). A table is removed
+    /// [`RetryPolicy`]: first `exception_syncs` (a partition restored later takes each recorded
+    /// exception change again right before its record), then the tables of rows concurrently,
+    /// then the rollup and the cut rows (`score_rollup`, one INSERT: the flush's commit, see
+    /// [`crate::rollup`]). A table is removed
     /// from the batch as soon as its INSERT succeeds, so after an error the batch holds exactly
     /// the tables not yet written, and calling `write` again resumes; on success the batch is
     /// empty (and its `seq` numbering restarts).
@@ -167,6 +168,11 @@ impl Sink {
     /// none, it is sent. (The other tables are ReplacingMergeTrees whose queries take the
     /// latest version: a duplicate there changes nothing.)
     pub async fn write(&self, batch: &mut Batch) -> Result<(), SinkError> {
+        // Exception changes first: a restored partition takes each recorded change again right
+        // before its record, so a recorded change whose rows were lost is made again exactly.
+        self.insert_table("exception_syncs", &batch.exception_syncs, true)
+            .await?;
+        batch.exception_syncs.clear();
         // The tables are independent: their INSERTs run concurrently, so a flush costs the
         // slowest INSERT, not the sum of all (each has a fixed cost of a request and a part).
         let (a, b, c, d, e) = tokio::join!(
@@ -200,8 +206,6 @@ impl Sink {
         // The commit: the rollup and the cut rows in one INSERT, once every row they stand
         // for is written (a reader that sees a cut finds all rows below it in every table).
         self.write_rollup(&mut batch.rollup).await?;
-        self.insert_table("exception_syncs", &batch.exception_syncs, true)
-            .await?;
         batch.clear();
         Ok(())
     }

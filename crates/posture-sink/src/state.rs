@@ -208,6 +208,24 @@ impl SnapshotStore {
         Ok(rows.into_iter().next().map(|r| r.exceptions))
     }
 
+    /// Every exception set recorded for input `partition` in `exception_syncs`, in the order the
+    /// partition's engines took them: (the offset of the record it was taken before, the JSON
+    /// array). A restored partition takes each again right before that record, as the run that
+    /// recorded it did.
+    pub async fn exception_syncs(&self, partition: i32) -> Result<Vec<(i64, String)>, SinkError> {
+        #[derive(clickhouse::Row, serde::Deserialize)]
+        struct Sync {
+            source_offset: i64,
+            exceptions: String,
+        }
+        let sql = "SELECT source_offset, exceptions FROM exception_syncs WHERE source_partition = ? \
+                   ORDER BY source_offset, written_at";
+        let rows: Vec<Sync> = self
+            .retrying("exception_syncs", || self.client.query(sql).bind(partition).fetch_all())
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.source_offset, r.exceptions)).collect())
+    }
+
     /// The output watermarks of input `partition` (see [`Watermarks`]). The
     /// tables hold the output of one input topic.
     pub async fn watermarks(&self, partition: i32) -> Result<Watermarks, SinkError> {
