@@ -7,7 +7,10 @@
 //! (write a new migration instead of editing an applied one). The migrations themselves are
 //! idempotent (`CREATE TABLE IF NOT EXISTS`), so a run that dies between applying a file and
 //! recording it is safely repeated. Two instances migrating at the same moment may both apply
-//! and record a file; that is harmless for the same reason.
+//! and record a file; that is harmless for DDL, but not for a backfill (migration 010 fills
+//! `score_rollup` from `score_deltas`, each step only while its level is empty: two runs at once,
+//! or one interrupted half-way through a level, leave that level wrong). Upgrade with every
+//! pipeline stopped and one `posture migrate`.
 
 use crate::embedded::MIGRATIONS;
 use crate::sql::{is_identifier, split_statements};
