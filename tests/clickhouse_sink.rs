@@ -23,6 +23,7 @@ use posture_core::report::{self, Selection};
 use posture_core::*;
 use posture_sink::queries::{self, Param};
 use posture_sink::{migrate, migrations, rows, Batch, RetryPolicy, Sink, SinkError, SCHEMA_MIGRATIONS_DDL};
+use posture_tests::consistency::{point_figures, score_figures};
 use posture_tests::{clickhouse_client, fresh_database, unique_name, STACK_HINT};
 use serde_json::{Map, Value as Json};
 
@@ -964,13 +965,8 @@ async fn check_trend_store(client: &clickhouse::Client, sc: &Scenario, cut_exact
                 for p in &points {
                     let want = sc.score(tenant, group, category.map_or("", Category::as_str), p.at_ms);
                     assert_eq!(
-                        (p.points, p.max_points, p.percent, p.without_exceptions.percent),
-                        (
-                            want.total.points,
-                            want.total.max_points,
-                            want.total.percent,
-                            want.without_exceptions.total.percent
-                        ),
+                        point_figures(p),
+                        score_figures(&want),
                         "history {tenant}/{group:?} {category:?} {bucket:?} point at T0{:+}ms",
                         p.at_ms - T0
                     );
@@ -1192,11 +1188,7 @@ async fn sink_reports_a_missing_table_without_retrying() {
 #[tokio::test]
 async fn sink_retries_transient_errors_with_backoff() {
     // A port nothing listens on: bind, note the port, close.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = posture_tests::free_port();
     let client = posture_tests::clickhouse_client_at(&format!("http://127.0.0.1:{port}"));
     let policy = RetryPolicy {
         max_attempts: 4,

@@ -17,7 +17,7 @@ use posture_ingest::alerts::{AlertConfig, AlertRule, Alerter};
 use posture_ingest::pipeline::{avro_decoder, SinkStage};
 use posture_ingest::{Ingest, IngestConfig};
 use posture_query::{Bucket, Filters, Query, Scope};
-use posture_tests::consistency::{Reference, ScoreAnswer};
+use posture_tests::consistency::{point_figures, score_figures, Reference, ScoreAnswer};
 use posture_tests::{fresh_database, fresh_topic_with_partitions, kafka_brokers, unique_name};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -347,13 +347,8 @@ async fn every_answer_read_while_ingesting_is_the_exact_score_of_its_cut() {
                     assert!((0.0..=100.0).contains(&p.percent) && p.points <= p.max_points, "{p:?}");
                     let want = reference.score(cut, &scope.tenant, scope.group.as_deref(), *category, p.at_ms);
                     assert_eq!(
-                        (p.points, p.max_points, p.percent, p.without_exceptions.percent),
-                        (
-                            want.total.points,
-                            want.total.max_points,
-                            want.total.percent,
-                            want.without_exceptions.total.percent
-                        ),
+                        point_figures(p),
+                        score_figures(&want),
                         "history {scope:?} {category:?} point at {} (cut {cut:?})",
                         p.at
                     );

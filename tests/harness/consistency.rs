@@ -164,6 +164,22 @@ impl Reference {
     }
 }
 
+/// A history point's figures, (points, maximum, percent, percent without exceptions), to compare
+/// with [`score_figures`] of the expected score.
+pub fn point_figures(p: &posture_query::HistoryPoint) -> (f64, f64, f64, f64) {
+    (p.points, p.max_points, p.percent, p.without_exceptions.percent)
+}
+
+/// The same figures of a score.
+pub fn score_figures(s: &report::Score) -> (f64, f64, f64, f64) {
+    (
+        s.total.points,
+        s.total.max_points,
+        s.total.percent,
+        s.without_exceptions.total.percent,
+    )
+}
+
 /// Whether a score part could be a score at all.
 pub fn possible(p: &report::ScorePart) -> bool {
     (0.0..=100.0).contains(&p.percent) && p.points_micros >= 0 && p.points_micros <= p.max_micros

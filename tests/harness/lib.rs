@@ -70,6 +70,16 @@ fn env_or(name: &str, default: &str) -> String {
     }
 }
 
+/// A loopback TCP port free right now (bound, noted, closed): for servers a test starts itself,
+/// or an address nothing listens on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
+
 /// A name no other test (in this or another process, now or in an earlier run) uses:
 /// `prefix_<pid>_<counter>_<random>`, lower case, only `[a-z0-9_]`, so it is valid both as a
 /// Kafka topic or group and as a ClickHouse identifier.

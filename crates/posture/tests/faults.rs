@@ -589,11 +589,7 @@ impl OwnBroker {
     fn start() -> OwnBroker {
         let dir = std::env::temp_dir().join(unique_name("own_broker"));
         std::fs::create_dir_all(&dir).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = posture_tests::free_port();
         let mut b = OwnBroker { dir, port, child: None };
         b.restart();
         b
@@ -674,20 +670,12 @@ struct OwnClickHouse {
 }
 
 impl OwnClickHouse {
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
     fn start() -> OwnClickHouse {
         let dir = std::env::temp_dir().join(unique_name("own_clickhouse"));
         for sub in ["data", "tmp", "log", "user_files", "format_schemas"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
-        let (http, tcp) = (Self::free_port(), Self::free_port());
+        let (http, tcp) = (posture_tests::free_port(), posture_tests::free_port());
         let d = dir.display();
         std::fs::write(
             dir.join("config.xml"),

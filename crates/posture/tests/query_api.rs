@@ -138,14 +138,6 @@ fn events() -> Vec<ConfigChange> {
     ]
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Api {
     base: String,
     http: reqwest::Client,
@@ -283,7 +275,7 @@ async fn every_route_and_subcommand_gives_the_hand_checked_figures() {
         ("POSTURE_BASELINES", baselines.as_str()),
     ];
     posture(&["migrate"], &env);
-    let port = free_port();
+    let port = posture_tests::free_port();
     let log = std::fs::File::create(dir.join("run.log")).unwrap();
     let running = Running(
         Command::new(env!("CARGO_BIN_EXE_posture"))
