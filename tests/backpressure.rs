@@ -144,5 +144,10 @@ async fn a_hung_clickhouse_pauses_consumption_and_the_run_resumes_exactly() {
         }
     };
     assert_eq!(count("transitions").await, transitions);
-    assert_eq!(count("score_deltas").await, deltas);
+    assert_eq!(
+        count("scope_deltas").await,
+        deltas,
+        "every scope delta, carried by its transition's row"
+    );
+    assert_eq!(count("score_deltas").await, 0, "no score_deltas row any more");
 }

@@ -163,7 +163,7 @@ enum Answer {
     },
 }
 
-/// The previous read path, for comparison: the documented `score_at` query over `score_deltas`
+/// The previous read path, for comparison: the documented `score_at` query over the raw log
 /// (every flush's rows in several INSERTs, no cut). Whether its answer was possible.
 async fn old_path_possible(client: &clickhouse::Client, scope: &Scope, category: Option<Category>, at: i64) -> bool {
     #[derive(clickhouse::Row, serde::Deserialize)]
@@ -388,7 +388,7 @@ async fn every_answer_read_while_ingesting_is_the_exact_score_of_its_cut() {
         "{} answers read while ingesting {total} events ({during} during the catch-up): {scores} scores \
          ({partial} of a partial cut), {recs_n} recommendation lists, {hist_n} histories, {} alert checks \
          ({alerted} alerts); every one possible and equal to embedded mode over its cut. The previous \
-         read path (score_at over score_deltas) asked the same {scores} scores at the same moments: \
+         read path (score_at over the raw log) asked the same {scores} scores at the same moments: \
          {old_impossible} impossible",
         answers.len(),
         alerts.len()

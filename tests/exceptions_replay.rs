@@ -120,7 +120,7 @@ async fn counts(client: &clickhouse::Client) -> Vec<Row> {
     client
         .query(
             "SELECT control, event_time_ms, toInt64(sum(pass_with)), toInt64(sum(fail_with)), toInt64(sum(hidden_with)), \
-             toInt64(sum(pass_without)), toInt64(sum(fail_without)) FROM score_deltas \
+             toInt64(sum(pass_without)), toInt64(sum(fail_without)) FROM scope_deltas \
              GROUP BY control, event_time_ms ORDER BY control, event_time_ms",
         )
         .fetch_all()
@@ -149,7 +149,7 @@ async fn assert_same_output(direct: &clickhouse::Client, reference: &clickhouse:
         want,
         "the crashed and resumed run wrote what the uninterrupted one did"
     );
-    for table in ["transitions", "control_state", "score_deltas"] {
+    for table in ["transitions", "control_state", "scope_deltas"] {
         let sql = format!("SELECT count() FROM {table}");
         assert_eq!(count(direct, &sql).await, count(reference, &sql).await, "{table}");
     }
@@ -228,7 +228,7 @@ async fn reference_and_crash() -> (String, clickhouse::Client, clickhouse::Clien
     proxy.pause(false);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        count(&direct, "SELECT count() FROM score_deltas WHERE source_offset >= 1").await,
+        count(&direct, "SELECT count() FROM scope_deltas WHERE source_offset >= 1").await,
         0,
         "e2's rows were not written"
     );

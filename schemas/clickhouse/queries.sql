@@ -28,7 +28,7 @@ FROM
         sum(fail_with) AS fail_w,
         sum(pass_without) AS pass_wo,
         sum(fail_without) AS fail_wo
-    FROM score_deltas
+    FROM scope_deltas
     WHERE tenant = {tenant:String}
         AND group = {group:String}
         AND ({category:String} = '' OR category = {category:String})
@@ -58,7 +58,7 @@ FROM
         sum(fail_with) AS fail_w,
         sum(pass_without) AS pass_wo,
         sum(fail_without) AS fail_wo
-    FROM score_deltas
+    FROM scope_deltas
     WHERE tenant = {tenant:String}
         AND group = {group:String}
         AND event_time <= toDateTime(intDiv({at_ms:Int64}, 1000))
@@ -107,7 +107,7 @@ FROM
             sum(fail_with) AS fw,
             sum(pass_without) AS pwo,
             sum(fail_without) AS fwo
-        FROM score_deltas
+        FROM scope_deltas
         WHERE tenant = {tenant:String}
             AND group = {group:String}
             AND ({category:String} = '' OR category = {category:String})
@@ -188,6 +188,8 @@ ORDER BY pos, cut_partition, control;
 -- The part of the last hour that rollup_counts leaves out: per control, the count deltas of one
 -- scope with event time in [from_ms, at_ms], from the raw log, only of records before each
 -- partition's cut (cut_partitions[i] is included below cut_next[i]; other partitions not at all).
+-- The raw log is the scope deltas carried by `transitions` rows, and `score_deltas` for the rows
+-- written before migration 011 (each delta is in exactly one of them).
 SELECT
     control,
     any(category) AS category,
@@ -196,14 +198,49 @@ SELECT
     sum(hidden_with) AS hidden_w,
     sum(pass_without) AS pass_wo,
     sum(fail_without) AS fail_wo
-FROM score_deltas
-WHERE tenant = {tenant:String}
-    AND group = {group:String}
-    AND event_time >= toDateTime(intDiv({from_ms:Int64}, 1000))
-    AND event_time <= toDateTime(intDiv({at_ms:Int64}, 1000))
-    AND event_time_ms >= {from_ms:Int64}
-    AND event_time_ms <= {at_ms:Int64}
-    AND source_offset < transform(source_partition, {cut_partitions:Array(Int32)}, {cut_next:Array(Int64)}, toInt64(-1))
+FROM
+(
+    SELECT
+        control,
+        category,
+        toInt64(p_w) AS pass_with,
+        toInt64(f_w) AS fail_with,
+        toInt64(h_w) AS hidden_with,
+        toInt64(p_wo) AS pass_without,
+        toInt64(f_wo) AS fail_without
+    FROM transitions
+    ARRAY JOIN
+        scope_groups AS g,
+        scope_pass_with AS p_w,
+        scope_fail_with AS f_w,
+        scope_hidden_with AS h_w,
+        scope_pass_without AS p_wo,
+        scope_fail_without AS f_wo
+    WHERE tenant = {tenant:String}
+        AND g = {group:String}
+        AND event_time >= toDateTime(intDiv({from_ms:Int64}, 1000))
+        AND event_time <= toDateTime(intDiv({at_ms:Int64}, 1000))
+        AND event_time_ms >= {from_ms:Int64}
+        AND event_time_ms <= {at_ms:Int64}
+        AND source_offset < transform(source_partition, {cut_partitions:Array(Int32)}, {cut_next:Array(Int64)}, toInt64(-1))
+    UNION ALL
+    SELECT
+        control,
+        category,
+        toInt64(pass_with) AS pass_with,
+        toInt64(fail_with) AS fail_with,
+        toInt64(hidden_with) AS hidden_with,
+        toInt64(pass_without) AS pass_without,
+        toInt64(fail_without) AS fail_without
+    FROM score_deltas
+    WHERE tenant = {tenant:String}
+        AND group = {group:String}
+        AND event_time >= toDateTime(intDiv({from_ms:Int64}, 1000))
+        AND event_time <= toDateTime(intDiv({at_ms:Int64}, 1000))
+        AND event_time_ms >= {from_ms:Int64}
+        AND event_time_ms <= {at_ms:Int64}
+        AND source_offset < transform(source_partition, {cut_partitions:Array(Int32)}, {cut_next:Array(Int64)}, toInt64(-1))
+)
 GROUP BY control
 HAVING pass_w != 0 OR fail_w != 0 OR hidden_w != 0 OR pass_wo != 0 OR fail_wo != 0
 ORDER BY control;
@@ -222,7 +259,7 @@ SELECT
     sum(hidden_with) AS hidden_w,
     sum(pass_without) AS pass_wo,
     sum(fail_without) AS fail_wo
-FROM score_deltas
+FROM scope_deltas
 WHERE tenant = {tenant:String}
     AND group = {group:String}
     AND event_time <= toDateTime(intDiv({at_ms:Int64}, 1000))
@@ -275,11 +312,31 @@ ORDER BY device, control;
 
 -- name: tenants_latest
 -- Every tenant with score deltas and the event time of its latest one: "now" for the tenant's
--- score-drop alerts (event time, so a backlog is judged by when things happened).
+-- score-drop alerts (event time, so a backlog is judged by when things happened). The raw log is
+-- read only from the earliest of the tenants' latest hours in the trend store on (a tenant's
+-- latest delta is in or after its latest hour there), so the cost is that of the recent rows.
 SELECT
     tenant,
-    max(event_time_ms) AS latest_ms
-FROM score_deltas
+    max(ms) AS latest_ms
+FROM
+(
+    SELECT
+        tenant,
+        event_time_ms AS ms
+    FROM transitions
+    WHERE event_time >= toDateTime(intDiv(
+            (SELECT min(b) FROM (SELECT max(bucket_ms) AS b FROM score_rollup WHERE level = 1 AND group = '' GROUP BY tenant)),
+            1000))
+        AND notEmpty(scope_groups)
+    UNION ALL
+    SELECT
+        tenant,
+        event_time_ms AS ms
+    FROM score_deltas
+    WHERE event_time >= toDateTime(intDiv(
+            (SELECT min(b) FROM (SELECT max(bucket_ms) AS b FROM score_rollup WHERE level = 1 AND group = '' GROUP BY tenant)),
+            1000))
+)
 GROUP BY tenant
 ORDER BY tenant;
 
@@ -287,43 +344,68 @@ ORDER BY tenant;
 -- The device-control transitions that cost a scope's score (group = '' for the whole tenant,
 -- category = '' for all categories) the most points in (from_ms, to_ms]: per control and device,
 -- the points the scope lost (the negated sum of the scope's score deltas of those transitions,
--- micro-points; deltas are
--- exact within the device's partition), largest first, the first 10 with a loss. Score deltas
--- are matched with their transitions by lineage (source partition, offset) and control.
+-- micro-points; deltas are exact within the device's partition), largest first, the first 10
+-- with a loss. A transition row carries its scope deltas; the rows written before migration 011
+-- have theirs in score_deltas, matched with their transitions by lineage (source partition,
+-- offset) and control.
 SELECT
     control,
     device,
-    -sum(points_with) AS points_lost
+    -sum(pw) AS points_lost
 FROM
 (
     SELECT
-        source_partition,
-        source_offset,
         control,
-        points_with
-    FROM score_deltas
+        device,
+        pw
+    FROM transitions
+    ARRAY JOIN
+        scope_groups AS g,
+        scope_points_with AS pw
     WHERE tenant = {tenant:String}
-        AND group = {group:String}
+        AND g = {group:String}
         AND ({category:String} = '' OR category = {category:String})
         AND event_time >= toDateTime(intDiv({from_ms:Int64}, 1000))
         AND event_time <= toDateTime(intDiv({to_ms:Int64}, 1000))
         AND event_time_ms > {from_ms:Int64}
         AND event_time_ms <= {to_ms:Int64}
-) AS d
-ANY INNER JOIN
-(
+    UNION ALL
     SELECT
-        source_partition,
-        source_offset,
         control,
-        device
-    FROM transitions
-    WHERE tenant = {tenant:String}
-        AND event_time >= toDateTime(intDiv({from_ms:Int64}, 1000))
-        AND event_time <= toDateTime(intDiv({to_ms:Int64}, 1000))
-        AND event_time_ms > {from_ms:Int64}
-        AND event_time_ms <= {to_ms:Int64}
-) AS t USING (source_partition, source_offset, control)
+        device,
+        points_with AS pw
+    FROM
+    (
+        SELECT
+            source_partition,
+            source_offset,
+            control,
+            points_with
+        FROM score_deltas
+        WHERE tenant = {tenant:String}
+            AND group = {group:String}
+            AND ({category:String} = '' OR category = {category:String})
+            AND event_time >= toDateTime(intDiv({from_ms:Int64}, 1000))
+            AND event_time <= toDateTime(intDiv({to_ms:Int64}, 1000))
+            AND event_time_ms > {from_ms:Int64}
+            AND event_time_ms <= {to_ms:Int64}
+    ) AS d
+    ANY INNER JOIN
+    (
+        SELECT
+            source_partition,
+            source_offset,
+            control,
+            device
+        FROM transitions
+        WHERE tenant = {tenant:String}
+            AND empty(scope_groups)
+            AND event_time >= toDateTime(intDiv({from_ms:Int64}, 1000))
+            AND event_time <= toDateTime(intDiv({to_ms:Int64}, 1000))
+            AND event_time_ms > {from_ms:Int64}
+            AND event_time_ms <= {to_ms:Int64}
+    ) AS t USING (source_partition, source_offset, control)
+)
 GROUP BY control, device
 HAVING points_lost > 0
 ORDER BY points_lost DESC, control, device
@@ -372,31 +454,88 @@ ORDER BY tenant, id;
 -- One control in one scope now: the devices failing it without exceptions (fail_wo) and with
 -- them (fail_w), the passing devices (pass_wo), the event time of the last change of the failing
 -- count (the instant the scope's last failing device was fixed, when fail_wo is 0), and how many
--- deltas there are (0: the control never had a device in the scope). For remediation tasks.
+-- trend-store rows there are (0: the control never had a device in the scope). For remediation
+-- tasks. The counts are the trend store's (the committed flushes), summed over its 360-day eras;
+-- the last change is read from the raw log from the latest hour whose failing count changed in
+-- the trend store on (the last change is in or after it), so the cost is that of recent rows.
 SELECT
     sum(fail_without) AS fail_wo,
     sum(fail_with) AS fail_w,
     sum(pass_without) AS pass_wo,
-    toInt64(maxIf(event_time_ms, fail_without != 0)) AS last_change_ms,
+    (
+        SELECT toInt64(max(ms))
+        FROM
+        (
+            SELECT event_time_ms AS ms
+            FROM transitions
+            ARRAY JOIN
+                scope_groups AS g,
+                scope_fail_without AS f_wo
+            WHERE tenant = {tenant:String}
+                AND g = {group:String}
+                AND control = {control:String}
+                AND f_wo != 0
+                AND event_time >= toDateTime(intDiv((
+                    SELECT max(bucket_ms) FROM score_rollup
+                    WHERE tenant = {tenant:String} AND group = {group:String} AND level = 1
+                        AND control = {control:String} AND fail_without != 0), 1000))
+            UNION ALL
+            SELECT event_time_ms AS ms
+            FROM score_deltas
+            WHERE tenant = {tenant:String}
+                AND group = {group:String}
+                AND control = {control:String}
+                AND fail_without != 0
+                AND event_time >= toDateTime(intDiv((
+                    SELECT max(bucket_ms) FROM score_rollup
+                    WHERE tenant = {tenant:String} AND group = {group:String} AND level = 1
+                        AND control = {control:String} AND fail_without != 0), 1000))
+        )
+    ) AS last_change_ms,
     count() AS deltas
-FROM score_deltas
+FROM score_rollup
 WHERE tenant = {tenant:String}
     AND group = {group:String}
+    AND level = 4
     AND control = {control:String};
 
 -- name: device_settings_current
 -- One device's settings: per key (key '' is the marker of the latest SNAPSHOT), the latest value
 -- by event sequence, whether it was removed, and that sequence. A key is present when it is not
--- removed and its sequence is at least the marker's.
+-- removed and its sequence is at least the marker's. From device_evidence (one row per event,
+-- the settings as arrays) and device_settings (the rows written before migration 012).
 SELECT
     key,
     argMax(value, sequence) AS value,
     argMax(removed, sequence) AS removed,
     max(sequence) AS seq,
     argMax(event_time_ms, sequence) AS since_ms
-FROM device_settings
-WHERE tenant = {tenant:String}
-    AND device = {device:String}
+FROM
+(
+    SELECT
+        k AS key,
+        v AS value,
+        r AS removed,
+        sequence,
+        event_time_ms
+    FROM device_evidence
+    ARRAY JOIN
+        keys AS k,
+        values AS v,
+        absent AS r
+    WHERE tenant = {tenant:String}
+        AND device = {device:String}
+    UNION ALL
+    SELECT
+        key,
+        value,
+        removed,
+        sequence,
+        event_time_ms
+    FROM device_settings
+    WHERE tenant = {tenant:String}
+        AND device = {device:String}
+)
 GROUP BY key
 ORDER BY key;
 

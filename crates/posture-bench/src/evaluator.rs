@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! Avro bytes ─► WireDecoder::decode ─► Engine::apply ─► encode_engine_delta_into (the score-delta record)
-//!                                                   └─► (with rows) rows + setting_rows: the ClickHouse rows
+//!                                                   └─► (with rows) rows + evidence_row: the ClickHouse rows
 //! ```
 //!
 //! Also the state figures: bytes per device (counted by the caller's
@@ -67,7 +67,7 @@ impl Evaluator {
         }
         if let Some(batch) = &mut self.rows {
             let cat = self.engine.catalog();
-            posture_sink::setting_rows(ev, pos, |k| cat.key_idx(k).is_some(), batch);
+            posture_sink::evidence_row(ev, pos, |k| cat.key_idx(k).is_some(), batch);
             posture_sink::inventory_row(ev, pos, batch);
             posture_sink::rows(&self.engine, &self.out, batch);
             if batch.len() >= self.clear_rows_at {

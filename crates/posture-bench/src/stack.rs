@@ -541,7 +541,7 @@ async fn insert_run(stack: &Stack, plan: &Plan, say: &dyn Fn(String)) -> Result<
         client_secs += t.3;
         let _ = std::fs::remove_file(&file);
         // (ReplacingMergeTree tables may have merged duplicates away meanwhile.)
-        if matches!(t.0.as_str(), "score_deltas" | "transitions") {
+        if t.0 == "transitions" {
             for db in [&db_a, &db_b] {
                 let n = count_rows(&client, db, &t.0).await?;
                 ensure!(n == t.1, "{db}.{} holds {n} rows, not the {} inserted", t.0, t.1);
@@ -571,10 +571,9 @@ async fn count_rows(client: &clickhouse::Client, db: &str, table: &str) -> Resul
 /// The non-empty tables of a batch and their row counts.
 fn table_counts(b: &posture_sink::Batch) -> Vec<(&'static str, u64)> {
     [
-        ("score_deltas", b.score_deltas.len()),
         ("transitions", b.transitions.len()),
         ("control_state", b.control_state.len()),
-        ("device_settings", b.device_settings.len()),
+        ("device_evidence", b.device_evidence.len()),
         ("device_inventory", b.device_inventory.len()),
         ("score_rollup", b.rollup.rows().len()),
     ]

@@ -68,7 +68,7 @@ impl Stage for SinkStage {
 
     fn observe(&mut self, engine: &Engine, ev: &ConfigChange, source: SourcePos) {
         let cat = engine.catalog();
-        posture_sink::setting_rows(ev, source, |k| cat.key_idx(k).is_some(), &mut self.batch);
+        posture_sink::evidence_row(ev, source, |k| cat.key_idx(k).is_some(), &mut self.batch);
         posture_sink::inventory_row(ev, source, &mut self.batch);
     }
 

@@ -229,7 +229,7 @@ async fn fixed_label_values_are_registered_at_zero() {
         );
     }
     assert_eq!(e.series("posture_events_dead_lettered_total").len(), REASONS.len() + 1);
-    for table in ["score_deltas", "transitions", "control_state", "other"] {
+    for table in ["transitions", "control_state", "score_rollup", "other"] {
         assert_eq!(
             e.value("posture_sink_rows_total", &[("table", table)]),
             Some(0.0),
@@ -258,7 +258,7 @@ async fn helpers_record_what_they_say() {
     m.dead_lettered("bad_magic");
     m.transitions_emitted(5);
     m.sink_rows("transitions", 5);
-    m.sink_rows("score_deltas", 3);
+    m.sink_rows("score_rollup", 3);
     m.sink_batch(Duration::from_millis(20));
     m.sink_batch(Duration::from_secs(40));
     m.sink_retry();
@@ -285,7 +285,7 @@ async fn helpers_record_what_they_say() {
     assert_eq!(v("posture_events_dead_lettered_total", &[("reason", "bad_magic")]), 1.0);
     assert_eq!(v("posture_transitions_emitted_total", &[]), 5.0);
     assert_eq!(v("posture_sink_rows_total", &[("table", "transitions")]), 5.0);
-    assert_eq!(v("posture_sink_rows_total", &[("table", "score_deltas")]), 3.0);
+    assert_eq!(v("posture_sink_rows_total", &[("table", "score_rollup")]), 3.0);
     assert_eq!(v("posture_sink_batches_total", &[]), 2.0);
     assert_eq!(v("posture_sink_retries_total", &[]), 1.0);
     assert_eq!(v("posture_sink_failures_total", &[]), 1.0);

@@ -5,7 +5,7 @@
 //! * [`migrate()`] applies the migrations of `schemas/clickhouse/` (embedded at build time, in
 //!   file-name order) to a database and records them in `schema_migrations`; it is idempotent.
 //! * [`rows()`] turns one core [`Output`](posture_core::Output) into rows of the three tables
-//!   (`score_deltas`, `transitions`, `control_state`), appended to a [`Batch`].
+//!   (`transitions` with their scope deltas, `control_state`, ...), appended to a [`Batch`].
 //! * [`Sink::write`] sends a batch: one INSERT per table (concurrently), each retried with bounded
 //!   exponential backoff on transient errors.
 //! * [`queries`] holds the documented trend queries (`schemas/clickhouse/queries.sql`) and renders
@@ -31,8 +31,8 @@ pub mod state;
 pub use migrate::{migrate, migrations, Migration, SCHEMA_MIGRATIONS_DDL};
 pub use rollup::{Progress, Rollup, RollupRow};
 pub use rows::{
-    inventory_row, rows, setting_rows, value_json, Batch, ControlStateRow, InventoryRow, ScoreDeltaRow, SettingRow,
-    SyncRow, TransitionRow,
+    evidence_row, inventory_row, rows, value_json, Batch, ControlStateRow, EvidenceRow, InventoryRow, ScoreDeltaRow,
+    SettingRow, SyncRow, TransitionRow,
 };
 pub use sink::{RetryPolicy, Sink, SinkError};
 pub use state::{SnapshotStore, Watermarks, LINEAGE_TABLES};

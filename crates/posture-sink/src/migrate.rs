@@ -5,8 +5,9 @@
 //! (name, checksum, applied_at), applies every migration not recorded there, and records it.
 //! A second run applies nothing. A recorded migration whose text has changed since is an error
 //! (write a new migration instead of editing an applied one). The migrations themselves are
-//! idempotent (`CREATE TABLE IF NOT EXISTS`), so a run that dies between applying a file and
-//! recording it is safely repeated. Two instances migrating at the same moment may both apply
+//! idempotent (`CREATE TABLE IF NOT EXISTS`; an `ALTER TABLE ... ADD COLUMN` of one column, which
+//! 18.16 cannot say IF NOT EXISTS of, counts as done when the column exists), so a run that dies
+//! between applying a file and recording it is safely repeated. Two instances migrating at the same moment may both apply
 //! and record a file; that is harmless for DDL, but not for a backfill (migration 010 fills
 //! `score_rollup` from `score_deltas`, each step only while its level is empty: two runs at once,
 //! or one interrupted half-way through a level, leave that level wrong). Upgrade with every
@@ -109,14 +110,18 @@ pub async fn migrate(client: &Client, database: &str) -> Result<Vec<String>> {
             continue;
         }
         for stmt in m.statements() {
-            db.query_raw(&stmt)
-                .execute()
-                .await
-                .map_err(|source| SinkError::Migration {
-                    file: m.name.to_string(),
-                    statement: first_line(&stmt),
-                    source,
-                })?;
+            match db.query_raw(&stmt).execute().await {
+                Ok(()) => {}
+                // 18.16 has no ADD COLUMN IF NOT EXISTS: a column that is there is done.
+                Err(e) if adds_one_column(&stmt) && e.to_string().contains("already exists") => {}
+                Err(source) => {
+                    return Err(SinkError::Migration {
+                        file: m.name.to_string(),
+                        statement: first_line(&stmt),
+                        source,
+                    })
+                }
+            }
         }
         let mut insert = db
             .insert::<Applied>("schema_migrations")
@@ -134,6 +139,13 @@ pub async fn migrate(client: &Client, database: &str) -> Result<Vec<String>> {
         applied.push(m.name.to_string());
     }
     Ok(applied)
+}
+
+/// Whether `stmt` is `ALTER TABLE t ADD COLUMN c ...` of a single column: the one kind of
+/// statement that [`migrate`] repeats by taking "column already exists" as success.
+fn adds_one_column(stmt: &str) -> bool {
+    let s = stmt.trim_start();
+    s.starts_with("ALTER TABLE ") && s.matches("ADD COLUMN ").count() == 1 && !s.contains(',')
 }
 
 fn record_error(file: &str, source: clickhouse::error::Error) -> SinkError {
@@ -182,7 +194,7 @@ mod tests {
                 let guarded_insert =
                     s.starts_with("INSERT INTO") && s.contains("(SELECT count() FROM") && s.contains(") = 0");
                 assert!(
-                    s.contains("IF NOT EXISTS") || s.contains("IF EXISTS") || guarded_insert,
+                    s.contains("IF NOT EXISTS") || s.contains("IF EXISTS") || guarded_insert || adds_one_column(s),
                     "{}: statements must be idempotent: {s}",
                     m.name
                 );
@@ -193,6 +205,16 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn only_single_column_adds_are_repeated() {
+        assert!(adds_one_column("ALTER TABLE transitions ADD COLUMN seq2 UInt32"));
+        assert!(!adds_one_column("ALTER TABLE t ADD COLUMN a UInt8, ADD COLUMN b UInt8"));
+        assert!(!adds_one_column("ALTER TABLE t DROP COLUMN a"));
+        assert!(!adds_one_column(
+            "CREATE TABLE IF NOT EXISTS t (a UInt8) ENGINE = Memory"
+        ));
     }
 
     #[test]

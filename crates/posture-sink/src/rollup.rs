@@ -356,7 +356,8 @@ pub fn cut_row(partition: i32, next_offset: i64, clock_ms: i64, topic_partitions
 /// The counts at instant `t` (every delta with event time <= t, i.e. before `end = t + 1`) are
 /// the sum of: level 4 buckets before `era(end)`, level 3 in `[era(end), block(end))`, level 2 in
 /// `[block(end), day(end))`, level 1 in `[day(end), hour(end))`, and the raw deltas in
-/// `[hour(end), end)` (the *tail*, from `score_deltas`).
+/// `[hour(end), end)` (the *tail*, from the raw log: the scope deltas of `transitions`, and of
+/// `score_deltas` for rows written before migration 011).
 ///
 /// A series of buckets of level `step` from `series_from` (aligned) adds, per bucket, the rows
 /// of that level in it; its base is the counts at `series_from`, and its last point is the

@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// One row of `score_deltas`: one [`ScopeDelta`].
+/// One row of `score_deltas`: one [`ScopeDelta`]. The raw log before migration 011: the sink no
+/// longer writes this table (see [`TransitionRow`]'s scope columns); [`score_delta_rows`] makes
+/// these rows for upgrade tests and the old-model benchmark.
 #[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Serialize)]
 pub struct ScoreDeltaRow {
     /// Tenant name.
@@ -102,9 +104,29 @@ pub struct TransitionRow {
     pub source_offset: i64,
     /// Index of this row among the `transitions` rows of its source position.
     pub seq: u32,
+    /// The control's points p_c, micro-points.
+    pub control_points: i64,
+    /// The scopes this transition changed, one element per scope delta: `""` for the tenant,
+    /// else a device group. The other `scope_*` columns are parallel to this one.
+    pub scope_groups: Vec<String>,
+    /// PASS count delta of each scope, exceptions applied.
+    pub scope_pass_with: Vec<i8>,
+    /// FAIL count delta, exceptions applied.
+    pub scope_fail_with: Vec<i8>,
+    /// Delta of the FAIL devices hidden from recommendations by an exception.
+    pub scope_hidden_with: Vec<i8>,
+    /// PASS count delta without exceptions.
+    pub scope_pass_without: Vec<i8>,
+    /// FAIL count delta without exceptions.
+    pub scope_fail_without: Vec<i8>,
+    /// Score delta with exceptions (micro-points; an exact sum within one input partition only).
+    pub scope_points_with: Vec<i64>,
+    /// Score delta without exceptions (likewise).
+    pub scope_points_without: Vec<i64>,
 }
 
-/// One row of `device_settings`: a setting's value as of one event.
+/// One row of `device_settings`: a setting's value as of one event. The evidence before migration
+/// 012 (one row per setting per event): the sink now writes [`EvidenceRow`]s.
 #[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Serialize)]
 pub struct SettingRow {
     /// Tenant name.
@@ -119,6 +141,30 @@ pub struct SettingRow {
     pub removed: u8,
     /// The event's sequence.
     pub sequence: i64,
+    /// The event's time (ms).
+    pub event_time_ms: i64,
+    /// Lineage: the Kafka partition of the event.
+    pub source_partition: i32,
+    /// Lineage: its offset.
+    pub source_offset: i64,
+}
+
+/// One row of `device_evidence`: the settings of one applied event that some check reads (the
+/// evidence behind control states), as parallel arrays.
+#[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Serialize)]
+pub struct EvidenceRow {
+    /// Tenant name.
+    pub tenant: String,
+    /// Device id.
+    pub device: String,
+    /// The event's sequence.
+    pub sequence: i64,
+    /// The setting keys; a SNAPSHOT's start with the marker `""` (older keys are absent).
+    pub keys: Vec<String>,
+    /// The values as JSON text (`""` when removed, and for the marker).
+    pub values: Vec<String>,
+    /// 1 when a REMOVE event (or a null value) made the key absent.
+    pub absent: Vec<u8>,
     /// The event's time (ms).
     pub event_time_ms: i64,
     /// Lineage: the Kafka partition of the event.
@@ -201,39 +247,51 @@ pub fn value_json(v: &posture_core::Value) -> String {
     }
 }
 
-/// Appends the `device_settings` rows of one applied event: its settings
-/// that some check reads (per `keep`), and a marker for a SNAPSHOT.
-pub fn setting_rows(
+/// Appends the `device_evidence` row of one applied event: its settings that some check reads
+/// (per `keep`), after the marker `""` for a SNAPSHOT. An event with neither (and a RETIRE) adds
+/// no row.
+pub fn evidence_row(
     ev: &posture_core::ConfigChange,
     source: SourcePos,
     keep: impl Fn(&str) -> bool,
     batch: &mut Batch,
 ) {
     use posture_core::ChangeKind;
-    let row = |key: &str, value: String, removed: u8| SettingRow {
-        tenant: ev.tenant_id.clone(),
-        device: ev.device_id.clone(),
-        key: key.to_string(),
-        value,
-        removed,
+    let mut row = EvidenceRow {
+        tenant: String::new(),
+        device: String::new(),
         sequence: ev.sequence,
+        keys: Vec::new(),
+        values: Vec::new(),
+        absent: Vec::new(),
         event_time_ms: ev.observed_at,
         source_partition: source.partition,
         source_offset: source.offset,
     };
+    let mut push = |key: &str, value: String, removed: u8| {
+        row.keys.push(key.to_string());
+        row.values.push(value);
+        row.absent.push(removed);
+    };
     match ev.kind {
         ChangeKind::Retire => return,
-        ChangeKind::Snapshot => batch.device_settings.push(row("", String::new(), 0)),
+        ChangeKind::Snapshot => push("", String::new(), 0),
         _ => {}
     }
     for s in ev.settings.iter().filter(|s| !s.key.is_empty() && keep(&s.key)) {
         let absent = ev.kind == ChangeKind::Remove || s.value == posture_core::Value::Null;
-        batch.device_settings.push(if absent {
-            row(&s.key, String::new(), 1)
+        if absent {
+            push(&s.key, String::new(), 1);
         } else {
-            row(&s.key, value_json(&s.value), 0)
-        });
+            push(&s.key, value_json(&s.value), 0);
+        }
     }
+    if row.keys.is_empty() {
+        return;
+    }
+    row.tenant = ev.tenant_id.clone();
+    row.device = ev.device_id.clone();
+    batch.device_evidence.push(row);
 }
 
 /// One row of `control_state`: the state a [`Transition`] leaves behind.
@@ -271,26 +329,24 @@ pub struct ControlStateRow {
     pub version: u64,
 }
 
-/// Rows for the three tables, collected from one or more [`Output`]s and written by
+/// Rows for the tables, collected from one or more [`Output`]s and written by
 /// [`crate::Sink::write`] with one INSERT per table.
 #[derive(Clone, Debug, Default)]
 pub struct Batch {
-    /// Rows of `score_deltas`.
-    pub score_deltas: Vec<ScoreDeltaRow>,
-    /// Rows of `transitions`.
+    /// Rows of `transitions` (with their scope deltas).
     pub transitions: Vec<TransitionRow>,
     /// Rows of `control_state`.
     pub control_state: Vec<ControlStateRow>,
-    /// Rows of `device_settings` (idempotent: not part of the lineage tables).
-    pub device_settings: Vec<SettingRow>,
+    /// Rows of `device_evidence` (idempotent: not part of the lineage tables).
+    pub device_evidence: Vec<EvidenceRow>,
     /// Rows of `device_inventory` (idempotent too).
     pub device_inventory: Vec<InventoryRow>,
     /// Rows of `exception_syncs`.
     pub exception_syncs: Vec<SyncRow>,
     /// The batch's `score_rollup` cells and partition progress (the flush's commit).
     pub rollup: Rollup,
-    /// Next `seq` per source position: `[transitions, score_deltas]`.
-    seqs: HashMap<SourcePos, [u32; 2]>,
+    /// Next `transitions` `seq` per source position.
+    seqs: HashMap<SourcePos, u32>,
 }
 
 impl Batch {
@@ -301,10 +357,9 @@ impl Batch {
 
     /// Whether the batch holds no row.
     pub fn is_empty(&self) -> bool {
-        self.score_deltas.is_empty()
-            && self.transitions.is_empty()
+        self.transitions.is_empty()
             && self.control_state.is_empty()
-            && self.device_settings.is_empty()
+            && self.device_evidence.is_empty()
             && self.device_inventory.is_empty()
             && self.exception_syncs.is_empty()
             && self.rollup.is_empty()
@@ -312,10 +367,9 @@ impl Batch {
 
     /// Rows in all tables.
     pub fn len(&self) -> usize {
-        self.score_deltas.len()
-            + self.transitions.len()
+        self.transitions.len()
             + self.control_state.len()
-            + self.device_settings.len()
+            + self.device_evidence.len()
             + self.device_inventory.len()
             + self.exception_syncs.len()
             + self.rollup.len()
@@ -323,29 +377,22 @@ impl Batch {
 
     /// Row counts per table, in [`crate::state::LINEAGE_TABLES`] order: a
     /// mark for [`Batch::suppress_since`].
-    pub fn mark(&self) -> [usize; 3] {
-        [
-            self.score_deltas.len(),
-            self.transitions.len(),
-            self.control_state.len(),
-        ]
+    pub fn mark(&self) -> [usize; 2] {
+        [self.transitions.len(), self.control_state.len()]
     }
 
     /// Drops the rows added since `mark` whose source offset is at or below
     /// their table's watermark for their source partition (`watermark`
     /// gives it): rows a replay makes again although they are already
     /// written. Returns how many were dropped.
-    pub fn suppress_since(&mut self, mark: [usize; 3], watermark: impl Fn(i32) -> Option<[i64; 3]>) -> usize {
+    pub fn suppress_since(&mut self, mark: [usize; 2], watermark: impl Fn(i32) -> Option<[i64; 2]>) -> usize {
         let w = |p: i32, t: usize| watermark(p).map_or(-1, |w| w[t]);
         let mut n = 0;
-        n += cut_from(&mut self.score_deltas, mark[0], |r| {
+        n += cut_from(&mut self.transitions, mark[0], |r| {
             r.source_offset > w(r.source_partition, 0)
         });
-        n += cut_from(&mut self.transitions, mark[1], |r| {
+        n += cut_from(&mut self.control_state, mark[1], |r| {
             r.source_offset > w(r.source_partition, 1)
-        });
-        n += cut_from(&mut self.control_state, mark[2], |r| {
-            r.source_offset > w(r.source_partition, 2)
         });
         n
     }
@@ -354,10 +401,9 @@ impl Batch {
     /// its next owner makes these rows again from the last snapshot).
     pub fn discard_partition(&mut self, partition: i32) -> usize {
         let before = self.len();
-        self.score_deltas.retain(|r| r.source_partition != partition);
         self.transitions.retain(|r| r.source_partition != partition);
         self.control_state.retain(|r| r.source_partition != partition);
-        self.device_settings.retain(|r| r.source_partition != partition);
+        self.device_evidence.retain(|r| r.source_partition != partition);
         self.device_inventory.retain(|r| r.source_partition != partition);
         self.exception_syncs.retain(|r| r.source_partition != partition);
         self.rollup.discard_partition(partition);
@@ -369,10 +415,9 @@ impl Batch {
     /// pending cells and progress are dropped (what the table holds is kept).
     pub fn clear(&mut self) {
         self.rollup.clear_pending();
-        self.score_deltas.clear();
         self.transitions.clear();
         self.control_state.clear();
-        self.device_settings.clear();
+        self.device_evidence.clear();
         self.device_inventory.clear();
         self.exception_syncs.clear();
         self.seqs.clear();
@@ -453,15 +498,14 @@ pub fn datetime_secs(ms: i64) -> u32 {
     ms.div_euclid(1000).clamp(0, u32::MAX as i64) as u32
 }
 
-/// Appends the rows of one [`Output`] of `engine` to `batch`: one `score_deltas` row per scope
-/// delta, one `transitions` and one `control_state` row per transition, and the scope deltas to
+/// Appends the rows of one [`Output`] of `engine` to `batch`: one `transitions` row (carrying the
+/// transition's scope deltas) and one `control_state` row per transition, and the scope deltas to
 /// the batch's rollup (unless the rollup already holds their record: see [`Rollup::accepts`]),
 /// whose progress moves to the record after each transition's. `seq` numbers the rows
 /// of each table per source position (partition, offset) across everything appended to the
 /// batch since it was made or cleared, so keep all output of one source position in one batch.
 pub fn rows(engine: &Engine, out: &Output, batch: &mut Batch) {
     let cat = engine.catalog();
-    batch.score_deltas.reserve(out.scope_deltas.len());
     batch.transitions.reserve(out.transitions.len());
     batch.control_state.reserve(out.transitions.len());
     for t in &out.transitions {
@@ -470,15 +514,14 @@ pub fn rows(engine: &Engine, out: &Output, batch: &mut Batch) {
         let device = engine.device_name(t.device);
         let category = control.category.as_str();
         let event_time = datetime_secs(t.event_time);
-        let seqs = batch.seqs.entry(t.source).or_insert([0, 0]);
-        let seq = seqs[0];
-        seqs[0] += 1;
-        let first_delta_seq = seqs[1];
-        seqs[1] += t.scopes.len() as u32;
+        let next = batch.seqs.entry(t.source).or_insert(0);
+        let seq = *next;
+        *next += 1;
 
-        batch
-            .transitions
-            .push(transition_row(t, tenant, device, &control.id, category, seq));
+        let mut row = transition_row(t, tenant, device, &control.id, category, seq);
+        row.control_points = control.points;
+        scope_columns(engine, out.deltas_of(t), &mut row);
+        batch.transitions.push(row);
         batch.control_state.push(ControlStateRow {
             tenant: tenant.to_string(),
             device: device.to_string(),
@@ -504,19 +547,60 @@ pub fn rows(engine: &Engine, out: &Output, batch: &mut Batch) {
                 clock_ms: engine.clock().max(0),
             },
         );
-        for (i, d) in out.deltas_of(t).iter().enumerate() {
-            if in_rollup {
+        if in_rollup {
+            for d in out.deltas_of(t) {
                 batch.rollup.add(engine, t.source, t.event_time, t.control, d);
             }
-            batch.score_deltas.push(delta_row(
+        }
+    }
+}
+
+/// Fills the `scope_*` columns of a transition's row from its scope deltas.
+fn scope_columns(engine: &Engine, deltas: &[ScopeDelta], row: &mut TransitionRow) {
+    use posture_core::engine::count::*;
+    use posture_core::engine::view::{WITH, WITHOUT};
+    for d in deltas {
+        row.scope_groups.push(group_name(engine, d).to_string());
+        row.scope_pass_with.push(d.counts[EFF_PASS]);
+        row.scope_fail_with.push(d.counts[EFF_FAIL]);
+        row.scope_hidden_with.push(d.counts[EFF_HIDDEN]);
+        row.scope_pass_without.push(d.counts[RAW_PASS]);
+        row.scope_fail_without.push(d.counts[RAW_FAIL]);
+        row.scope_points_with.push(d.points[WITH]);
+        row.scope_points_without.push(d.points[WITHOUT]);
+    }
+}
+
+fn group_name<'e>(engine: &'e Engine, d: &ScopeDelta) -> &'e str {
+    if d.scope.group == NO_GROUP {
+        ""
+    } else {
+        engine.group_name(d.scope.group).unwrap_or_default()
+    }
+}
+
+/// The `score_deltas` rows of one [`Output`], as the sink wrote them before migration 011 (one
+/// per scope delta, `seq` numbering them per source position from 0 within this output): for
+/// tests of the upgrade path and the old-model benchmark.
+pub fn score_delta_rows(engine: &Engine, out: &Output) -> Vec<ScoreDeltaRow> {
+    let cat = engine.catalog();
+    let mut seqs: HashMap<SourcePos, u32> = HashMap::new();
+    let mut v = Vec::with_capacity(out.scope_deltas.len());
+    for t in &out.transitions {
+        let control = &cat.controls[t.control as usize];
+        for d in out.deltas_of(t) {
+            let seq = seqs.entry(t.source).or_insert(0);
+            v.push(delta_row(
                 engine,
                 d,
                 t,
-                (&control.id, control.points, category),
-                first_delta_seq + i as u32,
+                (&control.id, control.points, control.category.as_str()),
+                *seq,
             ));
+            *seq += 1;
         }
     }
+    v
 }
 
 fn transition_row(
@@ -552,6 +636,15 @@ fn transition_row(
         source_partition: t.source.partition,
         source_offset: t.source.offset,
         seq,
+        control_points: 0,
+        scope_groups: Vec::new(),
+        scope_pass_with: Vec::new(),
+        scope_fail_with: Vec::new(),
+        scope_hidden_with: Vec::new(),
+        scope_pass_without: Vec::new(),
+        scope_fail_without: Vec::new(),
+        scope_points_with: Vec::new(),
+        scope_points_without: Vec::new(),
     }
 }
 
@@ -564,11 +657,7 @@ fn delta_row(
 ) -> ScoreDeltaRow {
     use posture_core::engine::count::*;
     use posture_core::engine::view::{WITH, WITHOUT};
-    let group = if d.scope.group == NO_GROUP {
-        ""
-    } else {
-        engine.group_name(d.scope.group).unwrap_or_default()
-    };
+    let group = group_name(engine, d);
     ScoreDeltaRow {
         tenant: engine.tenant_name(d.scope.tenant).to_string(),
         group: group.to_string(),

@@ -162,8 +162,8 @@ impl Sink {
     /// empty (and its `seq` numbering restarts).
     ///
     /// An INSERT that timed out or lost its connection may still have been committed by the
-    /// server. So before sending the rows of an append-only table (`score_deltas`,
-    /// `transitions`, `exception_syncs`) again, a retry counts the rows of their source
+    /// server. So before sending the rows of an append-only table (`transitions`,
+    /// `exception_syncs`) again, a retry counts the rows of their source
     /// positions in the table: all there, the INSERT had been committed and is not sent again;
     /// none, it is sent. (The other tables are ReplacingMergeTrees whose queries take the
     /// latest version: a duplicate there changes nothing.)
@@ -175,11 +175,10 @@ impl Sink {
         batch.exception_syncs.clear();
         // The tables are independent: their INSERTs run concurrently, so a flush costs the
         // slowest INSERT, not the sum of all (each has a fixed cost of a request and a part).
-        let (a, b, c, d, e) = tokio::join!(
-            self.insert_table("score_deltas", &batch.score_deltas, true),
+        let (b, c, d, e) = tokio::join!(
             self.insert_table("transitions", &batch.transitions, true),
             self.insert_table("control_state", &batch.control_state, false),
-            self.insert_table("device_settings", &batch.device_settings, false),
+            self.insert_table("device_evidence", &batch.device_evidence, false),
             self.insert_table("device_inventory", &batch.device_inventory, false),
         );
         // Remove what was written, so a failed write resends only the rest.
@@ -195,10 +194,9 @@ impl Sink {
                 }
             }
         };
-        done(a, &mut || batch.score_deltas.clear());
         done(b, &mut || batch.transitions.clear());
         done(c, &mut || batch.control_state.clear());
-        done(d, &mut || batch.device_settings.clear());
+        done(d, &mut || batch.device_evidence.clear());
         done(e, &mut || batch.device_inventory.clear());
         if let Some(e) = first_error {
             return Err(e);
@@ -452,6 +450,7 @@ sourced!(
     crate::rows::TransitionRow,
     crate::rows::ControlStateRow,
     crate::rows::SettingRow,
+    crate::rows::EvidenceRow,
     crate::rows::InventoryRow,
     crate::rows::SyncRow
 );

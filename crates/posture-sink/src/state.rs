@@ -14,11 +14,11 @@ use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 
 /// The output tables whose rows carry lineage, in [`Watermarks`] order.
-pub const LINEAGE_TABLES: [&str; 3] = ["score_deltas", "transitions", "control_state"];
+pub const LINEAGE_TABLES: [&str; 2] = ["transitions", "control_state"];
 
 /// Per table of [`LINEAGE_TABLES`], the highest `source_offset` written for
 /// one partition (-1: none).
-pub type Watermarks = [i64; 3];
+pub type Watermarks = [i64; 2];
 
 #[derive(Row, Serialize, Deserialize)]
 struct ChunkRow {
@@ -229,7 +229,7 @@ impl SnapshotStore {
     /// The output watermarks of input `partition` (see [`Watermarks`]). The
     /// tables hold the output of one input topic.
     pub async fn watermarks(&self, partition: i32) -> Result<Watermarks, SinkError> {
-        let mut out = [-1; 3];
+        let mut out = [-1; 2];
         for (i, table) in LINEAGE_TABLES.iter().enumerate() {
             let sql = format!(
                 "SELECT count() AS rows, max(source_offset) AS max_offset FROM {table} WHERE source_partition = ?"
