@@ -62,6 +62,8 @@ struct Scenario {
     batches: Vec<Batch>,
     /// Per batch, the `score_deltas` rows the sink wrote before migration 011 (for the upgrade test).
     legacy_deltas: Vec<Vec<posture_sink::rows::ScoreDeltaRow>>,
+    /// Per batch, the `control_state` rows the sink wrote before migration 013.
+    legacy_states: Vec<Vec<posture_sink::rows::ControlStateRow>>,
 }
 
 fn event(
@@ -202,6 +204,8 @@ fn scenario() -> Scenario {
     let mut batch = Batch::new();
     let mut legacy_deltas = Vec::new();
     let mut legacy = Vec::new();
+    let mut legacy_states = Vec::new();
+    let mut legacy_state = Vec::new();
     for step in steps {
         let mut out = Output::default();
         let mut part_outs = [Output::default(), Output::default()];
@@ -237,12 +241,14 @@ fn scenario() -> Scenario {
             Step::Flush => {
                 batches.push(std::mem::take(&mut batch));
                 legacy_deltas.push(std::mem::take(&mut legacy));
+                legacy_states.push(std::mem::take(&mut legacy_state));
                 continue;
             }
         }
         for (p, part) in parts.iter().enumerate() {
             rows(part, &part_outs[p], &mut batch);
             legacy.extend(posture_sink::rows::score_delta_rows(part, &part_outs[p]));
+            legacy_state.extend(posture_sink::rows::control_state_rows(part, &part_outs[p]));
         }
         outputs.push(out);
     }
@@ -292,6 +298,7 @@ fn scenario() -> Scenario {
         outputs,
         batches,
         legacy_deltas,
+        legacy_states,
     }
 }
 
@@ -619,13 +626,15 @@ fn cases(sc: &Scenario) -> Vec<Case> {
         ]],
     ));
 
-    // control_state_current: every device-control that ever had a transition.
+    // control_state_current: every control of every device with a transition.
     for (tenant, device) in [("t1", ""), ("t2", ""), ("t1", "d1")] {
         let mut seen: BTreeMap<(String, String), ()> = BTreeMap::new();
         for t in sc.outputs.iter().flat_map(|o| &o.transitions) {
             let name = sc.engine.device_name(t.device);
             if sc.engine.tenant_name(t.tenant) == tenant && (device.is_empty() || name == device) {
-                seen.insert((name.to_string(), cat.controls[t.control as usize].id.clone()), ());
+                for c in &cat.controls {
+                    seen.insert((name.to_string(), c.id.clone()), ());
+                }
             }
         }
         let expected = seen
@@ -662,6 +671,7 @@ fn cases(sc: &Scenario) -> Vec<Case> {
                 ("tenant", tenant.into()),
                 ("device", device.into()),
                 ("control", "".into()),
+                ("state", "".into()),
             ],
             expected,
         ));
@@ -817,7 +827,8 @@ fn json_inserts(batches: &[Batch]) -> Vec<String> {
         .flat_map(|b| {
             [
                 insert("transitions", &b.transitions),
-                insert("control_state", &b.control_state),
+                insert("baseline_catalogs", &b.catalogs),
+                insert("device_state", &b.device_state),
             ]
         })
         .flatten()
@@ -848,17 +859,22 @@ async fn trend_queries_match_the_core_on_clickhouse_18() {
     for b in &sc.batches {
         let mut b = b.clone();
         written[0] += b.transitions.len();
-        written[1] += b.control_state.len();
         sink.write(&mut b).await.expect("sink write");
         assert!(b.is_empty(), "a written batch is empty");
     }
-    for (i, table) in ["transitions", "control_state", "score_deltas"].iter().enumerate() {
+    // One device_state row per device (the latest, by FINAL).
+    written[1] = ["d1", "d2", "d3", "d9"].len();
+    for (i, table) in ["transitions", "device_state FINAL", "score_deltas", "control_state"]
+        .iter()
+        .enumerate()
+    {
         let n: u64 = client
             .query(&format!("SELECT count() FROM {table}"))
             .fetch_one()
             .await
             .expect("count");
-        // (score_deltas: no longer written; the transitions rows carry the scope deltas)
+        // (score_deltas, control_state: no longer written; the transitions rows carry the scope
+        // deltas, device_state the current states)
         assert_eq!(n as usize, written.get(i).copied().unwrap_or(0), "{table} rows");
     }
     // (source_partition, source_offset, seq) identifies every row.
@@ -1033,10 +1049,10 @@ async fn migrate_backfills_the_trend_store_of_an_old_database() {
     // holds a loss written the old way (d1's firewall).
     let half = sc.batches.len() - 1;
     assert!(half >= 1);
-    for (b, legacy) in sc.batches[..half].iter().zip(&sc.legacy_deltas) {
+    for ((b, legacy), states) in sc.batches[..half].iter().zip(&sc.legacy_deltas).zip(&sc.legacy_states) {
         insert(&client, "score_deltas", legacy).await;
         insert(&stage, "transitions", &b.transitions).await;
-        insert(&client, "control_state", &b.control_state).await;
+        insert(&client, "control_state", states).await;
     }
     client
         .query(&format!(
@@ -1048,6 +1064,7 @@ async fn migrate_backfills_the_trend_store_of_an_old_database() {
     let applied = migrate(&client, &db).await.expect("migrate");
     assert!(applied.iter().any(|m| m == "010_score_rollup.sql"), "{applied:?}");
     assert!(applied.iter().any(|m| m == "011_transition_scopes.sql"), "{applied:?}");
+    assert!(applied.iter().any(|m| m == "013_device_state.sql"), "{applied:?}");
     // The backfilled cut: each partition through its last score delta.
     let q = posture_query::Query::new(client.clone(), sc.engine.catalog().clone());
     let (_, cut) = q
@@ -1203,10 +1220,12 @@ async fn migrate_is_idempotent() {
     assert_eq!(
         tables,
         [
+            "baseline_catalogs",
             "control_state",
             "device_evidence",
             "device_inventory",
             "device_settings",
+            "device_state",
             "engine_snapshots",
             "exception_syncs",
             "exceptions",
@@ -1276,7 +1295,9 @@ async fn sink_reports_a_missing_table_without_retrying() {
     let (client, _db) = fresh_database("sink_no_tables").await;
     let sc = scenario();
     let mut batch = sc.batches[0].clone();
-    let n = batch.transitions.len();
+    // The first INSERT of a batch with device states: the catalog that names their controls.
+    let n = batch.catalogs.len();
+    let transitions = batch.transitions.len();
     let sink = Sink::new(client).with_retry(RetryPolicy {
         max_attempts: 5,
         initial_backoff: Duration::from_secs(5),
@@ -1289,16 +1310,23 @@ async fn sink_reports_a_missing_table_without_retrying() {
         SinkError::Insert {
             table, attempts, rows, ..
         } => {
-            assert_eq!((*table, *attempts, *rows), ("transitions", 1, n), "{msg}");
+            assert_eq!((*table, *attempts, *rows), ("baseline_catalogs", 1, n), "{msg}");
         }
         other => panic!("expected an insert error, got {other}"),
     }
-    assert!(msg.contains("transitions") && msg.contains("doesn't exist"), "{msg}");
+    assert!(
+        msg.contains("baseline_catalogs") && msg.contains("doesn't exist"),
+        "{msg}"
+    );
     assert!(
         start.elapsed() < Duration::from_secs(5),
         "a permanent error was retried"
     );
-    assert_eq!(batch.transitions.len(), n, "unwritten rows stay in the batch");
+    assert_eq!(
+        (batch.catalogs.len(), batch.transitions.len()),
+        (n, transitions),
+        "unwritten rows stay in the batch"
+    );
 }
 
 /// A transient error (nothing listening) is retried max_attempts times with backoff, then reported.
@@ -1321,7 +1349,7 @@ async fn sink_retries_transient_errors_with_backoff() {
     let e = sink.write(&mut batch).await.unwrap_err();
     let took = start.elapsed();
     match &e {
-        SinkError::Insert { table, attempts, .. } => assert_eq!((*table, *attempts), ("transitions", 4), "{e}"),
+        SinkError::Insert { table, attempts, .. } => assert_eq!((*table, *attempts), ("baseline_catalogs", 4), "{e}"),
         other => panic!("expected an insert error, got {other}"),
     }
     // Waits: 50 + 100 + 120 ms.

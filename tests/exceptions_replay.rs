@@ -149,7 +149,7 @@ async fn assert_same_output(direct: &clickhouse::Client, reference: &clickhouse:
         want,
         "the crashed and resumed run wrote what the uninterrupted one did"
     );
-    for table in ["transitions", "control_state", "scope_deltas"] {
+    for table in ["transitions", "device_state FINAL", "scope_deltas"] {
         let sql = format!("SELECT count() FROM {table}");
         assert_eq!(count(direct, &sql).await, count(reference, &sql).await, "{table}");
     }

@@ -291,9 +291,12 @@ ORDER BY device;
 
 -- name: control_state_current
 -- The current state of every control of a device (device = '' for every device of the tenant;
--- control = '' for every control, else only that one):
--- the latest row per (tenant, device, control) of control_state, by FINAL (ReplacingMergeTree on
--- `version`). counted = 0 means the device is retired or inactive and outside every score.
+-- control = '' for every control, else only that one; state = '' for any state, else only that
+-- one): the device's latest device_state row (by FINAL: ReplacingMergeTree on `version`), its
+-- cells named by its catalog (baseline_catalogs), or inline on rows copied from control_state by
+-- the upgrade. counted = 0 means the device is retired or inactive and outside every score. The
+-- reason and time of each control's last change: control_changes (a cell without one never
+-- changed: still the initial NOT_APPLICABLE or UNKNOWN of a device's first event).
 SELECT
     device,
     control,
@@ -301,13 +304,66 @@ SELECT
     state,
     raw_state,
     exception,
-    counted,
-    reason,
-    event_time_ms AS since_ms
-FROM control_state FINAL
+    counted
+FROM
+(
+    SELECT
+        device,
+        counted,
+        if(catalog = 0, inline_controls, catalog_controls) AS names,
+        if(catalog = 0, inline_categories, catalog_categories) AS cats,
+        states,
+        raw_states,
+        exceptions
+    FROM
+    (
+        SELECT
+            device,
+            counted,
+            catalog,
+            controls AS inline_controls,
+            categories AS inline_categories,
+            states,
+            raw_states,
+            exceptions
+        FROM device_state FINAL
+        WHERE tenant = {tenant:String}
+            AND ({device:String} = '' OR device = {device:String})
+    ) AS s
+    ANY LEFT JOIN
+    (
+        SELECT
+            catalog,
+            controls AS catalog_controls,
+            categories AS catalog_categories
+        FROM baseline_catalogs
+    ) AS c USING (catalog)
+    WHERE length(names) = length(states)
+)
+ARRAY JOIN
+    names AS control,
+    cats AS category,
+    states AS state,
+    raw_states AS raw_state,
+    exceptions AS exception
+WHERE ({control:String} = '' OR control = {control:String})
+    AND ({state:String} = '' OR toString(state) = {state:String})
+ORDER BY device, control;
+
+-- name: control_changes
+-- When and why each control of the given devices last changed: per (device, control), the reason
+-- and event time of its latest transition (in the order the pipeline made them: source offset,
+-- then seq), from the devices' own history in `transitions` (control = '' for every control).
+SELECT
+    device,
+    control,
+    argMax(reason, (source_offset, seq)) AS reason,
+    argMax(event_time_ms, (source_offset, seq)) AS since_ms
+FROM transitions
 WHERE tenant = {tenant:String}
-    AND ({device:String} = '' OR device = {device:String})
+    AND device IN (SELECT arrayJoin({devices:Array(String)}))
     AND ({control:String} = '' OR control = {control:String})
+GROUP BY device, control
 ORDER BY device, control;
 
 -- name: tenants_latest

@@ -572,7 +572,7 @@ async fn count_rows(client: &clickhouse::Client, db: &str, table: &str) -> Resul
 fn table_counts(b: &posture_sink::Batch) -> Vec<(&'static str, u64)> {
     [
         ("transitions", b.transitions.len()),
-        ("control_state", b.control_state.len()),
+        ("device_state", b.device_state.len()),
         ("device_evidence", b.device_evidence.len()),
         ("device_inventory", b.device_inventory.len()),
         ("score_rollup", b.rollup.rows().len()),

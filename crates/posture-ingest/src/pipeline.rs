@@ -190,6 +190,7 @@ impl Stage for SinkStage {
     async fn flush(&mut self) -> Result<(), SinkError> {
         // `write` removes each table from the batch once it is written, so a
         // failed flush resends only what is left.
+        self.batch.coalesce();
         let counts = self.batch.mark();
         let rollup_before = self.sink.rollup_rows_written();
         let started = std::time::Instant::now();

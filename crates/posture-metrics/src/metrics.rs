@@ -105,7 +105,7 @@ pub const DEAD_LETTER_REASONS: [&str; 13] = [
 
 /// The ClickHouse tables of `posture_sink_rows_total{table}`, registered at
 /// 0. Any other table is counted under [`OTHER`].
-pub const SINK_TABLES: [&str; 3] = ["transitions", "control_state", "score_rollup"];
+pub const SINK_TABLES: [&str; 3] = ["transitions", "device_state", "score_rollup"];
 
 /// Buckets of `posture_sink_batch_duration_seconds`: 5 ms to 30 s.
 pub const SINK_BATCH_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];

@@ -229,7 +229,7 @@ async fn fixed_label_values_are_registered_at_zero() {
         );
     }
     assert_eq!(e.series("posture_events_dead_lettered_total").len(), REASONS.len() + 1);
-    for table in ["transitions", "control_state", "score_rollup", "other"] {
+    for table in ["transitions", "device_state", "score_rollup", "other"] {
         assert_eq!(
             e.value("posture_sink_rows_total", &[("table", table)]),
             Some(0.0),

@@ -19,7 +19,7 @@ use posture_core::time::format_time;
 use posture_core::{Catalog, Category, ControlIdx, Remediation};
 use posture_sink::queries::{self, Param};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 pub mod csv_out;
@@ -235,11 +235,18 @@ struct StateRow {
     raw_state: i8,
     exception: i8,
     counted: u8,
+}
+
+/// A row of `control_changes`: when and why a device's control last changed.
+#[derive(clickhouse::Row, Deserialize)]
+struct ChangeRow {
+    device: String,
+    control: String,
     reason: i8,
     since_ms: i64,
 }
 
-/// The names of the Enum8 values of schemas/clickhouse/003_control_state.sql.
+/// The names of the Enum8 values of schemas/clickhouse/013_device_state.sql (and 002_transitions.sql).
 const STATES: &[(i8, &str)] = &[
     (1, "PASS"),
     (2, "FAIL"),
@@ -458,13 +465,40 @@ impl Query {
                     ("tenant", tenant.into()),
                     ("device", device.unwrap_or_default().into()),
                     ("control", control.unwrap_or_default().into()),
+                    ("state", state.unwrap_or_default().into()),
                 ],
             )
             .await?;
-        let mut out: Vec<DeviceControl> = rows
+        let rows: Vec<StateRow> = rows
             .into_iter()
             .filter(|r| control.is_none_or(|c| r.control == c) && state.is_none_or(|s| enum_name(STATES, r.state) == s))
+            .collect();
+        // When and why each listed control last changed: the listed devices' own transitions.
+        let mut devices: Vec<String> = rows.iter().map(|r| r.device.clone()).collect();
+        devices.dedup();
+        let mut changes: HashMap<(String, String), (i8, i64)> = HashMap::new();
+        for chunk in devices.chunks(1000) {
+            let part: Vec<ChangeRow> = self
+                .rows(
+                    "control_changes",
+                    &[
+                        ("tenant", tenant.into()),
+                        ("devices", chunk.to_vec().into()),
+                        ("control", control.unwrap_or_default().into()),
+                    ],
+                )
+                .await?;
+            changes.extend(
+                part.into_iter()
+                    .map(|c| ((c.device, c.control), (c.reason, c.since_ms))),
+            );
+        }
+        // A cell that never changed (the initial NOT_APPLICABLE or UNKNOWN of a device's first
+        // event) is not listed: the devices and controls listed are those with a transition.
+        let mut out: Vec<DeviceControl> = rows
+            .into_iter()
             .filter_map(|r| {
+                let (reason, since_ms) = *changes.get(&(r.device.clone(), r.control.clone()))?;
                 let c = self.catalog.control_idx(&r.control)?;
                 let ctl = &self.catalog.controls[c as usize];
                 Some(DeviceControl {
@@ -478,8 +512,8 @@ impl Query {
                     raw_state: enum_name(STATES, r.raw_state),
                     exception: enum_name(EXCEPTIONS, r.exception),
                     counted: r.counted != 0,
-                    reason: enum_name(REASONS, r.reason),
-                    since: format_time(r.since_ms),
+                    reason: enum_name(REASONS, reason),
+                    since: format_time(since_ms),
                     settings: BTreeMap::new(),
                 })
             })

@@ -31,8 +31,8 @@ pub mod state;
 pub use migrate::{migrate, migrations, Migration, SCHEMA_MIGRATIONS_DDL};
 pub use rollup::{Progress, Rollup, RollupRow};
 pub use rows::{
-    evidence_row, inventory_row, rows, value_json, Batch, ControlStateRow, EvidenceRow, InventoryRow, ScoreDeltaRow,
-    SettingRow, SyncRow, TransitionRow,
+    catalog_id, evidence_row, inventory_row, rows, value_json, Batch, CatalogRow, ControlStateRow, DeviceStateRow,
+    EvidenceRow, InventoryRow, ScoreDeltaRow, SettingRow, SyncRow, TransitionRow,
 };
 pub use sink::{RetryPolicy, Sink, SinkError};
 pub use state::{SnapshotStore, Watermarks, LINEAGE_TABLES};

@@ -22,6 +22,14 @@ pub enum Param {
     /// For arrays of integers (`Array(Int32)`, `Array(Int64)`, ...); not empty (ClickHouse 18.16
     /// cannot type an empty array literal).
     Ints(Vec<i64>),
+    /// For `Array(String)` parameters; not empty (likewise).
+    Strs(Vec<String>),
+}
+
+impl From<Vec<String>> for Param {
+    fn from(v: Vec<String>) -> Param {
+        Param::Strs(v)
+    }
 }
 
 impl From<Vec<i64>> for Param {
@@ -97,6 +105,10 @@ impl NamedQuery {
                 (t, Param::Ints(v)) if !v.is_empty() && array_of_int(t) => {
                     let items: Vec<String> = v.iter().map(i64::to_string).collect();
                     format!("CAST([{}] AS {t})", items.join(", "))
+                }
+                ("Array(String)", Param::Strs(v)) if !v.is_empty() => {
+                    let items: Vec<String> = v.iter().map(|s| quote_string(s)).collect();
+                    format!("CAST([{}] AS Array(String))", items.join(", "))
                 }
                 (t, v) => return Err(err(format!("parameter {name:?} has type {t}, got {v:?}"))),
             };
@@ -197,6 +209,7 @@ mod tests {
                 "control_counts_at",
                 "device_scores_at",
                 "control_state_current",
+                "control_changes",
                 "tenants_latest",
                 "drop_causes",
                 "exceptions_current",

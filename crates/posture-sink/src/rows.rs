@@ -294,7 +294,9 @@ pub fn evidence_row(
     batch.device_evidence.push(row);
 }
 
-/// One row of `control_state`: the state a [`Transition`] leaves behind.
+/// One row of `control_state`: the state a [`Transition`] leaves behind. The current state before
+/// migration 013 (one row per transition): the sink now writes [`DeviceStateRow`]s;
+/// [`control_state_rows`] makes these rows for upgrade tests.
 #[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Serialize)]
 pub struct ControlStateRow {
     /// Tenant name.
@@ -329,14 +331,75 @@ pub struct ControlStateRow {
     pub version: u64,
 }
 
+/// One row of `device_state`: every control's current state of one device, in the order of its
+/// catalog's controls (named once in `baseline_catalogs`, see [`CatalogRow`]).
+#[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Serialize)]
+pub struct DeviceStateRow {
+    /// Tenant name.
+    pub tenant: String,
+    /// Device id.
+    pub device: String,
+    /// 1 when the device counts in scores (not retired, not inactive).
+    pub counted: u8,
+    /// The catalog the cells are in the order of ([`catalog_id`]).
+    pub catalog: u64,
+    /// Control ids inline: empty on rows the sink writes (the catalog names them).
+    pub controls: Vec<String>,
+    /// Categories inline: empty likewise.
+    pub categories: Vec<String>,
+    /// s(d,c) per control ([`state_code`]).
+    pub states: Vec<i8>,
+    /// The evaluation result per control, before exceptions ([`raw_code`]).
+    pub raw_states: Vec<i8>,
+    /// Exception status per control ([`exception_code`]).
+    pub exceptions: Vec<i8>,
+    /// Event time of the device's latest transition in the row, ms.
+    pub event_time_ms: i64,
+    /// Kafka partition of the record that made this state.
+    pub source_partition: i32,
+    /// Its offset.
+    pub source_offset: i64,
+    /// ReplacingMergeTree version: increases in the order rows are made (see [`next_version`]).
+    pub version: u64,
+}
+
+/// One row of `baseline_catalogs`: a catalog's control ids and categories, in its order.
+#[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Serialize)]
+pub struct CatalogRow {
+    /// [`catalog_id`] of the catalog.
+    pub catalog: u64,
+    /// Control ids in catalog order.
+    pub controls: Vec<String>,
+    /// Their categories.
+    pub categories: Vec<String>,
+    /// Wall-clock seconds, for people.
+    pub written_at: u32,
+}
+
+/// The identity of a catalog in `device_state` rows: a 64-bit FNV-1a hash of its control ids and
+/// categories in order (never 0, which marks rows whose controls are named inline).
+pub fn catalog_id(cat: &posture_core::Catalog) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for c in &cat.controls {
+        for b in c.id.bytes().chain([0]).chain(c.category.as_str().bytes()).chain([0]) {
+            h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h.max(1)
+}
+
 /// Rows for the tables, collected from one or more [`Output`]s and written by
 /// [`crate::Sink::write`] with one INSERT per table.
 #[derive(Clone, Debug, Default)]
 pub struct Batch {
     /// Rows of `transitions` (with their scope deltas).
     pub transitions: Vec<TransitionRow>,
-    /// Rows of `control_state`.
-    pub control_state: Vec<ControlStateRow>,
+    /// Rows of `device_state`: one per device per [`Output`] that changed it, coalesced to one
+    /// per device by [`Batch::coalesce`] before they are written.
+    pub device_state: Vec<DeviceStateRow>,
+    /// Rows of `baseline_catalogs`: a catalog the first time this batch makes a `device_state`
+    /// row of it.
+    pub catalogs: Vec<CatalogRow>,
     /// Rows of `device_evidence` (idempotent: not part of the lineage tables).
     pub device_evidence: Vec<EvidenceRow>,
     /// Rows of `device_inventory` (idempotent too).
@@ -347,6 +410,8 @@ pub struct Batch {
     pub rollup: Rollup,
     /// Next `transitions` `seq` per source position.
     seqs: HashMap<SourcePos, u32>,
+    /// [`catalog_id`] per catalog (by address) seen by this batch; kept across [`Batch::clear`].
+    catalog_ids: Vec<(usize, u64)>,
 }
 
 impl Batch {
@@ -358,7 +423,8 @@ impl Batch {
     /// Whether the batch holds no row.
     pub fn is_empty(&self) -> bool {
         self.transitions.is_empty()
-            && self.control_state.is_empty()
+            && self.device_state.is_empty()
+            && self.catalogs.is_empty()
             && self.device_evidence.is_empty()
             && self.device_inventory.is_empty()
             && self.exception_syncs.is_empty()
@@ -368,7 +434,8 @@ impl Batch {
     /// Rows in all tables.
     pub fn len(&self) -> usize {
         self.transitions.len()
-            + self.control_state.len()
+            + self.device_state.len()
+            + self.catalogs.len()
             + self.device_evidence.len()
             + self.device_inventory.len()
             + self.exception_syncs.len()
@@ -378,7 +445,7 @@ impl Batch {
     /// Row counts per table, in [`crate::state::LINEAGE_TABLES`] order: a
     /// mark for [`Batch::suppress_since`].
     pub fn mark(&self) -> [usize; 2] {
-        [self.transitions.len(), self.control_state.len()]
+        [self.transitions.len(), self.device_state.len()]
     }
 
     /// Drops the rows added since `mark` whose source offset is at or below
@@ -391,10 +458,44 @@ impl Batch {
         n += cut_from(&mut self.transitions, mark[0], |r| {
             r.source_offset > w(r.source_partition, 0)
         });
-        n += cut_from(&mut self.control_state, mark[1], |r| {
+        n += cut_from(&mut self.device_state, mark[1], |r| {
             r.source_offset > w(r.source_partition, 1)
         });
         n
+    }
+
+    /// Keeps the last `device_state` row of each device (the rows are in the order the engine made
+    /// the states, so the last is the device's state after the batch). Returns how many it dropped.
+    pub fn coalesce(&mut self) -> usize {
+        let before = self.device_state.len();
+        let mut seen: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::with_capacity(before);
+        let mut keep = vec![false; before];
+        for (i, r) in self.device_state.iter().enumerate().rev() {
+            keep[i] = seen.insert((r.tenant.as_str(), r.device.as_str()));
+        }
+        let mut keep = keep.into_iter();
+        self.device_state.retain(|_| keep.next().unwrap_or(true));
+        before - self.device_state.len()
+    }
+
+    /// The [`catalog_id`] of `engine`'s catalog; the first time, also a `baseline_catalogs` row.
+    fn catalog_of(&mut self, engine: &Engine) -> u64 {
+        let cat = engine.catalog();
+        let addr = std::sync::Arc::as_ptr(cat) as usize;
+        if let Some(&(_, id)) = self.catalog_ids.iter().find(|(a, _)| *a == addr) {
+            return id;
+        }
+        let id = catalog_id(cat);
+        self.catalog_ids.push((addr, id));
+        self.catalogs.push(CatalogRow {
+            catalog: id,
+            controls: cat.controls.iter().map(|c| c.id.clone()).collect(),
+            categories: cat.controls.iter().map(|c| c.category.as_str().to_string()).collect(),
+            written_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs().min(u32::MAX as u64) as u32),
+        });
+        id
     }
 
     /// Drops every row from input `partition` (its partition was revoked:
@@ -402,7 +503,7 @@ impl Batch {
     pub fn discard_partition(&mut self, partition: i32) -> usize {
         let before = self.len();
         self.transitions.retain(|r| r.source_partition != partition);
-        self.control_state.retain(|r| r.source_partition != partition);
+        self.device_state.retain(|r| r.source_partition != partition);
         self.device_evidence.retain(|r| r.source_partition != partition);
         self.device_inventory.retain(|r| r.source_partition != partition);
         self.exception_syncs.retain(|r| r.source_partition != partition);
@@ -416,7 +517,8 @@ impl Batch {
     pub fn clear(&mut self) {
         self.rollup.clear_pending();
         self.transitions.clear();
-        self.control_state.clear();
+        self.device_state.clear();
+        self.catalogs.clear();
         self.device_evidence.clear();
         self.device_inventory.clear();
         self.exception_syncs.clear();
@@ -498,22 +600,24 @@ pub fn datetime_secs(ms: i64) -> u32 {
     ms.div_euclid(1000).clamp(0, u32::MAX as i64) as u32
 }
 
-/// Appends the rows of one [`Output`] of `engine` to `batch`: one `transitions` row (carrying the
-/// transition's scope deltas) and one `control_state` row per transition, and the scope deltas to
-/// the batch's rollup (unless the rollup already holds their record: see [`Rollup::accepts`]),
-/// whose progress moves to the record after each transition's. `seq` numbers the rows
-/// of each table per source position (partition, offset) across everything appended to the
-/// batch since it was made or cleared, so keep all output of one source position in one batch.
+/// Appends the rows of one [`Output`] of `engine` to `batch`: one `transitions` row per transition
+/// (carrying its scope deltas), one `device_state` row per device it changed (the device's state
+/// after the output, at the position of its last transition), and the scope deltas to the batch's
+/// rollup (unless the rollup already holds their record: see [`Rollup::accepts`]), whose progress
+/// moves to the record after each transition's. `seq` numbers the `transitions` rows per source
+/// position (partition, offset) across everything appended to the batch since it was made or
+/// cleared, so keep all output of one source position in one batch.
 pub fn rows(engine: &Engine, out: &Output, batch: &mut Batch) {
     let cat = engine.catalog();
     batch.transitions.reserve(out.transitions.len());
-    batch.control_state.reserve(out.transitions.len());
+    // The devices changed, in order, with their last transition.
+    let mut changed: Vec<&Transition> = Vec::new();
+    let mut index: HashMap<u32, usize> = HashMap::new();
     for t in &out.transitions {
         let control = &cat.controls[t.control as usize];
         let tenant = engine.tenant_name(t.tenant);
         let device = engine.device_name(t.device);
         let category = control.category.as_str();
-        let event_time = datetime_secs(t.event_time);
         let next = batch.seqs.entry(t.source).or_insert(0);
         let seq = *next;
         *next += 1;
@@ -522,23 +626,13 @@ pub fn rows(engine: &Engine, out: &Output, batch: &mut Batch) {
         row.control_points = control.points;
         scope_columns(engine, out.deltas_of(t), &mut row);
         batch.transitions.push(row);
-        batch.control_state.push(ControlStateRow {
-            tenant: tenant.to_string(),
-            device: device.to_string(),
-            control: control.id.clone(),
-            category: category.to_string(),
-            state: state_code(t.new.state()),
-            raw_state: raw_code(t.new.raw),
-            exception: exception_code(t.new.exc),
-            counted: t.new_counted as u8,
-            reason: reason_code(t.reason),
-            event_time,
-            event_time_ms: t.event_time,
-            source_partition: t.source.partition,
-            source_offset: t.source.offset,
-            seq,
-            version: next_version(),
-        });
+        match index.get(&t.device) {
+            Some(&i) => changed[i] = t,
+            None => {
+                index.insert(t.device, changed.len());
+                changed.push(t);
+            }
+        }
         let in_rollup = batch.rollup.accepts(t.source);
         batch.rollup.advance(
             t.source.partition,
@@ -553,6 +647,61 @@ pub fn rows(engine: &Engine, out: &Output, batch: &mut Batch) {
             }
         }
     }
+    if changed.is_empty() {
+        return;
+    }
+    let catalog = batch.catalog_of(engine);
+    for t in changed {
+        let (counted, cells) = engine.device_cells(t.device);
+        batch.device_state.push(DeviceStateRow {
+            tenant: engine.tenant_name(t.tenant).to_string(),
+            device: engine.device_name(t.device).to_string(),
+            counted: counted as u8,
+            catalog,
+            controls: Vec::new(),
+            categories: Vec::new(),
+            states: cells.iter().map(|c| state_code(c.state())).collect(),
+            raw_states: cells.iter().map(|c| raw_code(c.raw)).collect(),
+            exceptions: cells.iter().map(|c| exception_code(c.exc)).collect(),
+            event_time_ms: t.event_time,
+            source_partition: t.source.partition,
+            source_offset: t.source.offset,
+            version: next_version(),
+        });
+    }
+}
+
+/// The `control_state` rows of one [`Output`], as the sink wrote them before migration 013 (one
+/// per transition; `seq` numbers the transitions per source position from 0 within this
+/// output): for tests of the upgrade path.
+pub fn control_state_rows(engine: &Engine, out: &Output) -> Vec<ControlStateRow> {
+    let cat = engine.catalog();
+    let mut seqs: HashMap<SourcePos, u32> = HashMap::new();
+    out.transitions
+        .iter()
+        .map(|t| {
+            let control = &cat.controls[t.control as usize];
+            let seq = seqs.entry(t.source).or_insert(0);
+            *seq += 1;
+            ControlStateRow {
+                tenant: engine.tenant_name(t.tenant).to_string(),
+                device: engine.device_name(t.device).to_string(),
+                control: control.id.clone(),
+                category: control.category.as_str().to_string(),
+                state: state_code(t.new.state()),
+                raw_state: raw_code(t.new.raw),
+                exception: exception_code(t.new.exc),
+                counted: t.new_counted as u8,
+                reason: reason_code(t.reason),
+                event_time: datetime_secs(t.event_time),
+                event_time_ms: t.event_time,
+                source_partition: t.source.partition,
+                source_offset: t.source.offset,
+                seq: *seq - 1,
+                version: next_version(),
+            }
+        })
+        .collect()
 }
 
 /// Fills the `scope_*` columns of a transition's row from its scope deltas.

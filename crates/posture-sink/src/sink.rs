@@ -154,9 +154,10 @@ impl Sink {
     /// Writes the batch: one INSERT per non-empty table, concurrently, each retried on transient
     /// errors (network errors, timeouts, server errors that say "try again") per the
     /// [`RetryPolicy`]: first `exception_syncs` (a partition restored later takes each recorded
-    /// exception change again right before its record), then the tables of rows concurrently,
-    /// then the rollup and the cut rows (`score_rollup`, one INSERT: the flush's commit, see
-    /// [`crate::rollup`]). A table is removed
+    /// exception change again right before its record) and `baseline_catalogs`, then the tables
+    /// of rows concurrently, then the rollup and the cut rows (`score_rollup`, one INSERT: the
+    /// flush's commit, see [`crate::rollup`]) beside `device_state` (whose rows need the
+    /// transitions that made them). A table is removed
     /// from the batch as soon as its INSERT succeeds, so after an error the batch holds exactly
     /// the tables not yet written, and calling `write` again resumes; on success the batch is
     /// empty (and its `seq` numbering restarts).
@@ -173,11 +174,14 @@ impl Sink {
         self.insert_table("exception_syncs", &batch.exception_syncs, true)
             .await?;
         batch.exception_syncs.clear();
+        // A catalog before the device states that name it.
+        self.insert_table("baseline_catalogs", &batch.catalogs, false).await?;
+        batch.catalogs.clear();
+        batch.coalesce();
         // The tables are independent: their INSERTs run concurrently, so a flush costs the
         // slowest INSERT, not the sum of all (each has a fixed cost of a request and a part).
-        let (b, c, d, e) = tokio::join!(
+        let (b, d, e) = tokio::join!(
             self.insert_table("transitions", &batch.transitions, true),
-            self.insert_table("control_state", &batch.control_state, false),
             self.insert_table("device_evidence", &batch.device_evidence, false),
             self.insert_table("device_inventory", &batch.device_inventory, false),
         );
@@ -195,15 +199,24 @@ impl Sink {
             }
         };
         done(b, &mut || batch.transitions.clear());
-        done(c, &mut || batch.control_state.clear());
         done(d, &mut || batch.device_evidence.clear());
         done(e, &mut || batch.device_inventory.clear());
         if let Some(e) = first_error {
             return Err(e);
         }
         // The commit: the rollup and the cut rows in one INSERT, once every row they stand
-        // for is written (a reader that sees a cut finds all rows below it in every table).
-        self.write_rollup(&mut batch.rollup).await?;
+        // for is written (a reader that sees a cut finds all rows below it in every table);
+        // beside it the device states, also after the transitions (a listed state finds the
+        // transition that made it: control_changes).
+        let (states, commit) = tokio::join!(
+            self.insert_table("device_state", &batch.device_state, false),
+            self.write_rollup(&mut batch.rollup),
+        );
+        if states.is_ok() {
+            batch.device_state.clear();
+        }
+        commit?;
+        states?;
         batch.clear();
         Ok(())
     }
@@ -449,11 +462,19 @@ sourced!(
     crate::rows::ScoreDeltaRow,
     crate::rows::TransitionRow,
     crate::rows::ControlStateRow,
+    crate::rows::DeviceStateRow,
     crate::rows::SettingRow,
     crate::rows::EvidenceRow,
     crate::rows::InventoryRow,
     crate::rows::SyncRow
 );
+
+/// A catalog comes from no record: written whole each time (never looked for before a retry).
+impl Sourced for crate::rows::CatalogRow {
+    fn source(&self) -> (i32, i64) {
+        (-1, -1)
+    }
+}
 
 /// Whether an error may go away when the same INSERT is sent again.
 pub fn is_transient(e: &clickhouse::error::Error) -> bool {

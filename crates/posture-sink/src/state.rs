@@ -14,7 +14,7 @@ use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 
 /// The output tables whose rows carry lineage, in [`Watermarks`] order.
-pub const LINEAGE_TABLES: [&str; 2] = ["transitions", "control_state"];
+pub const LINEAGE_TABLES: [&str; 2] = ["transitions", "device_state"];
 
 /// Per table of [`LINEAGE_TABLES`], the highest `source_offset` written for
 /// one partition (-1: none).
