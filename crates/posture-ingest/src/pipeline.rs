@@ -27,6 +27,8 @@ pub struct SinkStage {
     recorded_exceptions: HashMap<i32, Vec<(i64, Vec<Exception>)>>,
     suppressed: u64,
     metrics: Option<Arc<Metrics>>,
+    /// Rows written so far, per table.
+    written: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl SinkStage {
@@ -40,7 +42,14 @@ impl SinkStage {
             recorded_exceptions: HashMap::new(),
             suppressed: 0,
             metrics: None,
+            written: std::collections::BTreeMap::new(),
         }
+    }
+
+    /// The rows this stage has written, per ClickHouse table (`score_rollup`: its rollup and cut
+    /// rows; `device_state`: one per device per flush, as written).
+    pub fn rows_written(&self) -> &std::collections::BTreeMap<&'static str, u64> {
+        &self.written
     }
 
     /// Reports rows per table, batches, their latency, retries and failures.
@@ -192,9 +201,16 @@ impl Stage for SinkStage {
         // failed flush resends only what is left.
         self.batch.coalesce();
         let counts = self.batch.mark();
+        let tables = self.batch.table_counts();
         let rollup_before = self.sink.rollup_rows_written();
         let started = std::time::Instant::now();
         let result = self.sink.write(&mut self.batch).await;
+        if result.is_ok() {
+            for (table, n) in tables {
+                *self.written.entry(table).or_default() += n as u64;
+            }
+            *self.written.entry("score_rollup").or_default() += self.sink.rollup_rows_written() - rollup_before;
+        }
         if let Some(m) = &self.metrics {
             match &result {
                 Ok(()) => {

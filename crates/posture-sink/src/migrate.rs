@@ -6,7 +6,8 @@
 //! A second run applies nothing. A recorded migration whose text has changed since is an error
 //! (write a new migration instead of editing an applied one). The migrations themselves are
 //! idempotent (`CREATE TABLE IF NOT EXISTS`; an `ALTER TABLE ... ADD COLUMN` of one column, which
-//! 18.16 cannot say IF NOT EXISTS of, counts as done when the column exists), so a run that dies
+//! 18.16 cannot say IF NOT EXISTS of, counts as done when the column exists, and a `RENAME TABLE`
+//! when its new name exists), so a run that dies
 //! between applying a file and recording it is safely repeated. Two instances migrating at the same moment may both apply
 //! and record a file; that is harmless for DDL, but not for a backfill (migration 010 fills
 //! `score_rollup` from `score_deltas`, each step only while its level is empty: two runs at once,
@@ -114,6 +115,9 @@ pub async fn migrate(client: &Client, database: &str) -> Result<Vec<String>> {
                 Ok(()) => {}
                 // 18.16 has no ADD COLUMN IF NOT EXISTS: a column that is there is done.
                 Err(e) if adds_one_column(&stmt) && e.to_string().contains("already exists") => {}
+                // Nor RENAME TABLE ... IF EXISTS: a table renamed by an earlier run is done.
+                Err(e)
+                    if stmt.trim_start().starts_with("RENAME TABLE ") && e.to_string().contains("already exists") => {}
                 Err(source) => {
                     return Err(SinkError::Migration {
                         file: m.name.to_string(),
@@ -194,7 +198,11 @@ mod tests {
                 let guarded_insert =
                     s.starts_with("INSERT INTO") && s.contains("(SELECT count() FROM") && s.contains(") = 0");
                 assert!(
-                    s.contains("IF NOT EXISTS") || s.contains("IF EXISTS") || guarded_insert || adds_one_column(s),
+                    s.contains("IF NOT EXISTS")
+                        || s.contains("IF EXISTS")
+                        || guarded_insert
+                        || adds_one_column(s)
+                        || s.starts_with("RENAME TABLE "),
                     "{}: statements must be idempotent: {s}",
                     m.name
                 );

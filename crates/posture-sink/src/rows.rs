@@ -442,6 +442,18 @@ impl Batch {
             + self.rollup.len()
     }
 
+    /// The rows of each table the batch holds (but the rollup's), by table name.
+    pub fn table_counts(&self) -> [(&'static str, usize); 6] {
+        [
+            ("transitions", self.transitions.len()),
+            ("device_state", self.device_state.len()),
+            ("device_evidence", self.device_evidence.len()),
+            ("device_inventory", self.device_inventory.len()),
+            ("exception_syncs", self.exception_syncs.len()),
+            ("baseline_catalogs", self.catalogs.len()),
+        ]
+    }
+
     /// Row counts per table, in [`crate::state::LINEAGE_TABLES`] order: a
     /// mark for [`Batch::suppress_since`].
     pub fn mark(&self) -> [usize; 2] {

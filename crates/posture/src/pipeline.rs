@@ -630,18 +630,27 @@ async fn run_ingest<D: Decode, St: StateStore>(
         );
     }
     let e = ingest.stage_mut().1.stats().clone();
+    let by_table = ingest.stage_mut().0.rows_written().clone();
+    let rows: u64 = by_table.values().sum();
+    let tables = by_table
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(t, n)| format!("{t} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let fresh = metrics.freshness_summary();
     let peak_rss = peak_rss_bytes();
     tracing::info!(
-            "stopped after {:.1} s: {} records, {} applied, {} stale or duplicate, {} invalid, {} undecodable; {} rows in {} flushes; {} score deltas and {} dead letters produced; freshness p50 {} ms, p99 {} ms; peak resident memory {} MiB",
+            "stopped after {:.1} s: {} records, {} applied, {} stale or duplicate, {} invalid, {} undecodable; {} rows in {} flushes ({}); {} score deltas and {} dead letters produced; freshness p50 {} ms, p99 {} ms; peak resident memory {} MiB",
             started.elapsed().as_secs_f64(),
             s.records,
             s.applied,
             s.stale,
             s.invalid,
             s.undecodable,
-            s.rows_flushed,
+            rows,
             s.flushes,
+            tables,
             e.score_deltas,
             e.dead_letters,
             fresh.p50_ms,
@@ -656,7 +665,8 @@ async fn run_ingest<D: Decode, St: StateStore>(
             "invalid": s.invalid,
             "undecodable": s.undecodable,
             "restored_partitions": s.restored,
-            "rows_written": s.rows_flushed,
+            "rows_written": rows,
+            "rows_by_table": by_table,
             "flushes": s.flushes,
             "flush_secs": s.flush_micros as f64 / 1e6,
             "score_deltas_produced": e.score_deltas,

@@ -6,10 +6,11 @@
 //! baseline of the evaluator benchmark in 20 groups: every (scope, control) cell changes every hour
 //! (the worst case for the rollup: a fleet that drifts everywhere, all the time), rolled up to
 //! days, 30-day blocks and 360-day eras as the sink does, the cut rows of 8 partitions, and one
-//! hour of raw score deltas for a mid-hour `--at` (the tail). Then it times, through the query
-//! layer the CLI and the API use: `score` now, `score --at` a past mid-hour instant, a 365-day
-//! daily `history`, a week of hourly `history`, and `recommendations`: the first run after the
-//! server's caches are dropped (cold) and the median of `--runs` (warm).
+//! hour of raw-log rows (`transitions` with their scope deltas) for a mid-hour `--at` (the tail).
+//! Then it times, through the query layer the CLI and the API use: `score` now, `score --at` a
+//! past mid-hour instant, a 365-day daily `history`, a week of hourly `history`, and
+//! `recommendations`: the first run after the server's caches are dropped (cold) and the median
+//! of `--runs` (warm).
 //!
 //! Needs the test stack (`scripts/stack up`) or any ClickHouse at $POSTURE_CLICKHOUSE_URL.
 
@@ -36,9 +37,13 @@ struct Args {
     /// Devices of the fleet (sets the counts; the row count does not depend on it).
     #[arg(long, default_value_t = 1_000_000)]
     devices: i64,
-    /// Raw score-delta rows in the hour of the `--at` instant (the tail read from the raw log).
+    /// Raw-log rows (transitions) in the hour of the `--at` instant (the tail read from the raw log).
     #[arg(long, default_value_t = 100_000)]
     tail_rows: i64,
+    /// More raw-log rows in the 5 days before the tail hour (the same month partition, mostly):
+    /// what a mid-hour `--at` scans besides its hour, as the raw log is ordered by device.
+    #[arg(long, default_value_t = 0)]
+    month_rows: i64,
     /// Warm runs per query (the median is reported).
     #[arg(long, default_value_t = 15)]
     runs: usize,
@@ -60,8 +65,8 @@ async fn main() -> Result<()> {
     let catalog = Arc::new(posture_bench::fleet::catalog());
     println!(
         "history benchmark on ClickHouse {version}: {} devices, {CONTROLS} controls, 20 groups (21 scopes), \
-         every cell changing every hour; {} tail rows; median of {} warm runs",
-        args.devices, args.tail_rows, args.runs
+         every cell changing every hour; {} tail rows, {} more raw-log rows in the 5 days before; median of {} warm runs",
+        args.devices, args.tail_rows, args.month_rows, args.runs
     );
     println!(
         "| history | score_rollup rows | score now | score --at (mid-hour) | 365-day daily history | week hourly history | recommendations |"
@@ -179,22 +184,48 @@ async fn synthesize(client: &clickhouse::Client, args: &Args, end: i64) -> Resul
         ))
         .execute()
         .await?;
-    // The raw deltas of the tail hour (10 days before the end), below the cut, summing to zero
-    // per control so the figures stay the rollup's.
+    // The raw log of the tail hour (10 days before the end): transitions rows carrying their
+    // tenant-scope deltas, as the sink writes them, below the cut, summing to zero per control so
+    // the figures stay the rollup's.
     let tail_hour = end - 10 * DAY;
     client
         .query(&format!(
-            "INSERT INTO score_deltas SELECT 't1', '', \
+            "INSERT INTO transitions (tenant, device, control, category, event_time, event_time_ms, \
+               source_partition, source_offset, seq, control_points, scope_groups, scope_pass_with, \
+               scope_fail_with, scope_hidden_with, scope_pass_without, scope_fail_without, \
+               scope_points_with, scope_points_without) \
+             SELECT 't1', concat('d', toString(number % {dev})), concat('c', toString(c)), \
                ['application', 'os', 'network', 'accounts', 'security_controls'][c % 5 + 1], \
-               concat('c', toString(c)), toInt64(1 + c % 10) * 1000000, \
-               toDateTime(intDiv(t, 1000)), t, 0, 0, 0, 0, sgn, -sgn, 0, sgn, -sgn, \
-               toInt32(number % 8), toInt64(number), toUInt32(0) \
+               toDateTime(intDiv(t, 1000)), t, toInt32(number % 8), toInt64(number), toUInt32(0), \
+               toInt64(1 + c % 10) * 1000000, [''], [toInt8(sgn)], [toInt8(-sgn)], [toInt8(0)], \
+               [toInt8(sgn)], [toInt8(-sgn)], [toInt64(0)], [toInt64(0)] \
              FROM (SELECT number, number % {CONTROLS} AS c, {tail_hour} + (number * 7919) % {HOUR} AS t, \
                           if(intDiv(number, {CONTROLS}) % 2 = 0, 1, -1) AS sgn FROM numbers({}))",
-            args.tail_rows
+            args.tail_rows,
+            dev = args.devices
         ))
         .execute()
         .await?;
+    if args.month_rows > 0 {
+        client
+            .query(&format!(
+                "INSERT INTO transitions (tenant, device, control, category, event_time, event_time_ms, \
+                   source_partition, source_offset, seq, control_points, scope_groups, scope_pass_with, \
+                   scope_fail_with, scope_hidden_with, scope_pass_without, scope_fail_without, \
+                   scope_points_with, scope_points_without) \
+                 SELECT 't1', concat('d', toString(number % {dev})), concat('c', toString(c)), \
+                   ['application', 'os', 'network', 'accounts', 'security_controls'][c % 5 + 1], \
+                   toDateTime(intDiv(t, 1000)), t, toInt32(number % 8), toInt64(number), toUInt32(1), \
+                   toInt64(1 + c % 10) * 1000000, [''], [toInt8(0)], [toInt8(0)], [toInt8(0)], \
+                   [toInt8(0)], [toInt8(0)], [toInt64(0)], [toInt64(0)] \
+                 FROM (SELECT number, number % {CONTROLS} AS c, {tail_hour} - 1 - (number * 7919) % ({DAY} * 5) AS t \
+                       FROM numbers({}))",
+                args.month_rows,
+                dev = args.devices
+            ))
+            .execute()
+            .await?;
+    }
     // Let the server merge what it merges on its own, as it does in production.
     client.query("OPTIMIZE TABLE score_rollup").execute().await.ok();
     Ok(())
