@@ -296,7 +296,26 @@ impl Sink {
                 Landed::Partly(found as u64, moves.len())
             })
         };
-        self.insert_retrying(table, &client, &rows, (!moves.is_empty()).then_some(landed))
+        // One body, sent as one compressed frame: a connection cut anywhere in it makes the
+        // server fail the INSERT ("cannot read all data"), never commit the rows before the cut
+        // (a body sent in several chunks can be cut between two, and the server may then take the
+        // chunks it got as the whole INSERT: data rows without the cut rows that follow them).
+        let mut body = Vec::with_capacity(rows.len() * 192);
+        for r in &rows {
+            serde_json::to_writer(&mut body, r).expect("a rollup row always serializes");
+            body.push(b'\n');
+        }
+        let body = bytes::Bytes::from(body);
+        let timeout = self.retry.timeout;
+        let send = async || {
+            let mut insert = client.insert_formatted_with(format!("INSERT INTO {table} FORMAT JSONEachRow"));
+            if let Some(t) = timeout {
+                insert = insert.with_timeouts(Some(t), Some(t));
+            }
+            insert.send(body.clone()).await?;
+            insert.end().await
+        };
+        self.insert_retrying(table, rows.len(), send, (!moves.is_empty()).then_some(landed))
             .await?;
         self.rows_written
             .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -321,7 +340,8 @@ impl Sink {
                 n => Landed::Partly(n, rows.len()),
             })
         };
-        self.insert_retrying(table, &self.client, rows, append_only.then_some(landed))
+        let send = async || insert_rows(&self.client, table, rows, self.retry.timeout).await;
+        self.insert_retrying(table, rows.len(), send, append_only.then_some(landed))
             .await
     }
 
@@ -351,16 +371,13 @@ impl Sink {
     /// Inserts `rows` into `table` through `client`, retrying transient errors per the
     /// [`RetryPolicy`]. Before a retry, `landed` (when given) says whether the failed attempt was
     /// committed after all: all of it (not sent again), none (sent again), or part (an error).
-    async fn insert_retrying<T>(
+    async fn insert_retrying(
         &self,
         table: &'static str,
-        client: &Client,
-        rows: &[T],
+        rows: usize,
+        send: impl AsyncFn() -> clickhouse::error::Result<()>,
         landed: Option<impl AsyncFn() -> clickhouse::error::Result<Landed>>,
-    ) -> Result<(), SinkError>
-    where
-        T: RowWrite + for<'a> Row<Value<'a> = T>,
-    {
+    ) -> Result<(), SinkError> {
         let max = self.retry.max_attempts.max(1);
         let mut attempt = 1;
         loop {
@@ -375,7 +392,7 @@ impl Sink {
                 }
                 Some(Ok(Landed::Partly(found, of))) => return Err(SinkError::PartlyWritten { table, rows: of, found }),
                 Some(Err(e)) => Err(e),
-                Some(Ok(Landed::None)) | None => insert_rows(client, table, rows, self.retry.timeout).await,
+                Some(Ok(Landed::None)) | None => send().await,
             };
             match result {
                 Ok(()) => return Ok(()),
@@ -393,7 +410,7 @@ impl Sink {
                     return Err(SinkError::Insert {
                         table,
                         attempts: attempt,
-                        rows: rows.len(),
+                        rows,
                         source,
                     })
                 }
