@@ -63,7 +63,8 @@ static A: Counting = Counting;
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
 struct Args {
-    /// Which part to run.
+    /// Which part to run. (`scripts/bench --only history` runs posture-history-bench instead:
+    /// what trend queries cost as history grows.)
     #[arg(long, value_enum, default_value_t = Part::All)]
     only: Part,
     /// Evaluator fleet sizes (devices), comma-separated.
