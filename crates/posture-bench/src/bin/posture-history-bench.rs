@@ -188,6 +188,29 @@ async fn synthesize(client: &clickhouse::Client, args: &Args, end: i64) -> Resul
     // tenant-scope deltas, as the sink writes them, below the cut, summing to zero per control so
     // the figures stay the rollup's.
     let tail_hour = end - 10 * DAY;
+    let tail_time = format!("{tail_hour} + (number * 7919) % {HOUR}");
+    let sgn = format!("if(intDiv(number, {CONTROLS}) % 2 = 0, 1, -1)");
+    insert_raw_log(client, args, args.tail_rows, 0, &tail_time, &sgn).await?;
+    if args.month_rows > 0 {
+        // Zero deltas, before the tail hour: read by nothing, scanned by whatever scans too much.
+        let before = format!("{tail_hour} - 1 - (number * 7919) % ({DAY} * 5)");
+        insert_raw_log(client, args, args.month_rows, 1, &before, "0").await?;
+    }
+    // Let the server merge what it merges on its own, as it does in production.
+    client.query("OPTIMIZE TABLE score_rollup").execute().await.ok();
+    Ok(())
+}
+
+/// `rows` rows of `transitions` as the sink writes them (tenant scope only): event time `time`
+/// and scope deltas +`sgn` PASS / -`sgn` FAIL (SQL over `number`), `seq` = `seq`.
+async fn insert_raw_log(
+    client: &clickhouse::Client,
+    args: &Args,
+    rows: i64,
+    seq: u32,
+    time: &str,
+    sgn: &str,
+) -> Result<()> {
     client
         .query(&format!(
             "INSERT INTO transitions (tenant, device, control, category, event_time, event_time_ms, \
@@ -196,38 +219,14 @@ async fn synthesize(client: &clickhouse::Client, args: &Args, end: i64) -> Resul
                scope_points_with, scope_points_without) \
              SELECT 't1', concat('d', toString(number % {dev})), concat('c', toString(c)), \
                ['application', 'os', 'network', 'accounts', 'security_controls'][c % 5 + 1], \
-               toDateTime(intDiv(t, 1000)), t, toInt32(number % 8), toInt64(number), toUInt32(0), \
+               toDateTime(intDiv(t, 1000)), t, toInt32(number % 8), toInt64(number), toUInt32({seq}), \
                toInt64(1 + c % 10) * 1000000, [''], [toInt8(sgn)], [toInt8(-sgn)], [toInt8(0)], \
                [toInt8(sgn)], [toInt8(-sgn)], [toInt64(0)], [toInt64(0)] \
-             FROM (SELECT number, number % {CONTROLS} AS c, {tail_hour} + (number * 7919) % {HOUR} AS t, \
-                          if(intDiv(number, {CONTROLS}) % 2 = 0, 1, -1) AS sgn FROM numbers({}))",
-            args.tail_rows,
+             FROM (SELECT number, number % {CONTROLS} AS c, {time} AS t, {sgn} AS sgn FROM numbers({rows}))",
             dev = args.devices
         ))
         .execute()
         .await?;
-    if args.month_rows > 0 {
-        client
-            .query(&format!(
-                "INSERT INTO transitions (tenant, device, control, category, event_time, event_time_ms, \
-                   source_partition, source_offset, seq, control_points, scope_groups, scope_pass_with, \
-                   scope_fail_with, scope_hidden_with, scope_pass_without, scope_fail_without, \
-                   scope_points_with, scope_points_without) \
-                 SELECT 't1', concat('d', toString(number % {dev})), concat('c', toString(c)), \
-                   ['application', 'os', 'network', 'accounts', 'security_controls'][c % 5 + 1], \
-                   toDateTime(intDiv(t, 1000)), t, toInt32(number % 8), toInt64(number), toUInt32(1), \
-                   toInt64(1 + c % 10) * 1000000, [''], [toInt8(0)], [toInt8(0)], [toInt8(0)], \
-                   [toInt8(0)], [toInt8(0)], [toInt64(0)], [toInt64(0)] \
-                 FROM (SELECT number, number % {CONTROLS} AS c, {tail_hour} - 1 - (number * 7919) % ({DAY} * 5) AS t \
-                       FROM numbers({}))",
-                args.month_rows,
-                dev = args.devices
-            ))
-            .execute()
-            .await?;
-    }
-    // Let the server merge what it merges on its own, as it does in production.
-    client.query("OPTIMIZE TABLE score_rollup").execute().await.ok();
     Ok(())
 }
 
