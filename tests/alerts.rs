@@ -9,7 +9,7 @@ use posture_ingest::pipeline::{avro_decoder, SinkStage};
 use posture_ingest::{Ingest, IngestConfig};
 use posture_tests::{fresh_database, fresh_topic_with_partitions, kafka_brokers, kafka_config, unique_name};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -218,8 +218,36 @@ async fn a_drop_within_the_window_alerts_once_with_its_causes() {
             .expect("alerts arrive")
             .expect("recv");
         assert_eq!(m.key(), Some(&b"t1"[..]), "keyed by tenant");
-        read.push(posture_avro::decode_alert(m.payload().unwrap()).expect("ScoreDropAlert decodes"));
+        let a = posture_avro::decode_alert(m.payload().unwrap()).expect("ScoreDropAlert decodes");
+        let key = m
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == "posture.dedup-key"))
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        assert_eq!(
+            key,
+            Some(posture_ingest::alerts::alert_dedup_key(&a)),
+            "the dedup key header"
+        );
+        read.push(a);
     }
     drop(consumer);
     assert_eq!(read, alerts);
+    assert_eq!(
+        posture_ingest::alerts::alert_dedup_key(&read[1]),
+        format!("alert/t1//network/{}/{}", 60 * MIN, now)
+    );
+
+    // A restarted pipeline (a new alerter: its record of past alerts is gone) would alert on
+    // the same drop again; once it has read what is already in the alerts topic, it stays
+    // quiet for the window, as the first one does.
+    let restarted = Alerter::new(alert_cfg.clone(), client.clone(), cat.clone()).expect("alerter");
+    assert_eq!(
+        restarted.clone().check().await.expect("check").len(),
+        2,
+        "without the topic"
+    );
+    let mut restarted = Alerter::new(alert_cfg.clone(), client.clone(), cat.clone()).expect("alerter");
+    assert_eq!(restarted.restore_published().await.expect("restore"), 2);
+    assert!(restarted.check().await.expect("check").is_empty());
 }

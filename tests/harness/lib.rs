@@ -12,6 +12,8 @@
 //!   Databases are not dropped (so a failed test leaves its data to look at); ClickHouse starts
 //!   with an empty data directory every time `scripts/stack up` starts it.
 //! * [`kafka_config`], [`clickhouse_client`]: client settings for the stack.
+//! * [`ScratchDir`]: a test's own directory for files (events, logs, a server's data), removed
+//!   when the test passes and kept when it fails.
 //!
 //! A test that cannot reach a server fails (panics) with a message that names what was
 //! unreachable and contains [`STACK_HINT`]: "start the test stack with: scripts/stack up".
@@ -78,6 +80,42 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("its address")
         .port()
+}
+
+/// A directory of one test's files under the system's temp directory (named by
+/// [`unique_name`]), created at once and removed when dropped, unless the thread is panicking:
+/// a failed test leaves its logs and data to read, a passing one leaves nothing (the fault tests'
+/// servers write tens of MB each run). Derefs to the path.
+pub struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    /// Creates `<temp>/<unique_name(prefix)>`.
+    pub fn new(prefix: &str) -> ScratchDir {
+        let dir = std::env::temp_dir().join(unique_name(prefix));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        ScratchDir(dir)
+    }
+}
+
+impl std::ops::Deref for ScratchDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for ScratchDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// A name no other test (in this or another process, now or in an earlier run) uses:
@@ -288,6 +326,74 @@ pub async fn read_topic(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
     }
     drop(consumer);
     out
+}
+
+/// Every record of `topic` as it is now: each partition read from its start up to the high
+/// watermark it had when this was called, and on until nothing more arrives for 3 s (no consumer
+/// group: partitions assigned directly). The extra wait is for Tansu 0.6, whose high watermark
+/// after a batch of several records is the batch's first offset + 1: reading only up to it
+/// would miss the rest of the batch.
+pub async fn read_topic_to_end(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = kafka_config()
+            .set("group.id", unique_name("reader"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let timeout = Duration::from_secs(10);
+        let md = consumer
+            .fetch_metadata(Some(&topic), timeout)
+            .unwrap_or_else(|e| panic!("metadata of {topic}: {e}; {STACK_HINT}"));
+        let partitions: Vec<i32> = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+            .unwrap_or_default();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        let mut ends = std::collections::BTreeMap::new();
+        for &p in &partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(&topic, p, timeout)
+                .unwrap_or_else(|e| panic!("watermarks of {topic} [{p}]: {e}"));
+            if high > low {
+                tpl.add_partition_offset(&topic, p, rdkafka::Offset::Offset(low))
+                    .unwrap();
+                ends.insert(p, high);
+            }
+        }
+        let mut out = Vec::new();
+        if ends.is_empty() {
+            return out;
+        }
+        consumer.assign(&tpl).expect("assign");
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let mut idle_since = std::time::Instant::now();
+        while !ends.is_empty() || idle_since.elapsed() < Duration::from_secs(3) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "reading {topic}: partitions {:?} not read to their end in 120 s",
+                ends
+            );
+            match consumer.poll(Duration::from_millis(500)) {
+                Some(Ok(m)) => {
+                    use rdkafka::message::Message;
+                    idle_since = std::time::Instant::now();
+                    if ends.get(&m.partition()).is_some_and(|&end| m.offset() + 1 >= end) {
+                        ends.remove(&m.partition());
+                    }
+                    out.push(m.detach());
+                }
+                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                None => {}
+            }
+        }
+        out
+    })
+    .await
+    .expect("reader thread")
 }
 
 // --- ClickHouse ----------------------------------------------------------------------------------

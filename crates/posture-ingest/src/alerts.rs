@@ -18,12 +18,21 @@
 //! what happened, when it happened, and a partition that lags behind delays an
 //! alert instead of causing one. After an alert, the same scope is quiet until
 //! a full window has passed (in event time).
+//!
+//! The quiet periods survive a restart and a change of leader: an instance that becomes the
+//! leader first reads the alerts already in the alerts topic ([`Alerter::restore_published`]),
+//! so a drop alerted before a crash is not alerted again by the restarted (or the next)
+//! instance. Each alert also carries a dedup key in its `posture.dedup-key` header:
+//! `alert/<tenant>/<group>/<category>/<window ms>/<at ms>` (empty group or category: the whole
+//! tenant, all categories).
 
-use posture_avro::{encode_alert, AlertCause, ScoreDropAlert};
+use posture_avro::{decode_alert, encode_alert, AlertCause, ScoreDropAlert};
 use posture_core::report::Cut;
 use posture_core::Category;
 use posture_sink::queries::{self, Param};
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value as Json;
 use std::collections::HashMap;
@@ -112,6 +121,20 @@ pub enum AlertError {
     Query { query: &'static str, detail: String },
     #[error("publishing alerts to {topic}: {detail}")]
     Publish { topic: String, detail: String },
+    #[error("reading the alerts already published to {topic}: {detail}")]
+    Restore { topic: String, detail: String },
+}
+
+/// The dedup key of an alert (see the module documentation).
+pub fn alert_dedup_key(a: &ScoreDropAlert) -> String {
+    format!(
+        "alert/{}/{}/{}/{}/{}",
+        a.tenant,
+        a.group.as_deref().unwrap_or_default(),
+        a.category.as_deref().unwrap_or_default(),
+        a.window_ms,
+        a.at
+    )
 }
 
 /// Whether a scope's change is an alert: the percent fell by at least
@@ -349,9 +372,17 @@ impl Alerter {
         };
         for a in alerts {
             let payload = encode_alert(a, self.cfg.schema_id);
+            let key = alert_dedup_key(a);
+            let headers = OwnedHeaders::new().insert(Header {
+                key: crate::emit::DEDUP_KEY_HEADER,
+                value: Some(&key),
+            });
             self.producer
                 .send(
-                    FutureRecord::to(&self.cfg.topic).key(&a.tenant).payload(&payload),
+                    FutureRecord::to(&self.cfg.topic)
+                        .key(&a.tenant)
+                        .payload(&payload)
+                        .headers(headers),
                     Duration::from_secs(30),
                 )
                 .await
@@ -384,13 +415,67 @@ impl Alerter {
         Ok(alerts.len())
     }
 
+    /// Reads every alert already in the alerts topic and keeps, per scope, category and window,
+    /// the latest one's instant as that scope's last alert (a later one than this alerter's own
+    /// record wins). Returns how many alerts were read. Alerts that do not decode (another
+    /// writer's records) are skipped.
+    pub async fn restore_published(&self) -> Result<usize, AlertError> {
+        let cfg = self.cfg.clone();
+        let payloads = tokio::task::spawn_blocking(move || read_topic(&cfg))
+            .await
+            .map_err(|e| AlertError::Restore {
+                topic: self.cfg.topic.clone(),
+                detail: e.to_string(),
+            })??;
+        let mut last = self.last.lock().expect("not poisoned");
+        let mut read = 0;
+        for payload in payloads {
+            let Ok(a) = decode_alert(&payload) else {
+                continue;
+            };
+            let category = match a.category.as_deref() {
+                None => None,
+                Some(c) => match Category::parse(c) {
+                    Some(c) => Some(c.as_str()),
+                    None => continue,
+                },
+            };
+            let at = last.entry((a.tenant, a.group, category, a.window_ms)).or_insert(a.at);
+            *at = (*at).max(a.at);
+            read += 1;
+        }
+        Ok(read)
+    }
+
     /// Checks and publishes every interval while `leader` is set (this
     /// instance holds partition 0), forever; failures are logged and retried.
+    /// On becoming the leader it first reads the alerts already published
+    /// ([`Alerter::restore_published`]).
     pub async fn run(mut self, leader: Arc<AtomicBool>) {
+        let mut restored = false;
         loop {
             tokio::time::sleep(self.cfg.interval).await;
             if !leader.load(Ordering::Relaxed) {
+                restored = false;
                 continue;
+            }
+            if !restored {
+                match self.restore_published().await {
+                    Ok(n) => {
+                        tracing::info!(
+                            "alerts: read {n} alert(s) already in {}: their scopes stay quiet for their window",
+                            self.cfg.topic
+                        );
+                        restored = true;
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            "{e} (retrying in {:?}; no alert is checked meanwhile)",
+                            self.cfg.interval
+                        );
+                        continue;
+                    }
+                }
             }
             let result = self.check_and_publish().await;
             if let Err(e) = result {
@@ -398,6 +483,66 @@ impl Alerter {
             }
         }
     }
+}
+
+/// The payload of every record of the alerts topic: each partition from its start up to its
+/// high watermark, and on until nothing more comes for a second (Tansu 0.6 reports a high
+/// watermark inside the last batch when it holds several records); at most 60 s.
+fn read_topic(cfg: &AlertConfig) -> Result<Vec<Vec<u8>>, AlertError> {
+    let err = |detail: String| AlertError::Restore {
+        topic: cfg.topic.clone(),
+        detail,
+    };
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &cfg.brokers)
+        .set("group.id", "posture-alerts-restore")
+        .set("enable.auto.commit", "false");
+    for (k, v) in &cfg.extra {
+        cc.set(k, v);
+    }
+    let consumer: BaseConsumer = cc.create().map_err(|e| err(e.to_string()))?;
+    let timeout = Duration::from_secs(10);
+    let md = consumer
+        .fetch_metadata(Some(&cfg.topic), timeout)
+        .map_err(|e| err(e.to_string()))?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut ends = std::collections::BTreeMap::new();
+    for t in md.topics().iter().filter(|t| t.name() == cfg.topic) {
+        for p in t.partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(&cfg.topic, p.id(), timeout)
+                .map_err(|e| err(e.to_string()))?;
+            if high > low {
+                tpl.add_partition_offset(&cfg.topic, p.id(), rdkafka::Offset::Offset(low))
+                    .map_err(|e| err(e.to_string()))?;
+                ends.insert(p.id(), high);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return Ok(out);
+    }
+    consumer.assign(&tpl).map_err(|e| err(e.to_string()))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut idle_since = std::time::Instant::now();
+    while !ends.is_empty() || idle_since.elapsed() < Duration::from_secs(1) {
+        if std::time::Instant::now() > deadline {
+            return Err(err(format!("partitions {ends:?} not read to their end in 60 s")));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                idle_since = std::time::Instant::now();
+                if ends.get(&m.partition()).is_some_and(|&end| m.offset() + 1 >= end) {
+                    ends.remove(&m.partition());
+                }
+                out.push(m.payload().unwrap_or_default().to_vec());
+            }
+            Some(Err(e)) => return Err(err(e.to_string())),
+            None => {}
+        }
+    }
+    Ok(out)
 }
 
 /// A JSON number, or a number in a string (ClickHouse quotes 64-bit integers).

@@ -2,11 +2,18 @@
 //! committed.
 //!
 //! * `posture.score-deltas`: one `posture.v1.ScoreDelta` per transition,
-//!   keyed by device, carrying its lineage (source partition and offset) so
-//!   consumers can deduplicate what a replay writes twice.
+//!   keyed by device, carrying its lineage (source partition and offset).
 //! * `posture.dead-letter`: every input record that could not be used
 //!   (undecodable bytes, an unknown schema id, invalid content), with its
 //!   original key and bytes and the reason in headers.
+//!
+//! Every record of both carries its **dedup key** in headers ([`lineage_headers`]):
+//! `posture.dedup-key` = `<source topic>/<source partition>/<source offset>/<seq>`, `seq`
+//! numbering the records one input record caused (from 0; a dead letter is always 0; a score
+//! delta's is the `seq` of its `transitions` row in ClickHouse). A replay after a crash (the
+//! records since the last snapshot are evaluated again) produces the same records with the same
+//! keys, so a consumer that keeps the keys it has seen sees each output once. Kafka
+//! transactions would make that unnecessary, but the shipped broker has none.
 //!
 //! The producer is idempotent (`enable.idempotence=true`, `acks=all`):
 //! librdkafka's own retries never duplicate or reorder a record within a
@@ -16,7 +23,7 @@
 //! commit.
 
 use crate::{DeadLetter, Stage};
-use posture_core::{Engine, Output};
+use posture_core::{Engine, Output, SourcePos};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -112,7 +119,44 @@ pub struct KafkaStage {
     pending: Vec<Pending>,
     stats: EmitStats,
     metrics: Option<std::sync::Arc<posture_metrics::Metrics>>,
+    /// The source position of the last score delta and its `seq` (the records of one input
+    /// record are absorbed together, before any other record's).
+    last_source: Option<(SourcePos, u32)>,
 }
+
+/// The lineage headers of an output record caused by the input record at `source` of
+/// `source_topic`, the `seq`-th output of that record (from 0): `posture.source.topic`,
+/// `.partition`, `.offset`, `.seq`, and `posture.dedup-key`, all four joined by `/` (Kafka topic
+/// names cannot contain `/`). The key is stable across replays: the same input gives the same
+/// outputs in the same order.
+pub fn lineage_headers(source_topic: &str, source: SourcePos, seq: u32) -> OwnedHeaders {
+    let (partition, offset, seq) = (source.partition.to_string(), source.offset.to_string(), seq.to_string());
+    let key = format!("{source_topic}/{partition}/{offset}/{seq}");
+    OwnedHeaders::new_with_capacity(5)
+        .insert(Header {
+            key: "posture.source.topic",
+            value: Some(source_topic),
+        })
+        .insert(Header {
+            key: "posture.source.partition",
+            value: Some(&partition),
+        })
+        .insert(Header {
+            key: "posture.source.offset",
+            value: Some(&offset),
+        })
+        .insert(Header {
+            key: "posture.source.seq",
+            value: Some(&seq),
+        })
+        .insert(Header {
+            key: DEDUP_KEY_HEADER,
+            value: Some(&key),
+        })
+}
+
+/// The header that holds an output record's dedup key (see [`lineage_headers`]).
+pub const DEDUP_KEY_HEADER: &str = "posture.dedup-key";
 
 impl KafkaStage {
     /// Creates the idempotent producer.
@@ -136,6 +180,7 @@ impl KafkaStage {
             pending: Vec::new(),
             stats: EmitStats::default(),
             metrics: None,
+            last_source: None,
         })
     }
 
@@ -212,7 +257,13 @@ impl Stage for KafkaStage {
                 &mut payload,
             );
             let key = engine.device_name(t.device).as_bytes().to_vec();
-            self.push(Topic::ScoreDeltas, key, payload, None);
+            let seq = match self.last_source {
+                Some((pos, seq)) if pos == t.source => seq + 1,
+                _ => 0,
+            };
+            self.last_source = Some((t.source, seq));
+            let headers = lineage_headers(&self.cfg.source_topic, t.source, seq);
+            self.push(Topic::ScoreDeltas, key, payload, Some(headers));
         }
     }
 
@@ -220,8 +271,11 @@ impl Stage for KafkaStage {
         if self.cfg.dead_letter_topic.is_empty() {
             return;
         }
-        let (partition, offset) = (d.partition.to_string(), d.offset.to_string());
-        let headers = OwnedHeaders::new()
+        let source = SourcePos {
+            partition: d.partition,
+            offset: d.offset,
+        };
+        let headers = lineage_headers(&self.cfg.source_topic, source, 0)
             .insert(Header {
                 key: "posture.reason",
                 value: Some(d.reason),
@@ -229,18 +283,6 @@ impl Stage for KafkaStage {
             .insert(Header {
                 key: "posture.error",
                 value: Some(d.detail),
-            })
-            .insert(Header {
-                key: "posture.source.topic",
-                value: Some(&self.cfg.source_topic),
-            })
-            .insert(Header {
-                key: "posture.source.partition",
-                value: Some(&partition),
-            })
-            .insert(Header {
-                key: "posture.source.offset",
-                value: Some(&offset),
             });
         self.push(
             Topic::DeadLetter,

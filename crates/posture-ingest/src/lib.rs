@@ -20,13 +20,15 @@
 //! built on the lineage every row carries.
 
 pub mod alerts;
+pub mod assignment;
 pub mod emit;
 pub mod pipeline;
 pub mod topics;
 
+use assignment::{AssignmentWatch, Verdict};
 use posture_core::exception::Exception;
 use posture_core::{Catalog, ConfigChange, Engine, EngineConfig, Output, Rejected, SourcePos};
-use posture_metrics::Metrics;
+use posture_metrics::{Metrics, Readiness};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -60,6 +62,12 @@ pub struct IngestConfig {
     pub snapshot_interval: Duration,
     /// ... or after this many records of the partition.
     pub snapshot_records: u64,
+    /// Holding no partition for longer than this (after the start or a revocation) is reported:
+    /// a warning, `/readyz` failing, the metrics of [`Metrics::set_assignment`]. Zero: never.
+    pub assignment_timeout: Duration,
+    /// Whether such a stall also makes the instance leave and re-join its group (at doubling
+    /// intervals), which clears a group stuck on a member that died without leaving.
+    pub rejoin_unassigned: bool,
 }
 
 impl IngestConfig {
@@ -74,6 +82,8 @@ impl IngestConfig {
             extra: Vec::new(),
             snapshot_interval: Duration::from_secs(30),
             snapshot_records: 1_000_000,
+            assignment_timeout: Duration::from_secs(30),
+            rejoin_unassigned: true,
         }
     }
 }
@@ -476,6 +486,17 @@ impl rdkafka::consumer::ConsumerContext for IngestContext {
             r.extend(tpl.elements().iter().map(|e| e.partition()));
         }
     }
+
+    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        if let rdkafka::consumer::Rebalance::Assign(tpl) = rebalance {
+            let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            if partitions.is_empty() {
+                tracing::info!("the consumer group assigned no partition to this instance");
+            } else {
+                tracing::info!("the consumer group assigned partitions {partitions:?}");
+            }
+        }
+    }
 }
 
 /// One assigned partition: its engine and where it is in the input.
@@ -535,6 +556,10 @@ pub struct Ingest<S: Stage, D, St: StateStore = MemoryOnly> {
     consumer: StreamConsumer<IngestContext>,
     st: State<S, D, St>,
     last_flush: Instant,
+    /// Whether partitions are held, and what to do when none are for long.
+    watch: AssignmentWatch,
+    /// Flipped to not ready while no partition is held for too long.
+    ready: Option<Arc<Readiness>>,
 }
 
 impl<S: Stage, D: Decode> Ingest<S, D, MemoryOnly> {
@@ -565,6 +590,8 @@ impl<S: Stage, D: Decode> Ingest<S, D, MemoryOnly> {
         let consumer: StreamConsumer<IngestContext> = cc.create_with_context(IngestContext::default()).map_err(err)?;
         consumer.subscribe(&[&cfg.topic]).map_err(err)?;
         Ok(Ingest {
+            watch: AssignmentWatch::new(Instant::now(), cfg.assignment_timeout, cfg.rejoin_unassigned),
+            ready: None,
             cfg,
             consumer,
             st: State {
@@ -631,6 +658,8 @@ impl<S: Stage, D: Decode> Ingest<S, D, MemoryOnly> {
                 scratch: st.scratch,
             },
             last_flush: self.last_flush,
+            watch: self.watch,
+            ready: self.ready,
         }
     }
 }
@@ -643,6 +672,13 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         let _ = self.consumer.context().metrics.set(metrics.clone());
         self.st.metrics = Some(metrics);
+        self
+    }
+
+    /// Fails `ready` (with the reason) while the instance holds no partition for longer than
+    /// [`IngestConfig::assignment_timeout`], and makes it ready again once it holds some.
+    pub fn with_readiness(mut self, ready: Arc<Readiness>) -> Self {
+        self.ready = Some(ready);
         self
     }
 
@@ -777,6 +813,7 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
                     }
                 }
                 _ = tick.tick() => {
+                    self.check_assignment();
                     if self.last_flush.elapsed() >= self.cfg.batch_interval {
                         self.flush(false).await?;
                     }
@@ -784,6 +821,77 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
             }
         }
         self.flush(true).await
+    }
+
+    /// Feeds the assignment watch ([`assignment`]) and acts on its verdict: metrics, readiness,
+    /// a warning that names the group and the likely causes, a re-join.
+    fn check_assignment(&mut self) {
+        let now = Instant::now();
+        let assigned = self.consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        let verdict = self.watch.observe(now, assigned);
+        if let Some(m) = &self.st.metrics {
+            m.set_assignment(assigned, self.watch.unassigned_for(now));
+        }
+        match verdict {
+            Verdict::Assigned { after_stall: Some(d) } => {
+                tracing::info!(
+                    "{assigned} partition(s) of {} assigned (group {}) after {} s without any",
+                    self.cfg.topic,
+                    self.cfg.group_id,
+                    d.as_secs()
+                );
+                if let Some(r) = &self.ready {
+                    r.set_ready();
+                }
+            }
+            Verdict::Assigned { after_stall: None } | Verdict::Waiting { .. } => {}
+            Verdict::Stalled {
+                unassigned_for,
+                attempt,
+                rejoin,
+                next_in,
+            } => {
+                let reason = format!(
+                    "no partition of {} assigned for {} s (consumer group {} at {})",
+                    self.cfg.topic,
+                    unassigned_for.as_secs(),
+                    self.cfg.group_id,
+                    self.cfg.brokers
+                );
+                let action = if rejoin {
+                    format!(
+                        "leaving and re-joining the group (attempt {attempt}; the next in {} s if this goes on)",
+                        next_in.as_secs()
+                    )
+                } else {
+                    format!(
+                        "not re-joining (--kafka-rejoin-unassigned false); reported again in {} s",
+                        next_in.as_secs()
+                    )
+                };
+                tracing::warn!(
+                    "{reason}. Likely causes: the group still lists a member that died without leaving (kill -9, a lost \
+                     host) and the broker has not evicted it (Tansu 0.6 can keep such a group stuck with an empty \
+                     assignment); or the group has more members than the topic has partitions. {action}"
+                );
+                if let Some(r) = &self.ready {
+                    r.set_not_ready(reason);
+                }
+                if rejoin {
+                    if let Some(m) = &self.st.metrics {
+                        m.group_rejoined();
+                    }
+                    // Unsubscribing leaves the group (LeaveGroup); subscribing joins it again.
+                    self.consumer.unsubscribe();
+                    if let Err(e) = self.consumer.subscribe(&[&self.cfg.topic]) {
+                        tracing::warn!(
+                            "re-subscribing to {} failed (retried at the next attempt): {e}",
+                            self.cfg.topic
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// Tells the stage how many partitions the input topic has (asked when a partition starts,

@@ -52,9 +52,16 @@ pub mod names {
     pub const LAST_FLUSH_TIMESTAMP: &str = "posture_last_flush_timestamp_seconds";
     /// IntGauge `{version}` = 1: build information.
     pub const BUILD_INFO: &str = "posture_build_info";
+    /// IntGauge: partitions of the events topic assigned to this process.
+    pub const PARTITIONS_ASSIGNED: &str = "posture_partitions_assigned";
+    /// Gauge: seconds this process has held no partition (0 while it holds one).
+    pub const UNASSIGNED_SECONDS: &str = "posture_unassigned_seconds";
+    /// IntCounter: times this process left and re-joined its consumer group after holding no
+    /// partition for too long.
+    pub const GROUP_REJOINS: &str = "posture_group_rejoins_total";
 
     /// Every metric name above, in registration order.
-    pub const ALL: [&str; 20] = [
+    pub const ALL: [&str; 23] = [
         EVENTS_CONSUMED,
         EVENTS_APPLIED,
         EVENTS_STALE,
@@ -75,6 +82,9 @@ pub mod names {
         ALERTS_PUBLISHED,
         LAST_FLUSH_TIMESTAMP,
         BUILD_INFO,
+        PARTITIONS_ASSIGNED,
+        UNASSIGNED_SECONDS,
+        GROUP_REJOINS,
     ];
 }
 
@@ -214,6 +224,9 @@ pub struct Metrics {
     score_guard: Mutex<ScoreGuard>,
     alerts_published: IntCounter,
     last_flush_timestamp: Gauge,
+    partitions_assigned: IntGauge,
+    unassigned_seconds: Gauge,
+    group_rejoins: IntCounter,
     version: String,
 }
 
@@ -372,6 +385,23 @@ impl Metrics {
                 "Unix time in seconds of the last successful flush to the sink.",
             )),
         );
+        let partitions_assigned = int_gauge(
+            names::PARTITIONS_ASSIGNED,
+            "Partitions of the events topic assigned to this process by its consumer group.",
+        );
+        let unassigned_seconds = reg(
+            &r,
+            Gauge::with_opts(Opts::new(
+                names::UNASSIGNED_SECONDS,
+                "Seconds since this process last held a partition of the events topic (since start if it never \
+                 did); 0 while it holds one.",
+            )),
+        );
+        let group_rejoins = counter(
+            names::GROUP_REJOINS,
+            "Times this process left and re-joined its consumer group because it held no partition for longer \
+             than --assignment-timeout-secs.",
+        );
         let build_info = reg(
             &r,
             IntGaugeVec::new(
@@ -419,6 +449,9 @@ impl Metrics {
             score_guard: Mutex::new(ScoreGuard::new(&config.score_limits)),
             alerts_published,
             last_flush_timestamp,
+            partitions_assigned,
+            unassigned_seconds,
+            group_rejoins,
             version: config.version,
         }
     }
@@ -521,6 +554,18 @@ impl Metrics {
     /// The approximate bytes of evaluation state held in memory.
     pub fn set_state_bytes(&self, n: u64) {
         self.state_bytes.set(gauge_value(n));
+    }
+
+    /// The consumer group's assignment as this process last saw it: `partitions` of the events
+    /// topic, and for how long it has held none (zero while it holds some).
+    pub fn set_assignment(&self, partitions: usize, unassigned_for: Duration) {
+        self.partitions_assigned.set(gauge_value(partitions as u64));
+        self.unassigned_seconds.set(unassigned_for.as_secs_f64());
+    }
+
+    /// The process left and re-joined its consumer group (it held no partition for too long).
+    pub fn group_rejoined(&self) {
+        self.group_rejoins.inc();
     }
 
     /// A state restore (of newly assigned partitions) took `took`.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// The contract with dashboards and alert rules: every name and its type.
-const EXPECTED: [(&str, &str); 20] = [
+const EXPECTED: [(&str, &str); 23] = [
     ("posture_events_consumed_total", "counter"),
     ("posture_events_applied_total", "counter"),
     ("posture_events_stale_total", "counter"),
@@ -32,6 +32,9 @@ const EXPECTED: [(&str, &str); 20] = [
     ("posture_alerts_published_total", "counter"),
     ("posture_last_flush_timestamp_seconds", "gauge"),
     ("posture_build_info", "gauge"),
+    ("posture_partitions_assigned", "gauge"),
+    ("posture_unassigned_seconds", "gauge"),
+    ("posture_group_rejoins_total", "counter"),
 ];
 
 const REASONS: [&str; 13] = [

@@ -254,6 +254,30 @@ pub struct RunArgs {
         value_delimiter = ','
     )]
     kafka_consumer_property: Vec<String>,
+    /// Holding no partition of the topic for this long (after the start or
+    /// a revocation) is reported: a warning naming the group and the likely
+    /// cause, /readyz failing with the reason, posture_unassigned_seconds on
+    /// /metrics (0: never report).
+    #[arg(
+        long,
+        env = "POSTURE_ASSIGNMENT_TIMEOUT_SECS",
+        default_value_t = 30,
+        value_name = "SECS"
+    )]
+    assignment_timeout_secs: u64,
+    /// When no partition is held for --assignment-timeout-secs, leave and
+    /// re-join the consumer group (again at doubling intervals, up to 10
+    /// minutes): this clears a group that a crashed member keeps stuck
+    /// (Tansu 0.6); on Kafka it costs one rebalance of the group. Turn it off
+    /// for deliberate standby instances (more instances than partitions).
+    #[arg(
+        long,
+        env = "POSTURE_KAFKA_REJOIN_UNASSIGNED",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    kafka_rejoin_unassigned: bool,
     /// Most input bytes librdkafka may prefetch per partition queue (KiB):
     /// bounds memory while the sink is slow.
     #[arg(long, env = "POSTURE_PREFETCH_KIB", default_value_t = 16_384)]
@@ -374,6 +398,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         }
         cfg.snapshot_interval = Duration::from_secs(args.snapshot_secs.max(1));
         cfg.snapshot_records = args.snapshot_records.max(1);
+        cfg.assignment_timeout = Duration::from_secs(args.assignment_timeout_secs);
+        cfg.rejoin_unassigned = args.kafka_rejoin_unassigned;
         let engine_cfg = EngineConfig {
             inactivity_window_ms: args.inactivity_days as i64 * 86_400_000,
             max_settings: args.max_settings,
@@ -491,6 +517,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         tokio::spawn(poll_exceptions(query.clone(), exceptions.clone(), poll));
         let ingest = Ingest::new(cfg, catalog.clone(), engine_cfg, stage, decoder)?
             .with_metrics(metrics.clone())
+            .with_readiness(ready.clone())
             .with_exceptions(exceptions);
         let every = Duration::from_secs(args.tasks_confirm_secs.max(1));
         tokio::spawn(confirm_tasks(query, ingest.holds_partition_0(), every));
@@ -613,6 +640,10 @@ async fn run_ingest<D: Decode, St: StateStore>(
     if let Some(a) = alerter.as_mut() {
         // A last look, so a bounded run (--until-idle, --duration-secs) alerts on what it wrote.
         if ingest.holds_partition_0().load(std::sync::atomic::Ordering::Relaxed) {
+            // What is already published (by an earlier run, or the periodic task) stays quiet.
+            if let Err(e) = a.restore_published().await {
+                tracing::warn!("{e}: the last check may repeat an alert published before");
+            }
             let n = a.check_and_publish().await?;
             tracing::info!("{n} score-drop alert(s) published");
         }

@@ -10,7 +10,7 @@
 
 use posture_tests::consistency::{Reader, Reference};
 use posture_tests::proxy::Proxy;
-use posture_tests::{kafka_brokers, kafka_config, read_topic, unique_name};
+use posture_tests::{kafka_brokers, kafka_config, unique_name, ScratchDir};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
@@ -48,7 +48,7 @@ fn posture(args: &[&str], env: &[(&str, &str)]) -> (String, String) {
 
 /// A fleet in a JSON-lines file and, the same events, in a fresh 3-partition topic.
 struct Fleet {
-    dir: std::path::PathBuf,
+    dir: ScratchDir,
     file: String,
     topic: String,
     client: clickhouse::Client,
@@ -65,12 +65,21 @@ impl Fleet {
         Fleet::new_with(brokers, &posture_tests::clickhouse_url(), name, devices, hours).await
     }
 
+    /// The same in a topic of `partitions` partitions (3 above).
+    async fn new_in(name: &str, devices: &str, hours: &str, partitions: i32) -> Fleet {
+        let (brokers, clickhouse) = (kafka_brokers(), posture_tests::clickhouse_url());
+        Fleet::create(&brokers, &clickhouse, name, devices, hours, partitions).await
+    }
+
     /// The same with the broker at `brokers` and ClickHouse at `clickhouse`.
     async fn new_with(brokers: &str, clickhouse: &str, name: &str, devices: &str, hours: &str) -> Fleet {
-        let dir = std::env::temp_dir().join(unique_name(name));
-        std::fs::create_dir_all(&dir).unwrap();
+        Fleet::create(brokers, clickhouse, name, devices, hours, 3).await
+    }
+
+    async fn create(brokers: &str, clickhouse: &str, name: &str, devices: &str, hours: &str, partitions: i32) -> Fleet {
+        let dir = ScratchDir::new(name);
         let file = dir.join("fleet.jsonl").to_str().unwrap().to_string();
-        let topic = posture_tests::fresh_topic_at(brokers, name, 3).await;
+        let topic = posture_tests::fresh_topic_at(brokers, name, partitions).await;
         let sim = [
             "simulate",
             "--baselines",
@@ -131,9 +140,12 @@ impl Fleet {
                 "1",
                 "--kafka-session-timeout-ms",
                 "6000",
-                "--http-addr",
-                "127.0.0.1:0",
             ])
+            .args(if extra_args.contains(&"--http-addr") {
+                &[][..]
+            } else {
+                &["--http-addr", "127.0.0.1:0"][..]
+            })
             .args(extra_args)
             .envs(self.env().iter().copied())
             .envs(extra_env.iter().copied())
@@ -143,7 +155,23 @@ impl Fleet {
             .expect("spawn posture run")
     }
 
-    /// Transitions written so far.
+    /// Waits until the run logging to `log` has been assigned partitions by its consumer group,
+    /// at most 60 s after `spawned` (the bound the README promises after a kill -9); returns how
+    /// long that took.
+    async fn wait_for_assignment(&self, log: &str, spawned: Instant) -> Duration {
+        loop {
+            let text = self.log(log);
+            if text.contains("the consumer group assigned partitions [") {
+                return spawned.elapsed();
+            }
+            assert!(
+                spawned.elapsed() < Duration::from_secs(60),
+                "no partition assigned within 60 s of the start; log:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Engine snapshots written so far.
     async fn snapshots(&self) -> u64 {
         self.client
@@ -153,6 +181,7 @@ impl Fleet {
             .expect("count snapshots")
     }
 
+    /// Transitions written so far.
     async fn transitions(&self) -> u64 {
         self.client
             .query("SELECT count() FROM transitions")
@@ -259,6 +288,11 @@ impl Fleet {
 /// members' max.poll.interval.ms) runs out; the test broker waits for the latter.
 const FAST_REBALANCE: &[&str] = &["--kafka-max-poll-interval-ms", "8000"];
 
+/// A partition of the test fleets (about 600 records) takes a second or two: snapshots every 200
+/// records, so that a restart after a kill restores one mid-partition (with the same consumer
+/// group, a finished partition is not fetched again, so its last snapshot is never restored).
+const SNAPSHOT_OFTEN: &[&str] = &["--snapshot-records", "200"];
+
 /// A plain HTTP/1.1 GET: status and body.
 fn http_get(addr: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
@@ -281,7 +315,7 @@ fn kill(child: &mut Child) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_five_times_with_garbage_in_the_input_is_exact() {
+async fn kill_9_six_times_with_garbage_restarting_in_the_same_group_is_exact() {
     let fleet = Fleet::new("kill9", "250", "24").await;
     // 1% garbage: undecodable records and valid Avro with invalid content, spread over the partitions.
     let lines = std::fs::read_to_string(&fleet.file).unwrap().lines().count();
@@ -310,90 +344,318 @@ async fn kill_9_five_times_with_garbage_in_the_input_is_exact() {
     assert!(garbage.len() >= 15, "{} garbage records", garbage.len());
 
     let reference = fleet.reference_transitions();
+    // The runs reach ClickHouse through a proxy, so that a kill can land inside a given request.
+    let upstream = posture_tests::clickhouse_url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let proxy = Proxy::start(upstream).await;
+    let via_proxy = [("POSTURE_CLICKHOUSE_URL", proxy.url())];
+    let via_proxy: Vec<(&str, &str)> = via_proxy.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut rng = fastrand::Rng::with_seed(5);
     let mut progress = Vec::new();
-    // Each restart joins under a new consumer group: the test broker (Tansu 0.6) does not evict a
-    // member killed with -9 on its session timeout, so under the old group the restarted process
-    // could wait forever for partitions the dead member still holds (docs/ARCHITECTURE.md). This
-    // changes nothing for the result: the state comes from the snapshots (per topic and
-    // partition), and a consumer without committed offsets starts from the earliest offset and
-    // skips what the snapshot already holds.
-    let restart_args = FAST_REBALANCE;
+    let mut assigned_after = Vec::new();
+    // Every restart joins the same consumer group, as a systemd unit or a Kubernetes pod
+    // restart does, with the shipped defaults for the assignment watch (30 s).
+    let group = unique_name("kill9_group");
     let mut written = 0;
     // A dashboard reads all along: every answer must be exact for what it says it reflects.
     let reader = fleet.start_reader(9);
-    for round in 0..5 {
-        let group = unique_name("kill9_group");
-        let mut child = fleet.spawn_run(&group, &[], restart_args, &format!("run-{round}.log"));
-        // Kill at a random moment once this run has written something (joining the group after
-        // a crash takes a while), so every kill lands mid-processing.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while fleet.transitions().await <= written && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(rng.u64(0..1500))).await;
-        if round == 2 {
-            // The random moments may all come before a first snapshot (taken after a flush once
-            // --snapshot-secs has passed): make sure the later runs have one to restore.
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while fleet.snapshots().await == 0 && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+    for round in 0..6 {
+        let log = format!("run-{round}.log");
+        let spawned = Instant::now();
+        let snapshots_before = fleet.snapshots().await;
+        let mut child = fleet.spawn_run(&group, &via_proxy, SNAPSHOT_OFTEN, &log);
+        assigned_after.push(fleet.wait_for_assignment(&log, spawned).await);
+        let moment = match round {
+            1 | 3 => {
+                // Inside a flush (its INSERT INTO transitions) or a snapshot (its INSERT INTO
+                // engine_snapshots): the proxy holds that request and the process dies in it.
+                let (table, what) = if round == 1 {
+                    ("transitions", "during a flush")
+                } else {
+                    ("engine_snapshots", "during a snapshot")
+                };
+                let sprung = proxy.trap(&["INSERT", table]);
+                tokio::time::timeout(Duration::from_secs(60), sprung)
+                    .await
+                    .unwrap_or_else(|_| panic!("no INSERT INTO {table} in 60 s; log:\n{}", fleet.log(&log)))
+                    .expect("trap");
+                what
             }
-        }
+            _ => {
+                // At a random moment once this run has written something; in rounds 2 and 4 once
+                // it has also saved a snapshot (otherwise every kill may come before the first
+                // snapshot of the partition being worked on, and no later run would restore one).
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while fleet.transitions().await <= written && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                if round % 2 == 0 && round > 0 {
+                    while fleet.snapshots().await <= snapshots_before && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(rng.u64(0..1500))).await;
+                "at a random moment"
+            }
+        };
         kill(&mut child);
+        proxy.clear_trap();
         written = fleet.transitions().await;
+        eprintln!(
+            "run {round}: partitions assigned {:.1} s after the start; killed {moment} with {written} transitions written",
+            assigned_after[round].as_secs_f64()
+        );
         progress.push(written);
     }
     eprintln!("transitions after each kill: {progress:?} of {reference}");
     assert!(progress[0] > 0, "the first run wrote something before it was killed");
     assert!(
-        progress[4] < reference,
+        progress[5] < reference,
         "the kills came before the end: {progress:?} of {reference}"
     );
-    let mut last = fleet.spawn_run(&unique_name("kill9_group"), &[], restart_args, "run-final.log");
+    let spawned = Instant::now();
+    let mut last = fleet.spawn_run(&group, &via_proxy, SNAPSHOT_OFTEN, "run-final.log");
+    assigned_after.push(fleet.wait_for_assignment("run-final.log", spawned).await);
     let got = fleet.wait_for(reference, Duration::from_secs(180)).await;
     kill(&mut last);
+    let logs: String =
+        (0..6).map(|r| fleet.log(&format!("run-{r}.log"))).collect::<String>() + &fleet.log("run-final.log");
+    let rejoins = logs.matches("leaving and re-joining the group").count();
+    eprintln!(
+        "partitions assigned after each start (s): {:?}; {rejoins} re-join(s) of a stuck group",
+        assigned_after
+            .iter()
+            .map(|d| (d.as_secs_f64() * 10.0).round() / 10.0)
+            .collect::<Vec<_>>()
+    );
     let (answers, partial, failed) = fleet.check_reads(reader).await;
     eprintln!(
-        "{answers} scores read across five kill -9 and restarts ({partial} of a partial cut, {failed} reads failed): \
+        "{answers} scores read across six kill -9 and restarts ({partial} of a partial cut, {failed} reads failed): \
          each equal to embedded mode over its cut"
     );
     assert!(partial >= 10, "too few answers read mid-run ({partial} of {answers})");
-    let logs: String =
-        (0..5).map(|r| fleet.log(&format!("run-{r}.log"))).collect::<String>() + &fleet.log("run-final.log");
     assert_eq!(
         got, reference,
         "transitions written (no loss, no duplicate); logs:\n{logs}"
     );
-    assert!(
-        fleet.log("run-final.log").contains("restored") || logs.contains("restored"),
-        "the runs restored snapshots:\n{logs}"
-    );
+    assert!(logs.contains("restored"), "the runs restored snapshots:\n{logs}");
     fleet.check_scores();
 
-    // Every garbage record is in the dead-letter topic with its reason (a replay may repeat one,
-    // Kafka outputs are at-least-once with lineage), and nothing else is.
-    let dead = read_topic(&format!("{}.dead", fleet.topic)).await;
+    // Kafka outputs: a replay produces again what the killed run had produced since its last
+    // snapshot, with the same dedup keys and the same bytes. Deduplicated by key, every dead
+    // letter is there once (one per garbage record, with its reason), and every score delta once
+    // (one per transition row in ClickHouse, under the same source position and seq).
+    let dead = posture_tests::read_topic_to_end(&format!("{}.dead", fleet.topic)).await;
+    let dead_keys = dedup_by_key(&dead);
     let mut lineage = BTreeSet::new();
-    for m in &dead {
-        let mut reason = String::new();
-        let (mut p, mut o) = (-1, -1);
-        for h in m.headers().expect("headers").iter() {
-            let v = String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned();
-            match h.key {
-                "posture.reason" => reason = v,
-                "posture.source.partition" => p = v.parse().unwrap(),
-                "posture.source.offset" => o = v.parse().unwrap(),
-                _ => {}
-            }
-        }
+    for m in dead_keys.values() {
+        let reason = header(m, "posture.reason");
         assert!(
             ["bad_magic", "invalid_event"].contains(&reason.as_str()),
             "reason {reason:?}"
         );
-        lineage.insert((p, o));
+        lineage.insert((
+            header(m, "posture.source.partition").parse::<i32>().unwrap(),
+            header(m, "posture.source.offset").parse::<i64>().unwrap(),
+        ));
     }
-    assert_eq!(lineage, garbage, "dead letters by source position");
+    assert_eq!(
+        lineage,
+        garbage,
+        "dead letters by source position; the dead-letter topic {}.dead holds (partition, offset, dedup key): {:?}",
+        fleet.topic,
+        dead.iter()
+            .map(|m| (
+                m.partition(),
+                m.offset(),
+                header(m, posture_ingest::emit::DEDUP_KEY_HEADER)
+            ))
+            .collect::<Vec<_>>()
+    );
+    let deltas = posture_tests::read_topic_to_end(&format!("{}.deltas", fleet.topic)).await;
+    let delta_keys = dedup_by_key(&deltas);
+    let rows: Vec<(i32, i64, u32)> = fleet
+        .client
+        .query("SELECT source_partition, source_offset, seq FROM transitions")
+        .fetch_all()
+        .await
+        .expect("transition lineage");
+    let want: BTreeSet<String> = rows
+        .iter()
+        .map(|(p, o, s)| format!("{}/{p}/{o}/{s}", fleet.topic))
+        .collect();
+    eprintln!(
+        "Kafka outputs: {} dead letters for {} garbage records, {} score deltas for {} transitions (the rest: replays, \
+         dropped by the dedup key)",
+        dead.len(),
+        garbage.len(),
+        deltas.len(),
+        reference
+    );
+    assert_eq!(want.len() as u64, reference, "one lineage per transition row");
+    let got_keys: BTreeSet<String> = delta_keys.keys().cloned().collect();
+    assert_eq!(
+        got_keys.len(),
+        want.len(),
+        "score deltas after dedup: {} keys not in ClickHouse, {} rows without a delta",
+        got_keys.difference(&want).count(),
+        want.difference(&got_keys).count()
+    );
+    assert_eq!(got_keys, want, "score deltas after dedup = the transitions, key by key");
+}
+
+/// The header `name` of `m` as text ("" when absent).
+fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> String {
+    m.headers()
+        .and_then(|h| h.iter().find(|h| h.key == name))
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default()
+}
+
+/// Output records by their dedup key (`posture.dedup-key`), as a consumer that drops repeats
+/// sees them. Every record has a key, and records with the same key are the same record (key,
+/// payload and headers): a replay, not a different output.
+fn dedup_by_key(
+    records: &[rdkafka::message::OwnedMessage],
+) -> std::collections::BTreeMap<String, &rdkafka::message::OwnedMessage> {
+    let mut out = std::collections::BTreeMap::new();
+    for m in records {
+        let key = header(m, posture_ingest::emit::DEDUP_KEY_HEADER);
+        assert!(!key.is_empty(), "a record without a dedup key: {m:?}");
+        if let Some(first) = out.insert(key.clone(), m) {
+            assert_eq!(
+                (first.key(), first.payload(), header(first, "posture.reason")),
+                (m.key(), m.payload(), header(m, "posture.reason")),
+                "two different records under the dedup key {key}"
+            );
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_without_partitions_says_so_in_the_log_metrics_and_readyz() {
+    // One partition, two instances in one group: one of them (the group's assignor picks which)
+    // gets nothing. Both report after 3 s and do not re-join (that would only move the partition).
+    let fleet = Fleet::new_in("idle", "20", "1", 1).await;
+    let group = unique_name("idle_group");
+    let addrs = [0, 1].map(|_| format!("127.0.0.1:{}", posture_tests::free_port()));
+    let logs = ["a.log", "b.log"];
+    let mut runs: Vec<Child> = (0..2)
+        .map(|i| {
+            let args = [
+                "--http-addr",
+                &addrs[i],
+                "--assignment-timeout-secs",
+                "3",
+                "--kafka-rejoin-unassigned",
+                "false",
+            ];
+            fleet.spawn_run(&group, &[], &args, logs[i])
+        })
+        .collect();
+    // Wait until one holds the partition and the other has reported holding none.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (idle, busy) = loop {
+        let text = logs.map(|l| fleet.log(l));
+        let holds = |i: usize| text[i].rfind("assigned partitions [0]") > text[i].rfind("assigned no partition");
+        let reported = |i: usize| text[i].contains("no partition of");
+        if holds(0) && !holds(1) && reported(1) {
+            break (1, 0);
+        }
+        if holds(1) && !holds(0) && reported(0) {
+            break (0, 1);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no idle instance reported; logs:\n{}\n---\n{}",
+            text[0],
+            text[1]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The report: a warning that names the group, the topic and the likely causes; /readyz
+    // failing with the reason; the gauges.
+    let log = fleet.log(logs[idle]);
+    let warning = log.lines().rfind(|l| l.contains("no partition of")).unwrap();
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(warning.contains(&group), "the warning names the group: {warning}");
+    assert!(warning.contains(&fleet.topic), "and the topic: {warning}");
+    assert!(
+        warning.contains("died without leaving") && warning.contains("more members than the topic has partitions"),
+        "and the likely causes: {warning}"
+    );
+    assert!(warning.contains("not re-joining"), "{warning}");
+    let (status, body) = http_get(&addrs[idle], "/readyz");
+    assert_eq!(status, 503, "/readyz: {body}");
+    assert!(
+        body.contains("no partition of") && body.contains(&group),
+        "/readyz says why: {body}"
+    );
+    let (_, metrics) = http_get(&addrs[idle], "/metrics");
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("posture_partitions_assigned"), 0.0);
+    assert!(value("posture_unassigned_seconds") >= 3.0, "{metrics}");
+    assert_eq!(
+        value("posture_group_rejoins_total"),
+        0.0,
+        "--kafka-rejoin-unassigned false"
+    );
+    let (status, _) = http_get(&addrs[busy], "/readyz");
+    assert_eq!(status, 200, "the instance holding the partition is ready");
+
+    // The holder stops (SIGTERM: it leaves the group): the idle one gets the partition, says
+    // so, and is ready again.
+    let status = Command::new("kill")
+        .args(["-TERM", &runs[busy].id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+    runs[busy].wait().expect("reaped");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !fleet
+        .log(logs[idle])
+        .contains("the consumer group assigned partitions [0]")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the idle instance never got the partition; log:\n{}",
+            fleet.log(logs[idle])
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = http_get(&addrs[idle], "/readyz");
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz after the assignment: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, metrics) = http_get(&addrs[idle], "/metrics");
+    assert!(metrics.contains("\nposture_partitions_assigned 1\n"), "{metrics}");
+    assert!(metrics.contains("\nposture_unassigned_seconds 0\n"), "{metrics}");
+    assert!(
+        fleet.log(logs[idle]).contains("without any"),
+        "the recovery is logged:\n{}",
+        fleet.log(logs[idle])
+    );
+    kill(&mut runs[idle]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -566,7 +828,7 @@ async fn clickhouse_down_for_30_seconds_is_exact_with_bounded_memory() {
 /// `dir`, on a free port, so it can be killed and restarted without
 /// disturbing the other tests.
 struct OwnBroker {
-    dir: std::path::PathBuf,
+    dir: ScratchDir,
     port: u16,
     child: Option<Child>,
 }
@@ -587,8 +849,7 @@ impl OwnBroker {
     }
 
     fn start() -> OwnBroker {
-        let dir = std::env::temp_dir().join(unique_name("own_broker"));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = ScratchDir::new("own_broker");
         let port = posture_tests::free_port();
         let mut b = OwnBroker { dir, port, child: None };
         b.restart();
@@ -664,14 +925,14 @@ async fn a_broker_restart_mid_run_is_exact() {
 /// `scripts/stack`'s) with its data in `dir`, on free ports, so it can be killed and started
 /// again on the same data without disturbing the other tests.
 struct OwnClickHouse {
-    dir: std::path::PathBuf,
+    dir: ScratchDir,
     http: u16,
     child: Option<Child>,
 }
 
 impl OwnClickHouse {
     fn start() -> OwnClickHouse {
-        let dir = std::env::temp_dir().join(unique_name("own_clickhouse"));
+        let dir = ScratchDir::new("own_clickhouse");
         for sub in ["data", "tmp", "log", "user_files", "format_schemas"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }

@@ -29,7 +29,7 @@ fn json(text: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_runs_the_pipeline_and_reads_the_score_from_clickhouse() {
-    let dir = std::env::temp_dir().join(unique_name("pipeline_cli"));
+    let dir = posture_tests::ScratchDir::new("pipeline_cli");
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("fleet.jsonl");
     let file = file.to_str().unwrap();

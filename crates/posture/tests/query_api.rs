@@ -248,7 +248,7 @@ fn num(v: &Value) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_and_subcommand_gives_the_hand_checked_figures() {
-    let dir = std::env::temp_dir().join(unique_name("query_api"));
+    let dir = posture_tests::ScratchDir::new("query_api");
     let baselines = dir.join("baselines");
     std::fs::create_dir_all(&baselines).unwrap();
     std::fs::write(baselines.join("api.yaml"), BASELINE).unwrap();

@@ -16,7 +16,7 @@ fn fixture(p: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scanner_results_stream_through_kafka_into_the_score() {
-    let dir = std::env::temp_dir().join(unique_name("xccdf_stream"));
+    let dir = posture_tests::ScratchDir::new("xccdf_stream");
     let baselines = dir.join("baselines");
     std::fs::create_dir_all(&baselines).unwrap();
     let baseline = baselines.join("scan.yaml");
