@@ -96,6 +96,37 @@ pub struct EngineConfig {
     /// Events observed outside `[start, end)` (epoch ms) are rejected as
     /// absurd. Default 2000-01-01 to 2100-01-01.
     pub valid_time_ms: (i64, i64),
+    /// Events whose inventory lists more device groups than this are
+    /// rejected: every group is a score scope with its own per-control
+    /// counts and rows. Default 64.
+    pub max_groups: usize,
+    /// ... more tags than this. Default 64.
+    pub max_tags: usize,
+    /// Events with an inventory name (a group, a tag, the OS family or
+    /// version, the host name) longer than this many bytes are rejected.
+    /// Default 256.
+    pub max_name_bytes: usize,
+}
+
+/// A name no tenant or group may have: the label of aggregated series on `/metrics` (tenants
+/// beyond the cap, groups not listed), which a real scope of that name could not be told apart from.
+pub const RESERVED_SCOPE_NAME: &str = "_overflow";
+
+/// Why `name` cannot name a scope (a tenant or a device group), if it cannot: empty (the
+/// empty group is the whole tenant's scope), the reserved name, leading or trailing white
+/// space (shown alike with and without it), or a control character.
+pub fn scope_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("is empty (the empty group is the whole tenant's scope)")
+    } else if name == RESERVED_SCOPE_NAME {
+        Some("is reserved (the label of aggregated series on /metrics)")
+    } else if name.trim() != name {
+        Some("begins or ends with white space")
+    } else if name.chars().any(char::is_control) {
+        Some("contains a control character")
+    } else {
+        None
+    }
 }
 
 impl Default for EngineConfig {
@@ -105,6 +136,9 @@ impl Default for EngineConfig {
             max_settings: 10_000,
             max_value_bytes: 64 * 1024,
             valid_time_ms: (946_684_800_000, 4_102_444_800_000),
+            max_groups: 64,
+            max_tags: 64,
+            max_name_bytes: 256,
         }
     }
 }
@@ -601,13 +635,49 @@ impl Engine {
         if ev.kind == ChangeKind::Retire && !ev.settings.is_empty() {
             return bad("a RETIRE event carries no settings");
         }
+        if let Some(problem) = scope_name_problem(&ev.tenant_id) {
+            return Err(Rejected::Invalid(format!("tenant_id {:?} {problem}", ev.tenant_id)));
+        }
         if let Some(d) = &ev.device {
-            if d.os_family.is_empty() {
-                return bad("device.os_family is empty");
-            }
+            self.validate_inventory(d)?;
         }
         if ev.settings.iter().any(|s| s.key.is_empty()) {
             return bad("a setting with an empty key");
+        }
+        Ok(())
+    }
+
+    /// The bounds on an inventory ([`EngineConfig::max_groups`], `max_tags`, `max_name_bytes`)
+    /// and the validity of its group names ([`scope_name_problem`]).
+    fn validate_inventory(&self, d: &DeviceInfo) -> Result<(), Rejected> {
+        let invalid = |m: String| Err(Rejected::Invalid(m));
+        if d.os_family.is_empty() {
+            return invalid("device.os_family is empty".into());
+        }
+        for (what, n, max) in [
+            ("groups", d.groups.len(), self.cfg.max_groups),
+            ("tags", d.tags.len(), self.cfg.max_tags),
+        ] {
+            if n > max {
+                return invalid(format!("device.{what} lists {n} names, more than the limit of {max}"));
+            }
+        }
+        let max = self.cfg.max_name_bytes;
+        let names = [("device.os_family", &d.os_family), ("device.os_version", &d.os_version)]
+            .into_iter()
+            .chain(d.hostname.iter().map(|h| ("device.hostname", h)))
+            .chain(d.groups.iter().map(|g| ("a name in device.groups", g)))
+            .chain(d.tags.iter().map(|t| ("a name in device.tags", t)));
+        for (what, v) in names {
+            if v.len() > max {
+                let head: String = v.chars().take(32).collect();
+                return invalid(format!("{what} ({head:?}...) is {} bytes, more than {max}", v.len()));
+            }
+        }
+        for g in &d.groups {
+            if let Some(problem) = scope_name_problem(g) {
+                return invalid(format!("device group {g:?} {problem}"));
+            }
         }
         Ok(())
     }
@@ -1199,8 +1269,8 @@ impl Engine {
                 if inv.os_family == info.os_family
                     && inv.os_version == info.os_version
                     && inv.groups.len() <= info.groups.len()
-                    && same_names(&inv.groups, &self.groups.names, &info.groups)
-                    && same_names(&inv.tags, &self.tags.names, &info.tags)
+                    && same_names(&inv.groups, &self.groups, &info.groups)
+                    && same_names(&inv.tags, &self.tags, &info.tags)
                 {
                     return i;
                 }
@@ -1319,10 +1389,22 @@ impl Engine {
     }
 }
 
-fn same_names(idx: &[u32], names: &[String], given: &[String]) -> bool {
-    // The stored list is sorted and deduplicated; compare as sets.
-    given.iter().all(|g| idx.iter().any(|&i| names[i as usize] == *g))
-        && idx.iter().all(|&i| given.iter().any(|g| names[i as usize] == *g))
+/// Whether the interned, sorted and deduplicated `idx` holds exactly the names `given` (as a
+/// set): each given name looked up once, so linear in the names (not pairwise).
+fn same_names(idx: &[u32], interner: &Interner, given: &[String]) -> bool {
+    if given.len() < idx.len() {
+        return false;
+    }
+    let mut seen: Vec<u32> = Vec::with_capacity(given.len());
+    for g in given {
+        match interner.get(g) {
+            Some(i) => seen.push(i),
+            None => return false,
+        }
+    }
+    seen.sort_unstable();
+    seen.dedup();
+    seen == idx
 }
 
 /// A (scope, control) cell as points, maximum and counts.

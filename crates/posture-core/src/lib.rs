@@ -36,10 +36,10 @@ pub mod report;
 pub mod time;
 pub mod types;
 pub mod version;
-mod yaml;
+pub mod yaml;
 
 pub use baseline::{BaselineError, Catalog, Control};
-pub use engine::{Engine, EngineConfig, Output, Rejected, Transition};
+pub use engine::{scope_name_problem, Engine, EngineConfig, Output, Rejected, Transition, RESERVED_SCOPE_NAME};
 pub use event::{ChangeKind, ConfigChange, ConfigSource, DeviceInfo, Setting, Value};
 pub use exception::{Exception, ExceptionScope, Justification};
 pub use ledger::Ledger;

@@ -532,6 +532,85 @@ controls:
 }
 
 #[test]
+fn inventories_are_bounded_and_group_names_valid() {
+    let mut h = Harness::new(catalog(THREE));
+    let send = |h: &mut Harness, groups: &[&str], tags: &[&str], hostname: Option<String>| {
+        let mut e = with_inventory(ev("d", T0, Upsert, &[("fw", b(true))]), "linux", "6.1", groups, tags);
+        e.device.as_mut().unwrap().hostname = hostname;
+        h.send(e).map(|_| ()).map_err(|r| r.to_string())
+    };
+    // The defaults: 64 groups, 64 tags, 256 bytes a name.
+    let many: Vec<String> = (0..65).map(|i| format!("g{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let err = send(&mut h, &many, &[], None).unwrap_err();
+    assert!(
+        err.contains("device.groups lists 65 names, more than the limit of 64"),
+        "{err}"
+    );
+    let err = send(&mut h, &[], &many, None).unwrap_err();
+    assert!(
+        err.contains("device.tags lists 65 names, more than the limit of 64"),
+        "{err}"
+    );
+    let long = "x".repeat(257);
+    let err = send(&mut h, &[&long], &[], None).unwrap_err();
+    assert!(
+        err.contains("a name in device.groups") && err.contains("is 257 bytes, more than 256"),
+        "{err}"
+    );
+    let err = send(&mut h, &[], &[], Some(long.clone())).unwrap_err();
+    assert!(err.contains("device.hostname") && err.contains("257 bytes"), "{err}");
+    // Names that cannot be told apart from another scope.
+    for (group, why) in [
+        ("", "is empty (the empty group is the whole tenant's scope)"),
+        ("_overflow", "is reserved"),
+        ("finance ", "white space"),
+        ("fin\nance", "control character"),
+    ] {
+        let err = send(&mut h, &["ok", group], &[], None).unwrap_err();
+        assert!(err.contains(why), "{group:?}: {err}");
+    }
+    let mut e = ev("d", T0, Upsert, &[]);
+    e.tenant_id = "_overflow".into();
+    assert!(h
+        .send(e)
+        .unwrap_err()
+        .to_string()
+        .contains("tenant_id \"_overflow\" is reserved"));
+    assert_eq!(h.engine.stats().events_invalid, 9);
+    assert_eq!(h.engine.device_count(), 0, "nothing was created");
+    // At the limits, everything is taken; the same groups in another order are the same
+    // inventory (the same scopes).
+    let at_limit: Vec<String> = (0..64).map(|i| format!("g{i:02}")).collect();
+    let mut groups: Vec<&str> = at_limit.iter().map(String::as_str).collect();
+    send(&mut h, &groups, &groups, Some("h".repeat(256))).unwrap();
+    groups.reverse();
+    let mut e = with_inventory(ev("d", T0 + 1, Upsert, &[]), "linux", "6.1", &groups, &[]);
+    e.sequence = AUTO_SEQ;
+    let t = h.send(e).unwrap();
+    assert!(t.is_empty(), "the same groups: no scope moved");
+    assert_eq!(h.score("t1", Some("g63")).total.points, 100.0);
+    // Bounds are settings.
+    let cfg = EngineConfig {
+        max_groups: 2,
+        max_tags: 1,
+        max_name_bytes: 5,
+        ..Default::default()
+    };
+    let mut h = Harness::with_config(catalog(THREE), cfg);
+    assert!(send(&mut h, &["a", "b", "c"], &[], None)
+        .unwrap_err()
+        .contains("limit of 2"));
+    assert!(send(&mut h, &["a"], &["x", "y"], None)
+        .unwrap_err()
+        .contains("limit of 1"));
+    assert!(send(&mut h, &["abcdef"], &[], None)
+        .unwrap_err()
+        .contains("more than 5"));
+    send(&mut h, &["a", "b"], &["x"], Some("host".into())).unwrap();
+}
+
+#[test]
 fn moving_between_groups_moves_the_points() {
     let mut h = Harness::new(catalog(THREE));
     h.send(with_inventory(

@@ -241,13 +241,38 @@ pub fn avro_decoder(schema_ids: Option<Vec<u32>>) -> impl FnMut(&[u8]) -> Result
 /// not found, not Avro) dead-letters the id's records with the registry's
 /// reason. While the registry is unreachable the lookup is retried with
 /// backoff for up to `registry_patience`, then the record is dead-lettered
-/// as `registry_unavailable` (and the id asked about again next time).
+/// as `registry_unavailable`; for [`REGISTRY_DOWN_PAUSE`] after that, records
+/// of unknown ids are dead-lettered the same way at once (one stall, not one
+/// per record), and then one lookup, without retries, says whether it is back.
+///
+/// Hostile ids are bounded: refusals are remembered for at most
+/// [`MAX_REMEMBERED_IDS`] ids (the oldest forgotten first), and at most
+/// [`MAX_LOOKUPS_PER_MINUTE`] lookups are made per minute; past that, records
+/// of ids not yet known are dead-lettered as `unknown_schema_id` without one.
 pub struct AvroDecoder {
     wire: WireDecoder,
     registry: Option<SchemaRegistry>,
     refused: HashMap<u32, (&'static str, String)>,
+    /// The ids of `refused`, oldest first (to forget the oldest when full).
+    refused_order: std::collections::VecDeque<u32>,
+    /// Why the last lookup failed without being remembered (registry down, over budget).
+    transient: Option<(u32, &'static str, String)>,
+    /// Until when unknown ids are dead-lettered without a lookup: the registry was down.
+    down_until: Option<std::time::Instant>,
+    /// When the lookups of the last minute were made.
+    lookups: std::collections::VecDeque<std::time::Instant>,
     registry_patience: Duration,
 }
+
+/// At most this many refused schema ids are remembered (each record of a refused id is then
+/// dead-lettered without a lookup); beyond, the oldest are forgotten (and asked about again).
+pub const MAX_REMEMBERED_IDS: usize = 10_000;
+/// At most this many schema registry lookups per minute: a producer writing random schema ids
+/// costs one lookup each, so past this budget their records are dead-lettered without one.
+pub const MAX_LOOKUPS_PER_MINUTE: usize = 1_000;
+/// After the registry was found unreachable, how long unknown ids are dead-lettered as
+/// `registry_unavailable` without asking it.
+pub const REGISTRY_DOWN_PAUSE: Duration = Duration::from_secs(30);
 
 impl AvroDecoder {
     /// Accepts `schema_ids` (`None`: any id, unless a registry is given, in
@@ -261,6 +286,10 @@ impl AvroDecoder {
             wire: WireDecoder::new(ids),
             registry,
             refused: HashMap::new(),
+            refused_order: std::collections::VecDeque::new(),
+            transient: None,
+            down_until: None,
+            lookups: std::collections::VecDeque::new(),
             registry_patience: Duration::from_secs(60),
         }
     }
@@ -269,6 +298,38 @@ impl AvroDecoder {
     pub fn with_registry_patience(mut self, patience: Duration) -> AvroDecoder {
         self.registry_patience = patience;
         self
+    }
+
+    /// How many refused ids are remembered (at most [`MAX_REMEMBERED_IDS`]).
+    pub fn remembered_refusals(&self) -> usize {
+        self.refused.len()
+    }
+
+    fn remember_refusal(&mut self, id: u32, reason: &'static str, detail: String) {
+        if self.refused.insert(id, (reason, detail)).is_none() {
+            self.refused_order.push_back(id);
+            while self.refused_order.len() > MAX_REMEMBERED_IDS {
+                if let Some(old) = self.refused_order.pop_front() {
+                    self.refused.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Whether one more lookup fits the budget of the last minute (and counts it if so).
+    fn lookup_allowed(&mut self, now: std::time::Instant) -> bool {
+        while self
+            .lookups
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+        {
+            self.lookups.pop_front();
+        }
+        if self.lookups.len() >= MAX_LOOKUPS_PER_MINUTE {
+            return false;
+        }
+        self.lookups.push_back(now);
+        true
     }
 }
 
@@ -279,6 +340,14 @@ impl AvroDecoder {
         match e {
             DecodeError::UnknownSchemaId { id } if self.refused.contains_key(&id) => {
                 let (reason, detail) = &self.refused[&id];
+                Undecodable {
+                    reason,
+                    detail: detail.clone(),
+                    unknown_schema_id: None,
+                }
+            }
+            DecodeError::UnknownSchemaId { id } if self.transient.as_ref().is_some_and(|t| t.0 == id) => {
+                let (_, reason, detail) = self.transient.as_ref().expect("checked");
                 Undecodable {
                     reason,
                     detail: detail.clone(),
@@ -300,33 +369,69 @@ impl Decode for AvroDecoder {
     }
 
     async fn learn(&mut self, schema_id: u32) -> bool {
-        let Some(registry) = &self.registry else {
+        if self.registry.is_none() {
             return false;
-        };
+        }
+        self.transient = None;
         let started = std::time::Instant::now();
+        // Just found down: no lookup until the pause is over, then one without retries.
+        let patience = match self.down_until {
+            Some(until) if started < until => {
+                self.transient = Some((
+                    schema_id,
+                    "registry_unavailable",
+                    format!(
+                        "schema id {schema_id} not looked up: the schema registry was unreachable less than {} s ago",
+                        REGISTRY_DOWN_PAUSE.as_secs()
+                    ),
+                ));
+                return false;
+            }
+            Some(_) => Duration::ZERO,
+            None => self.registry_patience,
+        };
+        if !self.lookup_allowed(started) {
+            self.transient = Some((
+                schema_id,
+                "unknown_schema_id",
+                format!(
+                    "schema id {schema_id} not looked up: more than {MAX_LOOKUPS_PER_MINUTE} schema registry lookups in the last minute"
+                ),
+            ));
+            return false;
+        }
+        let registry = self.registry.as_ref().expect("checked");
         let mut wait = Duration::from_millis(200);
         loop {
             match registry.resolve(schema_id).await {
                 Ok(Compatibility::Identical) => {
+                    self.down_until = None;
                     self.wire.allow(schema_id);
                     return true;
                 }
                 Ok(Compatibility::Incompatible(reason)) => {
-                    self.refused.insert(schema_id, (INCOMPATIBLE_SCHEMA, reason));
+                    self.down_until = None;
+                    self.remember_refusal(schema_id, INCOMPATIBLE_SCHEMA, reason);
                     return false;
                 }
-                Err(e) if e.is_retryable() && started.elapsed() < self.registry_patience => {
+                Err(e) if e.is_retryable() && started.elapsed() < patience => {
                     tracing::warn!("schema registry lookup of id {schema_id} failed, retrying: {e}");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));
                 }
                 Err(e) if e.is_retryable() => {
-                    // Not remembered: the next record with this id asks again.
-                    tracing::error!("schema registry unavailable for id {schema_id}, dead-lettering: {e}");
+                    // Not remembered: a record with this id asks again once the pause is over.
+                    tracing::error!(
+                        "schema registry unavailable for id {schema_id}, dead-lettering (and every unknown id for {} s): {e}",
+                        REGISTRY_DOWN_PAUSE.as_secs()
+                    );
+                    self.down_until = Some(std::time::Instant::now() + REGISTRY_DOWN_PAUSE);
+                    self.transient = Some((schema_id, e.reason(), e.to_string()));
                     return false;
                 }
                 Err(e) => {
-                    self.refused.insert(schema_id, (e.reason(), e.to_string()));
+                    self.down_until = None;
+                    self.remember_refusal(schema_id, e.reason(), e.to_string());
                     return false;
                 }
             }

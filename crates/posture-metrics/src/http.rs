@@ -73,14 +73,34 @@ impl Readiness {
     }
 }
 
-/// What the handlers of [`router`] read: the metrics to serve and the
-/// readiness flag. Cheap to clone (two `Arc`s).
-#[derive(Clone, Debug)]
+/// What the handlers of [`router`] read: the metrics to serve, the
+/// readiness flag and the token `/metrics` asks for. Cheap to clone.
+#[derive(Clone)]
 pub struct HttpState {
     /// The metrics served on `/metrics`.
     pub metrics: Arc<Metrics>,
     /// The flag answered on `/readyz`.
     pub ready: Arc<Readiness>,
+    /// When set, `/metrics` answers only requests with `Authorization: Bearer <token>` (401
+    /// otherwise); `/healthz` and `/readyz` stay open for probes.
+    pub metrics_token: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for HttpState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpState")
+            .field("ready", &self.ready)
+            .field("metrics_token", &self.metrics_token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `a` equals `b`, in a time that does not depend on where they differ (for tokens).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Why the HTTP server could not start or stopped.
@@ -102,7 +122,8 @@ pub enum HttpError {
 /// The routes of the operational port, with `state` applied:
 ///
 /// - `GET /metrics`: every metric in the Prometheus text format 0.0.4
-///   ([`METRICS_CONTENT_TYPE`]);
+///   ([`METRICS_CONTENT_TYPE`]); with [`HttpState::metrics_token`], only for
+///   `Authorization: Bearer <token>` (else 401);
 /// - `GET /healthz`: 200 `ok` while the process runs;
 /// - `GET /readyz`: 200 `ok` when [`Readiness`] is set, else 503
 ///   `not ready: <reason>`.
@@ -118,7 +139,22 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-async fn metrics(State(state): State<HttpState>) -> Response {
+async fn metrics(State(state): State<HttpState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(token) = &state.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "a bearer token is required for /metrics (--metrics-token-file)",
+            )
+                .into_response();
+        }
+    }
     match state.metrics.encode() {
         Ok(body) => ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], body).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {e}")).into_response(),

@@ -27,7 +27,7 @@
 //! # async fn run() -> Result<(), posture_metrics::HttpError> {
 //! let metrics = Arc::new(Metrics::new());
 //! let ready = Arc::new(Readiness::new());
-//! let state = HttpState { metrics: metrics.clone(), ready: ready.clone() };
+//! let state = HttpState { metrics: metrics.clone(), ready: ready.clone(), metrics_token: None };
 //! let server = HttpServer::bind("127.0.0.1:9464".parse().unwrap()).await?;
 //! println!("serving on {}", server.local_addr());
 //! let app = router(state); // .merge(query_api_router)
@@ -42,7 +42,7 @@ mod http;
 mod metrics;
 
 pub use guard::{ScoreLimits, OVERFLOW};
-pub use http::{router, serve, HttpError, HttpServer, HttpState, Readiness, METRICS_CONTENT_TYPE};
+pub use http::{constant_time_eq, router, serve, HttpError, HttpServer, HttpState, Readiness, METRICS_CONTENT_TYPE};
 pub use metrics::{
     names, FreshnessSummary, Metrics, MetricsConfig, TopicKind, DEAD_LETTER_REASONS, FRESHNESS_BUCKETS, OTHER,
     RESTORE_BUCKETS, SINK_BATCH_BUCKETS, SINK_TABLES,

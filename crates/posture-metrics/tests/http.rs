@@ -66,6 +66,7 @@ async fn start_with(config: MetricsConfig, extra: Option<Router>) -> Running {
     let state = HttpState {
         metrics: metrics.clone(),
         ready: ready.clone(),
+        metrics_token: None,
     };
     let server = HttpServer::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = server.local_addr();
@@ -459,6 +460,7 @@ async fn serve_reports_an_address_in_use() {
     let state = HttpState {
         metrics: Arc::new(Metrics::new()),
         ready: Arc::new(Readiness::new()),
+        metrics_token: None,
     };
     match serve(addr, state).await {
         Err(e @ HttpError::Bind { .. }) => assert!(e.to_string().contains(&addr.to_string()), "{e}"),
@@ -471,6 +473,7 @@ async fn run_until_stops_on_shutdown() {
     let state = HttpState {
         metrics: Arc::new(Metrics::new()),
         ready: Arc::new(Readiness::new()),
+        metrics_token: None,
     };
     let server = HttpServer::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = server.local_addr();
@@ -488,4 +491,49 @@ async fn run_until_stops_on_shutdown() {
         .expect("stops");
     result.unwrap().unwrap();
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still listening");
+}
+
+#[tokio::test]
+async fn a_metrics_token_guards_metrics_but_not_the_probes() {
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(Readiness::new());
+    ready.set_ready();
+    let state = HttpState {
+        metrics,
+        ready,
+        metrics_token: Some(Arc::from("s3cret-token")),
+    };
+    assert!(
+        !format!("{state:?}").contains("s3cret"),
+        "the token is not in Debug output"
+    );
+    let server = HttpServer::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let base = format!("http://{}", server.local_addr());
+    tokio::spawn(server.run(router(state)));
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let get = |path: &str, token: Option<&str>| {
+        let mut req = client.get(format!("{base}{path}"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let challenge = resp
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_string());
+            (status, challenge, resp.text().await.unwrap())
+        }
+    };
+    let (status, challenge, body) = get("/metrics", None).await;
+    assert_eq!((status, challenge.as_deref()), (401, Some("Bearer")), "{body}");
+    assert!(!body.contains("posture_"), "nothing leaks: {body}");
+    assert_eq!(get("/metrics", Some("wrong")).await.0, 401);
+    assert_eq!(get("/metrics", Some("s3cret-token-longer")).await.0, 401);
+    let (status, _, body) = get("/metrics", Some("s3cret-token")).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("posture_events_consumed_total"), "{body}");
+    assert_eq!(get("/healthz", None).await.0, 200);
+    assert_eq!(get("/readyz", None).await.0, 200);
 }

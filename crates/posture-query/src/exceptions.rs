@@ -45,6 +45,8 @@ pub struct NewException {
     /// Event time it ends; default never.
     #[serde(default)]
     pub expires_at: Option<String>,
+    /// Who adds it (the API sets its token's name).
+    #[serde(default)]
     pub author: String,
     #[serde(default)]
     pub note: String,
@@ -105,6 +107,8 @@ impl ExceptionRow {
         };
         let justification = Justification::parse(&self.justification)
             .ok_or_else(|| format!("justification {:?} is not one of the four", self.justification))?;
+        // Written before ids were checked: an id with '/' could stand for another tenant's.
+        check_id("exception", &self.id).map_err(|e| format!("tenant {:?}: {e}", self.tenant))?;
         Ok(Exception {
             // The engine knows every tenant's exceptions by id alone: qualify it with the tenant,
             // so two tenants may use the same id.
@@ -125,6 +129,43 @@ fn time(name: &str, v: &Option<String>) -> Result<Option<i64>, QueryError> {
     v.as_deref()
         .map(|s| posture_core::time::parse_time(s).map_err(|e| QueryError::BadRequest(format!("{name}: {e}"))))
         .transpose()
+}
+
+/// At most this many exceptions (or tasks) per tenant, expired or not: one write token cannot
+/// fill the tables or slow every tenant's exception polling.
+pub const MAX_PER_TENANT: usize = 10_000;
+/// The longest note, justification text or task notes (bytes).
+pub const MAX_TEXT_BYTES: usize = 4_096;
+/// The longest author, scope value or id (bytes).
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// An exception or task id: 1 to 128 letters, digits, `.`, `_` or `-`. No `/`: the engine knows
+/// an exception as `<tenant>/<id>`, which is then unambiguous whatever the tenant's name.
+pub fn check_id(what: &str, id: &str) -> Result<(), QueryError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(QueryError::BadRequest(format!(
+            "{what} id {:?}: 1 to 128 letters, digits, '.', '_' or '-'",
+            id.chars().take(140).collect::<String>()
+        )))
+    }
+}
+
+/// `value` (the field `what`) is at most `max` bytes.
+pub fn check_len(what: &str, value: &str, max: usize) -> Result<(), QueryError> {
+    if value.len() > max {
+        return Err(QueryError::BadRequest(format!(
+            "{what} is {} bytes, more than {max}",
+            value.len()
+        )));
+    }
+    Ok(())
 }
 
 /// A version number above `previous` that also orders writers by time.
@@ -197,6 +238,9 @@ impl Query {
         if new.author.trim().is_empty() {
             return bad("author is required".into());
         }
+        check_len("author", &new.author, MAX_NAME_BYTES)?;
+        check_len("scope_value", &new.scope_value, MAX_NAME_BYTES)?;
+        check_len("note", &new.note, MAX_TEXT_BYTES)?;
         let now = now_ms();
         let starts = time("starts_at", &new.starts_at)?.unwrap_or(now);
         let expires = time("expires_at", &new.expires_at)?;
@@ -207,9 +251,16 @@ impl Query {
             .id
             .filter(|i| !i.trim().is_empty())
             .unwrap_or_else(|| format!("exc-{}-{:04x}", now, fastrand::u16(..)));
-        if self.exception_rows(tenant).await?.iter().any(|r| r.id == id) {
+        check_id("exception", &id)?;
+        let rows = self.exception_rows(tenant).await?;
+        if rows.iter().any(|r| r.id == id) {
             return bad(format!(
                 "exception {id:?} already exists in tenant {tenant:?} (expire it, or pick another id)"
+            ));
+        }
+        if rows.len() >= MAX_PER_TENANT {
+            return bad(format!(
+                "tenant {tenant:?} has {MAX_PER_TENANT} exceptions, the most one tenant may have"
             ));
         }
         let row = ExceptionRow {

@@ -77,7 +77,20 @@ impl Tokens {
     /// Parses a tokens file; `origin` names it in errors. Tokens are at
     /// least 16 characters, unique, and each grants at least one tenant.
     pub fn parse(origin: &str, text: &str) -> Result<Tokens, String> {
-        let f: TokensFile = toml::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
+        // toml's Display quotes the offending line, which may hold a token: say where and what,
+        // never the text.
+        let f: TokensFile = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            match line {
+                Some(line) => format!(
+                    "{origin}: line {line}: {} (the line is not shown: it may hold a token)",
+                    e.message()
+                ),
+                None => format!("{origin}: {}", e.message()),
+            }
+        })?;
         let mut by_token = HashMap::new();
         for (i, e) in f.token.into_iter().enumerate() {
             let at = format!("{origin}: token #{} ({:?})", i + 1, e.name);
@@ -113,7 +126,7 @@ impl Tokens {
         // much of a guess was right.
         let mut found = None;
         for (known, grant) in &self.by_token {
-            if constant_time_eq(known.as_bytes(), token.as_bytes()) {
+            if posture_metrics::constant_time_eq(known.as_bytes(), token.as_bytes()) {
                 found = Some(grant);
             }
         }
@@ -121,18 +134,31 @@ impl Tokens {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// What the API routes share.
 #[derive(Clone)]
 pub struct ApiState {
     pub query: Query,
     pub tokens: Arc<Tokens>,
+    pub limits: ApiLimits,
+}
+
+/// Bounds on the API's requests.
+#[derive(Clone, Copy, Debug)]
+pub struct ApiLimits {
+    /// A request that takes longer is answered 503 (and its ClickHouse queries are cut by
+    /// `max_execution_time`, set on the client by the caller).
+    pub timeout: std::time::Duration,
+    /// At most this many requests are served at once; the others wait their turn.
+    pub max_in_flight: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            timeout: std::time::Duration::from_secs(30),
+            max_in_flight: 64,
+        }
+    }
 }
 
 /// The `/api/v1` routes. Merge into the metrics router to serve them on the
@@ -159,6 +185,13 @@ pub fn api_router(state: ApiState) -> Router {
         .route("/api/v1/tenants/{tenant}/tasks", get(tasks).post(create_task))
         .route("/api/v1/tenants/{tenant}/tasks/report", get(task_report))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            state.limits.timeout,
+        ))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            state.limits.max_in_flight.max(1),
+        ))
         .with_state(state);
     Router::new()
         .route("/api/v1/openapi.json", get(openapi))
@@ -175,12 +208,45 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 impl IntoResponse for QueryError {
     fn into_response(self) -> Response {
-        let status = match &self {
-            QueryError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            QueryError::NotFound(_) => StatusCode::NOT_FOUND,
-            QueryError::ClickHouse { .. } => StatusCode::BAD_GATEWAY,
-        };
-        error(status, self.to_string())
+        match self {
+            QueryError::BadRequest(m) => error(StatusCode::BAD_REQUEST, m),
+            QueryError::NotFound(m) => error(StatusCode::NOT_FOUND, m),
+            QueryError::ClickHouse { query, detail } => {
+                // ClickHouse's words name the database, tables, server version and user: they
+                // go to the log, the client gets an id to find them there.
+                let id = format!("{:016x}", fastrand::u64(..));
+                tracing::error!(request_id = %id, "API query {query} failed in ClickHouse: {detail}");
+                let mut r = error(
+                    StatusCode::BAD_GATEWAY,
+                    format!("the query failed in ClickHouse (request id {id}: the server log has the detail)"),
+                );
+                if let Ok(v) = id.parse() {
+                    r.headers_mut().insert("posture-request-id", v);
+                }
+                r
+            }
+        }
+    }
+}
+
+/// A download's file name: letters, digits, `.`, `_` and `-` of `name` (others become `_`), at
+/// most 100 of them. Names come from device and control ids, which a producer chooses.
+fn file_name(name: &str) -> String {
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect();
+    if clean.trim_matches(['.', '_']).is_empty() {
+        "export".to_string()
+    } else {
+        clean
     }
 }
 
@@ -218,7 +284,29 @@ async fn authorize(
             ),
         );
     }
+    let caller = Caller(grant.name.clone());
+    let mut req = req;
+    req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+/// Who makes a request: the name of its token in the tokens file. Exceptions and tasks record
+/// it as their author (a client does not get to say who it is).
+#[derive(Clone, Debug)]
+struct Caller(String);
+
+impl Caller {
+    /// The author of what the request writes: the token's name. A body's `author` may only
+    /// repeat it.
+    fn author(&self, given: &str) -> Result<String, QueryError> {
+        if !given.is_empty() && given != self.0 {
+            return Err(QueryError::BadRequest(format!(
+                "author {given:?}: the author is the token's name ({:?}); leave author out",
+                self.0
+            )));
+        }
+        Ok(self.0.clone())
+    }
 }
 
 /// JSON or CSV, from `?format=` or else the Accept header.
@@ -278,7 +366,7 @@ fn csv_response(body: String, name: &str) -> Response {
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
             (
                 header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{name}.csv\""),
+                format!("attachment; filename=\"{}.csv\"", file_name(name)),
             ),
         ],
         body,
@@ -489,9 +577,12 @@ async fn exceptions(
 async fn add_exception(
     State(s): State<ApiState>,
     Path(tenant): Path<String>,
+    axum::Extension(caller): axum::Extension<Caller>,
     b: Result<Json<NewException>, JsonRejection>,
 ) -> Answer {
-    let e = s.query.add_exception(&tenant, body(b)?).await?;
+    let mut new = body(b)?;
+    new.author = caller.author(&new.author)?;
+    let e = s.query.add_exception(&tenant, new).await?;
     Ok((StatusCode::CREATED, Json(e)).into_response())
 }
 
@@ -525,12 +616,74 @@ async fn tasks(
 async fn create_task(
     State(s): State<ApiState>,
     Path(tenant): Path<String>,
+    axum::Extension(caller): axum::Extension<Caller>,
     b: Result<Json<NewTask>, JsonRejection>,
 ) -> Answer {
-    let t = s.query.create_task(&tenant, body(b)?).await?;
+    let mut new = body(b)?;
+    new.author = caller.author(&new.author)?;
+    let t = s.query.create_task(&tenant, new).await?;
     Ok((StatusCode::CREATED, Json(t)).into_response())
 }
 
 async fn task_report(State(s): State<ApiState>, Path(tenant): Path<String>) -> Answer {
     Ok(Json(s.query.task_report(&tenant).await?).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clickhouse_errors_reach_the_log_not_the_client() {
+        let e = QueryError::ClickHouse {
+            query: "score_at",
+            detail:
+                "Code: 60. DB::Exception: Table posture_prod.transitions doesn't exist (version 18.16.1), user admin"
+                    .into(),
+        };
+        let r = e.into_response();
+        assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+        let id = r.headers()["posture-request-id"].to_str().unwrap().to_string();
+        let body = futures_body(r);
+        assert!(body.contains(&id), "{body}");
+        for secret in ["DB::Exception", "posture_prod", "18.16", "admin", "score_at"] {
+            assert!(!body.contains(secret), "{secret} leaks: {body}");
+        }
+    }
+
+    #[test]
+    fn download_names_are_sanitized() {
+        assert_eq!(file_name("fw-devices"), "fw-devices");
+        assert_eq!(
+            file_name("evil\"; filename=x.exe\r\nX: y"),
+            "evil___filename_x.exe__X__y"
+        );
+        assert_eq!(file_name("../../etc/passwd"), ".._.._etc_passwd");
+        assert_eq!(file_name("ü/"), "export");
+        assert_eq!(file_name(&"a".repeat(500)).len(), 100);
+    }
+
+    fn futures_body(r: Response) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let bytes = rt.block_on(axum::body::to_bytes(r.into_body(), 1 << 20)).unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn a_broken_tokens_file_is_reported_without_its_text() {
+        let secret = "very-secret-token-0123456789";
+        for text in [
+            format!("[[token]]\nname = \"ops\"\ntoken = \"{secret}\ntenants = [\"*\"]\n"),
+            format!("[[token]]\nname = \"ops\"\ntoken = {secret}\ntenants = [\"*\"]\n"),
+            format!("[[token]]\nname = \"ops\"\ntoken = \"{secret}\"\ntenants = [\"*\"]\nextra = 1\n"),
+        ] {
+            let err = Tokens::parse("tokens.toml", &text).unwrap_err();
+            assert!(!err.contains("very-secret"), "the token leaks: {err}");
+            assert!(err.starts_with("tokens.toml: "), "{err}");
+        }
+        let err = Tokens::parse("tokens.toml", &format!("[[token]]\nname = \"ops\"\ntoken = {secret}\n")).unwrap_err();
+        assert!(err.contains("line 3"), "where: {err}");
+        let ok = format!("[[token]]\nname = \"ops\"\ntoken = \"{secret}\"\ntenants = [\"*\"]\n");
+        assert!(Tokens::parse("tokens.toml", &ok).is_ok());
+    }
 }

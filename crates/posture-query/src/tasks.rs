@@ -56,6 +56,8 @@ pub struct NewTask {
     pub priority: Option<String>,
     #[serde(default)]
     pub notes: String,
+    /// Who creates it (the API sets its token's name).
+    #[serde(default)]
     pub author: String,
 }
 
@@ -146,13 +148,24 @@ impl Query {
         if new.author.trim().is_empty() {
             return bad("author is required".into());
         }
+        use crate::exceptions::{check_id, check_len, MAX_NAME_BYTES, MAX_PER_TENANT, MAX_TEXT_BYTES};
+        check_len("author", &new.author, MAX_NAME_BYTES)?;
+        check_len("group", new.group.as_deref().unwrap_or_default(), MAX_NAME_BYTES)?;
+        check_len("notes", &new.notes, MAX_TEXT_BYTES)?;
         let now = now_ms();
         let id = new
             .id
             .filter(|i| !i.trim().is_empty())
             .unwrap_or_else(|| format!("task-{}-{:04x}", now, fastrand::u16(..)));
-        if self.task_rows(tenant).await?.iter().any(|r| r.id == id) {
+        check_id("task", &id)?;
+        let rows = self.task_rows(tenant).await?;
+        if rows.iter().any(|r| r.id == id) {
             return bad(format!("task {id:?} already exists in tenant {tenant:?}"));
+        }
+        if rows.len() >= MAX_PER_TENANT {
+            return bad(format!(
+                "tenant {tenant:?} has {MAX_PER_TENANT} tasks, the most one tenant may have"
+            ));
         }
         let row = TaskRow {
             tenant: tenant.to_string(),
@@ -172,51 +185,62 @@ impl Query {
         Ok(self.task_view(&row, now))
     }
 
+    /// The completed row of an open task whose scope has no device failing its control any
+    /// more (devices of the scope pass it and none fails), with the event time of the last
+    /// change as its completion; `None` while it is not fixed. Reads only.
+    async fn completion(&self, r: &TaskRow) -> Result<Option<TaskRow>, QueryError> {
+        if r.status != "open" {
+            return Ok(None);
+        }
+        let f: Vec<FailingRow> = self
+            .rows(
+                "control_failing",
+                &[
+                    ("tenant", r.tenant.as_str().into()),
+                    ("group", r.scope_group.as_str().into()),
+                    ("control", r.control.as_str().into()),
+                ],
+            )
+            .await?;
+        let Some(f) = f.first() else { return Ok(None) };
+        // A scope the control never applied to (no delta, or no passing device) is not a fix.
+        if f.deltas == 0 || f.fail_wo > 0 || f.pass_wo == 0 {
+            return Ok(None);
+        }
+        let mut done = r.clone();
+        done.status = "completed".into();
+        done.completed_at_ms = Some(f.last_change_ms.max(r.created_at_ms));
+        done.version = crate::exceptions::next_version(r.version);
+        Ok(Some(done))
+    }
+
     /// System confirmation: every open task (of `tenant`, or of every
     /// tenant when empty) whose scope has no device failing its control any
-    /// more becomes completed. Returns the tasks completed by this call.
+    /// more becomes completed, in ClickHouse. Run by the pipeline (the
+    /// instance holding partition 0) and by `posture tasks confirm`; readers
+    /// only see it ([`Query::tasks`]). Returns the tasks completed by this call.
     pub async fn confirm_tasks(&self, tenant: &str) -> Result<Vec<TaskView>, QueryError> {
         let now = now_ms();
         let mut done = Vec::new();
-        for mut r in self.task_rows(tenant).await? {
-            if r.status != "open" {
-                continue;
+        for r in self.task_rows(tenant).await? {
+            if let Some(c) = self.completion(&r).await? {
+                self.insert("tasks", &c).await?;
+                done.push(self.task_view(&c, now));
             }
-            let f: Vec<FailingRow> = self
-                .rows(
-                    "control_failing",
-                    &[
-                        ("tenant", r.tenant.as_str().into()),
-                        ("group", r.scope_group.as_str().into()),
-                        ("control", r.control.as_str().into()),
-                    ],
-                )
-                .await?;
-            let Some(f) = f.first() else { continue };
-            // Completed: devices of the scope pass the control and none fails it. A scope the
-            // control never applied to (no delta, or no passing device) is not a fix.
-            if f.deltas == 0 || f.fail_wo > 0 || f.pass_wo == 0 {
-                continue;
-            }
-            r.status = "completed".into();
-            r.completed_at_ms = Some(f.last_change_ms.max(r.created_at_ms));
-            r.version = crate::exceptions::next_version(r.version);
-            self.insert("tasks", &r).await?;
-            done.push(self.task_view(&r, now));
         }
         Ok(done)
     }
 
-    /// The tasks of `tenant`, after confirming the open ones.
+    /// The tasks of `tenant`, open ones whose scope is fixed shown completed (as the next
+    /// confirmation will write them). Writes nothing: a read-only token reads only.
     pub async fn tasks(&self, tenant: &str) -> Result<Vec<TaskView>, QueryError> {
-        self.confirm_tasks(tenant).await?;
         let now = now_ms();
-        Ok(self
-            .task_rows(tenant)
-            .await?
-            .iter()
-            .map(|r| self.task_view(r, now))
-            .collect())
+        let mut out = Vec::new();
+        for r in self.task_rows(tenant).await? {
+            let shown = self.completion(&r).await?.unwrap_or(r);
+            out.push(self.task_view(&shown, now));
+        }
+        Ok(out)
     }
 
     /// Time from creation to verified fix, and the overdue tasks.

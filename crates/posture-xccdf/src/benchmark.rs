@@ -265,7 +265,7 @@ pub fn parse_benchmark(file: &str, text: &str, benchmark_id: Option<&str>) -> Re
         version,
         models,
         profiles,
-        items: parse_items(file, &doc, node)?,
+        items: parse_items(file, &doc, node, 0)?,
         id,
     };
     Ok(bench)
@@ -317,18 +317,34 @@ fn weight_attr(file: &str, n: roxmltree::Node, what: &str) -> Result<Option<f64>
     }
 }
 
-fn parse_items(file: &str, doc: &roxmltree::Document, parent: roxmltree::Node) -> Result<Vec<Item>, XccdfError> {
+/// How deep Groups may nest. Real benchmarks nest a handful of levels (the SCAP Security Guide's
+/// deepest is under ten); every walk of the tree recurses once per level.
+pub const MAX_GROUP_DEPTH: usize = 64;
+
+fn parse_items(
+    file: &str,
+    doc: &roxmltree::Document,
+    parent: roxmltree::Node,
+    depth: usize,
+) -> Result<Vec<Item>, XccdfError> {
     let mut items = Vec::new();
     for c in parent.children().filter(|c| c.is_element()) {
         if is_x(&c, "Group") {
             let id = required_id(file, doc, c, "Group")?;
             let what = format!("Group {id}");
+            if depth >= MAX_GROUP_DEPTH {
+                return Err(XccdfError::at(
+                    file,
+                    &what,
+                    format!("Groups nest deeper than {MAX_GROUP_DEPTH} levels"),
+                ));
+            }
             items.push(Item::Group(Group {
                 title: title_of(c),
                 selected: bool_attr(file, c, "selected", &what, true)?,
                 weight: weight_attr(file, c, &what)?.unwrap_or(1.0),
                 cluster_id: c.attribute("cluster-id").map(str::to_string),
-                items: parse_items(file, doc, c)?,
+                items: parse_items(file, doc, c, depth + 1)?,
                 id,
             }));
         } else if is_x(&c, "Rule") {
@@ -426,6 +442,28 @@ mod tests {
   </Group>
   <Rule id="xccdf_t_rule_r3" selected="false"><title>R3</title></Rule>
 </Benchmark>"#;
+
+    #[test]
+    fn groups_nest_at_most_64_deep() {
+        let nested = |levels: usize| {
+            let mut xml = String::from(
+                r#"<?xml version="1.0"?><Benchmark xmlns="http://checklists.nist.gov/xccdf/1.2" id="xccdf_t_benchmark_b"><status>draft</status><version>1</version>"#,
+            );
+            for i in 0..levels {
+                xml += &format!(r#"<Group id="xccdf_t_group_g{i}"><title>G</title>"#);
+            }
+            xml += r#"<Rule id="xccdf_t_rule_r"><title>R</title></Rule>"#;
+            xml += &"</Group>".repeat(levels);
+            xml + "</Benchmark>"
+        };
+        assert!(parse_benchmark("b.xml", &nested(MAX_GROUP_DEPTH), None).is_ok());
+        let e = parse_benchmark("b.xml", &nested(MAX_GROUP_DEPTH + 1), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Groups nest deeper than 64 levels"), "{e}");
+        // Far deeper: an error, not a stack overflow (the XML parser stops first, or we do).
+        assert!(parse_benchmark("b.xml", &nested(100_000), None).is_err());
+    }
 
     #[test]
     fn reads_a_benchmark() {

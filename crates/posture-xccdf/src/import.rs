@@ -134,26 +134,27 @@ pub struct CategoryMap {
 }
 
 impl CategoryMap {
-    /// Reads a category map file.
+    /// Reads a category map file (YAML without aliases: a few lines of anchors and aliases
+    /// could expand without bound).
     pub fn parse(file: &str, text: &str) -> Result<CategoryMap, XccdfError> {
-        use yaml_rust2::{Yaml, YamlLoader};
-        let docs = YamlLoader::load_from_str(text).map_err(|e| XccdfError::file(file, format!("invalid YAML: {e}")))?;
+        use posture_core::yaml::{self, Kind};
+        let docs = yaml::parse(text).map_err(|(line, e)| XccdfError::file(file, format!("line {line}: {e}")))?;
         let mut entries = Vec::new();
         let Some(doc) = docs.first() else {
             return Ok(CategoryMap::default());
         };
-        let Yaml::Hash(h) = doc else {
+        let Kind::Map(h) = &doc.kind else {
             return Err(XccdfError::file(
                 file,
                 "expected a mapping of rule or group id patterns to categories",
             ));
         };
-        for (k, v) in h {
-            let (Yaml::String(pat), Yaml::String(cat)) = (k, v) else {
+        for (pat, v) in h {
+            let Kind::Str(cat) = &v.kind else {
                 return Err(XccdfError::at(
                     file,
-                    format!("{k:?}"),
-                    "keys and values must be strings",
+                    pat,
+                    format!("line {}: the category must be a string", v.line),
                 ));
             };
             let category = Category::parse(cat).ok_or_else(|| {
@@ -164,7 +165,9 @@ impl CategoryMap {
                 )
             })?;
             let re = format!("^{}$", regex::escape(pat).replace(r"\*", ".*"));
-            entries.push((Regex::new(&re).expect("escaped pattern"), category));
+            let re = Regex::new(&re)
+                .map_err(|e| XccdfError::at(file, pat, format!("line {}: the pattern cannot be used: {e}", v.line)))?;
+            entries.push((re, category));
         }
         Ok(CategoryMap { entries })
     }
@@ -741,6 +744,23 @@ mod tests {
             e,
             "map.yaml: x: unknown category \"nope\" (application, os, network, accounts, security_controls)"
         );
+    }
+
+    #[test]
+    fn category_maps_refuse_aliases_and_huge_patterns() {
+        // A "billion laughs": each level repeats the one before ten times.
+        let mut bomb = String::from("a: &a [os,os,os,os,os,os,os,os,os,os]\n");
+        for i in 1..9 {
+            let p = (b'a' + i - 1) as char;
+            let c = (b'a' + i) as char;
+            bomb += &format!("{c}: &{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n");
+        }
+        let e = CategoryMap::parse("map.yaml", &bomb).unwrap_err().to_string();
+        assert!(e.contains("aliases"), "{e}");
+        // A pattern too large for the regex engine is an error, not a panic.
+        let huge = format!("? \"{}\"\n: os\n", "*x".repeat(200_000));
+        let e = CategoryMap::parse("map.yaml", &huge).unwrap_err().to_string();
+        assert!(e.contains("the pattern cannot be used"), "{}", &e[..e.len().min(300)]);
     }
 
     #[test]

@@ -141,14 +141,78 @@ impl fmt::Display for XccdfError {
 
 impl std::error::Error for XccdfError {}
 
-/// Parses an XML document, naming the file and line on error.
+/// How deep elements may nest in an XCCDF, ARF or results file. Real files nest a few dozen
+/// levels; the XML parser recurses once per level, so a file of 100,000 nested elements (a few
+/// hundred KB) would overflow the stack.
+pub const MAX_XML_DEPTH: usize = 512;
+
+/// Parses an XML document (no DTD, at most [`MAX_XML_DEPTH`] levels), naming the file and line
+/// on error.
 pub(crate) fn parse_xml<'a>(file: &str, text: &'a str) -> Result<roxmltree::Document<'a>, XccdfError> {
+    if let Some(line) = nested_deeper_than(text, MAX_XML_DEPTH) {
+        return Err(XccdfError::file(
+            file,
+            format!("line {line}: elements nest deeper than {MAX_XML_DEPTH} levels"),
+        ));
+    }
     let opts = roxmltree::ParsingOptions {
         allow_dtd: false,
         ..Default::default()
     };
     roxmltree::Document::parse_with_options(text, opts)
         .map_err(|e| XccdfError::file(file, format!("not well-formed XML: {e}")))
+}
+
+/// The line where elements first nest deeper than `max`, if they do: a scan of the tags that
+/// skips comments, CDATA, processing instructions and declarations, and quoted attribute values.
+/// Not a validation (the parser does that), only a bound it can be run under.
+fn nested_deeper_than(text: &str, max: usize) -> Option<usize> {
+    let b = text.as_bytes();
+    let skip_to = |from: usize, end: &[u8]| -> usize {
+        b[from..]
+            .windows(end.len())
+            .position(|w| w == end)
+            .map_or(b.len(), |p| from + p + end.len())
+    };
+    let (mut i, mut depth) = (0, 0usize);
+    while let Some(p) = b[i..].iter().position(|&c| c == b'<') {
+        i += p;
+        let rest = &b[i..];
+        if rest.starts_with(b"<!--") {
+            i = skip_to(i + 4, b"-->");
+        } else if rest.starts_with(b"<![CDATA[") {
+            i = skip_to(i + 9, b"]]>");
+        } else if rest.starts_with(b"<?") {
+            i = skip_to(i + 2, b"?>");
+        } else if rest.starts_with(b"<!") || rest.starts_with(b"</") {
+            depth = depth.saturating_sub(usize::from(rest.starts_with(b"</")));
+            i = skip_to(i + 2, b">");
+        } else {
+            // A start tag: to its '>' outside quotes; "/>" closes it at once.
+            let mut j = i + 1;
+            let mut quote = None;
+            while j < b.len() {
+                match (quote, b[j]) {
+                    (None, q @ (b'"' | b'\'')) => quote = Some(q),
+                    (Some(q), c) if c == q => quote = None,
+                    (None, b'>') => break,
+                    _ => {}
+                }
+                j += 1;
+            }
+            if j < b.len() && b[j - 1] != b'/' {
+                depth += 1;
+                if depth > max {
+                    return Some(text[..i].matches('\n').count() + 1);
+                }
+            }
+            i = j + 1;
+        }
+        if i >= b.len() {
+            break;
+        }
+    }
+    None
 }
 
 /// Whether a node is the XCCDF 1.2 element `name`.
@@ -201,5 +265,20 @@ mod tests {
             ]
         );
         assert!(XccdfResult::Fixed.passed() && !XccdfResult::Error.passed());
+    }
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use super::nested_deeper_than;
+
+    #[test]
+    fn the_depth_scan_counts_elements_only() {
+        assert_eq!(nested_deeper_than("<a><b><c/></b></a>", 2), None);
+        assert_eq!(nested_deeper_than("<a><b><c></c></b></a>", 2), Some(1));
+        // Comments, CDATA, instructions, quoted '>' and "/>" do not nest.
+        let text = "<?xml version=\"1.0\"?>\n<!-- <x><y><z> -->\n<a t=\"1>2\" u='/>'><![CDATA[<p><q><r>]]><b/></a>";
+        assert_eq!(nested_deeper_than(text, 1), None);
+        assert_eq!(nested_deeper_than("<a>\n<b>\n<c>", 2), Some(3));
     }
 }

@@ -51,6 +51,8 @@ pub struct Args {
     /// Days without an event after which a device leaves the score.
     #[arg(long, default_value_t = 30, value_name = "DAYS")]
     inactivity_days: u32,
+    #[command(flatten)]
+    limits: crate::limits::InputLimits,
     /// How many rejected lines to print to stderr before only counting them.
     #[arg(long, default_value_t = 20)]
     max_errors: usize,
@@ -79,10 +81,7 @@ struct Counts {
 pub fn run(args: Args) -> Result<ExitCode> {
     let started = Instant::now();
     let catalog = Arc::new(crate::baselines::load_or_fail(&args.baselines)?);
-    let cfg = EngineConfig {
-        inactivity_window_ms: args.inactivity_days as i64 * 86_400_000,
-        ..Default::default()
-    };
+    let cfg = args.limits.engine_config(args.inactivity_days);
     let mut engine = Engine::new(catalog.clone(), cfg);
     let mut ledger = Ledger::new(args.at);
     let mut out = Output::default();

@@ -14,6 +14,7 @@ mod baselines;
 mod chart;
 mod config;
 mod evaluate;
+mod limits;
 mod output;
 mod pipeline;
 mod query;
@@ -209,6 +210,16 @@ fn main() -> ExitCode {
     if let Err(e) = init_logging(cli.log_format, &cli.log_filter) {
         eprintln!("posture: error: {e}");
         return ExitCode::from(2);
+    }
+    // A printing command piped into `head` stops quietly when the pipe closes, as Unix tools do
+    // (SIGPIPE's default action), instead of panicking in println!. `run` keeps Rust's default
+    // (SIGPIPE ignored, a write error instead): a service must not die because a log pipe closed.
+    #[cfg(unix)]
+    if !matches!(cli.command, Command::Run(_)) {
+        // SAFETY: restores a signal's default disposition before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
     }
     let result = match cli.command {
         Command::Evaluate(args) => evaluate::run(args),

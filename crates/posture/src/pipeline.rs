@@ -5,7 +5,6 @@
 
 use anyhow::{Context, Result};
 use posture_avro::registry::{BasicAuth, SchemaRegistry};
-use posture_core::EngineConfig;
 use posture_ingest::alerts::{AlertConfig, AlertRule, Alerter};
 use posture_ingest::emit::{EmitConfig, KafkaStage};
 use posture_ingest::pipeline::{AvroDecoder, SinkStage};
@@ -147,14 +146,33 @@ pub struct RunArgs {
     #[arg(long, env = "POSTURE_SCHEMA_REGISTRY_PASSWORD_FILE", value_name = "FILE")]
     schema_registry_password_file: Option<PathBuf>,
     /// Address of the HTTP port: /metrics (Prometheus), /healthz, /readyz
-    /// ("" = no HTTP port).
-    #[arg(long, env = "POSTURE_HTTP_ADDR", default_value = "0.0.0.0:9464", value_name = "ADDR")]
+    /// and the query API ("" = no HTTP port). Loopback by default: set
+    /// 0.0.0.0:9464 to be scraped from elsewhere (the shipped Kubernetes
+    /// manifests and compose file do).
+    #[arg(
+        long,
+        env = "POSTURE_HTTP_ADDR",
+        default_value = "127.0.0.1:9464",
+        value_name = "ADDR"
+    )]
     http_addr: String,
+    /// File whose first line is the bearer token /metrics asks for (or the
+    /// environment variable POSTURE_METRICS_TOKEN). Without either, /metrics
+    /// is open to whoever reaches the port; /healthz and /readyz always are.
+    #[arg(long, env = "POSTURE_METRICS_TOKEN_FILE", value_name = "FILE")]
+    metrics_token_file: Option<PathBuf>,
     /// TOML file of bearer tokens for the query API `/api/v1` on the HTTP
     /// port, each with the tenants it may read (see the README). Without
     /// it, the API is off (only its OpenAPI document is served).
     #[arg(long, env = "POSTURE_API_TOKENS_FILE", value_name = "FILE")]
     api_tokens_file: Option<PathBuf>,
+    /// An API request that takes longer is answered 503; its ClickHouse
+    /// queries are stopped too (max_execution_time).
+    #[arg(long, env = "POSTURE_API_TIMEOUT_SECS", default_value_t = 30, value_name = "SECS")]
+    api_timeout_secs: u64,
+    /// At most this many API requests are served at once (the others wait).
+    #[arg(long, env = "POSTURE_API_MAX_IN_FLIGHT", default_value_t = 64, value_name = "N")]
+    api_max_in_flight: usize,
     /// Topic of ScoreDelta records, one per transition ("" = off).
     #[arg(long, env = "POSTURE_SCORE_DELTAS_TOPIC", default_value = "posture.score-deltas")]
     score_deltas_topic: String,
@@ -210,14 +228,12 @@ pub struct RunArgs {
     /// aggregated under group="_overflow".
     #[arg(long, env = "POSTURE_SCORE_GAUGE_MAX_GROUPS", default_value_t = 50, value_name = "N")]
     score_gauge_max_groups: usize,
-    /// At most this many tenants get score gauges (first seen first); the
-    /// rest are aggregated under tenant="_overflow".
-    #[arg(
-        long,
-        env = "POSTURE_SCORE_GAUGE_MAX_TENANTS",
-        default_value_t = 1000,
-        value_name = "N"
-    )]
+    /// At most this many tenants get score gauges of their own, labelled
+    /// with the tenant's name (first seen first); the rest are aggregated
+    /// under tenant="_overflow". 0 (the default): no tenant name on /metrics,
+    /// only the mean over all tenants. The shipped deployments set 1000 for
+    /// the PostureScoreDrop alert rule.
+    #[arg(long, env = "POSTURE_SCORE_GAUGE_MAX_TENANTS", default_value_t = 0, value_name = "N")]
     score_gauge_max_tenants: usize,
     /// Flush outputs when a batch holds this many rows.
     #[arg(long, env = "POSTURE_BATCH_ROWS", default_value_t = 100_000)]
@@ -317,9 +333,8 @@ pub struct RunArgs {
     /// meanwhile).
     #[arg(long, env = "POSTURE_SINK_ATTEMPTS", default_value_t = 0)]
     sink_attempts: u32,
-    /// Events with more settings than this are dead-lettered.
-    #[arg(long, env = "POSTURE_MAX_SETTINGS", default_value_t = 10_000)]
-    max_settings: usize,
+    #[command(flatten)]
+    limits: crate::limits::InputLimits,
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long, env = "POSTURE_DURATION_SECS")]
     duration_secs: Option<u64>,
@@ -400,11 +415,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         cfg.snapshot_records = args.snapshot_records.max(1);
         cfg.assignment_timeout = Duration::from_secs(args.assignment_timeout_secs);
         cfg.rejoin_unassigned = args.kafka_rejoin_unassigned;
-        let engine_cfg = EngineConfig {
-            inactivity_window_ms: args.inactivity_days as i64 * 86_400_000,
-            max_settings: args.max_settings,
-            ..Default::default()
-        };
+        let engine_cfg = args.limits.engine_config(args.inactivity_days);
         let retry = RetryPolicy {
             max_attempts: if args.sink_attempts == 0 {
                 u32::MAX
@@ -461,9 +472,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 },
                 server.local_addr()
             );
+            let metrics_token = crate::config::secret("POSTURE_METRICS_TOKEN", args.metrics_token_file.as_deref())?
+                .filter(|t| !t.is_empty())
+                .map(Arc::<str>::from);
             let app = router(HttpState {
                 metrics: metrics.clone(),
                 ready: ready.clone(),
+                metrics_token,
             })
             .merge(api.0);
             tokio::spawn(async move {
@@ -755,10 +770,19 @@ fn api_router(args: &RunArgs, catalog: Arc<posture_core::Catalog>) -> Result<(ax
             posture_query::http::Tokens::parse(&path.display().to_string(), &text).map_err(anyhow::Error::msg)?
         }
     };
-    let client = args.ch.client()?.with_database(&args.ch.database);
+    let timeout = Duration::from_secs(args.api_timeout_secs.max(1));
+    let client = args
+        .ch
+        .client()?
+        .with_database(&args.ch.database)
+        .with_setting("max_execution_time", timeout.as_secs().to_string());
     let state = posture_query::http::ApiState {
         query: posture_query::Query::new(client, catalog),
         tokens: Arc::new(tokens),
+        limits: posture_query::http::ApiLimits {
+            timeout,
+            max_in_flight: args.api_max_in_flight,
+        },
     };
     Ok((posture_query::http::api_router(state), args.api_tokens_file.is_some()))
 }

@@ -493,8 +493,12 @@ pub fn exceptions(cmd: ExceptionsCmd) -> Result<ExitCode> {
 #[derive(clap::Subcommand)]
 pub enum TasksCmd {
     /// Every task of the tenant; open ones whose scope no longer fails are
-    /// completed first (system confirmation). --format csv exports them.
+    /// shown completed (the pipeline writes that within --tasks-confirm-secs,
+    /// or `posture tasks confirm` now). Reads only. --format csv exports them.
     List(Common),
+    /// Writes the system confirmation now: open tasks whose scope no longer
+    /// fails become completed. Prints the tasks it completed.
+    Confirm(Common),
     /// Creates a remediation task.
     Create(CreateTask),
     /// Time from creation to verified fix, and the overdue tasks.
@@ -556,6 +560,11 @@ pub fn tasks(cmd: TasksCmd) -> Result<ExitCode> {
         TasksCmd::List(c) => {
             let q = c.query()?;
             let v = c.block_on(q.tasks(&c.tenant))?;
+            print(&c, &v)?;
+        }
+        TasksCmd::Confirm(c) => {
+            let q = c.query()?;
+            let v = c.block_on(q.confirm_tasks(&c.tenant))?;
             print(&c, &v)?;
         }
         TasksCmd::Create(a) => {

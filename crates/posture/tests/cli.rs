@@ -333,3 +333,62 @@ fn evaluate_reads_avro_container_files() {
         "{err}"
     );
 }
+
+#[test]
+#[cfg(unix)]
+fn a_closed_output_pipe_stops_a_command_quietly() {
+    // `posture simulate ... | head -c 100`: the reader goes away after a few bytes, the next
+    // write meets a closed pipe. Like any Unix tool, posture then ends by SIGPIPE, with no panic
+    // and no backtrace on stderr.
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let baselines = format!("{}/../../deploy/baselines", env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_posture"))
+        .args([
+            "simulate",
+            "--baselines",
+            &baselines,
+            "--devices",
+            "5000",
+            "--hours",
+            "24",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run posture simulate");
+    let mut head = [0u8; 100];
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_exact(&mut head)
+        .expect("the first bytes");
+    let status = child.wait().expect("posture simulate ends");
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert_eq!(status.signal(), Some(libc_sigpipe()), "{status:?}; stderr:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// SIGPIPE's number (13 on Linux and the BSDs).
+fn libc_sigpipe() -> i32 {
+    13
+}
+
+#[test]
+fn run_exposes_nothing_beyond_loopback_and_no_tenant_names_by_default() {
+    let (code, help, _) = posture(&["run", "--help"]);
+    assert_eq!(code, 0);
+    let default_of = |option: &str| -> String {
+        let at = help
+            .find(&format!("--{option} "))
+            .unwrap_or_else(|| panic!("--{option} in:\n{help}"));
+        let rest = &help[at..];
+        let d = rest.find("[default: ").expect("a default");
+        rest[d + 10..].split(']').next().unwrap().to_string()
+    };
+    assert_eq!(default_of("http-addr"), "127.0.0.1:9464");
+    assert_eq!(default_of("score-gauge-max-tenants"), "0");
+    assert!(help.contains("--metrics-token-file"), "{help}");
+}

@@ -322,8 +322,17 @@ async fn kill_9_six_times_with_garbage_restarting_in_the_same_group_is_exact() {
     let producer: FutureProducer = kafka_config().create().expect("producer");
     let mut garbage = BTreeSet::new();
     for i in 0..lines / 100 {
-        let payload = if i % 2 == 0 {
+        let payload = if i % 3 == 0 {
             format!("\u{1}garbage {i}").into_bytes()
+        } else if i % 3 == 1 {
+            // An inventory over the bound (64 groups by default): invalid, not a stall.
+            let groups: Vec<String> = (0..1000).map(|g| format!("\"g{g}\"")).collect();
+            let ev = posture_core::ConfigChange::from_json(&format!(
+                r#"{{"event_id":"g{i}","tenant_id":"t1","device_id":"junk-{i}","kind":"UPSERT","source":"AGENT","observed_at":"2026-11-01T01:00:00Z","sequence":1,"device":{{"os_family":"windows","os_version":"10","groups":[{}]}},"settings":[]}}"#,
+                groups.join(",")
+            ))
+            .unwrap();
+            posture_avro::encode_config_change(&ev, 1)
         } else {
             let ev = posture_core::ConfigChange::from_json(&format!(
                 r#"{{"event_id":"g{i}","tenant_id":"t1","device_id":"","kind":"UPSERT","source":"AGENT","observed_at":"2026-11-01T01:00:00Z","sequence":1,"settings":[]}}"#
@@ -461,6 +470,15 @@ async fn kill_9_six_times_with_garbage_restarting_in_the_same_group_is_exact() {
             header(m, "posture.source.offset").parse::<i64>().unwrap(),
         ));
     }
+    let oversized = dead_keys
+        .values()
+        .filter(|m| header(m, "posture.error").contains("device.groups lists 1000 names, more than the limit of 64"))
+        .count();
+    assert_eq!(
+        oversized,
+        (0..garbage.len()).filter(|i| i % 3 == 1).count(),
+        "the oversized inventories, with the reason"
+    );
     assert_eq!(
         lineage,
         garbage,

@@ -828,7 +828,7 @@ async fn exceptions_and_tasks(api: &Api, env: &[(&str, &str)], topic: &str, dir:
     let (t4, t5, t6, t7) = (T0 + 4 * H, T0 + 5 * H, T0 + 6 * H, T0 + 7 * H);
     let route = "/api/v1/tenants/{tenant}/exceptions";
     let e1 = json!({"id": "e1", "control": "pw", "scope": "device", "scope_value": "d2",
-        "justification": "third_party_control", "starts_at": t4.to_string(), "author": "alice",
+        "justification": "third_party_control", "starts_at": t4.to_string(),
         "note": "a vault rotates it, \"daily\""});
     // A read-only token may not add; a bad one is 400; the writer gets 201.
     assert_eq!(
@@ -839,13 +839,34 @@ async fn exceptions_and_tasks(api: &Api, env: &[(&str, &str)], topic: &str, dir:
         api,
         "/api/v1/tenants/t1/exceptions",
         TOKEN_ALL,
-        json!({"control": "nope", "scope": "tenant", "justification": "risk_accepted", "author": "a"}),
+        json!({"control": "nope", "scope": "tenant", "justification": "risk_accepted"}),
     )
     .await;
     assert_eq!(status, 400, "{bad}");
     assert!(bad["error"].as_str().unwrap().contains("not in the baselines"), "{bad}");
+    // The author is the token's name: a body may not claim another; ids have a safe alphabet
+    // (no '/': the engine knows an exception as tenant/id); text fields are bounded.
+    for (body, why) in [
+        (
+            json!({"control": "pw", "scope": "tenant", "justification": "risk_accepted", "author": "alice"}),
+            "the author is the token's name",
+        ),
+        (
+            json!({"id": "x/e1", "control": "pw", "scope": "tenant", "justification": "risk_accepted"}),
+            "letters, digits",
+        ),
+        (
+            json!({"control": "pw", "scope": "tenant", "justification": "risk_accepted", "note": "n".repeat(5000)}),
+            "more than 4096",
+        ),
+    ] {
+        let (status, bad) = post(api, "/api/v1/tenants/t1/exceptions", TOKEN_ALL, body).await;
+        assert_eq!(status, 400, "{bad}");
+        assert!(bad["error"].as_str().unwrap().contains(why), "{why}: {bad}");
+    }
     let (status, created) = post(api, "/api/v1/tenants/t1/exceptions", TOKEN_ALL, e1).await;
     assert_eq!(status, 201, "{created}");
+    assert_eq!(created["author"], "admin", "recorded as the token's name: {created}");
     assert_eq!(
         (created["id"].as_str(), created["credits"].as_bool()),
         (Some("e1"), Some(true))
@@ -854,7 +875,7 @@ async fn exceptions_and_tasks(api: &Api, env: &[(&str, &str)], topic: &str, dir:
         api,
         "/api/v1/tenants/t1/exceptions",
         TOKEN_ALL,
-        json!({"id": "e1", "control": "pw", "scope": "tenant", "justification": "risk_accepted", "author": "a"}),
+        json!({"id": "e1", "control": "pw", "scope": "tenant", "justification": "risk_accepted", "author": "admin"}),
     )
     .await;
     assert_eq!(status, 400, "a used id: {dup}");
@@ -913,8 +934,15 @@ async fn exceptions_and_tasks(api: &Api, env: &[(&str, &str)], topic: &str, dir:
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    let (status, k1) = post(api, "/api/v1/tenants/t1/tasks", TOKEN_ALL, json!({"id": "k1", "control": "pw", "due": (now - H).to_string(), "priority": "high", "author": "carol", "notes": "all of them"})).await;
+    let (status, k1) = post(
+        api,
+        "/api/v1/tenants/t1/tasks",
+        TOKEN_ALL,
+        json!({"id": "k1", "control": "pw", "due": (now - H).to_string(), "priority": "high", "notes": "all of them"}),
+    )
+    .await;
     assert_eq!(status, 201, "{k1}");
+    assert_eq!(k1["author"], "admin", "{k1}");
     assert_eq!(
         (k1["status"].as_str(), k1["overdue"].as_bool()),
         (Some("open"), Some(true))
@@ -946,7 +974,7 @@ async fn exceptions_and_tasks(api: &Api, env: &[(&str, &str)], topic: &str, dir:
         api,
         "/api/v1/tenants/t1/tasks",
         TOKEN_ALL,
-        json!({"control": "pw", "due": "soon", "author": "x"}),
+        json!({"control": "pw", "due": "soon"}),
     )
     .await;
     assert_eq!(status, 400);
