@@ -137,9 +137,15 @@ impl Tokens {
 /// What the API routes share.
 #[derive(Clone)]
 pub struct ApiState {
+    /// Reads (every GET), ideally as a read-only ClickHouse user.
     pub query: Query,
+    /// Writes (exceptions and tasks, for write tokens).
+    pub writer: Query,
     pub tokens: Arc<Tokens>,
     pub limits: ApiLimits,
+    /// Per-tenant request quotas (`None`: none): a request over its tenant's quota is answered
+    /// 429 with `Retry-After`.
+    pub quotas: Option<Arc<crate::quota::Quotas>>,
 }
 
 /// Bounds on the API's requests.
@@ -274,6 +280,18 @@ async fn authorize(
             StatusCode::FORBIDDEN,
             format!("token {:?} may not read tenant {tenant:?}", grant.name),
         );
+    }
+    if let Some(q) = &state.quotas {
+        if !q.allow(tenant, std::time::Instant::now()) {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "tenant {tenant:?} is over its request quota (--api-tenant-requests-per-sec); retry in a second"
+                ),
+            );
+            r.headers_mut().insert(header::RETRY_AFTER, "1".parse().expect("ASCII"));
+            return r;
+        }
     }
     if !matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD) && !grant.write {
         return error(
@@ -582,7 +600,7 @@ async fn add_exception(
 ) -> Answer {
     let mut new = body(b)?;
     new.author = caller.author(&new.author)?;
-    let e = s.query.add_exception(&tenant, new).await?;
+    let e = s.writer.add_exception(&tenant, new).await?;
     Ok((StatusCode::CREATED, Json(e)).into_response())
 }
 
@@ -599,7 +617,7 @@ async fn expire_exception(
     b: Option<Json<Expire>>,
 ) -> Answer {
     let at = Common::time("at", &b.unwrap_or_default().0.at)?;
-    Ok(Json(s.query.expire_exception(&tenant, &id, at).await?).into_response())
+    Ok(Json(s.writer.expire_exception(&tenant, &id, at).await?).into_response())
 }
 
 async fn tasks(
@@ -621,7 +639,7 @@ async fn create_task(
 ) -> Answer {
     let mut new = body(b)?;
     new.author = caller.author(&new.author)?;
-    let t = s.query.create_task(&tenant, new).await?;
+    let t = s.writer.create_task(&tenant, new).await?;
     Ok((StatusCode::CREATED, Json(t)).into_response())
 }
 
@@ -649,6 +667,54 @@ mod tests {
         for secret in ["DB::Exception", "posture_prod", "18.16", "admin", "score_at"] {
             assert!(!body.contains(secret), "{secret} leaks: {body}");
         }
+    }
+
+    #[test]
+    fn a_tenant_over_its_quota_gets_429_and_others_do_not() {
+        use tower::ServiceExt;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let catalog = Arc::new(
+            posture_core::Catalog::from_sources(&[(
+                "q.yaml",
+                "baseline: q\nversion: 1\ncontrols:\n  - { id: fw, title: F, category: network, points: 10, check: { key: fw, op: eq, value: true } }\n",
+            )])
+            .unwrap(),
+        );
+        let token = "reader-token-0123456789";
+        let tokens = Tokens::parse(
+            "t",
+            &format!("[[token]]\nname = \"r\"\ntoken = \"{token}\"\ntenants = [\"*\"]\n"),
+        )
+        .unwrap();
+        // No ClickHouse behind it: requests that pass the quota fail there (502), the others
+        // never get that far (429).
+        let nowhere = Query::new(clickhouse::Client::default().with_url("http://127.0.0.1:9"), catalog);
+        let state = ApiState {
+            query: nowhere.clone(),
+            writer: nowhere,
+            tokens: Arc::new(tokens),
+            limits: ApiLimits::default(),
+            quotas: Some(Arc::new(crate::quota::Quotas::new(1.0, 3.0))),
+        };
+        let app = api_router(state);
+        let status = |tenant: &str| {
+            let req = axum::http::Request::get(format!("/api/v1/tenants/{tenant}/exceptions"))
+                .header("authorization", format!("Bearer {token}"))
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let r = rt.block_on(app.clone().oneshot(req)).unwrap();
+            (
+                r.status().as_u16(),
+                r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string()),
+            )
+        };
+        let a: Vec<u16> = (0..5).map(|_| status("a").0).collect();
+        assert_eq!(a, [502, 502, 502, 429, 429], "a burst of 3, then 429");
+        assert_eq!(status("a").1.as_deref(), Some("1"), "Retry-After");
+        assert_eq!(status("b").0, 502, "another tenant has its own quota");
     }
 
     #[test]

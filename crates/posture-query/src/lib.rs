@@ -25,6 +25,7 @@ use std::sync::Arc;
 pub mod csv_out;
 pub mod exceptions;
 pub mod http;
+pub mod quota;
 pub mod tasks;
 mod trend;
 

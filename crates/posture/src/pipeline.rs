@@ -173,6 +173,25 @@ pub struct RunArgs {
     /// At most this many API requests are served at once (the others wait).
     #[arg(long, env = "POSTURE_API_MAX_IN_FLIGHT", default_value_t = 64, value_name = "N")]
     api_max_in_flight: usize,
+    /// ClickHouse user of the query API's reads (a read-only user, readonly=2
+    /// in its profile: see docs/SECURITY.md); its password comes from
+    /// POSTURE_API_CLICKHOUSE_PASSWORD or --api-clickhouse-password-file.
+    /// Writes (exceptions, tasks) go through --clickhouse-user. Default:
+    /// --clickhouse-user for both.
+    #[arg(long, env = "POSTURE_API_CLICKHOUSE_USER", value_name = "USER")]
+    api_clickhouse_user: Option<String>,
+    /// File whose first line is the password of --api-clickhouse-user.
+    #[arg(long, env = "POSTURE_API_CLICKHOUSE_PASSWORD_FILE", value_name = "FILE")]
+    api_clickhouse_password_file: Option<PathBuf>,
+    /// API requests per second one tenant may make on average (bursts of
+    /// twice as many); beyond, 429 with Retry-After (0: no quota).
+    #[arg(
+        long,
+        env = "POSTURE_API_TENANT_REQUESTS_PER_SEC",
+        default_value_t = 20.0,
+        value_name = "N"
+    )]
+    api_tenant_requests_per_sec: f64,
     /// Topic of ScoreDelta records, one per transition ("" = off).
     #[arg(long, env = "POSTURE_SCORE_DELTAS_TOPIC", default_value = "posture.score-deltas")]
     score_deltas_topic: String,
@@ -771,18 +790,40 @@ fn api_router(args: &RunArgs, catalog: Arc<posture_core::Catalog>) -> Result<(ax
         }
     };
     let timeout = Duration::from_secs(args.api_timeout_secs.max(1));
-    let client = args
-        .ch
-        .client()?
-        .with_database(&args.ch.database)
-        .with_setting("max_execution_time", timeout.as_secs().to_string());
+    let limit = |c: clickhouse::Client| {
+        c.with_database(&args.ch.database)
+            .with_setting("max_execution_time", timeout.as_secs().to_string())
+    };
+    let writer = limit(args.ch.client()?);
+    let reader = match &args.api_clickhouse_user {
+        None => writer.clone(),
+        Some(user) => {
+            let mut c = clickhouse::Client::default()
+                .with_url(args.ch.url())
+                .with_user(user)
+                .with_validation(false);
+            let password = crate::config::secret(
+                "POSTURE_API_CLICKHOUSE_PASSWORD",
+                args.api_clickhouse_password_file.as_deref(),
+            )?;
+            if let Some(p) = password {
+                c = c.with_password(p);
+            }
+            limit(c)
+        }
+    };
     let state = posture_query::http::ApiState {
-        query: posture_query::Query::new(client, catalog),
+        query: posture_query::Query::new(reader, catalog.clone()),
+        writer: posture_query::Query::new(writer, catalog),
         tokens: Arc::new(tokens),
         limits: posture_query::http::ApiLimits {
             timeout,
             max_in_flight: args.api_max_in_flight,
         },
+        quotas: (args.api_tenant_requests_per_sec > 0.0).then(|| {
+            let rate = args.api_tenant_requests_per_sec;
+            Arc::new(posture_query::quota::Quotas::new(rate, 2.0 * rate))
+        }),
     };
     Ok((posture_query::http::api_router(state), args.api_tokens_file.is_some()))
 }

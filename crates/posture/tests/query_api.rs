@@ -273,8 +273,25 @@ async fn every_route_and_subcommand_gives_the_hand_checked_figures() {
         ("POSTURE_KAFKA_BROKERS", Box::leak(kafka_brokers().into_boxed_str())),
         ("POSTURE_CLICKHOUSE_DATABASE", database.as_str()),
         ("POSTURE_BASELINES", baselines.as_str()),
+        // The API reads as the stack's read-only user (writes go through the default user).
+        ("POSTURE_API_CLICKHOUSE_USER", "posture_reader"),
     ];
     posture(&["migrate"], &env);
+    let reader = posture_tests::clickhouse_client()
+        .with_user("posture_reader")
+        .with_database(&database);
+    let refused = reader
+        .query("INSERT INTO tasks (tenant, id) VALUES ('t1', 'x')")
+        .execute()
+        .await
+        .expect_err("posture_reader cannot write");
+    assert!(refused.to_string().to_lowercase().contains("readonly"), "{refused}");
+    let n: u64 = reader
+        .query("SELECT count() FROM tasks")
+        .fetch_one()
+        .await
+        .expect("it reads");
+    assert_eq!(n, 0);
     let port = posture_tests::free_port();
     let log = std::fs::File::create(dir.join("run.log")).unwrap();
     let running = Running(
