@@ -466,3 +466,25 @@ mod tests {
         assert!(unique_name("").starts_with("t_"));
     }
 }
+
+#[cfg(test)]
+mod manifest {
+    /// The test files live directly in tests/ and are listed one by one in tests/Cargo.toml
+    /// (`autotests` would look in tests/tests/): a file not listed would never run, silently.
+    #[test]
+    fn every_test_file_is_listed_in_the_manifest() {
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let manifest = std::fs::read_to_string(format!("{dir}/Cargo.toml")).unwrap();
+        let mut unlisted = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            if name.ends_with(".rs") && !manifest.contains(&format!("path = \"{name}\"")) {
+                unlisted.push(name);
+            }
+        }
+        assert!(
+            unlisted.is_empty(),
+            "add a [[test]] entry to tests/Cargo.toml for: {unlisted:?}"
+        );
+    }
+}

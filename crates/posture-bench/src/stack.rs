@@ -15,7 +15,7 @@
 use crate::evaluator::{self, Evaluator};
 use crate::fleet::{self, Drift};
 use anyhow::{bail, ensure, Context, Result};
-use rdkafka::config::ClientConfig;
+use posture_ingest::topics::client_config;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -247,12 +247,13 @@ impl ProducerContext for ProduceContext {
 /// seconds production took (first send to last send).
 fn produce(brokers: &str, topic: &str, records: &[(Vec<u8>, Vec<u8>)], rate: Option<f64>) -> Result<f64> {
     let deliveries = Arc::new(Deliveries::default());
-    let producer: ThreadedProducer<ProduceContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "2")
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("queue.buffering.max.kbytes", "1048576")
+    let defaults = [
+        ("linger.ms", "2"),
+        ("batch.num.messages", "10000"),
+        ("queue.buffering.max.messages", "1000000"),
+        ("queue.buffering.max.kbytes", "1048576"),
+    ];
+    let producer: ThreadedProducer<ProduceContext> = client_config(brokers, &defaults, &[])
         .create_with_context(ProduceContext(deliveries.clone()))
         .context("cannot create the producer")?;
     let started = Instant::now();
@@ -291,10 +292,7 @@ fn produce(brokers: &str, topic: &str, records: &[(Vec<u8>, Vec<u8>)], rate: Opt
 
 /// The end offsets of every partition of `topic`.
 fn end_offsets(brokers: &str, topic: &str, partitions: i32) -> Result<Vec<i64>> {
-    let c: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "posture-bench-watermarks")
-        .create()?;
+    let c: StreamConsumer = client_config(brokers, &[("group.id", "posture-bench-watermarks")], &[]).create()?;
     (0..partitions)
         .map(|p| {
             let (_, high) = c
@@ -309,14 +307,15 @@ fn end_offsets(brokers: &str, topic: &str, partitions: i32) -> Result<Vec<i64>> 
 /// `count` records from `from` (per partition), touching every payload.
 /// Returns the seconds from the first record to the last.
 async fn bare_consume(brokers: &str, topic: &str, from: &[i64], count: usize) -> Result<f64> {
-    let c: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("{topic}-bare"))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false")
-        .set("queued.max.messages.kbytes", "16384")
-        .create()?;
+    let group = format!("{topic}-bare");
+    let defaults = [
+        ("group.id", group.as_str()),
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("enable.partition.eof", "false"),
+        ("queued.max.messages.kbytes", "16384"),
+    ];
+    let c: StreamConsumer = client_config(brokers, &defaults, &[]).create()?;
     let mut tpl = TopicPartitionList::new();
     for (p, &o) in from.iter().enumerate() {
         tpl.add_partition_offset(topic, p as i32, Offset::Offset(o))?;

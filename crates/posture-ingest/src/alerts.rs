@@ -30,7 +30,6 @@ use posture_avro::{decode_alert, encode_alert, AlertCause, ScoreDropAlert};
 use posture_core::report::Cut;
 use posture_core::Category;
 use posture_sink::queries::{self, Param};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -170,17 +169,13 @@ impl Alerter {
         client: clickhouse::Client,
         catalog: Arc<posture_core::Catalog>,
     ) -> Result<Alerter, AlertError> {
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &cfg.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all");
-        for (k, v) in &cfg.extra {
-            cc.set(k, v);
-        }
-        let producer = cc.create().map_err(|e| AlertError::Publish {
-            topic: cfg.topic.clone(),
-            detail: e.to_string(),
-        })?;
+        let defaults = [("enable.idempotence", "true"), ("acks", "all")];
+        let producer = crate::topics::client_config(&cfg.brokers, &defaults, &cfg.extra)
+            .create()
+            .map_err(|e| AlertError::Publish {
+                topic: cfg.topic.clone(),
+                detail: e.to_string(),
+            })?;
         Ok(Alerter {
             cfg,
             query: posture_query::Query::new(client.clone(), catalog),
@@ -493,14 +488,10 @@ fn read_topic(cfg: &AlertConfig) -> Result<Vec<Vec<u8>>, AlertError> {
         topic: cfg.topic.clone(),
         detail,
     };
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &cfg.brokers)
-        .set("group.id", "posture-alerts-restore")
-        .set("enable.auto.commit", "false");
-    for (k, v) in &cfg.extra {
-        cc.set(k, v);
-    }
-    let consumer: BaseConsumer = cc.create().map_err(|e| err(e.to_string()))?;
+    let defaults = [("group.id", "posture-alerts-restore"), ("enable.auto.commit", "false")];
+    let consumer: BaseConsumer = crate::topics::client_config(&cfg.brokers, &defaults, &cfg.extra)
+        .create()
+        .map_err(|e| err(e.to_string()))?;
     let timeout = Duration::from_secs(10);
     let md = consumer
         .fetch_metadata(Some(&cfg.topic), timeout)

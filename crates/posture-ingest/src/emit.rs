@@ -24,7 +24,6 @@
 
 use crate::{DeadLetter, Stage};
 use posture_core::{Engine, Output, SourcePos};
-use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -161,19 +160,18 @@ pub const DEDUP_KEY_HEADER: &str = "posture.dedup-key";
 impl KafkaStage {
     /// Creates the idempotent producer.
     pub fn new(cfg: EmitConfig) -> Result<KafkaStage, EmitError> {
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &cfg.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4");
-        for (k, v) in &cfg.extra {
-            cc.set(k, v);
-        }
-        let producer = cc.create().map_err(|source| EmitError::Create {
-            brokers: cfg.brokers.clone(),
-            source,
-        })?;
+        let defaults = [
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "5"),
+            ("compression.type", "lz4"),
+        ];
+        let producer = crate::topics::client_config(&cfg.brokers, &defaults, &cfg.extra)
+            .create()
+            .map_err(|source| EmitError::Create {
+                brokers: cfg.brokers.clone(),
+                source,
+            })?;
         Ok(KafkaStage {
             cfg,
             producer,

@@ -29,7 +29,6 @@ use assignment::{AssignmentWatch, Verdict};
 use posture_core::exception::Exception;
 use posture_core::{Catalog, ConfigChange, Engine, EngineConfig, Output, Rejected, SourcePos};
 use posture_metrics::{Metrics, Readiness};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -577,17 +576,16 @@ impl<S: Stage, D: Decode> Ingest<S, D, MemoryOnly> {
             brokers: cfg.brokers.clone(),
             source: Box::new(source),
         };
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &cfg.brokers)
-            .set("group.id", &cfg.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false");
-        for (k, v) in &cfg.extra {
-            cc.set(k, v);
-        }
-        let consumer: StreamConsumer<IngestContext> = cc.create_with_context(IngestContext::default()).map_err(err)?;
+        let defaults = [
+            ("group.id", cfg.group_id.as_str()),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("enable.partition.eof", "false"),
+        ];
+        let consumer: StreamConsumer<IngestContext> = topics::client_config(&cfg.brokers, &defaults, &cfg.extra)
+            .create_with_context(IngestContext::default())
+            .map_err(err)?;
         consumer.subscribe(&[&cfg.topic]).map_err(err)?;
         Ok(Ingest {
             watch: AssignmentWatch::new(Instant::now(), cfg.assignment_timeout, cfg.rejoin_unassigned),

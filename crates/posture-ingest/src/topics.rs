@@ -1,4 +1,5 @@
-//! Topic administration: create posture's topics when they are missing.
+//! Kafka clients: the one place their configuration starts ([`client_config`]), and topic
+//! administration (create posture's topics when they are missing).
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -6,6 +7,22 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 use std::time::Duration;
+
+/// The configuration every Kafka client of posture starts from: the bootstrap servers, then
+/// the client's own `defaults`, then `extra` (the security settings, SASL included, and any
+/// properties the operator gave, which thus override the defaults). Every consumer, producer
+/// and admin client is made here, so none can miss the security settings.
+pub fn client_config(brokers: &str, defaults: &[(&str, &str)], extra: &[(String, String)]) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", brokers);
+    for (k, v) in defaults {
+        cc.set(*k, *v);
+    }
+    for (k, v) in extra {
+        cc.set(k, v);
+    }
+    cc
+}
 
 /// Why a topic could not be made ready.
 #[derive(Debug, thiserror::Error)]
@@ -30,12 +47,7 @@ pub async fn ensure_topic(
         brokers: brokers.to_string(),
         detail,
     };
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", brokers);
-    for (k, v) in extra {
-        cc.set(k, v);
-    }
-    let admin: AdminClient<DefaultClientContext> = cc
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers, &[], extra)
         .create()
         .map_err(|e| err(format!("cannot create an admin client: {e}")))?;
     let results = admin
@@ -61,13 +73,9 @@ pub fn partition_count(brokers: &str, topic: &str, extra: &[(String, String)]) -
         brokers: brokers.to_string(),
         detail,
     };
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", brokers)
-        .set("allow.auto.create.topics", "false");
-    for (k, v) in extra {
-        cc.set(k, v);
-    }
-    let consumer: BaseConsumer = cc.create().map_err(|e| err(format!("cannot create a client: {e}")))?;
+    let consumer: BaseConsumer = client_config(brokers, &[("allow.auto.create.topics", "false")], extra)
+        .create()
+        .map_err(|e| err(format!("cannot create a client: {e}")))?;
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .map_err(|e| err(format!("metadata: {e}")))?;
@@ -77,4 +85,28 @@ pub fn partition_count(brokers: &str, topic: &str, extra: &[(String, String)]) -
         .find(|t| t.name() == topic && t.error().is_none())
         .map(|t| t.partitions().len() as i32)
         .filter(|&n| n > 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_config_puts_security_and_operator_properties_last() {
+        let extra = vec![
+            ("security.protocol".to_string(), "sasl_ssl".to_string()),
+            ("sasl.username".to_string(), "svc".to_string()),
+            ("linger.ms".to_string(), "50".to_string()),
+        ];
+        let cc = client_config("k:9092", &[("linger.ms", "5"), ("acks", "all")], &extra);
+        assert_eq!(cc.get("bootstrap.servers"), Some("k:9092"));
+        assert_eq!(cc.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(cc.get("sasl.username"), Some("svc"));
+        assert_eq!(cc.get("acks"), Some("all"), "a default");
+        assert_eq!(
+            cc.get("linger.ms"),
+            Some("50"),
+            "the operator's property wins over a default"
+        );
+    }
 }

@@ -73,6 +73,14 @@ pub struct KafkaArgs {
     /// Kafka bootstrap servers.
     #[arg(long, env = "POSTURE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     brokers: String,
+    #[command(flatten)]
+    security: KafkaSecurityArgs,
+}
+
+/// How to authenticate to Kafka: the options of every command that talks to it (`run`,
+/// `simulate --kafka`, `import-results --kafka`), so none connects without them.
+#[derive(clap::Args, Clone)]
+pub struct KafkaSecurityArgs {
     /// librdkafka security.protocol: plaintext, ssl, sasl_plaintext or sasl_ssl.
     #[arg(long, env = "POSTURE_KAFKA_SECURITY_PROTOCOL", value_name = "PROTOCOL")]
     kafka_security_protocol: Option<String>,
@@ -88,9 +96,9 @@ pub struct KafkaArgs {
     kafka_sasl_password_file: Option<PathBuf>,
 }
 
-impl KafkaArgs {
+impl KafkaSecurityArgs {
     /// librdkafka properties for security (empty for plaintext).
-    fn properties(&self) -> Result<Vec<(String, String)>> {
+    pub fn properties(&self) -> Result<Vec<(String, String)>> {
         let mut p = Vec::new();
         if let Some(v) = &self.kafka_security_protocol {
             p.push(("security.protocol".into(), v.clone()));
@@ -406,7 +414,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let catalog = Arc::new(crate::baselines::load_or_fail(&args.baselines)?);
     runtime()?.block_on(async move {
         let client = args.ch.client()?.with_database(&args.ch.database);
-        let security = args.kafka.properties()?;
+        let security = args.kafka.security.properties()?;
         let brokers = args.kafka.brokers.clone();
         let mut cfg = IngestConfig::new(&brokers, &args.group, &args.topic);
         cfg.batch_rows = args.batch_rows;

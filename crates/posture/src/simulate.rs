@@ -80,6 +80,8 @@ pub struct Args {
     /// Partitions of the topic when --kafka creates it.
     #[arg(long, default_value_t = 6)]
     partitions: i32,
+    #[command(flatten)]
+    security: crate::pipeline::KafkaSecurityArgs,
 }
 
 const GROUPS: [&str; 8] = [
@@ -488,15 +490,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let written = ordered.len();
     let out_name = match &args.kafka {
         Some(brokers) => {
-            produce(
+            let to = KafkaTarget {
                 brokers,
-                &args.topic,
-                args.partitions,
-                args.schema_id,
-                args.rate,
-                args.batch_records,
-                &ordered,
-            )?;
+                topic: &args.topic,
+                partitions: args.partitions,
+                schema_id: args.schema_id,
+                security: args.security.properties()?,
+            };
+            produce(&to, args.rate, args.batch_records, &ordered)?;
             format!("kafka {brokers} topic {}", args.topic)
         }
         None => {
@@ -556,10 +557,27 @@ impl rdkafka::producer::ProducerContext for Deliveries {
     }
 }
 
+/// Where [`produce`] writes, and how it authenticates.
+pub(crate) struct KafkaTarget<'a> {
+    pub brokers: &'a str,
+    pub topic: &'a str,
+    /// Partitions of the topic if it has to be created.
+    pub partitions: i32,
+    pub schema_id: u32,
+    /// librdkafka security properties (SASL, TLS).
+    pub security: Vec<(String, String)>,
+}
+
 /// Creates the topic if it does not exist.
-fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<()> {
+fn ensure_topic(to: &KafkaTarget<'_>) -> Result<()> {
+    let (brokers, topic, partitions) = (to.brokers, to.topic, to.partitions);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    if rt.block_on(posture_ingest::topics::ensure_topic(brokers, topic, partitions, &[]))? {
+    if rt.block_on(posture_ingest::topics::ensure_topic(
+        brokers,
+        topic,
+        partitions,
+        &to.security,
+    ))? {
         eprintln!("posture simulate: created topic {topic} with {partitions} partitions");
     }
     Ok(())
@@ -568,23 +586,18 @@ fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<()> {
 /// Produces events to Kafka, Avro-encoded and keyed by device, with an
 /// idempotent producer; fails unless every event is acknowledged. Also used
 /// by `posture import-results --kafka`.
-pub(crate) fn produce(
-    brokers: &str,
-    topic: &str,
-    partitions: i32,
-    schema_id: u32,
-    rate: f64,
-    batch_records: u32,
-    events: &[ConfigChange],
-) -> Result<()> {
+pub(crate) fn produce(to: &KafkaTarget<'_>, rate: f64, batch_records: u32, events: &[ConfigChange]) -> Result<()> {
+    let (brokers, topic, schema_id) = (to.brokers, to.topic, to.schema_id);
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     use std::sync::atomic::Ordering::Relaxed;
-    ensure_topic(brokers, topic, partitions)?;
-    let producer: BaseProducer<Deliveries> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "20")
-        .set("batch.num.messages", batch_records.max(1).to_string())
+    ensure_topic(to)?;
+    let batch = batch_records.max(1).to_string();
+    let defaults = [
+        ("enable.idempotence", "true"),
+        ("linger.ms", "20"),
+        ("batch.num.messages", batch.as_str()),
+    ];
+    let producer: BaseProducer<Deliveries> = posture_ingest::topics::client_config(brokers, &defaults, &to.security)
         .create_with_context(Deliveries::default())
         .with_context(|| format!("cannot create a Kafka producer for {brokers}"))?;
     let started = Instant::now();

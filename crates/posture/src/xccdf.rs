@@ -164,6 +164,8 @@ pub struct ImportResultsArgs {
     /// Partitions of the topic when --kafka creates it.
     #[arg(long, default_value_t = 6)]
     partitions: i32,
+    #[command(flatten)]
+    security: crate::pipeline::KafkaSecurityArgs,
 }
 
 /// `posture import-results FILE`.
@@ -198,7 +200,14 @@ pub fn import_results(args: ImportResultsArgs) -> Result<ExitCode> {
     }
     match &args.kafka {
         Some(brokers) => {
-            crate::simulate::produce(brokers, &args.topic, args.partitions, args.schema_id, 0.0, 1, &events)?;
+            let to = crate::simulate::KafkaTarget {
+                brokers,
+                topic: &args.topic,
+                partitions: args.partitions,
+                schema_id: args.schema_id,
+                security: args.security.properties()?,
+            };
+            crate::simulate::produce(&to, 0.0, 1, &events)?;
             eprintln!(
                 "posture: {} SNAPSHOT event(s) -> kafka {brokers} topic {}",
                 events.len(),

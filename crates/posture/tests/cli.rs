@@ -392,3 +392,19 @@ fn run_exposes_nothing_beyond_loopback_and_no_tenant_names_by_default() {
     assert_eq!(default_of("score-gauge-max-tenants"), "0");
     assert!(help.contains("--metrics-token-file"), "{help}");
 }
+
+#[test]
+fn every_command_that_talks_to_kafka_takes_its_security_options() {
+    for cmd in [&["run"][..], &["simulate"], &["import-results"]] {
+        let (code, help, _) = posture(&[cmd, &["--help"]].concat());
+        assert_eq!(code, 0);
+        for option in [
+            "--kafka-security-protocol",
+            "--kafka-sasl-mechanism",
+            "--kafka-sasl-username",
+            "--kafka-sasl-password-file",
+        ] {
+            assert!(help.contains(option), "posture {cmd:?} lacks {option}");
+        }
+    }
+}
