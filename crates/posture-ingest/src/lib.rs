@@ -278,10 +278,12 @@ impl<F: FnMut(&[u8]) -> Result<ConfigChange, Undecodable>> Decode for F {
 /// Why a record was not applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Skipped {
-    /// The bytes could not be decoded (reason for the dead-letter stage).
+    /// The bytes could not be decoded (dead-lettered with the reason).
     Undecodable(String),
-    /// The engine rejected the event (stale, duplicate or invalid).
-    Rejected(String),
+    /// The engine refused the event as invalid (dead-lettered as `invalid_event`).
+    Invalid(String),
+    /// The event is stale or a duplicate: ignored and counted, not dead-lettered.
+    Stale(String),
 }
 
 /// Counters of one ingest run.
@@ -1240,14 +1242,17 @@ impl<S: Stage, D: Decode, St: StateStore> State<S, D, St> {
             Err(r) => {
                 self.stats.rejected += 1;
                 let text = r.to_string();
-                match r {
-                    Rejected::Stale { .. } => self.stats.stale += 1,
+                Some(match r {
+                    Rejected::Stale { .. } => {
+                        self.stats.stale += 1;
+                        Skipped::Stale(text)
+                    }
                     Rejected::Invalid(_) => {
                         self.stats.invalid += 1;
                         self.stage.dead_letter(&dead("invalid_event", text.as_str()));
+                        Skipped::Invalid(text)
                     }
-                }
-                Some(Skipped::Rejected(text))
+                })
             }
         }
     }

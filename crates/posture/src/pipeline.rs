@@ -669,9 +669,8 @@ async fn run_ingest<D: Decode, St: StateStore>(
         .run_until(stop, |p, o, s| {
             // The first 100 unusable records are also logged (all are counted).
             let text = match s {
-                Skipped::Undecodable(r) => r,
-                Skipped::Rejected(r) if r.starts_with("invalid") => r,
-                Skipped::Rejected(_) => return,
+                Skipped::Undecodable(r) | Skipped::Invalid(r) => r,
+                Skipped::Stale(_) => return,
             };
             if shown < 100 {
                 tracing::warn!("partition {p} offset {o}: {dead_letters}: {text}");
