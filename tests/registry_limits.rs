@@ -83,3 +83,40 @@ async fn a_registry_that_is_down_stalls_once_not_per_record() {
     assert_eq!(registry.requests().len(), asked, "no lookup during the pause");
     decode(&mut d, 1).await.unwrap();
 }
+
+/// Whether the fake registry of the next test answers (it starts down).
+static REGISTRY_UP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_first_met_while_the_registry_is_down_is_taken_once_it_is_back() {
+    let registry = FakeRegistry::start(|path| {
+        if !REGISTRY_UP.load(std::sync::atomic::Ordering::SeqCst) {
+            return ("503 Service Unavailable", "{}".to_string());
+        }
+        match path {
+            "/schemas/ids/5" => (
+                "200 OK",
+                serde_json::json!({ "schema": posture_avro::schemas::CONFIG_CHANGE_AVSC }).to_string(),
+            ),
+            _ => (
+                "404 Not Found",
+                r#"{"error_code":40403,"message":"Schema not found"}"#.to_string(),
+            ),
+        }
+    })
+    .await;
+    let mut d = AvroDecoder::new(Some(vec![1]), Some(SchemaRegistry::new(&registry.url(), None).unwrap()))
+        .with_registry_patience(Duration::from_millis(300))
+        .with_registry_pause(Duration::from_millis(500));
+    assert_eq!(decode(&mut d, 5).await.unwrap_err().0, "registry_unavailable");
+    assert_eq!(
+        decode(&mut d, 5).await.unwrap_err().0,
+        "registry_unavailable",
+        "during the pause"
+    );
+    REGISTRY_UP.store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // After the pause the id is asked about again: the registry vouches for it, it decodes.
+    decode(&mut d, 5).await.unwrap();
+    decode(&mut d, 5).await.unwrap();
+}

@@ -455,21 +455,15 @@ impl Alerter {
                 continue;
             }
             if !restored {
+                // Once per leadership. A failure does not hold the checks up: an alert may then
+                // repeat one published before (consumers can drop it by its dedup key).
+                restored = true;
                 match self.restore_published().await {
-                    Ok(n) => {
-                        tracing::info!(
-                            "alerts: read {n} alert(s) already in {}: their scopes stay quiet for their window",
-                            self.cfg.topic
-                        );
-                        restored = true;
-                    }
-                    Err(e) => {
-                        tracing::warn!(
-                            "{e} (retrying in {:?}; no alert is checked meanwhile)",
-                            self.cfg.interval
-                        );
-                        continue;
-                    }
+                    Ok(n) => tracing::info!(
+                        "alerts: read {n} alert(s) already in {}: their scopes stay quiet for their window",
+                        self.cfg.topic
+                    ),
+                    Err(e) => tracing::warn!("{e}: alerts published before may be published again"),
                 }
             }
             let result = self.check_and_publish().await;
@@ -488,7 +482,12 @@ fn read_topic(cfg: &AlertConfig) -> Result<Vec<Vec<u8>>, AlertError> {
         topic: cfg.topic.clone(),
         detail,
     };
-    let defaults = [("group.id", "posture-alerts-restore"), ("enable.auto.commit", "false")];
+    let defaults = [
+        ("group.id", "posture-alerts-restore"),
+        ("enable.auto.commit", "false"),
+        // An offset deleted by retention meanwhile: start at the earliest still there.
+        ("auto.offset.reset", "earliest"),
+    ];
     let consumer: BaseConsumer = crate::topics::client_config(&cfg.brokers, &defaults, &cfg.extra)
         .create()
         .map_err(|e| err(e.to_string()))?;
@@ -515,11 +514,15 @@ fn read_topic(cfg: &AlertConfig) -> Result<Vec<Vec<u8>>, AlertError> {
         return Ok(out);
     }
     consumer.assign(&tpl).map_err(|e| err(e.to_string()))?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut idle_since = std::time::Instant::now();
     while !ends.is_empty() || idle_since.elapsed() < Duration::from_secs(1) {
         if std::time::Instant::now() > deadline {
-            return Err(err(format!("partitions {ends:?} not read to their end in 60 s")));
+            if ends.is_empty() {
+                // Every partition was read to its end; records still coming are new alerts.
+                break;
+            }
+            return Err(err(format!("partitions {ends:?} not read to their end in 30 s")));
         }
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {

@@ -70,7 +70,8 @@ impl AssignmentWatch {
     /// (zero: never report); `rejoin` whether a stall makes the instance re-join its group.
     pub fn new(now: Instant, timeout: Duration, rejoin: bool) -> AssignmentWatch {
         AssignmentWatch {
-            timeout,
+            // A day at most: larger values would only overflow the instants computed from it.
+            timeout: timeout.min(Duration::from_secs(86_400)),
             rejoin,
             unassigned_since: Some(now),
             next_attempt: None,

@@ -118,9 +118,6 @@ pub struct KafkaStage {
     pending: Vec<Pending>,
     stats: EmitStats,
     metrics: Option<std::sync::Arc<posture_metrics::Metrics>>,
-    /// The source position of the last score delta and its `seq` (the records of one input
-    /// record are absorbed together, before any other record's).
-    last_source: Option<(SourcePos, u32)>,
 }
 
 /// The lineage headers of an output record caused by the input record at `source` of
@@ -178,7 +175,6 @@ impl KafkaStage {
             pending: Vec::new(),
             stats: EmitStats::default(),
             metrics: None,
-            last_source: None,
         })
     }
 
@@ -245,6 +241,9 @@ impl Stage for KafkaStage {
         if self.cfg.score_deltas_topic.is_empty() {
             return;
         }
+        // Every transition one input record causes (its exception catch-up included) comes in
+        // one output, so `seq` numbers them here from 0, as the sink numbers its rows.
+        let mut last: Option<(SourcePos, u32)> = None;
         for t in &out.transitions {
             let mut payload = Vec::with_capacity(160);
             posture_avro::encode_engine_delta_into(
@@ -255,11 +254,11 @@ impl Stage for KafkaStage {
                 &mut payload,
             );
             let key = engine.device_name(t.device).as_bytes().to_vec();
-            let seq = match self.last_source {
+            let seq = match last {
                 Some((pos, seq)) if pos == t.source => seq + 1,
                 _ => 0,
             };
-            self.last_source = Some((t.source, seq));
+            last = Some((t.source, seq));
             let headers = lineage_headers(&self.cfg.source_topic, t.source, seq);
             self.push(Topic::ScoreDeltas, key, payload, Some(headers));
         }

@@ -262,6 +262,7 @@ pub struct AvroDecoder {
     /// When the lookups of the last minute were made.
     lookups: std::collections::VecDeque<std::time::Instant>,
     registry_patience: Duration,
+    registry_pause: Duration,
 }
 
 /// At most this many refused schema ids are remembered (each record of a refused id is then
@@ -291,12 +292,20 @@ impl AvroDecoder {
             down_until: None,
             lookups: std::collections::VecDeque::new(),
             registry_patience: Duration::from_secs(60),
+            registry_pause: REGISTRY_DOWN_PAUSE,
         }
     }
 
     /// How long a lookup is retried while the registry is unreachable.
     pub fn with_registry_patience(mut self, patience: Duration) -> AvroDecoder {
         self.registry_patience = patience;
+        self
+    }
+
+    /// How long unknown ids are dead-lettered without a lookup after the registry was found
+    /// unreachable (default [`REGISTRY_DOWN_PAUSE`]).
+    pub fn with_registry_pause(mut self, pause: Duration) -> AvroDecoder {
+        self.registry_pause = pause;
         self
     }
 
@@ -347,11 +356,14 @@ impl AvroDecoder {
                 }
             }
             DecodeError::UnknownSchemaId { id } if self.transient.as_ref().is_some_and(|t| t.0 == id) => {
+                // Not remembered: the id stays unknown, so the next record of it asks `learn`
+                // again (which answers at once during the pause or over the budget, and looks
+                // it up once the registry is back).
                 let (_, reason, detail) = self.transient.as_ref().expect("checked");
                 Undecodable {
                     reason,
                     detail: detail.clone(),
-                    unknown_schema_id: None,
+                    unknown_schema_id: Some(id),
                 }
             }
             e => undecodable(e),
@@ -382,7 +394,7 @@ impl Decode for AvroDecoder {
                     "registry_unavailable",
                     format!(
                         "schema id {schema_id} not looked up: the schema registry was unreachable less than {} s ago",
-                        REGISTRY_DOWN_PAUSE.as_secs()
+                        self.registry_pause.as_secs()
                     ),
                 ));
                 return false;
@@ -423,9 +435,9 @@ impl Decode for AvroDecoder {
                     // Not remembered: a record with this id asks again once the pause is over.
                     tracing::error!(
                         "schema registry unavailable for id {schema_id}, dead-lettering (and every unknown id for {} s): {e}",
-                        REGISTRY_DOWN_PAUSE.as_secs()
+                        self.registry_pause.as_secs()
                     );
-                    self.down_until = Some(std::time::Instant::now() + REGISTRY_DOWN_PAUSE);
+                    self.down_until = Some(std::time::Instant::now() + self.registry_pause);
                     self.transient = Some((schema_id, e.reason(), e.to_string()));
                     return false;
                 }

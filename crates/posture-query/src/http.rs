@@ -145,7 +145,7 @@ pub struct ApiState {
     pub limits: ApiLimits,
     /// Per-tenant request quotas (`None`: none): a request over its tenant's quota is answered
     /// 429 with `Retry-After`.
-    pub quotas: Option<Arc<crate::quota::Quotas>>,
+    pub quotas: Option<Arc<crate::quota::RequestQuotas>>,
 }
 
 /// Bounds on the API's requests.
@@ -190,13 +190,16 @@ pub fn api_router(state: ApiState) -> Router {
         )
         .route("/api/v1/tenants/{tenant}/tasks", get(tasks).post(create_task))
         .route("/api/v1/tenants/{tenant}/tasks/report", get(task_report))
+        // Innermost first: the bound on requests in flight, then the tokens and quotas (so a
+        // request over its quota never waits for a slot), then the deadline around all of it
+        // (waiting for a slot included).
+        .route_layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            state.limits.max_in_flight.max(1),
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             state.limits.timeout,
-        ))
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            state.limits.max_in_flight.max(1),
         ))
         .with_state(state);
     Router::new()
@@ -282,11 +285,12 @@ async fn authorize(
         );
     }
     if let Some(q) = &state.quotas {
-        if !q.allow(tenant, std::time::Instant::now()) {
+        if let Err(whose) = q.allow(&grant.name, tenant, std::time::Instant::now()) {
             let mut r = error(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!(
-                    "tenant {tenant:?} is over its request quota (--api-tenant-requests-per-sec); retry in a second"
+                    "{whose} is over its request quota (tenant {tenant:?}, token {:?}; --api-tenant-requests-per-sec); retry in a second",
+                    grant.name
                 ),
             );
             r.headers_mut().insert(header::RETRY_AFTER, "1".parse().expect("ASCII"));
@@ -697,7 +701,7 @@ mod tests {
             writer: nowhere,
             tokens: Arc::new(tokens),
             limits: ApiLimits::default(),
-            quotas: Some(Arc::new(crate::quota::Quotas::new(1.0, 3.0))),
+            quotas: Some(Arc::new(crate::quota::RequestQuotas::new(1.5))),
         };
         let app = api_router(state);
         let status = |tenant: &str| {

@@ -8,8 +8,9 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 /// At most this many tenants have a bucket at once; when full, the buckets that are full again
-/// (tenants idle for a while) are dropped first. A token valid for every tenant (`*`) can name
-/// any tenant string, so the map must not grow with them.
+/// (tenants idle for a while) are dropped, and if none is, a new tenant is refused until one is.
+/// A token valid for every tenant (`*`) can name any tenant string, so the map must not grow
+/// with them (and the token's own bucket, [`RequestQuotas`], bounds it anyway).
 pub const MAX_TENANT_BUCKETS: usize = 10_000;
 
 #[derive(Clone, Copy, Debug)]
@@ -43,9 +44,9 @@ impl Quotas {
             let (rate, burst) = (self.rate, self.burst);
             buckets.retain(|_, b| refill(*b, now, rate, burst) < burst);
             if buckets.len() >= MAX_TENANT_BUCKETS {
-                // Every bucket in use: drop them all rather than grow (a burst of new tenants
-                // then starts full, as a new tenant does).
-                buckets.clear();
+                // Every bucket in use: refuse the newcomer rather than grow or forget a
+                // throttled tenant.
+                return false;
             }
         }
         let b = buckets.entry(tenant.to_string()).or_insert(Bucket {
@@ -68,6 +69,36 @@ impl Quotas {
     /// How many tenants have a bucket.
     pub fn tenants(&self) -> usize {
         self.buckets.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// The API's quotas: per tenant (`rate` a second, bursts of twice that) and per token (ten
+/// times as much: a token may serve many tenants, but made-up tenant names do not give it more).
+#[derive(Debug)]
+pub struct RequestQuotas {
+    tenants: Quotas,
+    tokens: Quotas,
+}
+
+impl RequestQuotas {
+    /// Quotas of `rate` requests a second per tenant.
+    pub fn new(rate: f64) -> RequestQuotas {
+        RequestQuotas {
+            tenants: Quotas::new(rate, 2.0 * rate),
+            tokens: Quotas::new(10.0 * rate, 20.0 * rate),
+        }
+    }
+
+    /// Whether the token named `token` may make a request for `tenant` at `now`; if not, which
+    /// quota it is over.
+    pub fn allow(&self, token: &str, tenant: &str, now: Instant) -> Result<(), &'static str> {
+        if !self.tokens.allow(token, now) {
+            return Err("the token");
+        }
+        if !self.tenants.allow(tenant, now) {
+            return Err("the tenant");
+        }
+        Ok(())
     }
 }
 
@@ -101,9 +132,27 @@ mod tests {
     fn the_buckets_do_not_grow_with_tenant_names() {
         let q = Quotas::new(1.0, 1.0);
         let t0 = Instant::now();
-        for i in 0..(MAX_TENANT_BUCKETS + 500) {
+        for i in 0..MAX_TENANT_BUCKETS {
             assert!(q.allow(&format!("tenant-{i}"), t0), "a new tenant starts full");
         }
-        assert!(q.tenants() <= MAX_TENANT_BUCKETS, "{}", q.tenants());
+        // Full, every bucket in use: a newcomer waits; a throttled tenant stays throttled.
+        assert!(!q.allow("newcomer", t0));
+        assert!(!q.allow("tenant-0", t0));
+        assert_eq!(q.tenants(), MAX_TENANT_BUCKETS);
+        // Once buckets are full again (idle tenants), the newcomer gets in.
+        assert!(q.allow("newcomer", t0 + Duration::from_secs(2)));
+        assert!(q.tenants() <= MAX_TENANT_BUCKETS);
+    }
+
+    #[test]
+    fn made_up_tenant_names_do_not_give_a_token_more() {
+        let q = RequestQuotas::new(1.0);
+        let t0 = Instant::now();
+        let ok = (0..100)
+            .filter(|i| q.allow("admin", &format!("made-up-{i}"), t0).is_ok())
+            .count();
+        assert_eq!(ok, 20, "the token's burst (20 x 1 a second)");
+        assert_eq!(q.allow("admin", "t1", t0), Err("the token"));
+        assert_eq!(q.allow("reader", "t1", t0), Ok(()));
     }
 }

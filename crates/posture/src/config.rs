@@ -125,8 +125,11 @@ pub fn apply(settings: Vec<(String, String)>) {
 /// Reads a secret: the variable `env` if set, else the first line of the
 /// file `file` if given, else `None`. Never logged.
 pub fn secret(env: &str, file: Option<&Path>) -> Result<Option<String>> {
+    // An empty variable is no secret (it would hide the file, e.g. turn a token off unseen).
     if let Ok(v) = std::env::var(env) {
-        return Ok(Some(v));
+        if !v.is_empty() {
+            return Ok(Some(v));
+        }
     }
     match file {
         Some(f) => {

@@ -828,8 +828,9 @@ fn api_router(args: &RunArgs, catalog: Arc<posture_core::Catalog>) -> Result<(ax
             max_in_flight: args.api_max_in_flight,
         },
         quotas: (args.api_tenant_requests_per_sec > 0.0).then(|| {
-            let rate = args.api_tenant_requests_per_sec;
-            Arc::new(posture_query::quota::Quotas::new(rate, 2.0 * rate))
+            Arc::new(posture_query::quota::RequestQuotas::new(
+                args.api_tenant_requests_per_sec,
+            ))
         }),
     };
     Ok((posture_query::http::api_router(state), args.api_tokens_file.is_some()))
