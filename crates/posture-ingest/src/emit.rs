@@ -30,6 +30,16 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use std::time::Duration;
 
+/// The waits between attempts to deliver records again: 400 ms doubling to 6.4 s (the number
+/// of attempts is [`EmitConfig::attempts`]).
+const RESEND: posture_sink::RetryPolicy = posture_sink::RetryPolicy {
+    max_attempts: u32::MAX,
+    initial_backoff: Duration::from_millis(400),
+    multiplier: 2.0,
+    max_backoff: Duration::from_millis(6_400),
+    timeout: None,
+};
+
 /// Where the emit stage writes. An empty topic name turns that output off.
 #[derive(Clone, Debug)]
 pub struct EmitConfig {
@@ -349,7 +359,7 @@ impl Stage for KafkaStage {
                 failed.len(),
                 self.cfg.attempts
             );
-            tokio::time::sleep(Duration::from_millis(200 << attempt.min(5))).await;
+            tokio::time::sleep(RESEND.backoff(attempt)).await;
             attempt += 1;
             for p in &mut failed {
                 self.stats.resent += 1;

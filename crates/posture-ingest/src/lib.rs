@@ -39,6 +39,17 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How the state store is retried while it is unreachable (snapshot loads and saves): without
+/// limit, 200 ms doubling to 5 s; consumption waits meanwhile. One policy type for every retry
+/// loop of the pipeline ([`posture_sink::RetryPolicy`]).
+pub const STATE_RETRY: posture_sink::RetryPolicy = posture_sink::RetryPolicy {
+    max_attempts: u32::MAX,
+    initial_backoff: Duration::from_millis(200),
+    multiplier: 2.0,
+    max_backoff: Duration::from_secs(5),
+    timeout: None,
+};
+
 /// Where and how to consume.
 #[derive(Clone, Debug)]
 pub struct IngestConfig {
@@ -941,14 +952,16 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
             return Ok(());
         }
         let started = Instant::now();
-        let mut wait = Duration::from_millis(200);
+        let mut attempt = 0;
         let loaded = loop {
             match self.st.store.load(&self.cfg.topic, partition).await {
                 Ok(l) => break l,
                 Err(e) => {
-                    tracing::warn!("partition {partition}: cannot load its snapshot, retrying: {e}");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
+                    attempt += 1;
+                    tracing::warn!(
+                        "partition {partition}: cannot load its snapshot (attempt {attempt}), retrying: {e}"
+                    );
+                    tokio::time::sleep(STATE_RETRY.backoff(attempt)).await;
                 }
             }
         };
@@ -1080,16 +1093,18 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
                 }
                 buf.clear();
                 p.engine.snapshot(&mut buf);
-                let mut wait = Duration::from_millis(200);
+                let mut attempt = 0;
                 while let Err(e) = self
                     .st
                     .store
                     .save(&self.cfg.topic, partition, p.next_offset, &buf)
                     .await
                 {
-                    tracing::warn!("partition {partition}: cannot save its snapshot, retrying: {e}");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
+                    attempt += 1;
+                    tracing::warn!(
+                        "partition {partition}: cannot save its snapshot (attempt {attempt}), retrying: {e}"
+                    );
+                    tokio::time::sleep(STATE_RETRY.backoff(attempt)).await;
                 }
                 self.st.stats.snapshots += 1;
                 tracing::debug!(

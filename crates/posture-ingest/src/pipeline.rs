@@ -413,7 +413,7 @@ impl Decode for AvroDecoder {
             return false;
         }
         let registry = self.registry.as_ref().expect("checked");
-        let mut wait = Duration::from_millis(200);
+        let mut attempt = 0;
         loop {
             match registry.resolve(schema_id).await {
                 Ok(Compatibility::Identical) => {
@@ -427,9 +427,11 @@ impl Decode for AvroDecoder {
                     return false;
                 }
                 Err(e) if e.is_retryable() && started.elapsed() < patience => {
-                    tracing::warn!("schema registry lookup of id {schema_id} failed, retrying: {e}");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
+                    attempt += 1;
+                    tracing::warn!(
+                        "schema registry lookup of id {schema_id} failed (attempt {attempt}), retrying: {e}"
+                    );
+                    tokio::time::sleep(crate::STATE_RETRY.backoff(attempt)).await;
                 }
                 Err(e) if e.is_retryable() => {
                     // Not remembered: a record with this id asks again once the pause is over.
