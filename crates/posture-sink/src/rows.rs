@@ -846,6 +846,87 @@ fn delta_row(
 mod tests {
     use super::*;
 
+    /// Every `Enum8(...)` of the shipped DDL, as its (name, code) pairs.
+    fn ddl_enums() -> Vec<Vec<(String, i8)>> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/clickhouse");
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("schemas/clickhouse") {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|x| x != "sql") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for part in text.split("Enum8(").skip(1) {
+                let list = &part[..part.find(')').expect("a closed Enum8")];
+                out.push(
+                    list.split(',')
+                        .map(|pair| {
+                            let (name, code) = pair.split_once('=').expect("'NAME' = code");
+                            (name.trim().trim_matches('\'').to_string(), code.trim().parse().unwrap())
+                        })
+                        .collect(),
+                );
+            }
+        }
+        out
+    }
+
+    /// The codes written here are the DDL's, for every Enum8 column of every table and query
+    /// (so a code changed on one side only fails here, not as wrong states in ClickHouse).
+    #[test]
+    fn enum_codes_equal_the_ddl() {
+        use posture_core::engine::Reason;
+        let states = [
+            ControlState::Pass,
+            ControlState::Fail,
+            ControlState::Unknown,
+            ControlState::NotApplicable,
+            ControlState::Excepted,
+        ];
+        let want_state: Vec<(String, i8)> = states.iter().map(|&s| (s.as_str().into(), state_code(s))).collect();
+        let raws = [
+            RawState::Pass,
+            RawState::Fail,
+            RawState::Unknown,
+            RawState::NotApplicable,
+        ];
+        let want_raw: Vec<(String, i8)> = raws.iter().map(|&s| (s.as_str().into(), raw_code(s))).collect();
+        let want_exc = vec![
+            ("NONE".to_string(), exception_code(ExcStatus::None)),
+            ("CREDIT".to_string(), exception_code(ExcStatus::Credit)),
+            ("NO_CREDIT".to_string(), exception_code(ExcStatus::NoCredit)),
+        ];
+        let reasons = [
+            Reason::Event,
+            Reason::Retired,
+            Reason::Inactive,
+            Reason::ExceptionStarted,
+            Reason::ExceptionEnded,
+        ];
+        let want_reason: Vec<(String, i8)> = reasons.iter().map(|&r| (r.as_str().into(), reason_code(r))).collect();
+        let mut checked = 0;
+        for e in ddl_enums() {
+            let has = |n: &str| e.iter().any(|(x, _)| x == n);
+            let want = if has("EXCEPTED") {
+                &want_state
+            } else if has("PASS") {
+                &want_raw
+            } else if has("CREDIT") {
+                &want_exc
+            } else if has("EVENT") {
+                &want_reason
+            } else {
+                continue;
+            };
+            assert_eq!(&e, want, "an Enum8 of the DDL differs from the codes written");
+            checked += 1;
+        }
+        assert!(
+            checked >= 8,
+            "the DDL's state, raw, exception and reason enums ({checked})"
+        );
+    }
+
     #[test]
     fn versions_increase() {
         let mut last = 0;
