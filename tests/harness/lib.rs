@@ -24,6 +24,7 @@
 pub mod consistency;
 pub mod fleet;
 pub mod proxy;
+#[path = "../../crates/posture-avro/tests/support/fake_registry.rs"]
 pub mod registry;
 
 use std::collections::hash_map::RandomState;

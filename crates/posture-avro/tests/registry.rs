@@ -8,7 +8,9 @@ use posture_avro::registry::{
 };
 use posture_avro::{encode_config_change, schema_id, schemas, DecodeError, WireDecoder};
 use posture_core::{ChangeKind, ConfigChange, ConfigSource, Setting, Value};
-use posture_tests::registry::FakeRegistry;
+#[path = "support/fake_registry.rs"]
+mod fake_registry;
+use fake_registry::FakeRegistry;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,4 +1,7 @@
 //! A fake Confluent Schema Registry for tests: a tiny HTTP server in the test process.
+//!
+//! It lives with posture-avro's tests (which need it without the Kafka-linked test harness) and
+//! is the harness's `posture_tests::registry` too (included there by path): one copy.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
