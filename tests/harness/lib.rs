@@ -329,69 +329,14 @@ pub async fn read_topic(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
     out
 }
 
-/// Every record of `topic` as it is now: each partition read from its start up to the high
-/// watermark it had when this was called, and on until nothing more arrives for 3 s (no consumer
-/// group: partitions assigned directly). The extra wait is for Tansu 0.6, whose high watermark
-/// after a batch of several records is the batch's first offset + 1: reading only up to it
-/// would miss the rest of the batch.
+/// Every record of `topic` as it is now, read to its end without a consumer group (the
+/// product's [`posture_ingest::topics::read_to_end`]: on until the topic is idle for 3 s, at
+/// most 120 s).
 pub async fn read_topic_to_end(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let topic = topic.to_string();
+    let (brokers, topic) = (kafka_brokers(), topic.to_string());
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = kafka_config()
-            .set("group.id", unique_name("reader"))
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("consumer");
-        let timeout = Duration::from_secs(10);
-        let md = consumer
-            .fetch_metadata(Some(&topic), timeout)
-            .unwrap_or_else(|e| panic!("metadata of {topic}: {e}; {STACK_HINT}"));
-        let partitions: Vec<i32> = md
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic)
-            .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-            .unwrap_or_default();
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        let mut ends = std::collections::BTreeMap::new();
-        for &p in &partitions {
-            let (low, high) = consumer
-                .fetch_watermarks(&topic, p, timeout)
-                .unwrap_or_else(|e| panic!("watermarks of {topic} [{p}]: {e}"));
-            if high > low {
-                tpl.add_partition_offset(&topic, p, rdkafka::Offset::Offset(low))
-                    .unwrap();
-                ends.insert(p, high);
-            }
-        }
-        let mut out = Vec::new();
-        if ends.is_empty() {
-            return out;
-        }
-        consumer.assign(&tpl).expect("assign");
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        let mut idle_since = std::time::Instant::now();
-        while !ends.is_empty() || idle_since.elapsed() < Duration::from_secs(3) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "reading {topic}: partitions {:?} not read to their end in 120 s",
-                ends
-            );
-            match consumer.poll(Duration::from_millis(500)) {
-                Some(Ok(m)) => {
-                    use rdkafka::message::Message;
-                    idle_since = std::time::Instant::now();
-                    if ends.get(&m.partition()).is_some_and(|&end| m.offset() + 1 >= end) {
-                        ends.remove(&m.partition());
-                    }
-                    out.push(m.detach());
-                }
-                Some(Err(e)) => panic!("reading {topic}: {e}"),
-                None => {}
-            }
-        }
-        out
+        posture_ingest::topics::read_to_end(&brokers, &[], &topic, Duration::from_secs(3), Duration::from_secs(120))
+            .unwrap_or_else(|e| panic!("reading {topic}: {e}; {STACK_HINT}"))
     })
     .await
     .expect("reader thread")

@@ -30,7 +30,6 @@ use posture_avro::{decode_alert, encode_alert, AlertCause, ScoreDropAlert};
 use posture_core::report::Cut;
 use posture_core::Category;
 use posture_sink::queries::{self, Param};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value as Json;
@@ -474,69 +473,24 @@ impl Alerter {
     }
 }
 
-/// The payload of every record of the alerts topic: each partition from its start up to its
-/// high watermark, and on until nothing more comes for a second (Tansu 0.6 reports a high
-/// watermark inside the last batch when it holds several records); at most 60 s.
+/// The payload of every record of the alerts topic ([`crate::topics::read_to_end`], idle 1 s,
+/// at most 30 s).
 fn read_topic(cfg: &AlertConfig) -> Result<Vec<Vec<u8>>, AlertError> {
-    let err = |detail: String| AlertError::Restore {
+    let records = crate::topics::read_to_end(
+        &cfg.brokers,
+        &cfg.extra,
+        &cfg.topic,
+        Duration::from_secs(1),
+        Duration::from_secs(30),
+    )
+    .map_err(|e| AlertError::Restore {
         topic: cfg.topic.clone(),
-        detail,
-    };
-    let defaults = [
-        ("group.id", "posture-alerts-restore"),
-        ("enable.auto.commit", "false"),
-        // An offset deleted by retention meanwhile: start at the earliest still there.
-        ("auto.offset.reset", "earliest"),
-    ];
-    let consumer: BaseConsumer = crate::topics::client_config(&cfg.brokers, &defaults, &cfg.extra)
-        .create()
-        .map_err(|e| err(e.to_string()))?;
-    let timeout = Duration::from_secs(10);
-    let md = consumer
-        .fetch_metadata(Some(&cfg.topic), timeout)
-        .map_err(|e| err(e.to_string()))?;
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    let mut ends = std::collections::BTreeMap::new();
-    for t in md.topics().iter().filter(|t| t.name() == cfg.topic) {
-        for p in t.partitions() {
-            let (low, high) = consumer
-                .fetch_watermarks(&cfg.topic, p.id(), timeout)
-                .map_err(|e| err(e.to_string()))?;
-            if high > low {
-                tpl.add_partition_offset(&cfg.topic, p.id(), rdkafka::Offset::Offset(low))
-                    .map_err(|e| err(e.to_string()))?;
-                ends.insert(p.id(), high);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    if ends.is_empty() {
-        return Ok(out);
-    }
-    consumer.assign(&tpl).map_err(|e| err(e.to_string()))?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut idle_since = std::time::Instant::now();
-    while !ends.is_empty() || idle_since.elapsed() < Duration::from_secs(1) {
-        if std::time::Instant::now() > deadline {
-            if ends.is_empty() {
-                // Every partition was read to its end; records still coming are new alerts.
-                break;
-            }
-            return Err(err(format!("partitions {ends:?} not read to their end in 30 s")));
-        }
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                idle_since = std::time::Instant::now();
-                if ends.get(&m.partition()).is_some_and(|&end| m.offset() + 1 >= end) {
-                    ends.remove(&m.partition());
-                }
-                out.push(m.payload().unwrap_or_default().to_vec());
-            }
-            Some(Err(e)) => return Err(err(e.to_string())),
-            None => {}
-        }
-    }
-    Ok(out)
+        detail: e.detail,
+    })?;
+    Ok(records
+        .into_iter()
+        .map(|m| m.payload().unwrap_or_default().to_vec())
+        .collect())
 }
 
 /// A JSON number, or a number in a string (ClickHouse quotes 64-bit integers).

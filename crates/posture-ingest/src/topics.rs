@@ -87,6 +87,80 @@ pub fn partition_count(brokers: &str, topic: &str, extra: &[(String, String)]) -
         .filter(|&n| n > 0))
 }
 
+/// Every record of `topic` as it is now, without a consumer group: each partition read from its
+/// start up to the high watermark it had when this was called, and on until nothing arrives for
+/// `idle` (Tansu 0.6 reports a high watermark inside the last batch when it holds several
+/// records: reading only up to it would miss the rest of the batch); at most `limit`. Blocking.
+pub fn read_to_end(
+    brokers: &str,
+    extra: &[(String, String)],
+    topic: &str,
+    idle: Duration,
+    limit: Duration,
+) -> Result<Vec<rdkafka::message::OwnedMessage>, TopicError> {
+    use rdkafka::message::Message;
+    let err = |detail: String| TopicError {
+        topic: topic.to_string(),
+        brokers: brokers.to_string(),
+        detail,
+    };
+    let defaults = [
+        ("group.id", "posture-read-to-end"),
+        ("enable.auto.commit", "false"),
+        // An offset deleted by retention meanwhile: start at the earliest still there.
+        ("auto.offset.reset", "earliest"),
+    ];
+    let consumer: BaseConsumer = client_config(brokers, &defaults, extra)
+        .create()
+        .map_err(|e| err(format!("cannot create a client: {e}")))?;
+    let timeout = Duration::from_secs(10);
+    let md = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| err(format!("metadata: {e}")))?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut ends = std::collections::BTreeMap::new();
+    for t in md.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p.id(), timeout)
+                .map_err(|e| err(format!("watermarks of partition {}: {e}", p.id())))?;
+            if high > low {
+                tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Offset(low))
+                    .map_err(|e| err(e.to_string()))?;
+                ends.insert(p.id(), high);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return Ok(out);
+    }
+    consumer.assign(&tpl).map_err(|e| err(format!("assign: {e}")))?;
+    let deadline = std::time::Instant::now() + limit;
+    let mut idle_since = std::time::Instant::now();
+    while !ends.is_empty() || idle_since.elapsed() < idle {
+        if std::time::Instant::now() > deadline {
+            if ends.is_empty() {
+                // Every partition was read to its end; records still coming are new ones.
+                break;
+            }
+            return Err(err(format!("partitions {ends:?} not read to their end in {limit:?}")));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                idle_since = std::time::Instant::now();
+                if ends.get(&m.partition()).is_some_and(|&end| m.offset() + 1 >= end) {
+                    ends.remove(&m.partition());
+                }
+                out.push(m.detach());
+            }
+            Some(Err(e)) => return Err(err(format!("reading: {e}"))),
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

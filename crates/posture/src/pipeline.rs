@@ -44,13 +44,27 @@ pub struct ClickHouseArgs {
 impl ClickHouseArgs {
     /// A client for the server (no database selected).
     pub fn client(&self) -> Result<clickhouse::Client> {
+        self.client_as(
+            &self.user,
+            "POSTURE_CLICKHOUSE_PASSWORD",
+            self.clickhouse_password_file.as_deref(),
+        )
+    }
+
+    /// A client for the server as `user`, its password from the variable `password_env` or
+    /// the file `password_file` (no database selected).
+    pub fn client_as(
+        &self,
+        user: &str,
+        password_env: &str,
+        password_file: Option<&std::path::Path>,
+    ) -> Result<clickhouse::Client> {
         let mut c = clickhouse::Client::default()
             .with_url(&self.clickhouse_url)
-            .with_user(&self.user)
+            .with_user(user)
             // ClickHouse 18.16 lacks the format schema validation uses.
             .with_validation(false);
-        if let Some(p) = crate::config::secret("POSTURE_CLICKHOUSE_PASSWORD", self.clickhouse_password_file.as_deref())?
-        {
+        if let Some(p) = crate::config::secret(password_env, password_file)? {
             c = c.with_password(p);
         }
         Ok(c)
@@ -804,20 +818,11 @@ fn api_router(args: &RunArgs, catalog: Arc<posture_core::Catalog>) -> Result<(ax
     let writer = limit(args.ch.client()?);
     let reader = match &args.api_clickhouse_user {
         None => writer.clone(),
-        Some(user) => {
-            let mut c = clickhouse::Client::default()
-                .with_url(args.ch.url())
-                .with_user(user)
-                .with_validation(false);
-            let password = crate::config::secret(
-                "POSTURE_API_CLICKHOUSE_PASSWORD",
-                args.api_clickhouse_password_file.as_deref(),
-            )?;
-            if let Some(p) = password {
-                c = c.with_password(p);
-            }
-            limit(c)
-        }
+        Some(user) => limit(args.ch.client_as(
+            user,
+            "POSTURE_API_CLICKHOUSE_PASSWORD",
+            args.api_clickhouse_password_file.as_deref(),
+        )?),
     };
     let state = posture_query::http::ApiState {
         query: posture_query::Query::new(reader, catalog.clone()),
