@@ -181,6 +181,38 @@ impl Fleet {
             .expect("count snapshots")
     }
 
+    /// Whether some partition has a snapshot before its end (records remain after it): a run
+    /// started after it restores that snapshot (a snapshot at a partition's end is never
+    /// restored by a run in the same group: the partition is not fetched again).
+    async fn has_mid_partition_snapshot(&self) -> bool {
+        let snaps: Vec<(i32, i64)> = self
+            .client
+            .query("SELECT partition, max(next_offset) FROM engine_snapshots GROUP BY partition")
+            .fetch_all()
+            .await
+            .expect("snapshot offsets");
+        let topic = self.topic.clone();
+        let ends = tokio::task::spawn_blocking(move || {
+            use rdkafka::consumer::{BaseConsumer, Consumer};
+            let c: BaseConsumer = kafka_config()
+                .set("group.id", unique_name("ends"))
+                .create()
+                .expect("consumer");
+            (0..3)
+                .map(|p| {
+                    c.fetch_watermarks(&topic, p, Duration::from_secs(10))
+                        .expect("watermarks")
+                        .1
+                })
+                .collect::<Vec<i64>>()
+        })
+        .await
+        .expect("watermarks thread");
+        snaps
+            .iter()
+            .any(|&(p, next)| ends.get(p as usize).is_some_and(|&end| next < end))
+    }
+
     /// Transitions written so far.
     async fn transitions(&self) -> u64 {
         self.client
@@ -401,7 +433,12 @@ async fn kill_9_six_times_with_garbage_restarting_in_the_same_group_is_exact() {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 if round % 2 == 0 && round > 0 {
-                    while fleet.snapshots().await <= snapshots_before && Instant::now() < deadline {
+                    // In round 2 (well before the end) one of a partition with records left, for
+                    // a later run to restore (an end snapshot is never restored in the same group).
+                    while (fleet.snapshots().await <= snapshots_before
+                        || (round == 2 && !fleet.has_mid_partition_snapshot().await))
+                        && Instant::now() < deadline
+                    {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 }
