@@ -44,6 +44,6 @@ mod metrics;
 pub use guard::{ScoreLimits, OVERFLOW};
 pub use http::{constant_time_eq, router, serve, HttpError, HttpServer, HttpState, Readiness, METRICS_CONTENT_TYPE};
 pub use metrics::{
-    names, FreshnessSummary, Metrics, MetricsConfig, TopicKind, DEAD_LETTER_REASONS, FRESHNESS_BUCKETS, OTHER,
-    RESTORE_BUCKETS, SINK_BATCH_BUCKETS, SINK_TABLES,
+    names, FreshnessSummary, Metrics, MetricsConfig, TopicKind, API_REFUSAL_REASONS, DEAD_LETTER_REASONS,
+    FRESHNESS_BUCKETS, OTHER, RESTORE_BUCKETS, SINK_BATCH_BUCKETS, SINK_TABLES,
 };

@@ -59,9 +59,11 @@ pub mod names {
     /// IntCounter: times this process left and re-joined its consumer group after holding no
     /// partition for too long.
     pub const GROUP_REJOINS: &str = "posture_group_rejoins_total";
+    /// IntCounterVec `{reason}`: query API requests refused or failed.
+    pub const API_REFUSALS: &str = "posture_api_refusals_total";
 
     /// Every metric name above, in registration order.
-    pub const ALL: [&str; 23] = [
+    pub const ALL: [&str; 24] = [
         EVENTS_CONSUMED,
         EVENTS_APPLIED,
         EVENTS_STALE,
@@ -85,6 +87,7 @@ pub mod names {
         PARTITIONS_ASSIGNED,
         UNASSIGNED_SECONDS,
         GROUP_REJOINS,
+        API_REFUSALS,
     ];
 }
 
@@ -116,6 +119,18 @@ pub const DEAD_LETTER_REASONS: [&str; 13] = [
 /// The ClickHouse tables of `posture_sink_rows_total{table}`, registered at
 /// 0. Any other table is counted under [`OTHER`].
 pub const SINK_TABLES: [&str; 3] = ["transitions", "device_state", "score_rollup"];
+
+/// The reasons of `posture_api_refusals_total{reason}`, by the answer's status: 400, 401, 403,
+/// 404, 429, 502 (ClickHouse failed), 503 (over the deadline). Registered at 0.
+pub const API_REFUSAL_REASONS: [&str; 7] = [
+    "bad_request",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "over_quota",
+    "clickhouse",
+    "timeout",
+];
 
 /// Buckets of `posture_sink_batch_duration_seconds`: 5 ms to 30 s.
 pub const SINK_BATCH_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -227,6 +242,7 @@ pub struct Metrics {
     partitions_assigned: IntGauge,
     unassigned_seconds: Gauge,
     group_rejoins: IntCounter,
+    api_refusals: IntCounterVec,
     version: String,
 }
 
@@ -402,6 +418,12 @@ impl Metrics {
             "Times this process left and re-joined its consumer group because it held no partition for longer \
              than --assignment-timeout-secs.",
         );
+        let api_refusals = counter_vec(
+            names::API_REFUSALS,
+            "Query API requests refused or failed, by reason (bad_request, unauthorized, forbidden, not_found, \
+             over_quota, clickhouse, timeout).",
+            "reason",
+        );
         let build_info = reg(
             &r,
             IntGaugeVec::new(
@@ -418,6 +440,9 @@ impl Metrics {
         }
         for table in SINK_TABLES.iter().chain([&OTHER]) {
             sink_rows.with_label_values(&[*table]);
+        }
+        for reason in API_REFUSAL_REASONS.iter().chain([&OTHER]) {
+            api_refusals.with_label_values(&[*reason]);
         }
         for kind in TopicKind::ALL {
             kafka_produced.with_label_values(&[kind.as_str()]);
@@ -452,6 +477,7 @@ impl Metrics {
             partitions_assigned,
             unassigned_seconds,
             group_rejoins,
+            api_refusals,
             version: config.version,
         }
     }
@@ -561,6 +587,22 @@ impl Metrics {
     pub fn set_assignment(&self, partitions: usize, unassigned_for: Duration) {
         self.partitions_assigned.set(gauge_value(partitions as u64));
         self.unassigned_seconds.set(unassigned_for.as_secs_f64());
+    }
+
+    /// A query API request was refused or failed with HTTP `status`; other statuses count
+    /// nothing.
+    pub fn api_refused(&self, status: u16) {
+        let reason = match status {
+            400 => "bad_request",
+            401 => "unauthorized",
+            403 => "forbidden",
+            404 => "not_found",
+            429 => "over_quota",
+            502 => "clickhouse",
+            503 => "timeout",
+            _ => return,
+        };
+        self.api_refusals.with_label_values(&[reason]).inc();
     }
 
     /// The process left and re-joined its consumer group (it held no partition for too long).

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// The contract with dashboards and alert rules: every name and its type.
-const EXPECTED: [(&str, &str); 23] = [
+const EXPECTED: [(&str, &str); 24] = [
     ("posture_events_consumed_total", "counter"),
     ("posture_events_applied_total", "counter"),
     ("posture_events_stale_total", "counter"),
@@ -35,6 +35,7 @@ const EXPECTED: [(&str, &str); 23] = [
     ("posture_partitions_assigned", "gauge"),
     ("posture_unassigned_seconds", "gauge"),
     ("posture_group_rejoins_total", "counter"),
+    ("posture_api_refusals_total", "counter"),
 ];
 
 const REASONS: [&str; 13] = [

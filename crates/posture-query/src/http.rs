@@ -146,6 +146,8 @@ pub struct ApiState {
     /// Per-tenant request quotas (`None`: none): a request over its tenant's quota is answered
     /// 429 with `Retry-After`.
     pub quotas: Option<Arc<crate::quota::RequestQuotas>>,
+    /// Where refusals and failures are counted (`posture_api_refusals_total{reason}`).
+    pub metrics: Option<Arc<posture_metrics::Metrics>>,
 }
 
 /// Bounds on the API's requests.
@@ -201,6 +203,8 @@ pub fn api_router(state: ApiState) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             state.limits.timeout,
         ))
+        // Outermost: every refusal and failure is counted, the deadline's included.
+        .layer(middleware::from_fn_with_state(state.clone(), count_refusals))
         .with_state(state);
     Router::new()
         .route("/api/v1/openapi.json", get(openapi))
@@ -257,6 +261,15 @@ fn file_name(name: &str) -> String {
     } else {
         clean
     }
+}
+
+/// Counts the answers that refuse or fail a request (`posture_api_refusals_total{reason}`).
+async fn count_refusals(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    let r = next.run(req).await;
+    if let Some(m) = &state.metrics {
+        m.api_refused(r.status().as_u16());
+    }
+    r
 }
 
 /// 401 without a known bearer token, 403 for a tenant it does not cover.
@@ -696,12 +709,14 @@ mod tests {
         // No ClickHouse behind it: requests that pass the quota fail there (502), the others
         // never get that far (429).
         let nowhere = Query::new(clickhouse::Client::default().with_url("http://127.0.0.1:9"), catalog);
+        let metrics = Arc::new(posture_metrics::Metrics::new());
         let state = ApiState {
             query: nowhere.clone(),
             writer: nowhere,
             tokens: Arc::new(tokens),
             limits: ApiLimits::default(),
             quotas: Some(Arc::new(crate::quota::RequestQuotas::new(1.5))),
+            metrics: Some(metrics.clone()),
         };
         let app = api_router(state);
         let status = |tenant: &str| {
@@ -719,6 +734,12 @@ mod tests {
         assert_eq!(a, [502, 502, 502, 429, 429], "a burst of 3, then 429");
         assert_eq!(status("a").1.as_deref(), Some("1"), "Retry-After");
         assert_eq!(status("b").0, 502, "another tenant has its own quota");
+        // Every refusal and failure is counted by reason.
+        let text = metrics.encode().unwrap();
+        for (reason, n) in [("over_quota", 3), ("clickhouse", 4)] {
+            let line = format!("posture_api_refusals_total{{reason=\"{reason}\"}} {n}");
+            assert!(text.contains(&line), "{line} in:\n{text}");
+        }
     }
 
     #[test]

@@ -502,7 +502,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 .http_addr
                 .parse()
                 .with_context(|| format!("--http-addr {:?}: expected HOST:PORT", args.http_addr))?;
-            let api = api_router(&args, catalog.clone())?;
+            let api = api_router(&args, catalog.clone(), metrics.clone())?;
             let server = HttpServer::bind(addr).await?;
             tracing::info!(
                 "posture run: serving /metrics, /healthz, /readyz{} on http://{}",
@@ -802,7 +802,11 @@ fn cpu_secs() -> Option<f64> {
 
 /// The query API's routes, and whether they are on: with a tokens file, every
 /// route; without, only the OpenAPI document (every other route answers 401).
-fn api_router(args: &RunArgs, catalog: Arc<posture_core::Catalog>) -> Result<(axum::Router, bool)> {
+fn api_router(
+    args: &RunArgs,
+    catalog: Arc<posture_core::Catalog>,
+    metrics: Arc<Metrics>,
+) -> Result<(axum::Router, bool)> {
     let tokens = match &args.api_tokens_file {
         None => posture_query::http::Tokens::default(),
         Some(path) => {
@@ -832,6 +836,7 @@ fn api_router(args: &RunArgs, catalog: Arc<posture_core::Catalog>) -> Result<(ax
             timeout,
             max_in_flight: args.api_max_in_flight,
         },
+        metrics: Some(metrics),
         quotas: (args.api_tenant_requests_per_sec > 0.0).then(|| {
             Arc::new(posture_query::quota::RequestQuotas::new(
                 args.api_tenant_requests_per_sec,
