@@ -239,6 +239,9 @@ fn scenario() -> Scenario {
                 }
             }
             Step::Flush => {
+                for (p, part) in parts.iter().enumerate() {
+                    batch.settle(part, Some(p as i32));
+                }
                 batches.push(std::mem::take(&mut batch));
                 legacy_deltas.push(std::mem::take(&mut legacy));
                 legacy_states.push(std::mem::take(&mut legacy_state));

@@ -71,6 +71,8 @@ impl Evaluator {
             posture_sink::inventory_row(ev, pos, batch);
             posture_sink::rows(&self.engine, &self.out, batch);
             if batch.len() >= self.clear_rows_at {
+                // As the ClickHouse stage's flush: the changed devices' rows made, then written.
+                batch.settle(&self.engine, None);
                 batch.clear();
             }
         }
@@ -92,6 +94,9 @@ impl Evaluator {
 
     /// The rows made so far.
     pub fn take_rows(&mut self) -> Batch {
+        if let Some(batch) = &mut self.rows {
+            batch.settle(&self.engine, None);
+        }
         self.rows.as_mut().map(std::mem::take).unwrap_or_default()
     }
 

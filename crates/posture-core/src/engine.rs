@@ -35,7 +35,7 @@ mod snapshot;
 pub use snapshot::{catalog_fingerprint, SnapshotError};
 
 use crate::baseline::Catalog;
-use crate::check::Tri;
+use crate::check::{Check, Tri};
 use crate::event::{ChangeKind, ConfigChange, DeviceInfo};
 use crate::exception::{Exception, ExceptionScope};
 use crate::types::*;
@@ -464,6 +464,30 @@ pub fn max_contribution(points: Micros, pass: i64, fail: i64) -> Micros {
         points
     } else {
         0
+    }
+}
+
+/// A device's evaluation result for one control (before exceptions), given the conditions of
+/// its inventory.
+#[inline]
+fn raw_state(d: &Device, control: &crate::baseline::Control, conds: Option<&[bool]>) -> RawState {
+    let applicable = control.applies_to.is_empty()
+        || conds.is_some_and(|conds| control.applies_to.iter().all(|&k| conds[k as usize]));
+    if !applicable {
+        return RawState::NotApplicable;
+    }
+    let tri = match &control.check {
+        Check::Leaf(l) => d.leaf(*l),
+        check => check.eval(&|l| d.leaf(l)),
+    };
+    match tri {
+        Tri::Pass => RawState::Pass,
+        Tri::Fail => RawState::Fail,
+        Tri::Missing => match control.on_missing {
+            OnMissing::Fail => RawState::Fail,
+            OnMissing::Pass => RawState::Pass,
+            OnMissing::Unknown => RawState::Unknown,
+        },
     }
 }
 
@@ -1074,31 +1098,18 @@ impl Engine {
     /// The current cell of one device-control.
     fn cell(&self, dev: DeviceIdx, c: ControlIdx) -> Cell {
         let d = &self.devices[dev as usize];
-        let control = &self.cat.controls[c as usize];
-        let applicable = control.applies_to.is_empty()
-            || (d.inventory != NO_INVENTORY && {
-                let inv = &self.inventories[d.inventory as usize];
-                control.applies_to.iter().all(|&k| inv.conds[k as usize])
-            });
-        if !applicable {
-            return Cell {
-                raw: RawState::NotApplicable,
-                exc: ExcStatus::None,
-            };
-        }
-        let raw = match control.check.eval(&|l| d.leaf(l)) {
-            Tri::Pass => RawState::Pass,
-            Tri::Fail => RawState::Fail,
-            Tri::Missing => match control.on_missing {
-                OnMissing::Fail => RawState::Fail,
-                OnMissing::Pass => RawState::Pass,
-                OnMissing::Unknown => RawState::Unknown,
-            },
+        let raw = raw_state(d, &self.cat.controls[c as usize], self.conds_of(d));
+        let exc = if raw == RawState::NotApplicable {
+            ExcStatus::None
+        } else {
+            self.exc_status(dev, c)
         };
-        Cell {
-            raw,
-            exc: self.exc_status(dev, c),
-        }
+        Cell { raw, exc }
+    }
+
+    /// The conditions of a device's inventory (`None`: it has none yet).
+    fn conds_of(&self, d: &Device) -> Option<&[bool]> {
+        (d.inventory != NO_INVENTORY).then(|| self.inventories[d.inventory as usize].conds.as_slice())
     }
 
     fn scopes_of(&self, ctx: Ctx, tenant: TenantIdx) -> impl Iterator<Item = ScopeKey> + '_ {
@@ -1352,10 +1363,31 @@ impl Engine {
 
     /// One device's current cells, with whether it counts in scores.
     pub fn device_cells(&self, dev: DeviceIdx) -> (bool, Vec<Cell>) {
-        let cells = all_controls_range(self.cat.controls.len())
-            .map(|c| self.cell(dev, c))
-            .collect();
-        (self.devices[dev as usize].counted(), cells)
+        (self.devices[dev as usize].counted(), self.cells_of(dev).collect())
+    }
+
+    /// Whether a device counts in scores (not retired, not inactive).
+    pub fn device_counted(&self, dev: DeviceIdx) -> bool {
+        self.devices[dev as usize].counted()
+    }
+
+    /// One device's current cells in catalog order, without collecting them: what
+    /// [`Engine::device_cells`] returns, computed with the device's inventory and the
+    /// exception lookup resolved once for all its controls (the sink writes every cell of each
+    /// changed device, so this runs for all controls of a device at a time).
+    pub fn cells_of(&self, dev: DeviceIdx) -> impl Iterator<Item = Cell> + '_ {
+        let d = &self.devices[dev as usize];
+        let conds = self.conds_of(d);
+        let no_exceptions = self.active_exc.is_empty();
+        self.cat.controls.iter().enumerate().map(move |(c, control)| {
+            let raw = raw_state(d, control, conds);
+            let exc = if no_exceptions || raw == RawState::NotApplicable {
+                ExcStatus::None
+            } else {
+                self.exc_status(dev, c as ControlIdx)
+            };
+            Cell { raw, exc }
+        })
     }
 
     /// The groups of a device's current inventory.

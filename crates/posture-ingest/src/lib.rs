@@ -142,6 +142,10 @@ pub trait Stage {
     }
     /// Rows pending since the last flush.
     fn pending_rows(&self) -> usize;
+    /// Right before a flush, for every assigned partition: `engine`, the partition's engine,
+    /// has applied everything this stage absorbed from it. Stages that write current state
+    /// read it from `engine` now (once per flush, not once per change).
+    fn settle(&mut self, _partition: i32, _engine: &Engine) {}
     /// Notes, right before a flush, how far an assigned partition is: every record before
     /// `next_offset` is applied, and its event-time clock is `clock_ms`. The flush commits it
     /// (the cut readers see).
@@ -197,6 +201,10 @@ impl<A: Stage, B: Stage> Stage for (A, B) {
     }
     fn pending_rows(&self) -> usize {
         self.0.pending_rows().max(self.1.pending_rows())
+    }
+    fn settle(&mut self, partition: i32, engine: &Engine) {
+        self.0.settle(partition, engine);
+        self.1.settle(partition, engine);
     }
     fn progress(&mut self, partition: i32, next_offset: i64, clock_ms: i64) {
         self.0.progress(partition, next_offset, clock_ms);
@@ -1034,6 +1042,7 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
         drop_revoked(&self.consumer, &mut self.st);
         self.last_flush = Instant::now();
         for (&partition, p) in &self.st.partitions {
+            self.st.stage.settle(partition, &p.engine);
             if p.awaiting.is_none() {
                 self.st.stage.progress(partition, p.next_offset, p.engine.clock());
             }

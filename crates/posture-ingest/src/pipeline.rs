@@ -176,6 +176,10 @@ impl Stage for SinkStage {
         self.batch.rollup.set_topic_partitions(n);
     }
 
+    fn settle(&mut self, partition: i32, engine: &Engine) {
+        self.batch.settle(engine, Some(partition));
+    }
+
     fn progress(&mut self, partition: i32, next_offset: i64, clock_ms: i64) {
         self.batch.rollup.advance(
             partition,
@@ -200,7 +204,7 @@ impl Stage for SinkStage {
         // `write` removes each table from the batch once it is written, so a
         // failed flush resends only what is left.
         self.batch.coalesce();
-        let counts = self.batch.mark();
+        let counts = self.batch.counts();
         let tables = self.batch.table_counts();
         let rollup_before = self.sink.rollup_rows_written();
         let started = std::time::Instant::now();

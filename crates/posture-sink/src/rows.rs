@@ -394,9 +394,17 @@ pub fn catalog_id(cat: &posture_core::Catalog) -> u64 {
 pub struct Batch {
     /// Rows of `transitions` (with their scope deltas).
     pub transitions: Vec<TransitionRow>,
-    /// Rows of `device_state`: one per device per [`Output`] that changed it, coalesced to one
-    /// per device by [`Batch::coalesce`] before they are written.
+    /// Rows of `device_state`: one per device changed since the last flush, made by
+    /// [`Batch::settle`] from the engine's state right before the flush (until then the changed
+    /// devices wait in `pending_states`: a device that changes many times in a batch has its
+    /// 300-odd cells read once, not once per change).
     pub device_state: Vec<DeviceStateRow>,
+    /// Devices changed since the last [`Batch::settle`], by (source partition, device index in
+    /// that partition's engine), with where their last transition came from.
+    pending_states: HashMap<(i32, posture_core::types::DeviceIdx), PendingState>,
+    /// The keys of `pending_states` in the order they were touched (repeats included), so that
+    /// [`Batch::suppress_since`] looks at only what one output touched.
+    touched: Vec<(i32, posture_core::types::DeviceIdx)>,
     /// Rows of `baseline_catalogs`: a catalog the first time this batch makes a `device_state`
     /// row of it.
     pub catalogs: Vec<CatalogRow>,
@@ -424,6 +432,7 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.transitions.is_empty()
             && self.device_state.is_empty()
+            && self.pending_states.is_empty()
             && self.catalogs.is_empty()
             && self.device_evidence.is_empty()
             && self.device_inventory.is_empty()
@@ -435,6 +444,7 @@ impl Batch {
     pub fn len(&self) -> usize {
         self.transitions.len()
             + self.device_state.len()
+            + self.pending_states.len()
             + self.catalogs.len()
             + self.device_evidence.len()
             + self.device_inventory.len()
@@ -454,10 +464,19 @@ impl Batch {
         ]
     }
 
-    /// Row counts per table, in [`crate::state::LINEAGE_TABLES`] order: a
-    /// mark for [`Batch::suppress_since`].
+    /// Row counts per table, in [`crate::state::LINEAGE_TABLES`] order (`device_state`: its
+    /// rows and the devices waiting for one).
+    pub fn counts(&self) -> [usize; 2] {
+        [
+            self.transitions.len(),
+            self.device_state.len() + self.pending_states.len(),
+        ]
+    }
+
+    /// Where the batch is now, for [`Batch::suppress_since`]: the `transitions` rows and the
+    /// device changes noted so far.
     pub fn mark(&self) -> [usize; 2] {
-        [self.transitions.len(), self.device_state.len()]
+        [self.transitions.len(), self.touched.len()]
     }
 
     /// Drops the rows added since `mark` whose source offset is at or below
@@ -470,10 +489,71 @@ impl Batch {
         n += cut_from(&mut self.transitions, mark[0], |r| {
             r.source_offset > w(r.source_partition, 0)
         });
-        n += cut_from(&mut self.device_state, mark[1], |r| {
-            r.source_offset > w(r.source_partition, 1)
-        });
+        // A device's pending change is the latest of its partition, so when it is at or below
+        // the watermark every earlier one was too: the device gets no row from this replay.
+        for key in self.touched.split_off(mark[1].min(self.touched.len())) {
+            if self
+                .pending_states
+                .get(&key)
+                .is_some_and(|p| p.source.offset <= w(key.0, 1))
+            {
+                self.pending_states.remove(&key);
+                n += 1;
+            }
+        }
         n
+    }
+
+    /// Makes the `device_state` row of every device of `engine` changed since the last
+    /// settle, from the engine's state now: call it right before a flush, when `engine` has
+    /// applied everything the batch holds (and nothing more) from the partitions it serves.
+    /// `partition`: the one input partition `engine` serves (`None`: every pending device,
+    /// for an engine that serves them all).
+    pub fn settle(&mut self, engine: &Engine, partition: Option<i32>) {
+        if self.pending_states.is_empty() {
+            return;
+        }
+        let mut settled: Vec<PendingState> = Vec::new();
+        self.pending_states.retain(|&(p, _), pending| {
+            let mine = partition.is_none_or(|q| q == p);
+            if mine {
+                settled.push(*pending);
+            }
+            !mine
+        });
+        if settled.is_empty() {
+            return;
+        }
+        self.touched.retain(|(p, _)| partition.is_some_and(|q| q != *p));
+        // In the order the changes were made, as the rows were before they waited.
+        settled.sort_unstable_by_key(|p| (p.source.partition, p.source.offset, p.seq));
+        let catalog = self.catalog_of(engine);
+        let n = engine.catalog().controls.len();
+        self.device_state.reserve(settled.len());
+        for p in settled {
+            let (mut states, mut raw_states, mut exceptions) =
+                (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+            for c in engine.cells_of(p.device) {
+                states.push(state_code(c.state()));
+                raw_states.push(raw_code(c.raw));
+                exceptions.push(exception_code(c.exc));
+            }
+            self.device_state.push(DeviceStateRow {
+                tenant: engine.tenant_name(p.tenant).to_string(),
+                device: engine.device_name(p.device).to_string(),
+                counted: engine.device_counted(p.device) as u8,
+                catalog,
+                controls: Vec::new(),
+                categories: Vec::new(),
+                states,
+                raw_states,
+                exceptions,
+                event_time_ms: p.event_time,
+                source_partition: p.source.partition,
+                source_offset: p.source.offset,
+                version: next_version(),
+            });
+        }
     }
 
     /// Keeps the last `device_state` row of each device (the rows are in the order the engine made
@@ -516,6 +596,8 @@ impl Batch {
         let before = self.len();
         self.transitions.retain(|r| r.source_partition != partition);
         self.device_state.retain(|r| r.source_partition != partition);
+        self.pending_states.retain(|k, _| k.0 != partition);
+        self.touched.retain(|k| k.0 != partition);
         self.device_evidence.retain(|r| r.source_partition != partition);
         self.device_inventory.retain(|r| r.source_partition != partition);
         self.exception_syncs.retain(|r| r.source_partition != partition);
@@ -530,6 +612,8 @@ impl Batch {
         self.rollup.clear_pending();
         self.transitions.clear();
         self.device_state.clear();
+        self.pending_states.clear();
+        self.touched.clear();
         self.catalogs.clear();
         self.device_evidence.clear();
         self.device_inventory.clear();
@@ -622,9 +706,7 @@ pub fn datetime_secs(ms: i64) -> u32 {
 pub fn rows(engine: &Engine, out: &Output, batch: &mut Batch) {
     let cat = engine.catalog();
     batch.transitions.reserve(out.transitions.len());
-    // The devices changed, in order, with their last transition.
-    let mut changed: Vec<&Transition> = Vec::new();
-    let mut index: HashMap<u32, usize> = HashMap::new();
+    let touched_from = batch.touched.len();
     for t in &out.transitions {
         let control = &cat.controls[t.control as usize];
         let tenant = engine.tenant_name(t.tenant);
@@ -638,13 +720,22 @@ pub fn rows(engine: &Engine, out: &Output, batch: &mut Batch) {
         row.control_points = control.points;
         scope_columns(engine, out.deltas_of(t), &mut row);
         batch.transitions.push(row);
-        match index.get(&t.device) {
-            Some(&i) => changed[i] = t,
-            None => {
-                index.insert(t.device, changed.len());
-                changed.push(t);
-            }
+        // The device's row waits for the flush ([`Batch::settle`]); only where its latest
+        // change came from is noted.
+        let key = (t.source.partition, t.device);
+        if batch.touched.len() == touched_from || batch.touched.last() != Some(&key) {
+            batch.touched.push(key);
         }
+        batch.pending_states.insert(
+            key,
+            PendingState {
+                device: t.device,
+                tenant: t.tenant,
+                event_time: t.event_time,
+                source: t.source,
+                seq,
+            },
+        );
         let in_rollup = batch.rollup.accepts(t.source);
         batch.rollup.advance(
             t.source.partition,
@@ -659,28 +750,19 @@ pub fn rows(engine: &Engine, out: &Output, batch: &mut Batch) {
             }
         }
     }
-    if changed.is_empty() {
-        return;
-    }
-    let catalog = batch.catalog_of(engine);
-    for t in changed {
-        let (counted, cells) = engine.device_cells(t.device);
-        batch.device_state.push(DeviceStateRow {
-            tenant: engine.tenant_name(t.tenant).to_string(),
-            device: engine.device_name(t.device).to_string(),
-            counted: counted as u8,
-            catalog,
-            controls: Vec::new(),
-            categories: Vec::new(),
-            states: cells.iter().map(|c| state_code(c.state())).collect(),
-            raw_states: cells.iter().map(|c| raw_code(c.raw)).collect(),
-            exceptions: cells.iter().map(|c| exception_code(c.exc)).collect(),
-            event_time_ms: t.event_time,
-            source_partition: t.source.partition,
-            source_offset: t.source.offset,
-            version: next_version(),
-        });
-    }
+}
+
+/// A device changed since the last [`Batch::settle`]: its `device_state` row is made then.
+#[derive(Clone, Copy, Debug)]
+struct PendingState {
+    device: posture_core::types::DeviceIdx,
+    tenant: posture_core::types::TenantIdx,
+    /// Event time of its latest transition, ms.
+    event_time: i64,
+    /// The record that made it.
+    source: SourcePos,
+    /// That transition's `seq` (orders the rows of one record).
+    seq: u32,
 }
 
 /// The `control_state` rows of one [`Output`], as the sink wrote them before migration 013 (one
@@ -925,6 +1007,99 @@ mod tests {
             checked >= 8,
             "the DDL's state, raw, exception and reason enums ({checked})"
         );
+    }
+
+    /// Events of `devices` on one engine: each a SNAPSHOT of two boolean settings.
+    fn engine_with_events(events: &[(&str, i64, bool, bool)]) -> (Engine, Vec<Output>) {
+        use posture_core::{Catalog, ConfigChange, EngineConfig};
+        let cat = std::sync::Arc::new(
+            Catalog::from_sources(&[(
+                "t.yaml",
+                "baseline: t\nversion: 1\ncontrols:\n  - { id: fw, title: F, category: network, points: 30, check: { key: fw, op: eq, value: true } }\n  - { id: av, title: A, category: security_controls, points: 10, check: { key: av, op: eq, value: true } }\n",
+            )])
+            .unwrap(),
+        );
+        let mut engine = Engine::new(cat, EngineConfig::default());
+        let mut outs = Vec::new();
+        for (i, &(dev, offset, fw, av)) in events.iter().enumerate() {
+            let ev = ConfigChange::from_json(&format!(
+                r#"{{"event_id":"e{i}","tenant_id":"t1","device_id":"{dev}","kind":"SNAPSHOT","source":"AGENT","observed_at":{},"sequence":{i},"device":{{"os_family":"linux","os_version":"1","groups":["g"],"tags":[]}},"settings":[{{"key":"fw","value":{fw}}},{{"key":"av","value":{av}}}]}}"#,
+                1_795_341_600_000 + i as i64
+            ))
+            .unwrap();
+            let mut out = Output::default();
+            engine.apply(&ev, SourcePos { partition: 3, offset }, &mut out).unwrap();
+            outs.push(out);
+        }
+        (engine, outs)
+    }
+
+    /// A device changed by several outputs of a batch gets one `device_state` row, made at
+    /// settle from the engine's state then, at the position of its last transition; rows
+    /// are made only for the partition settled.
+    #[test]
+    fn device_state_rows_are_made_once_per_device_at_settle() {
+        let (engine, outs) =
+            engine_with_events(&[("a", 10, true, true), ("b", 11, false, true), ("a", 12, false, false)]);
+        let mut batch = Batch::new();
+        for out in &outs {
+            rows(&engine, out, &mut batch);
+        }
+        assert!(batch.device_state.is_empty(), "no row before settle");
+        assert_eq!(batch.counts(), [batch.transitions.len(), 2]);
+        batch.settle(&engine, Some(4));
+        assert!(
+            batch.device_state.is_empty(),
+            "another partition's settle makes nothing"
+        );
+        batch.settle(&engine, Some(3));
+        let got: Vec<_> = batch
+            .device_state
+            .iter()
+            .map(|r| (r.device.as_str(), r.source_offset, r.states.clone(), r.counted))
+            .collect();
+        // PASS 1, FAIL 2, in catalog order (fw, av); b's row first (its change came first).
+        assert_eq!(got, [("b", 11, vec![2, 1], 1), ("a", 12, vec![2, 2], 1)]);
+        let (_, cells) = engine.device_cells(engine.device_idx("t1", "a").unwrap());
+        assert_eq!(
+            batch.device_state[1].raw_states,
+            cells.iter().map(|c| raw_code(c.raw)).collect::<Vec<_>>()
+        );
+        assert_eq!(batch.counts(), [batch.transitions.len(), 2]);
+        batch.settle(&engine, None);
+        assert_eq!(batch.device_state.len(), 2, "settled devices are not made again");
+    }
+
+    /// A replay's changes at or below the `device_state` watermark make no row; those above
+    /// do; a revoked partition's pending devices are dropped.
+    #[test]
+    fn replayed_device_changes_are_suppressed_and_revoked_ones_discarded() {
+        let (engine, outs) =
+            engine_with_events(&[("a", 10, true, true), ("b", 11, false, true), ("a", 12, false, false)]);
+        let mut batch = Batch::new();
+        for out in &outs {
+            let mark = batch.mark();
+            rows(&engine, out, &mut batch);
+            // transitions written through 12, device_state through 11.
+            batch.suppress_since(mark, |p| (p == 3).then_some([12, 11]));
+        }
+        assert!(batch.transitions.is_empty());
+        batch.settle(&engine, Some(3));
+        let got: Vec<_> = batch
+            .device_state
+            .iter()
+            .map(|r| (r.device.as_str(), r.source_offset))
+            .collect();
+        assert_eq!(got, [("a", 12)], "b's only change (11) is at the watermark");
+
+        let mut batch = Batch::new();
+        for out in &outs {
+            rows(&engine, out, &mut batch);
+        }
+        batch.discard_partition(3);
+        assert!(batch.is_empty(), "{batch:?}");
+        batch.settle(&engine, None);
+        assert!(batch.device_state.is_empty());
     }
 
     #[test]
