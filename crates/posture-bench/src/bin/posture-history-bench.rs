@@ -12,11 +12,18 @@
 //! `recommendations`: the first run after the server's caches are dropped (cold) and the median
 //! of `--runs` (warm).
 //!
+//! Side by side, the previous release's model (`--old-model`, on by default): the same history as
+//! `score_deltas` rows, one per (scope, control, hour) carrying that hour's count deltas (the
+//! fewest raw rows this history can have: a real fleet has one per scope per transition), read by
+//! the queries that release ran: `control_counts_at` for score, `--at` and recommendations,
+//! `score_series` for the histories, over `score_deltas` (each with `--old-timeout-secs`).
+//!
 //! Needs the test stack (`scripts/stack up`) or any ClickHouse at $POSTURE_CLICKHOUSE_URL.
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use posture_query::{Bucket, Filters, Query, Scope};
+use posture_sink::queries::Param;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,8 +44,9 @@ struct Args {
     /// Devices of the fleet (sets the counts; the row count does not depend on it).
     #[arg(long, default_value_t = 1_000_000)]
     devices: i64,
-    /// Raw-log rows (transitions) in the hour of the `--at` instant (the tail read from the raw log).
-    #[arg(long, default_value_t = 100_000)]
+    /// Raw-log rows (transitions) in the hour of the `--at` instant (the tail read from the raw
+    /// log), rounded down to a multiple of 600 (they sum to zero per control).
+    #[arg(long, default_value_t = 100_200)]
     tail_rows: i64,
     /// More raw-log rows in the 5 days before the tail hour (the same month partition, mostly):
     /// what a mid-hour `--at` scans besides its hour, as the raw log is ordered by device.
@@ -50,6 +58,15 @@ struct Args {
     /// Keep the databases afterwards.
     #[arg(long)]
     keep: bool,
+    /// Also time the previous release's model (score_deltas rows and the queries over them).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    old_model: bool,
+    /// Warm runs per query of the old model (its queries take seconds).
+    #[arg(long, default_value_t = 5)]
+    old_runs: usize,
+    /// An old-model query slower than this is reported as not answering (and not run again).
+    #[arg(long, default_value_t = 120)]
+    old_timeout_secs: u64,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -72,6 +89,7 @@ async fn main() -> Result<()> {
         "| history | score_rollup rows | score now | score --at (mid-hour) | 365-day daily history | week hourly history | recommendations |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let mut old_lines = Vec::new();
     for &months in &args.months {
         let db = format!("history_bench_{months}m_{}", std::process::id());
         posture_sink::migrate(&server, &db).await?;
@@ -125,6 +143,41 @@ async fn main() -> Result<()> {
         );
         // The figures are exact, not only fast: the score now equals the counts summed in SQL.
         check(&client, &q, &tenant, now).await?;
+        if args.old_model {
+            let started = Instant::now();
+            let old_rows = synthesize_old(&client).await?;
+            eprintln!(
+                "  {months} months: {old_rows} score_deltas rows (the old model) synthesized in {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+            check_old(&client, &q, &tenant, now).await?;
+            let mut old = Vec::new();
+            let counts = |at: i64| old_query("control_counts_at", vec![("at_ms", Param::Int(at))]);
+            let series = |from: i64, step: i64| {
+                old_query(
+                    "score_series",
+                    vec![
+                        ("from_ms", Param::Int(from)),
+                        ("to_ms", Param::Int(end)),
+                        ("step_ms", Param::Int(step)),
+                    ],
+                )
+            };
+            for sql in [
+                counts(now)?,
+                counts(at_past)?,
+                series(end - 365 * DAY, DAY)?,
+                series(end - 7 * DAY, HOUR)?,
+                counts(now)?,
+            ] {
+                old.push(time_old(&server, &client, &args, &sql).await?);
+            }
+            old_lines.push(format!(
+                "| {months} months, old model | {} score_deltas | {} |",
+                posture_bench::report::grouped(old_rows as f64),
+                old.join(" | ")
+            ));
+        }
         println!(
             "| {months} months | {} | {} |",
             posture_bench::report::grouped(rows as f64),
@@ -137,6 +190,117 @@ async fn main() -> Result<()> {
         if !args.keep {
             server.query(&format!("DROP DATABASE {db}")).execute().await?;
         }
+    }
+    for line in old_lines {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// The previous release's raw log for the same history: one `score_deltas` row per level-1
+/// rollup row (a scope, control and hour, with its count deltas, at the hour's start) and one per
+/// scope delta of the raw tail. Returns the rows written.
+async fn synthesize_old(client: &clickhouse::Client) -> Result<u64> {
+    client
+        .query(
+            "INSERT INTO score_deltas SELECT tenant, group, category, control, control_points, \
+             toDateTime(intDiv(bucket_ms, 1000)), bucket_ms, 0, 0, 0, 0, toInt32(pass_with), toInt32(fail_with), \
+             toInt32(hidden_with), toInt32(pass_without), toInt32(fail_without), 0, 0, toUInt32(0) \
+             FROM score_rollup WHERE level = 1",
+        )
+        .execute()
+        .await
+        .context("old model: the hours")?;
+    client
+        .query(
+            "INSERT INTO score_deltas SELECT tenant, g, category, control, control_points, event_time, \
+             event_time_ms, 0, 0, 0, 0, toInt32(p_w), toInt32(f_w), toInt32(h_w), toInt32(p_wo), toInt32(f_wo), \
+             source_partition, source_offset, seq FROM transitions \
+             ARRAY JOIN scope_groups AS g, scope_pass_with AS p_w, scope_fail_with AS f_w, \
+             scope_hidden_with AS h_w, scope_pass_without AS p_wo, scope_fail_without AS f_wo",
+        )
+        .execute()
+        .await
+        .context("old model: the tail")?;
+    client.query("OPTIMIZE TABLE score_deltas").execute().await.ok();
+    Ok(client.query("SELECT count() FROM score_deltas").fetch_one().await?)
+}
+
+/// A documented query as the previous release ran it for the benchmark's tenant scope: over
+/// `score_deltas` itself (today's text reads the view `scope_deltas`, old and new rows alike).
+fn old_query(name: &str, mut params: Vec<(&str, Param)>) -> Result<String> {
+    params.extend([
+        ("tenant", Param::Str("t1".into())),
+        ("group", Param::Str(String::new())),
+        ("category", Param::Str(String::new())),
+    ]);
+    let q = posture_sink::queries::get(name).with_context(|| format!("{name} is not in queries.sql"))?;
+    let wanted = q.params();
+    params.retain(|(n, _)| wanted.iter().any(|(w, _)| w == n));
+    let sql = q.render(&params)?;
+    anyhow::ensure!(sql.contains("FROM scope_deltas"), "{name} no longer reads scope_deltas");
+    Ok(sql.replace("FROM scope_deltas", "FROM score_deltas"))
+}
+
+/// "warm ms (cold ms)" of an old-model query, or what it did instead of answering in time.
+async fn time_old(server: &clickhouse::Client, client: &clickhouse::Client, args: &Args, sql: &str) -> Result<String> {
+    let limit = std::time::Duration::from_secs(args.old_timeout_secs);
+    let run = || async {
+        let t = Instant::now();
+        match tokio::time::timeout(limit, async {
+            client.query_raw(sql).fetch_bytes("TSV")?.collect().await
+        })
+        .await
+        {
+            Ok(Ok(_)) => Ok(Some(t.elapsed().as_secs_f64() * 1e3)),
+            Ok(Err(e)) => Err(anyhow::Error::from(e).context("an old-model query")),
+            Err(_) => Ok(None),
+        }
+    };
+    for cache in ["MARK CACHE", "UNCOMPRESSED CACHE"] {
+        server.query(&format!("SYSTEM DROP {cache}")).execute().await.ok();
+    }
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+    let Some(cold) = run().await? else {
+        return Ok(format!("no answer in {} s", args.old_timeout_secs));
+    };
+    let mut warm = Vec::new();
+    for _ in 0..args.old_runs.max(1) {
+        match run().await? {
+            Some(ms) => warm.push(ms),
+            None => return Ok(format!("no answer in {} s (cold {cold:.0} ms)", args.old_timeout_secs)),
+        }
+    }
+    warm.sort_by(f64::total_cmp);
+    Ok(format!("{:.1} ms (cold {cold:.1})", warm[warm.len() / 2]))
+}
+
+/// The old model answers what the new one does: its counts at `now` equal the trend store's.
+async fn check_old(client: &clickhouse::Client, q: &Query, scope: &Scope, now: i64) -> Result<()> {
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Counts {
+        control: String,
+        _category: String,
+        pass_w: i64,
+        fail_w: i64,
+        _hidden_w: i64,
+        _pass_wo: i64,
+        _fail_wo: i64,
+    }
+    let sql = old_query("control_counts_at", vec![("at_ms", Param::Int(now))])?;
+    let rows: Vec<Counts> = client.query_raw(&sql).fetch_all().await?;
+    let (cells, _) = q.cells_with_cut(scope, now).await?;
+    anyhow::ensure!(!rows.is_empty(), "the old model has no counts");
+    for r in rows {
+        let c = q.catalog().control_idx(&r.control).context("control")?;
+        let k = cells[c as usize].counts;
+        anyhow::ensure!(
+            (k[0], k[1]) == (r.pass_w, r.fail_w),
+            "control {}: the old model says {:?}, the trend store {:?}",
+            r.control,
+            (r.pass_w, r.fail_w),
+            (k[0], k[1])
+        );
     }
     Ok(())
 }
@@ -190,7 +354,9 @@ async fn synthesize(client: &clickhouse::Client, args: &Args, end: i64) -> Resul
     let tail_hour = end - 10 * DAY;
     let tail_time = format!("{tail_hour} + (number * 7919) % {HOUR}");
     let sgn = format!("if(intDiv(number, {CONTROLS}) % 2 = 0, 1, -1)");
-    insert_raw_log(client, args, args.tail_rows, 0, &tail_time, &sgn).await?;
+    // Whole pairs of +1/-1 per control, so the tail sums to zero (the old model reads it too).
+    let tail_rows = args.tail_rows / (2 * CONTROLS) * (2 * CONTROLS);
+    insert_raw_log(client, args, tail_rows, 0, &tail_time, &sgn).await?;
     if args.month_rows > 0 {
         // Zero deltas, before the tail hour: read by nothing, scanned by whatever scans too much.
         let before = format!("{tail_hour} - 1 - (number * 7919) % ({DAY} * 5)");
