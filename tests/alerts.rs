@@ -3,10 +3,11 @@
 //! cause, publishes it to Kafka (read back and decoded), and stays quiet for
 //! the rest of the window.
 
+use posture_avro::avro_decoder;
 use posture_core::*;
 use posture_ingest::alerts::{AlertConfig, AlertRule, Alerter, Categories};
-use posture_ingest::pipeline::{avro_decoder, SinkStage};
 use posture_ingest::{Ingest, IngestConfig};
+use posture_sink::SinkStage;
 use posture_tests::{fresh_database, fresh_topic_with_partitions, kafka_brokers, kafka_config, unique_name};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};

@@ -8,9 +8,10 @@
 //! byte (a hung server, as under a lock or SIGSTOP, without disturbing the
 //! other tests that share the server).
 
+use posture_avro::avro_decoder;
 use posture_core::*;
-use posture_ingest::pipeline::{avro_decoder, SinkStage};
 use posture_ingest::{Ingest, IngestConfig};
+use posture_sink::SinkStage;
 use posture_tests::fleet::{fleet_events, BASELINE};
 use posture_tests::proxy::Proxy;
 use posture_tests::{clickhouse_url, fresh_database, fresh_topic_with_partitions, kafka_brokers, unique_name};

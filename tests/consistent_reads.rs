@@ -11,12 +11,13 @@
 //!
 //! Needs `scripts/stack up`; fails (never skips) without it.
 
+use posture_avro::avro_decoder;
 use posture_core::report::{self, Cut};
 use posture_core::*;
 use posture_ingest::alerts::{AlertConfig, AlertRule, Alerter};
-use posture_ingest::pipeline::{avro_decoder, SinkStage};
 use posture_ingest::{Ingest, IngestConfig};
 use posture_query::{Bucket, Filters, Query, Scope};
+use posture_sink::SinkStage;
 use posture_tests::consistency::{point_figures, score_figures, Reference, ScoreAnswer};
 use posture_tests::{fresh_database, fresh_topic_with_partitions, kafka_brokers, unique_name};
 use std::collections::BTreeMap;

@@ -7,11 +7,13 @@
 //! written once, not lost in the replay (its rows would be at or below the output watermark)
 //! and not written twice.
 
+use posture_avro::avro_decoder;
 use posture_core::exception::{Exception, ExceptionScope, Justification};
 use posture_core::*;
-use posture_ingest::pipeline::{avro_decoder, SinkStage};
-use posture_ingest::{ExceptionSet, Ingest, IngestConfig};
+use posture_ingest::{Ingest, IngestConfig};
+use posture_sink::SinkStage;
 use posture_sink::SnapshotStore;
+use posture_stage::ExceptionSet;
 use posture_tests::proxy::Proxy;
 use posture_tests::{clickhouse_url, fresh_database, fresh_topic_with_partitions, kafka_brokers, unique_name};
 use std::sync::atomic::Ordering;
@@ -70,7 +72,7 @@ fn ingest(
     topic: &str,
     client: clickhouse::Client,
     set: Arc<ExceptionSet>,
-) -> Ingest<SinkStage, impl posture_ingest::Decode, SnapshotStore> {
+) -> Ingest<SinkStage, impl posture_stage::Decode, SnapshotStore> {
     let cat = Arc::new(Catalog::from_sources(&[("replay.yaml", BASELINE)]).unwrap());
     let mut cfg = IngestConfig::new(kafka_brokers(), unique_name("replay_group"), topic);
     cfg.batch_interval = Duration::from_millis(100);

@@ -7,7 +7,8 @@
 use posture_core::engine::{ScopeKey, NO_GROUP};
 use posture_core::report::{self, Selection};
 use posture_core::*;
-use posture_ingest::{Ingest, IngestConfig, Skipped, Stage, Undecodable};
+use posture_ingest::{Ingest, IngestConfig};
+use posture_stage::{Skipped, Stage, Undecodable};
 use posture_tests::{fresh_topic_with_partitions, kafka_brokers, kafka_config, unique_name};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -39,7 +40,7 @@ struct MemoryStage {
 }
 
 impl Stage for MemoryStage {
-    type Error = String;
+    type Error = std::convert::Infallible;
     fn absorb(&mut self, engine: &Engine, out: &Output) {
         self.absorbed.fetch_add(1, Ordering::SeqCst);
         // resolve names now: indices are per engine
@@ -60,7 +61,7 @@ impl Stage for MemoryStage {
     fn pending_rows(&self) -> usize {
         self.pending_rows
     }
-    async fn flush(&mut self) -> Result<(), String> {
+    async fn flush(&mut self) -> Result<(), Self::Error> {
         for (names, out) in self.pending.drain(..) {
             for (name, d) in names.into_iter().zip(&out.scope_deltas) {
                 let v = self.flushed.entry(name).or_insert([0; 5]);
@@ -235,7 +236,7 @@ async fn ingest_consumes_evaluates_flushes_and_commits() {
 /// The counts the memory stage flushed (the ingest owns the stage).
 fn ingest_stage_counts<D>(ingest: &mut Ingest<MemoryStage, D>) -> Counts
 where
-    D: posture_ingest::Decode,
+    D: posture_stage::Decode,
 {
     ingest.stage_mut().flushed.clone()
 }

@@ -5,12 +5,14 @@
 //! documented `score_at` query, at several instants and for a group, equals
 //! embedded mode (one engine over all events) exactly, in micro-points.
 
+use posture_avro::avro_decoder;
 use posture_core::engine::{ScopeKey, NO_GROUP};
 use posture_core::report::{self, Selection};
 use posture_core::*;
-use posture_ingest::pipeline::{avro_decoder, SinkStage};
-use posture_ingest::{Ingest, IngestConfig, Stage};
+use posture_ingest::{Ingest, IngestConfig};
 use posture_sink::queries::{self, Param};
+use posture_sink::SinkStage;
+use posture_stage::Stage;
 use posture_tests::fleet::{fleet_events, BASELINE, T0};
 use posture_tests::{fresh_database, fresh_topic_with_partitions, kafka_brokers, unique_name};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,8 +29,20 @@ impl Stage for Counting {
         self.1.fetch_add(1, Ordering::SeqCst);
         self.0.absorb(engine, out);
     }
+    fn observe(&mut self, engine: &Engine, ev: &ConfigChange, source: SourcePos) {
+        self.0.observe(engine, ev, source);
+    }
     fn pending_rows(&self) -> usize {
         self.0.pending_rows()
+    }
+    fn settle(&mut self, partition: i32, engine: &Engine) {
+        self.0.settle(partition, engine);
+    }
+    fn progress(&mut self, partition: i32, next_offset: i64, clock_ms: i64) {
+        self.0.progress(partition, next_offset, clock_ms);
+    }
+    fn topic_partitions(&mut self, n: u32) {
+        self.0.topic_partitions(n);
     }
     async fn flush(&mut self) -> Result<(), Self::Error> {
         self.0.flush().await

@@ -2,10 +2,10 @@
 //! memory, bounded lookups, and records dead-lettered at once instead of one stall each. The
 //! registry is the harness's in-process fake (no real registry runs on these machines).
 
+use posture_avro::decoder::{AvroDecoder, MAX_LOOKUPS_PER_MINUTE, MAX_REMEMBERED_IDS};
 use posture_avro::SchemaRegistry;
 use posture_core::ConfigChange;
-use posture_ingest::pipeline::{AvroDecoder, MAX_LOOKUPS_PER_MINUTE, MAX_REMEMBERED_IDS};
-use posture_ingest::Decode;
+use posture_stage::Decode;
 use posture_tests::registry::FakeRegistry;
 use std::time::Duration;
 

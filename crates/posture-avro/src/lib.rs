@@ -30,6 +30,7 @@
 
 pub mod binary;
 pub mod container;
+pub mod decoder;
 mod error;
 pub mod output;
 pub mod reference;
@@ -42,6 +43,7 @@ pub use binary::{
     DEFAULT_MAX_ARRAY_LEN,
 };
 pub use container::{is_container, read_container};
+pub use decoder::{avro_decoder, AvroDecoder};
 pub use error::DecodeError;
 pub use output::{
     decode_alert, decode_score_delta, encode_alert, encode_alert_into, encode_engine_delta_into, encode_score_delta,

@@ -1366,15 +1366,10 @@ impl Engine {
         (self.devices[dev as usize].counted(), self.cells_of(dev).collect())
     }
 
-    /// Whether a device counts in scores (not retired, not inactive).
-    pub fn device_counted(&self, dev: DeviceIdx) -> bool {
-        self.devices[dev as usize].counted()
-    }
-
     /// One device's current cells in catalog order, without collecting them: what
-    /// [`Engine::device_cells`] returns, computed with the device's inventory and the
-    /// exception lookup resolved once for all its controls (the sink writes every cell of each
-    /// changed device, so this runs for all controls of a device at a time).
+    /// [`Engine::device_cells`] returns, with the device's inventory resolved once for all its
+    /// controls and no exception lookup at all while there is no active exception (the sink
+    /// writes every cell of each changed device, so this runs for all controls of a device).
     pub fn cells_of(&self, dev: DeviceIdx) -> impl Iterator<Item = Cell> + '_ {
         let d = &self.devices[dev as usize];
         let conds = self.conds_of(d);

@@ -22,13 +22,15 @@
 pub mod alerts;
 pub mod assignment;
 pub mod emit;
-pub mod pipeline;
 pub mod topics;
 
 use assignment::{AssignmentWatch, Verdict};
 use posture_core::exception::Exception;
 use posture_core::{Catalog, ConfigChange, Engine, EngineConfig, Output, Rejected, SourcePos};
 use posture_metrics::{Metrics, Readiness};
+use posture_stage::{
+    sync_exceptions, DeadLetter, Decode, ExceptionSet, MemoryOnly, Skipped, Stage, StateStore, Undecodable, STATE_RETRY,
+};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -38,17 +40,6 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// How the state store is retried while it is unreachable (snapshot loads and saves): without
-/// limit, 200 ms doubling to 5 s; consumption waits meanwhile. One policy type for every retry
-/// loop of the pipeline ([`posture_sink::RetryPolicy`]).
-pub const STATE_RETRY: posture_sink::RetryPolicy = posture_sink::RetryPolicy {
-    max_attempts: u32::MAX,
-    initial_backoff: Duration::from_millis(200),
-    multiplier: 2.0,
-    max_backoff: Duration::from_secs(5),
-    timeout: None,
-};
 
 /// Where and how to consume.
 #[derive(Clone, Debug)]
@@ -98,213 +89,6 @@ impl IngestConfig {
     }
 }
 
-/// What the stages after the engine do with its output: turn it into rows
-/// (`absorb`) and write them durably (`flush`).
-pub trait Stage {
-    /// The error of a failed flush (after the stage's own retries).
-    type Error: std::fmt::Display;
-    /// Converts one engine output into pending rows.
-    fn absorb(&mut self, engine: &Engine, out: &Output);
-    /// An event the engine applied (not a stale or invalid one), with its
-    /// position: stages that keep evidence (the settings behind each
-    /// state) take it from here. Called before [`Stage::absorb`] of its output.
-    fn observe(&mut self, _engine: &Engine, _ev: &ConfigChange, _source: SourcePos) {}
-    /// An input record that could not be used. Stages that keep dead
-    /// letters write it with the next flush (before its offset is
-    /// committed); the others ignore it (the ingest loop still counts it and
-    /// reports it to its `on_skip` callback).
-    fn dead_letter(&mut self, _record: &DeadLetter<'_>) {}
-    /// Called once when this instance starts on `partition` (after a
-    /// restore, before its first record is applied): e.g. read how far its
-    /// output already got, so a replay writes nothing twice.
-    fn prepare_partition(&mut self, _partition: i32) -> impl Future<Output = Result<(), Self::Error>> {
-        async { Ok(()) }
-    }
-    /// `partition` was revoked: drop its pending, unwritten output (its next
-    /// owner makes it again from the partition's last snapshot).
-    fn discard_partition(&mut self, _partition: i32) {}
-    /// The engine of `partition` took the exception set `list` right before
-    /// the record at `offset`: stages that keep output state record it, before
-    /// the rows it caused (see [`Stage::recorded_exceptions`]).
-    fn record_exceptions(&mut self, _partition: i32, _offset: i64, _list: &[Exception]) {}
-    /// After [`Stage::prepare_partition`]: every exception set recorded for the
-    /// partition, with the offset of the record it was taken before. A restored
-    /// engine takes those at or after its snapshot again, each right before its
-    /// record, so a replay makes exactly the output of the run that recorded it.
-    fn recorded_exceptions(&mut self, _partition: i32) -> Vec<(i64, Vec<Exception>)> {
-        Vec::new()
-    }
-    /// Whether the record at `offset` of `partition` is a replay of output
-    /// already written (at or below the output watermarks). A new exception
-    /// set waits until the replay is over, or its effect would be lost.
-    fn replaying(&self, _partition: i32, _offset: i64) -> bool {
-        false
-    }
-    /// Rows pending since the last flush.
-    fn pending_rows(&self) -> usize;
-    /// Right before a flush, for every assigned partition: `engine`, the partition's engine,
-    /// has applied everything this stage absorbed from it. Stages that write current state
-    /// read it from `engine` now (once per flush, not once per change).
-    fn settle(&mut self, _partition: i32, _engine: &Engine) {}
-    /// Notes, right before a flush, how far an assigned partition is: every record before
-    /// `next_offset` is applied, and its event-time clock is `clock_ms`. The flush commits it
-    /// (the cut readers see).
-    fn progress(&mut self, _partition: i32, _next_offset: i64, _clock_ms: i64) {}
-    /// The input topic's partition count (learnt when a partition starts).
-    fn topic_partitions(&mut self, _n: u32) {}
-    /// Writes every pending row durably; only then are offsets committed.
-    fn flush(&mut self) -> impl Future<Output = Result<(), Self::Error>>;
-}
-
-/// Two stages as one: both absorb everything, and a flush succeeds when both
-/// have written (they flush concurrently).
-impl<A: Stage, B: Stage> Stage for (A, B) {
-    type Error = String;
-    fn absorb(&mut self, engine: &Engine, out: &Output) {
-        self.0.absorb(engine, out);
-        self.1.absorb(engine, out);
-    }
-    fn observe(&mut self, engine: &Engine, ev: &ConfigChange, source: SourcePos) {
-        self.0.observe(engine, ev, source);
-        self.1.observe(engine, ev, source);
-    }
-    fn dead_letter(&mut self, record: &DeadLetter<'_>) {
-        self.0.dead_letter(record);
-        self.1.dead_letter(record);
-    }
-    async fn prepare_partition(&mut self, partition: i32) -> Result<(), String> {
-        self.0.prepare_partition(partition).await.map_err(|e| e.to_string())?;
-        self.1.prepare_partition(partition).await.map_err(|e| e.to_string())
-    }
-    fn discard_partition(&mut self, partition: i32) {
-        self.0.discard_partition(partition);
-        self.1.discard_partition(partition);
-    }
-
-    fn record_exceptions(&mut self, partition: i32, offset: i64, list: &[Exception]) {
-        self.0.record_exceptions(partition, offset, list);
-        self.1.record_exceptions(partition, offset, list);
-    }
-
-    fn recorded_exceptions(&mut self, partition: i32) -> Vec<(i64, Vec<Exception>)> {
-        let a = self.0.recorded_exceptions(partition);
-        let b = self.1.recorded_exceptions(partition);
-        if a.is_empty() {
-            b
-        } else {
-            a
-        }
-    }
-
-    fn replaying(&self, partition: i32, offset: i64) -> bool {
-        self.0.replaying(partition, offset) || self.1.replaying(partition, offset)
-    }
-    fn pending_rows(&self) -> usize {
-        self.0.pending_rows().max(self.1.pending_rows())
-    }
-    fn settle(&mut self, partition: i32, engine: &Engine) {
-        self.0.settle(partition, engine);
-        self.1.settle(partition, engine);
-    }
-    fn progress(&mut self, partition: i32, next_offset: i64, clock_ms: i64) {
-        self.0.progress(partition, next_offset, clock_ms);
-        self.1.progress(partition, next_offset, clock_ms);
-    }
-    fn topic_partitions(&mut self, n: u32) {
-        self.0.topic_partitions(n);
-        self.1.topic_partitions(n);
-    }
-    async fn flush(&mut self) -> Result<(), String> {
-        let (a, b) = tokio::join!(self.0.flush(), self.1.flush());
-        match (a, b) {
-            (Ok(()), Ok(())) => Ok(()),
-            (Err(e), Ok(())) => Err(e.to_string()),
-            (Ok(()), Err(e)) => Err(e.to_string()),
-            (Err(a), Err(b)) => Err(format!("{a}; {b}")),
-        }
-    }
-}
-
-/// An input record that could not be used, as the dead-letter topic keeps
-/// it: where it came from, its original key and bytes, and why.
-#[derive(Clone, Copy, Debug)]
-pub struct DeadLetter<'a> {
-    /// Source partition.
-    pub partition: i32,
-    /// Source offset.
-    pub offset: i64,
-    /// The record's key, if any.
-    pub key: Option<&'a [u8]>,
-    /// The record's value, unchanged.
-    pub payload: &'a [u8],
-    /// A short stable label (`unknown_schema_id`, `malformed_avro`,
-    /// `invalid_event`, ...), for headers and metrics.
-    pub reason: &'a str,
-    /// The human-readable detail.
-    pub detail: &'a str,
-}
-
-/// Why a record could not be decoded.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Undecodable {
-    /// A short stable label (e.g. `posture_avro::DecodeError::reason`).
-    pub reason: &'static str,
-    /// What exactly is wrong.
-    pub detail: String,
-    /// The schema id of a record whose id the decoder does not know (so a
-    /// schema registry can be asked about it).
-    pub unknown_schema_id: Option<u32>,
-}
-
-impl From<String> for Undecodable {
-    fn from(detail: String) -> Undecodable {
-        Undecodable {
-            reason: "undecodable",
-            detail,
-            unknown_schema_id: None,
-        }
-    }
-}
-
-/// Turns record values into events.
-pub trait Decode {
-    /// Decodes one record value.
-    fn decode(&mut self, bytes: &[u8]) -> Result<ConfigChange, Undecodable>;
-    /// Decodes one record value into `ev`, reusing its buffers (the ingest
-    /// loop decodes every record into one event). The default decodes
-    /// afresh; on error `ev` must not be used.
-    fn decode_into(&mut self, bytes: &[u8], ev: &mut ConfigChange) -> Result<(), Undecodable> {
-        *ev = self.decode(bytes)?;
-        Ok(())
-    }
-    /// Asked about a record whose schema id was unknown: learn about the id
-    /// (e.g. from a schema registry) and say whether records with it can now
-    /// be decoded. The record is decoded again afterwards either way, so a
-    /// decoder can now refuse it with a better reason. The default knows
-    /// nothing more.
-    fn learn(&mut self, _schema_id: u32) -> impl Future<Output = bool> {
-        async { false }
-    }
-}
-
-/// Any closure from bytes to an event is a decoder (tests, JSON input).
-impl<F: FnMut(&[u8]) -> Result<ConfigChange, Undecodable>> Decode for F {
-    fn decode(&mut self, bytes: &[u8]) -> Result<ConfigChange, Undecodable> {
-        self(bytes)
-    }
-}
-
-/// Why a record was not applied.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Skipped {
-    /// The bytes could not be decoded (dead-lettered with the reason).
-    Undecodable(String),
-    /// The engine refused the event as invalid (dead-lettered as `invalid_event`).
-    Invalid(String),
-    /// The event is stale or a duplicate: ignored and counted, not dead-lettered.
-    Stale(String),
-}
-
 /// Counters of one ingest run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IngestStats {
@@ -338,76 +122,6 @@ pub struct IngestStats {
     pub exception_errors: u64,
 }
 
-/// The exceptions every partition's engine should know, as configured
-/// (for `posture run`: polled from ClickHouse's `exceptions` table). Replace
-/// the whole list with [`ExceptionSet::replace`]; engines catch up before
-/// their next record (see [`Ingest::with_exceptions`]).
-#[derive(Debug, Default)]
-pub struct ExceptionSet {
-    inner: std::sync::Mutex<(u64, Arc<Vec<posture_core::exception::Exception>>)>,
-}
-
-impl ExceptionSet {
-    /// An empty set (version 0).
-    pub fn new() -> Arc<ExceptionSet> {
-        Arc::new(ExceptionSet::default())
-    }
-
-    /// Sets the list; returns whether it changed (then the version moves on).
-    pub fn replace(&self, list: Vec<posture_core::exception::Exception>) -> bool {
-        let mut g = self.inner.lock().expect("not poisoned");
-        if *g.1 == list {
-            return false;
-        }
-        g.0 += 1;
-        g.1 = Arc::new(list);
-        true
-    }
-
-    /// The version and the list.
-    pub fn current(&self) -> (u64, Arc<Vec<posture_core::exception::Exception>>) {
-        let g = self.inner.lock().expect("not poisoned");
-        (g.0, g.1.clone())
-    }
-}
-
-/// Brings `engine`'s exceptions up to `list`: adds the ones it lacks, moves
-/// expiries that changed. The transitions this makes are stamped with `pos`
-/// (the record about to be applied). Returns how many exceptions the engine
-/// refused (each is logged): an unknown control, or an expiry removed
-/// (an exception, once expired, stays expired).
-pub fn sync_exceptions(
-    engine: &mut Engine,
-    list: &[posture_core::exception::Exception],
-    pos: SourcePos,
-    out: &mut Output,
-) -> u64 {
-    let first = out.transitions.len();
-    let mut refused = 0;
-    for e in list {
-        let known = engine
-            .exceptions()
-            .find(|(k, _)| k.id == e.id)
-            .map(|(k, _)| k.expires_at);
-        let result = match known {
-            None => engine.add_exception(e.clone(), out),
-            Some(old) if old == e.expires_at => Ok(()),
-            Some(_) => match e.expires_at {
-                Some(at) => engine.expire_exception(&e.id, at, out),
-                None => Err(format!("exception {}: its expiry cannot be removed", e.id)),
-            },
-        };
-        if let Err(why) = result {
-            refused += 1;
-            tracing::warn!(partition = pos.partition, "exception not applied: {why}");
-        }
-    }
-    for t in &mut out.transitions[first..] {
-        t.source = pos;
-    }
-    refused
-}
-
 /// Errors that stop ingestion.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -418,60 +132,10 @@ pub enum IngestError {
         #[source]
         source: Box<KafkaError>,
     },
-    #[error("sink flush failed after retries: {0}")]
-    Sink(String),
+    #[error("the outputs could not be written (after their retries): {0}")]
+    Sink(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("state of partition {partition}: {detail}")]
     State { partition: i32, detail: String },
-}
-
-/// Where partition engines are snapshotted, so their state survives the
-/// process and follows the partition to another instance.
-pub trait StateStore {
-    /// The latest snapshot of the partition: the offset it was taken at and
-    /// its bytes ([`Engine::snapshot`]).
-    fn load(&self, topic: &str, partition: i32) -> impl Future<Output = Result<Option<(i64, Vec<u8>)>, String>>;
-    /// Stores a snapshot taken at `next_offset`.
-    fn save(
-        &self,
-        topic: &str,
-        partition: i32,
-        next_offset: i64,
-        bytes: &[u8],
-    ) -> impl Future<Output = Result<(), String>>;
-    /// Whether snapshots survive the process. Without, offsets are committed
-    /// after every flush (at-least-once; state is lost on restart).
-    fn durable(&self) -> bool {
-        true
-    }
-}
-
-/// No durable state: engines live in memory only.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct MemoryOnly;
-
-impl StateStore for MemoryOnly {
-    async fn load(&self, _: &str, _: i32) -> Result<Option<(i64, Vec<u8>)>, String> {
-        Ok(None)
-    }
-    async fn save(&self, _: &str, _: i32, _: i64, _: &[u8]) -> Result<(), String> {
-        Ok(())
-    }
-    fn durable(&self) -> bool {
-        false
-    }
-}
-
-impl StateStore for posture_sink::SnapshotStore {
-    async fn load(&self, topic: &str, partition: i32) -> Result<Option<(i64, Vec<u8>)>, String> {
-        posture_sink::SnapshotStore::load(self, topic, partition)
-            .await
-            .map_err(|e| e.to_string())
-    }
-    async fn save(&self, topic: &str, partition: i32, next_offset: i64, bytes: &[u8]) -> Result<(), String> {
-        posture_sink::SnapshotStore::save(self, topic, partition, next_offset, bytes)
-            .await
-            .map_err(|e| e.to_string())
-    }
 }
 
 /// The consumer's context: notes revoked partitions, which the loop drops
@@ -1054,7 +718,7 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
                 .stage
                 .flush()
                 .await
-                .map_err(|e| IngestError::Sink(e.to_string()))?;
+                .map_err(|e| IngestError::Sink(Box::new(e)))?;
             self.st.stats.flush_micros += started.elapsed().as_micros() as u64;
             self.st.write_gap = self
                 .st

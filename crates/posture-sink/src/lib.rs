@@ -26,6 +26,7 @@ pub mod rollup;
 pub mod rows;
 pub mod sink;
 pub mod sql;
+pub mod stage;
 pub mod state;
 
 pub use migrate::{migrate, migrations, Migration, SCHEMA_MIGRATIONS_DDL};
@@ -35,6 +36,7 @@ pub use rows::{
     EvidenceRow, InventoryRow, ScoreDeltaRow, SettingRow, SyncRow, TransitionRow,
 };
 pub use sink::{RetryPolicy, Sink, SinkError};
+pub use stage::SinkStage;
 pub use state::{SnapshotStore, Watermarks, LINEAGE_TABLES};
 
 /// Results of this crate.

@@ -473,6 +473,11 @@ impl Batch {
         ]
     }
 
+    /// Changed devices whose `device_state` rows [`Batch::settle`] has not made yet.
+    pub fn unsettled(&self) -> usize {
+        self.pending_states.len()
+    }
+
     /// Where the batch is now, for [`Batch::suppress_since`]: the `transitions` rows and the
     /// device changes noted so far.
     pub fn mark(&self) -> [usize; 2] {
@@ -541,7 +546,7 @@ impl Batch {
             self.device_state.push(DeviceStateRow {
                 tenant: engine.tenant_name(p.tenant).to_string(),
                 device: engine.device_name(p.device).to_string(),
-                counted: engine.device_counted(p.device) as u8,
+                counted: p.counted as u8,
                 catalog,
                 controls: Vec::new(),
                 categories: Vec::new(),
@@ -697,8 +702,9 @@ pub fn datetime_secs(ms: i64) -> u32 {
 }
 
 /// Appends the rows of one [`Output`] of `engine` to `batch`: one `transitions` row per transition
-/// (carrying its scope deltas), one `device_state` row per device it changed (the device's state
-/// after the output, at the position of its last transition), and the scope deltas to the batch's
+/// (carrying its scope deltas), a note of each device it changed (its `device_state` row, the
+/// device's state then, is made by [`Batch::settle`] right before the flush, at the position of
+/// its last transition in the batch), and the scope deltas to the batch's
 /// rollup (unless the rollup already holds their record: see [`Rollup::accepts`]), whose progress
 /// moves to the record after each transition's. `seq` numbers the `transitions` rows per source
 /// position (partition, offset) across everything appended to the batch since it was made or
@@ -731,6 +737,7 @@ pub fn rows(engine: &Engine, out: &Output, batch: &mut Batch) {
             PendingState {
                 device: t.device,
                 tenant: t.tenant,
+                counted: t.new_counted,
                 event_time: t.event_time,
                 source: t.source,
                 seq,
@@ -757,6 +764,10 @@ pub fn rows(engine: &Engine, out: &Output, batch: &mut Batch) {
 struct PendingState {
     device: posture_core::types::DeviceIdx,
     tenant: posture_core::types::TenantIdx,
+    /// Whether it counted after its latest transition (a retirement or inactivity of a device
+    /// whose cells count nothing makes no transition: the row says what its transition said,
+    /// wherever the flush falls).
+    counted: bool,
     /// Event time of its latest transition, ms.
     event_time: i64,
     /// The record that made it.
@@ -1068,6 +1079,21 @@ mod tests {
         assert_eq!(batch.counts(), [batch.transitions.len(), 2]);
         batch.settle(&engine, None);
         assert_eq!(batch.device_state.len(), 2, "settled devices are not made again");
+    }
+
+    /// Writing a batch whose changed devices were not settled is refused before anything is
+    /// sent (their state rows would be lost), and says how to fix it.
+    #[tokio::test]
+    async fn a_write_without_settle_is_refused() {
+        let (engine, outs) = engine_with_events(&[("a", 10, true, true)]);
+        let mut batch = Batch::new();
+        rows(&engine, &outs[0], &mut batch);
+        // No server at this address: the refusal comes first.
+        let sink = crate::Sink::new(clickhouse::Client::default().with_url("http://127.0.0.1:9"));
+        let err = sink.write(&mut batch).await.unwrap_err();
+        assert!(matches!(err, crate::SinkError::Unsettled { devices: 1 }), "{err}");
+        assert!(err.to_string().contains("Batch::settle"), "{err}");
+        assert_eq!(batch.unsettled(), 1, "the batch is left as it was");
     }
 
     /// A replay's changes at or below the `device_state` watermark make no row; those above

@@ -25,6 +25,17 @@ pub enum SinkError {
         #[source]
         source: clickhouse::error::Error,
     },
+    /// The batch still holds changed devices whose `device_state` rows were not made
+    /// ([`crate::Batch::settle`] was not called for their partition before the write): writing
+    /// it would lose them. A bug of the caller, reported instead of losing rows.
+    #[error(
+        "the batch holds {devices} changed device(s) whose state rows were not made (Batch::settle \
+         was not called for their partition before the write); nothing was written"
+    )]
+    Unsettled {
+        /// Devices waiting.
+        devices: usize,
+    },
     /// A retried INSERT found some but not all of its rows in the table:
     /// neither sending them again nor skipping them would be exact.
     #[error(
@@ -76,41 +87,8 @@ pub enum SinkError {
     },
 }
 
-/// How [`Sink::write`] retries a failed INSERT.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RetryPolicy {
-    /// Attempts per table and write, the first included (at least 1).
-    pub max_attempts: u32,
-    /// Wait before the second attempt.
-    pub initial_backoff: Duration,
-    /// Each wait is the previous one times this factor ...
-    pub multiplier: f64,
-    /// ... capped at this.
-    pub max_backoff: Duration,
-    /// Send timeout and end timeout of each INSERT (`None`: the client's defaults).
-    pub timeout: Option<Duration>,
-}
-
-impl Default for RetryPolicy {
-    /// 6 attempts, waits of 100 ms, 200 ms, 400 ms, 800 ms, 1.6 s (at most 10 s each), 30 s timeout.
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 6,
-            initial_backoff: Duration::from_millis(100),
-            multiplier: 2.0,
-            max_backoff: Duration::from_secs(10),
-            timeout: Some(Duration::from_secs(30)),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The wait after failed attempt `n` (1-based).
-    pub fn backoff(&self, n: u32) -> Duration {
-        let f = self.multiplier.max(1.0).powi(n.saturating_sub(1).min(64) as i32);
-        self.initial_backoff.mul_f64(f.min(1e9)).min(self.max_backoff)
-    }
-}
+/// How [`Sink::write`] retries a failed INSERT: the pipeline's one retry policy type.
+pub use posture_stage::RetryPolicy;
 
 /// Writes [`Batch`]es to the three tables of one database.
 #[derive(Clone)]
@@ -169,6 +147,11 @@ impl Sink {
     /// none, it is sent. (The other tables are ReplacingMergeTrees whose queries take the
     /// latest version: a duplicate there changes nothing.)
     pub async fn write(&self, batch: &mut Batch) -> Result<(), SinkError> {
+        if batch.unsettled() > 0 {
+            return Err(SinkError::Unsettled {
+                devices: batch.unsettled(),
+            });
+        }
         // Exception changes first: a restored partition takes each recorded change again right
         // before its record, so a recorded change whose rows were lost is made again exactly.
         self.insert_table("exception_syncs", &batch.exception_syncs, true)
@@ -524,16 +507,6 @@ pub fn server_error_code(msg: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy::default();
-        assert_eq!(p.backoff(1), Duration::from_millis(100));
-        assert_eq!(p.backoff(2), Duration::from_millis(200));
-        assert_eq!(p.backoff(5), Duration::from_millis(1600));
-        assert_eq!(p.backoff(20), Duration::from_secs(10));
-        assert_eq!(p.backoff(u32::MAX), Duration::from_secs(10));
-    }
 
     #[test]
     fn classifies_server_errors() {

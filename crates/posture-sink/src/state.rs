@@ -242,3 +242,14 @@ impl SnapshotStore {
         Ok(out)
     }
 }
+
+/// The durable [`posture_stage::StateStore`] of `posture run`: engine snapshots in ClickHouse.
+impl posture_stage::StateStore for SnapshotStore {
+    type Error = SinkError;
+    async fn load(&self, topic: &str, partition: i32) -> Result<Option<(i64, Vec<u8>)>, SinkError> {
+        SnapshotStore::load(self, topic, partition).await
+    }
+    async fn save(&self, topic: &str, partition: i32, next_offset: i64, bytes: &[u8]) -> Result<(), SinkError> {
+        SnapshotStore::save(self, topic, partition, next_offset, bytes).await
+    }
+}

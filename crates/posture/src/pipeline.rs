@@ -5,13 +5,15 @@
 
 use anyhow::{Context, Result};
 use posture_avro::registry::{BasicAuth, SchemaRegistry};
+use posture_avro::AvroDecoder;
 use posture_ingest::alerts::{AlertConfig, AlertRule, Alerter};
 use posture_ingest::emit::{EmitConfig, KafkaStage};
-use posture_ingest::pipeline::{AvroDecoder, SinkStage};
-use posture_ingest::{topics, Decode, Ingest, IngestConfig, Skipped, StateStore};
+use posture_ingest::{topics, Ingest, IngestConfig};
 use posture_metrics::{router, HttpServer, HttpState, Metrics, MetricsConfig, Readiness, ScoreLimits};
 use posture_sink::Sink;
+use posture_sink::SinkStage;
 use posture_sink::{RetryPolicy, SnapshotStore};
+use posture_stage::{Decode, Skipped, StateStore};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -560,7 +562,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         // Exceptions come from ClickHouse (posture exceptions add|expire, or the API); they are
         // read before the first record, so every engine starts with them, then polled.
         let query = posture_query::Query::new(args.ch.client()?.with_database(&args.ch.database), catalog.clone());
-        let exceptions = posture_ingest::ExceptionSet::new();
+        let exceptions = posture_stage::ExceptionSet::new();
         while let Err(e) = load_exceptions(&query, &exceptions).await {
             // A missing table will not appear by waiting (code 60: UNKNOWN_TABLE).
             if e.to_string().contains("Code: 60") {
@@ -848,7 +850,7 @@ fn api_router(
 
 /// Reads every exception from ClickHouse into `set`; logs the rows that are
 /// not valid exceptions (they are skipped) and a changed set.
-async fn load_exceptions(query: &posture_query::Query, set: &posture_ingest::ExceptionSet) -> Result<()> {
+async fn load_exceptions(query: &posture_query::Query, set: &posture_stage::ExceptionSet) -> Result<()> {
     let (list, bad) = query.engine_exceptions().await?;
     for why in bad {
         tracing::warn!("skipped: {why}");
@@ -860,7 +862,7 @@ async fn load_exceptions(query: &posture_query::Query, set: &posture_ingest::Exc
     Ok(())
 }
 
-async fn poll_exceptions(query: posture_query::Query, set: Arc<posture_ingest::ExceptionSet>, every: Duration) {
+async fn poll_exceptions(query: posture_query::Query, set: Arc<posture_stage::ExceptionSet>, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
         if let Err(e) = load_exceptions(&query, &set).await {

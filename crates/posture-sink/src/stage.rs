@@ -1,0 +1,230 @@
+//! The ClickHouse [`Stage`] of the pipeline: engine output turned into rows ([`crate::rows`]),
+//! batched, and written by [`Sink::write`] at each flush, with replayed rows suppressed by the
+//! output watermarks of the [`SnapshotStore`].
+
+use crate::{rows, Batch, Sink, SinkError, SnapshotStore, Watermarks};
+use posture_core::exception::Exception;
+use posture_core::{ConfigChange, Engine, Output, SourcePos};
+use posture_metrics::Metrics;
+use posture_stage::Stage;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Rows go to a [`Batch`]; a flush writes it with the sink's retries.
+///
+/// With a [`SnapshotStore`] ([`SinkStage::with_watermarks`]), a partition's
+/// output watermarks are read when the partition starts, and rows of
+/// replayed records at or below them are dropped: a replay after a restart
+/// or a rebalance writes nothing twice.
+pub struct SinkStage {
+    sink: Sink,
+    batch: Batch,
+    store: Option<SnapshotStore>,
+    watermarks: HashMap<i32, Watermarks>,
+    /// Per partition being prepared: the exception sets recorded, by offset.
+    recorded_exceptions: HashMap<i32, Vec<(i64, Vec<Exception>)>>,
+    suppressed: u64,
+    metrics: Option<Arc<Metrics>>,
+    /// Rows written so far, per table.
+    written: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl SinkStage {
+    /// A stage writing through `sink`.
+    pub fn new(sink: Sink) -> SinkStage {
+        SinkStage {
+            sink,
+            batch: Batch::new(),
+            store: None,
+            watermarks: HashMap::new(),
+            recorded_exceptions: HashMap::new(),
+            suppressed: 0,
+            metrics: None,
+            written: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// The rows this stage has written, per ClickHouse table (`score_rollup`: its rollup and cut
+    /// rows; `device_state`: one per device per flush, as written).
+    pub fn rows_written(&self) -> &std::collections::BTreeMap<&'static str, u64> {
+        &self.written
+    }
+
+    /// Reports rows per table, batches, their latency, retries and failures.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> SinkStage {
+        let m = metrics.clone();
+        self.sink = self.sink.with_on_retry(Arc::new(move || m.sink_retry()));
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Suppresses replayed rows using the watermarks `store` reads.
+    pub fn with_watermarks(mut self, store: SnapshotStore) -> SinkStage {
+        self.store = Some(store);
+        self
+    }
+
+    /// Rows dropped because they were already written.
+    pub fn suppressed(&self) -> u64 {
+        self.suppressed
+    }
+}
+
+impl Stage for SinkStage {
+    type Error = SinkError;
+
+    fn observe(&mut self, engine: &Engine, ev: &ConfigChange, source: SourcePos) {
+        let cat = engine.catalog();
+        crate::evidence_row(ev, source, |k| cat.key_idx(k).is_some(), &mut self.batch);
+        crate::inventory_row(ev, source, &mut self.batch);
+    }
+
+    fn absorb(&mut self, engine: &Engine, out: &Output) {
+        let mark = self.batch.mark();
+        rows(engine, out, &mut self.batch);
+        if self.watermarks.is_empty() {
+            return;
+        }
+        let w = &self.watermarks;
+        self.suppressed += self.batch.suppress_since(mark, |p| w.get(&p).copied()) as u64;
+        // Once a partition's replay is past every table's watermark, nothing more is suppressed.
+        if let Some(t) = out.transitions.last() {
+            let p = t.source.partition;
+            if self
+                .watermarks
+                .get(&p)
+                .is_some_and(|w| w.iter().all(|&m| t.source.offset > m))
+            {
+                self.watermarks.remove(&p);
+            }
+        }
+    }
+
+    async fn prepare_partition(&mut self, partition: i32) -> Result<(), SinkError> {
+        // Where the partition's committed rollup ends: replayed records before it are summed
+        // there already. Retried like the sink's INSERTs (a ClickHouse blip at assignment).
+        let retry = *self.sink.retry();
+        let mut attempt = 1;
+        let cuts = loop {
+            match self.sink.cuts(&[partition]).await {
+                Ok(c) => break c,
+                Err(e) if attempt < retry.max_attempts.max(1) && crate::sink::is_transient(&e) => {
+                    tracing::warn!(partition, attempt, "cannot read the partition's cut yet, retrying: {e}");
+                    tokio::time::sleep(retry.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(source) => {
+                    return Err(SinkError::Insert {
+                        table: "score_rollup",
+                        attempts: attempt,
+                        rows: 0,
+                        source,
+                    })
+                }
+            }
+        };
+        for (p, c) in cuts {
+            self.batch.rollup.set_committed(p, c);
+        }
+        if let Some(store) = &self.store {
+            let w = store.watermarks(partition).await?;
+            self.watermarks.insert(partition, w);
+            let mut recorded = Vec::new();
+            for (offset, json) in store.exception_syncs(partition).await? {
+                match serde_json::from_str::<Vec<Exception>>(&json) {
+                    Ok(list) => recorded.push((offset, list)),
+                    Err(e) => tracing::error!(
+                        partition,
+                        offset,
+                        "a recorded exception set does not parse, ignored: {e}"
+                    ),
+                }
+            }
+            self.recorded_exceptions.insert(partition, recorded);
+        }
+        Ok(())
+    }
+
+    fn record_exceptions(&mut self, partition: i32, offset: i64, list: &[Exception]) {
+        let exceptions = serde_json::to_string(list).expect("exceptions serialize");
+        self.batch.exception_syncs.push(crate::SyncRow {
+            source_partition: partition,
+            source_offset: offset,
+            exceptions,
+            written_at: crate::rows::datetime_secs(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64),
+            ),
+        });
+    }
+
+    fn recorded_exceptions(&mut self, partition: i32) -> Vec<(i64, Vec<Exception>)> {
+        self.recorded_exceptions.remove(&partition).unwrap_or_default()
+    }
+
+    fn replaying(&self, partition: i32, offset: i64) -> bool {
+        self.watermarks
+            .get(&partition)
+            .is_some_and(|w| w.iter().any(|&m| offset <= m))
+            || !self.batch.rollup.accepts(SourcePos { partition, offset })
+    }
+
+    fn topic_partitions(&mut self, n: u32) {
+        self.batch.rollup.set_topic_partitions(n);
+    }
+
+    fn settle(&mut self, partition: i32, engine: &Engine) {
+        self.batch.settle(engine, Some(partition));
+    }
+
+    fn progress(&mut self, partition: i32, next_offset: i64, clock_ms: i64) {
+        self.batch.rollup.advance(
+            partition,
+            crate::Progress {
+                next_offset,
+                clock_ms: clock_ms.max(0),
+            },
+        );
+    }
+
+    fn discard_partition(&mut self, partition: i32) {
+        self.batch.discard_partition(partition);
+        self.watermarks.remove(&partition);
+        self.recorded_exceptions.remove(&partition);
+    }
+
+    fn pending_rows(&self) -> usize {
+        self.batch.len()
+    }
+
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        // `write` removes each table from the batch once it is written, so a
+        // failed flush resends only what is left.
+        self.batch.coalesce();
+        let counts = self.batch.counts();
+        let tables = self.batch.table_counts();
+        let rollup_before = self.sink.rollup_rows_written();
+        let started = std::time::Instant::now();
+        let result = self.sink.write(&mut self.batch).await;
+        if result.is_ok() {
+            for (table, n) in tables {
+                *self.written.entry(table).or_default() += n as u64;
+            }
+            *self.written.entry("score_rollup").or_default() += self.sink.rollup_rows_written() - rollup_before;
+        }
+        if let Some(m) = &self.metrics {
+            match &result {
+                Ok(()) => {
+                    for (table, n) in crate::LINEAGE_TABLES.iter().zip(counts) {
+                        m.sink_rows(table, n as u64);
+                    }
+                    m.sink_rows("score_rollup", self.sink.rollup_rows_written() - rollup_before);
+                    m.sink_batch(started.elapsed());
+                }
+                Err(_) => m.sink_failure(),
+            }
+        }
+        result
+    }
+}
