@@ -21,16 +21,23 @@
 
 pub mod alerts;
 pub mod assignment;
+mod config;
+mod context;
 pub mod emit;
+mod partition;
+mod step;
 pub mod topics;
 
+pub use config::IngestConfig;
+pub use context::IngestContext;
+use partition::drop_revoked;
+pub use step::IngestStats;
+use step::State;
+
 use assignment::{AssignmentWatch, Verdict};
-use posture_core::exception::Exception;
-use posture_core::{Catalog, ConfigChange, Engine, EngineConfig, Output, Rejected, SourcePos};
+use posture_core::{Catalog, ConfigChange, Engine, EngineConfig, Output};
 use posture_metrics::{Metrics, Readiness};
-use posture_stage::{
-    sync_exceptions, DeadLetter, Decode, ExceptionSet, MemoryOnly, Skipped, Stage, StateStore, Undecodable, STATE_RETRY,
-};
+use posture_stage::{DeadLetter, Decode, ExceptionSet, MemoryOnly, Skipped, Stage, StateStore, STATE_RETRY};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -40,87 +47,6 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Where and how to consume.
-#[derive(Clone, Debug)]
-pub struct IngestConfig {
-    /// Kafka bootstrap servers, e.g. `127.0.0.1:9092`.
-    pub brokers: String,
-    /// Consumer group id; instances in one group split the partitions.
-    pub group_id: String,
-    /// Input topic (SPEC default `posture.config-changes`).
-    pub topic: String,
-    /// Flush when a batch holds this many rows.
-    pub batch_rows: usize,
-    /// Flush at least this often when anything is pending.
-    pub batch_interval: Duration,
-    /// Extra librdkafka properties (e.g. `security.protocol`); secrets come
-    /// from the environment, never from argv.
-    pub extra: Vec<(String, String)>,
-    /// With a durable [`StateStore`]: snapshot a partition's engine at
-    /// least this often (when it has applied anything since), then commit
-    /// its offset. A restart replays at most this much input.
-    pub snapshot_interval: Duration,
-    /// ... or after this many records of the partition.
-    pub snapshot_records: u64,
-    /// Holding no partition for longer than this (after the start or a revocation) is reported:
-    /// a warning, `/readyz` failing, the metrics of [`Metrics::set_assignment`]. Zero: never.
-    pub assignment_timeout: Duration,
-    /// Whether such a stall also makes the instance leave and re-join its group (at doubling
-    /// intervals), which clears a group stuck on a member that died without leaving.
-    pub rejoin_unassigned: bool,
-}
-
-impl IngestConfig {
-    /// Defaults: 100,000 rows or 1 s per batch.
-    pub fn new(brokers: impl Into<String>, group_id: impl Into<String>, topic: impl Into<String>) -> IngestConfig {
-        IngestConfig {
-            brokers: brokers.into(),
-            group_id: group_id.into(),
-            topic: topic.into(),
-            batch_rows: 100_000,
-            batch_interval: Duration::from_secs(1),
-            extra: Vec::new(),
-            snapshot_interval: Duration::from_secs(30),
-            snapshot_records: 1_000_000,
-            assignment_timeout: Duration::from_secs(30),
-            rejoin_unassigned: true,
-        }
-    }
-}
-
-/// Counters of one ingest run.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct IngestStats {
-    pub records: u64,
-    pub applied: u64,
-    pub undecodable: u64,
-    /// Stale or duplicate events (ignored by the engine, per SPEC).
-    pub stale: u64,
-    /// Events that break the contract (dead-lettered as `invalid_event`).
-    pub invalid: u64,
-    /// `stale + invalid`.
-    pub rejected: u64,
-    /// Records received again that this instance had already applied, or
-    /// below the restored snapshot (replay after a restart or rebalance).
-    pub replay_skipped: u64,
-    /// Partitions whose engine was restored from a snapshot.
-    pub restored: u64,
-    /// Partitions started without a snapshot (from the earliest offset).
-    pub started_empty: u64,
-    /// Snapshots written.
-    pub snapshots: u64,
-    /// Partitions revoked (their unwritten output discarded).
-    pub revoked: u64,
-    pub flushes: u64,
-    pub rows_flushed: u64,
-    /// Time spent waiting for flushes (consumption waits meanwhile), µs.
-    pub flush_micros: u64,
-    /// Errors from the consumer (retried, not fatal).
-    pub consumer_errors: u64,
-    /// Exceptions an engine refused (logged; see [`ExceptionSet`]).
-    pub exception_errors: u64,
-}
 
 /// Errors that stop ingestion.
 #[derive(Debug, thiserror::Error)]
@@ -136,102 +62,6 @@ pub enum IngestError {
     Sink(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("state of partition {partition}: {detail}")]
     State { partition: i32, detail: String },
-}
-
-/// The consumer's context: notes revoked partitions, which the loop drops
-/// before it writes anything more (the callback runs inside `recv`).
-#[derive(Default)]
-pub struct IngestContext {
-    revoked: std::sync::Mutex<Vec<i32>>,
-    metrics: std::sync::OnceLock<Arc<Metrics>>,
-}
-
-impl rdkafka::ClientContext for IngestContext {
-    /// librdkafka's statistics (every `statistics.interval.ms`): the
-    /// consumer lag of each assigned partition.
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        let Some(m) = self.metrics.get() else {
-            return;
-        };
-        for (topic, t) in &statistics.topics {
-            for (&partition, p) in &t.partitions {
-                if partition >= 0 && p.consumer_lag >= 0 {
-                    m.set_consumer_lag(topic, partition, p.consumer_lag);
-                }
-            }
-        }
-    }
-}
-
-impl rdkafka::consumer::ConsumerContext for IngestContext {
-    fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
-        if let rdkafka::consumer::Rebalance::Revoke(tpl) = rebalance {
-            let mut r = self.revoked.lock().expect("not poisoned");
-            r.extend(tpl.elements().iter().map(|e| e.partition()));
-        }
-    }
-
-    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
-        if let rdkafka::consumer::Rebalance::Assign(tpl) = rebalance {
-            let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            if partitions.is_empty() {
-                tracing::info!("the consumer group assigned no partition to this instance");
-            } else {
-                tracing::info!("the consumer group assigned partitions {partitions:?}");
-            }
-        }
-    }
-}
-
-/// One assigned partition: its engine and where it is in the input.
-struct PartitionState {
-    engine: Engine,
-    /// The offset of the next record to apply (everything before it is in
-    /// the engine).
-    next_offset: i64,
-    /// After a seek: only this offset is accepted next (records fetched
-    /// before the seek are dropped).
-    awaiting: Option<i64>,
-    /// The offset last committed.
-    committed: i64,
-    /// Records applied (or skipped as unusable) since the last snapshot.
-    since_snapshot: u64,
-    last_snapshot: Instant,
-    /// The [`ExceptionSet`] version last applied to the engine (0: none).
-    exceptions_version: u64,
-    /// Exception sets recorded at or after the restored state's offset, to take
-    /// again right before their records (see [`Stage::recorded_exceptions`]).
-    recorded: std::collections::VecDeque<(i64, Vec<Exception>)>,
-}
-
-/// Everything but the consumer, so a borrowed message and the state can be
-/// used at once.
-struct State<S, D, St> {
-    catalog: Arc<Catalog>,
-    engine_cfg: EngineConfig,
-    stage: S,
-    decode: D,
-    store: St,
-    partitions: BTreeMap<i32, PartitionState>,
-    out: Output,
-    stats: IngestStats,
-    progress: Arc<std::sync::atomic::AtomicU64>,
-    holds_partition_0: Arc<std::sync::atomic::AtomicBool>,
-    metrics: Option<Arc<Metrics>>,
-    /// Kafka append times (ms) of the records whose output is pending: the
-    /// freshness of each once it is written.
-    pending_ts: Vec<i64>,
-    exceptions: Option<Arc<ExceptionSet>>,
-    /// When the first and the last record arrived, and when rows were last
-    /// written.
-    first_record: Option<Instant>,
-    last_record: Option<Instant>,
-    last_write: Option<Instant>,
-    /// How long the last write waited after the last record before it
-    /// started (a final partial batch waits for the batch interval).
-    write_gap: Duration,
-    /// The event every record is decoded into (no allocation per record).
-    scratch: ConfigChange,
 }
 
 /// The consume-evaluate-flush loop.
@@ -577,127 +407,6 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
         }
     }
 
-    /// Tells the stage how many partitions the input topic has (asked when a partition starts,
-    /// which is when the assignment, and so possibly the count, changes). Best effort: a failed
-    /// metadata request leaves the last count.
-    fn learn_topic_partitions(&mut self) {
-        match self
-            .consumer
-            .fetch_metadata(Some(&self.cfg.topic), Duration::from_secs(5))
-        {
-            Ok(md) => {
-                if let Some(t) = md.topics().iter().find(|t| t.name() == self.cfg.topic) {
-                    self.st.stage.topic_partitions(t.partitions().len() as u32);
-                }
-            }
-            Err(e) => tracing::warn!("cannot read the partition count of {}: {e}", self.cfg.topic),
-        }
-    }
-
-    /// Sets up a partition seen for the first time: restores its engine from
-    /// the state store (retrying while the store is unreachable) and, when
-    /// the consumer is not where the engine left off, seeks there.
-    #[tracing::instrument(name = "assign", skip(self), fields(topic = %self.cfg.topic))]
-    async fn start_partition(&mut self, partition: i32, first_offset: i64) -> Result<(), IngestError> {
-        let state_err = |detail: String| IngestError::State { partition, detail };
-        let fresh = |engine, next_offset| PartitionState {
-            engine,
-            next_offset,
-            awaiting: None,
-            committed: -1,
-            since_snapshot: 0,
-            last_snapshot: Instant::now(),
-            exceptions_version: 0,
-            recorded: std::collections::VecDeque::new(),
-        };
-        if !self.st.store.durable() {
-            // No state to restore, but the outputs are prepared all the same (the rollup's cut:
-            // records it already sums are not summed again).
-            self.st
-                .stage
-                .prepare_partition(partition)
-                .await
-                .map_err(|e| state_err(format!("preparing the outputs: {e}")))?;
-            let engine = Engine::new(self.st.catalog.clone(), self.st.engine_cfg.clone());
-            self.st.partitions.insert(partition, fresh(engine, first_offset));
-            self.learn_topic_partitions();
-            return Ok(());
-        }
-        let started = Instant::now();
-        let mut attempt = 0;
-        let loaded = loop {
-            match self.st.store.load(&self.cfg.topic, partition).await {
-                Ok(l) => break l,
-                Err(e) => {
-                    attempt += 1;
-                    tracing::warn!(
-                        "partition {partition}: cannot load its snapshot (attempt {attempt}), retrying: {e}"
-                    );
-                    tokio::time::sleep(STATE_RETRY.backoff(attempt)).await;
-                }
-            }
-        };
-        let (engine, start) = match loaded {
-            Some((offset, bytes)) => {
-                let engine = Engine::restore(self.st.catalog.clone(), self.st.engine_cfg.clone(), &bytes)
-                    .map_err(|e| state_err(format!("the snapshot at offset {offset} cannot be restored: {e}")))?;
-                self.st.stats.restored += 1;
-                if let Some(m) = &self.st.metrics {
-                    m.observe_restore(started.elapsed());
-                }
-                tracing::info!(
-                    "partition {partition}: restored {} devices from the snapshot at offset {offset} ({} bytes) in {} ms; first record at offset {first_offset}",
-                    engine.device_count(),
-                    bytes.len(),
-                    started.elapsed().as_millis()
-                );
-                (engine, offset)
-            }
-            None => {
-                let (low, _) = self
-                    .consumer
-                    .fetch_watermarks(&self.cfg.topic, partition, Duration::from_secs(10))
-                    .map_err(|e| self.kafka_err(e))?;
-                self.st.stats.started_empty += 1;
-                tracing::info!("partition {partition}: no snapshot, starting from its earliest offset {low}");
-                (Engine::new(self.st.catalog.clone(), self.st.engine_cfg.clone()), low)
-            }
-        };
-        self.st
-            .stage
-            .prepare_partition(partition)
-            .await
-            .map_err(|e| state_err(format!("preparing the outputs: {e}")))?;
-        self.learn_topic_partitions();
-        let mut ps = fresh(engine, start);
-        ps.committed = start;
-        ps.recorded = self
-            .st
-            .stage
-            .recorded_exceptions(partition)
-            .into_iter()
-            .filter(|(o, _)| *o >= start)
-            .collect();
-        if first_offset > start {
-            // The consumer starts after the engine's state (e.g. no snapshot, but committed
-            // offsets): go back so nothing in between is missed.
-            tracing::info!(
-                "partition {partition}: the consumer is at offset {first_offset}, after the state (offset {start}): seeking back"
-            );
-            self.consumer
-                .seek(
-                    &self.cfg.topic,
-                    partition,
-                    Offset::Offset(start),
-                    Duration::from_secs(10),
-                )
-                .map_err(|e| self.kafka_err(e))?;
-            ps.awaiting = Some(start);
-        }
-        self.st.partitions.insert(partition, ps);
-        Ok(())
-    }
-
     /// Writes pending rows; then, with a durable store, snapshots the
     /// partitions that are due (all of them when `all`) and commits their
     /// offsets; without, commits every partition's offset.
@@ -818,130 +527,5 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
             }
         }
         Ok(())
-    }
-}
-
-/// Drops the engines and unwritten output of revoked partitions.
-fn drop_revoked<S: Stage, D, St>(consumer: &StreamConsumer<IngestContext>, st: &mut State<S, D, St>) {
-    let revoked: Vec<i32> = std::mem::take(&mut *consumer.context().revoked.lock().expect("not poisoned"));
-    for p in revoked {
-        let _span = tracing::info_span!("revoke", partition = p).entered();
-        if let Some(state) = st.partitions.remove(&p) {
-            st.stage.discard_partition(p);
-            st.stats.revoked += 1;
-            tracing::info!(
-                "partition {p}: revoked; its unwritten output after offset {} is discarded (its next owner rebuilds it from the last snapshot)",
-                state.committed
-            );
-        }
-    }
-}
-
-impl<S: Stage, D: Decode, St: StateStore> State<S, D, St> {
-    /// Applies one record of an assigned partition (started by
-    /// `start_partition`).
-    async fn handle(&mut self, partition: i32, offset: i64, key: Option<&[u8]>, payload: &[u8]) -> Option<Skipped> {
-        let p = self.partitions.get_mut(&partition).expect("partition started");
-        if let Some(a) = p.awaiting {
-            if offset != a {
-                self.stats.replay_skipped += 1;
-                return None;
-            }
-            p.awaiting = None;
-        }
-        if offset < p.next_offset {
-            // Already in the engine: fetched again after a rebalance or a restore.
-            self.stats.replay_skipped += 1;
-            return None;
-        }
-        p.next_offset = offset + 1;
-        p.since_snapshot += 1;
-        let mut decoded = self.decode.decode_into(payload, &mut self.scratch);
-        if let Err(Undecodable {
-            unknown_schema_id: Some(id),
-            ..
-        }) = decoded
-        {
-            // Decoded again either way: a refused id now comes back with the reason.
-            self.decode.learn(id).await;
-            decoded = self.decode.decode_into(payload, &mut self.scratch);
-        }
-        let dead = |reason, detail| DeadLetter {
-            partition,
-            offset,
-            key,
-            payload,
-            reason,
-            detail,
-        };
-        let ev = match decoded {
-            Ok(()) => &self.scratch,
-            Err(u) => {
-                self.stats.undecodable += 1;
-                if let Some(m) = &self.metrics {
-                    m.dead_lettered(u.reason);
-                }
-                self.stage.dead_letter(&dead(u.reason, u.detail.as_str()));
-                return Some(Skipped::Undecodable(format!("{}: {}", u.reason, u.detail)));
-            }
-        };
-        let pos = SourcePos { partition, offset };
-        // After a restore: each recorded set again right before its record, as the run that
-        // recorded it took it (the replay then makes that run's output exactly) ...
-        let mut replayed_set = false;
-        while p.recorded.front().is_some_and(|(o, _)| *o <= offset) {
-            let (_, list) = p.recorded.pop_front().expect("a front");
-            self.stats.exception_errors += sync_exceptions(&mut p.engine, &list, pos, &mut self.out);
-            replayed_set = true;
-        }
-        // ... then the current set, once past every recorded one and the output already
-        // written; recorded before its rows are written.
-        if let Some(set) = &self.exceptions {
-            let (version, list) = set.current();
-            if version != p.exceptions_version
-                && !replayed_set
-                && p.recorded.is_empty()
-                && !self.stage.replaying(partition, offset)
-            {
-                p.exceptions_version = version;
-                self.stats.exception_errors += sync_exceptions(&mut p.engine, &list, pos, &mut self.out);
-                self.stage.record_exceptions(partition, offset, &list);
-            }
-        }
-        let result = p.engine.apply(ev, SourcePos { partition, offset }, &mut self.out);
-        if result.is_ok() {
-            self.stage.observe(&p.engine, ev, SourcePos { partition, offset });
-        }
-        self.stage.absorb(&p.engine, &self.out);
-        if let Some(m) = &self.metrics {
-            m.transitions_emitted(self.out.transitions.len() as u64);
-            match &result {
-                Ok(()) => m.events_applied(1),
-                Err(Rejected::Stale { .. }) => m.events_stale(1),
-                Err(Rejected::Invalid(_)) => m.dead_lettered("invalid_event"),
-            }
-        }
-        self.out.clear();
-        match result {
-            Ok(()) => {
-                self.stats.applied += 1;
-                None
-            }
-            Err(r) => {
-                self.stats.rejected += 1;
-                let text = r.to_string();
-                Some(match r {
-                    Rejected::Stale { .. } => {
-                        self.stats.stale += 1;
-                        Skipped::Stale(text)
-                    }
-                    Rejected::Invalid(_) => {
-                        self.stats.invalid += 1;
-                        self.stage.dead_letter(&dead("invalid_event", text.as_str()));
-                        Skipped::Invalid(text)
-                    }
-                })
-            }
-        }
     }
 }
