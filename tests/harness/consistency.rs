@@ -188,9 +188,13 @@ pub fn possible(p: &report::ScorePart) -> bool {
 /// One score read by a [`Reader`].
 #[derive(Clone, Debug)]
 pub struct ScoreAnswer {
+    /// The scope asked about (the tenant, or a group of it).
     pub scope: Scope,
+    /// The category asked about (`None`: every category).
     pub category: Option<Category>,
+    /// The instant asked about, ms since the epoch.
     pub at: i64,
+    /// The answer, with the cut it reflects (checked against embedded mode over that cut).
     pub score: report::Score,
 }
 

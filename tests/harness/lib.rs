@@ -21,6 +21,8 @@
 //!
 //! Everything async here needs a tokio runtime: use `#[tokio::test]`.
 
+#![warn(missing_docs)]
+
 pub mod consistency;
 pub mod fleet;
 pub mod proxy;

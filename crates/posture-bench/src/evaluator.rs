@@ -143,7 +143,9 @@ pub fn populate(catalog: &Arc<Catalog>, devices: usize, progress: &dyn Fn(usize)
 /// The figures of one fleet size.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Figures {
+    /// Devices in the fleet.
     pub devices: usize,
+    /// Controls of the baseline (300 for [`fleet::catalog`]).
     pub controls: usize,
     /// Seconds to populate the fleet with one 300-setting SNAPSHOT each.
     pub populate_secs: f64,
@@ -151,12 +153,15 @@ pub struct Figures {
     pub state_bytes_per_device: f64,
     /// The engine's own estimate from its layout.
     pub layout_bytes_per_device: f64,
+    /// Size of the whole fleet's engine snapshot, bytes.
     pub snapshot_bytes: usize,
+    /// Seconds to write that snapshot (once, not best of `passes`).
     pub snapshot_secs: f64,
     /// Restoring the whole fleet from its snapshot (best of `passes`).
     pub restore_secs: f64,
     /// Drift events measured.
     pub events: usize,
+    /// Settings each drift event sets.
     pub settings_per_event: usize,
     /// Transitions per event, pass by pass (every pass is fresh drift, so
     /// these should be alike).
@@ -170,8 +175,11 @@ pub struct Figures {
 /// How to measure.
 #[derive(Clone, Copy, Debug)]
 pub struct Plan {
+    /// Devices in the fleet, populated with one 300-setting SNAPSHOT each before anything is timed.
     pub devices: usize,
+    /// Drift events per timed pass: fresh ones every pass, generated and encoded before it.
     pub events: usize,
+    /// Settings each drift event sets (5 in the published figures).
     pub settings_per_event: usize,
     /// Repetitions of the timed parts; the best is kept (the least disturbed).
     pub passes: usize,

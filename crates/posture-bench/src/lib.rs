@@ -14,6 +14,8 @@
 //! The criterion bench `cargo bench -p posture-bench --bench evaluator`
 //! runs the evaluator's loop under criterion.
 
+#![warn(missing_docs)]
+
 pub mod evaluator;
 pub mod fleet;
 pub mod report;

@@ -7,8 +7,11 @@ use serde::Serialize;
 /// One line of the table.
 #[derive(Clone, Debug, Serialize)]
 pub struct Line {
+    /// What was measured, and on what (fleet size, events, settings per event).
     pub measure: String,
+    /// The figure with its unit, as printed (e.g. `414,509 events/s`).
     pub figure: String,
+    /// The SPEC section 7 target as text (e.g. `>= 1,000,000 events/s`); empty where none.
     pub target: String,
     /// `Some(true)` met, `Some(false)` missed, `None` no target.
     pub met: Option<bool>,

@@ -30,7 +30,11 @@ use std::time::{Duration, Instant};
 /// Where the stack is, and what to run.
 #[derive(Clone, Debug)]
 pub struct Stack {
+    /// Kafka bootstrap servers (`host:port`, comma-separated), for the harness's own clients and
+    /// for `posture` (`POSTURE_KAFKA_BROKERS`).
     pub brokers: String,
+    /// ClickHouse's HTTP URL (e.g. `http://127.0.0.1:8123`), for the sink comparison and for
+    /// `posture` (`POSTURE_CLICKHOUSE_URL`).
     pub clickhouse_url: String,
     /// ClickHouse's native port, for `clickhouse-client`.
     pub clickhouse_tcp_port: u16,
@@ -45,10 +49,14 @@ pub struct Stack {
 /// How much to run.
 #[derive(Clone, Debug)]
 pub struct Plan {
+    /// Devices of the fleet: each sends one 300-setting SNAPSHOT before any drift, and the drift
+    /// events pick among them at random.
     pub devices: usize,
+    /// Settings each drift event sets (5 in the published figures).
     pub settings_per_event: usize,
     /// Drift events in the backlog read by the bare consumer and the pipeline.
     pub backlog: usize,
+    /// Partitions of the run's fresh input topic (6 by default).
     pub partitions: i32,
     /// Fixed rates (events/s) for the freshness runs.
     pub rates: Vec<f64>,
@@ -61,50 +69,73 @@ pub struct Plan {
 /// A `posture run`'s summary (`--summary-json`).
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct RunSummary {
+    /// Records received from the input topic, whatever became of them.
     pub records: u64,
+    /// Events the engines applied (not stale, duplicate, invalid or undecodable).
     pub applied: u64,
+    /// Rows written to ClickHouse, all tables together.
     pub rows_written: u64,
     /// Time spent waiting for flushes (consumption waits meanwhile).
     #[serde(default)]
     pub flush_secs: f64,
+    /// `ScoreDelta` records the broker acknowledged: one per transition.
     pub score_deltas_produced: u64,
+    /// Seconds from the first record received to the end of the last write of rows, less the
+    /// time that write waited for the batch timer; `None` if nothing was received or written.
     pub busy_secs: Option<f64>,
+    /// `records / busy_secs`: the run's throughput, time spent waiting for records excluded.
     pub records_per_sec: Option<f64>,
+    /// Freshness of every event the run wrote (warm-up events included).
     pub freshness_ms: Freshness,
+    /// Peak resident memory of the run (`VmHWM`), bytes; `None` where /proc cannot be read.
     pub peak_rss_bytes: Option<u64>,
     /// CPU seconds the run used (user + system).
     #[serde(default)]
     pub cpu_secs: Option<f64>,
 }
 
-/// Freshness percentiles (ms).
+/// Freshness percentiles (ms): from a record's Kafka timestamp (set by the producer as it
+/// sends) to the end of the INSERT that made its rows visible. Exact to 0.1% (hdrhistogram);
+/// all 0 when no event was observed.
 #[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize)]
 pub struct Freshness {
+    /// Events observed.
     pub events: u64,
+    /// Median, ms.
     pub p50: u64,
+    /// 90th percentile, ms.
     pub p90: u64,
+    /// 99th percentile, ms (the SPEC 7 target: at most 2 s at 50,000 events/s).
     pub p99: u64,
+    /// The largest, ms.
     pub max: u64,
 }
 
 /// A fixed-rate run.
 #[derive(Clone, Debug, Serialize)]
 pub struct RateRun {
+    /// The rate asked for, events/s.
     pub target_rate: f64,
     /// The rate the harness actually produced at.
     pub produced_rate: f64,
+    /// Events produced at the rate (the warm-up events before them not counted).
     pub events: usize,
     /// How long after the last event was produced the pipeline had
     /// written everything (a pipeline slower than the rate falls behind).
     pub drain_secs: f64,
+    /// The live run's own summary, written when it was stopped (SIGTERM).
     pub summary: RunSummary,
 }
 
 /// The sink's INSERTs against `clickhouse-client`'s, on the same rows.
 #[derive(Clone, Debug, Serialize)]
 pub struct InsertRun {
+    /// Rows inserted by each side, all tables together.
     pub rows: u64,
+    /// Seconds of [`posture_sink::Sink::write`] of the whole batch (the tables concurrently).
     pub sink_secs: f64,
+    /// Seconds of `clickhouse-client`'s INSERTs (Native format, one table after another), each
+    /// less [`InsertRun::client_start_secs`].
     pub client_secs: f64,
     /// Per table: (name, rows, unused, clickhouse-client seconds).
     pub tables: Vec<(String, u64, f64, f64)>,
@@ -116,10 +147,15 @@ pub struct InsertRun {
 /// Everything the stack part measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct Figures {
+    /// The run that took the fleet's SNAPSHOTs (populating, not measured against a target).
     pub snapshots: RunSummary,
+    /// Drift events in the backlog.
     pub backlog: usize,
+    /// Seconds the bare rdkafka consumer took from the backlog's first record to its last.
     pub bare_secs: f64,
+    /// The bare consumer's events/s on the backlog: the ceiling of the end-to-end ratio.
     pub bare_records_per_sec: f64,
+    /// `posture run` on the same backlog, into ClickHouse.
     pub pipeline: RunSummary,
     /// Wall seconds of the whole backlog run (`posture run` from start to
     /// exit: startup, restore, the busy span, the idle wait, the final
@@ -128,8 +164,11 @@ pub struct Figures {
     /// CPU seconds ClickHouse and the broker used in that window (from
     /// /proc; `None` where not found); `posture run`'s own is in its summary.
     pub clickhouse_cpu_secs: Option<f64>,
+    /// CPU seconds the broker (`tansu`) used in that window, `None` where not found.
     pub broker_cpu_secs: Option<f64>,
+    /// The fixed-rate runs, in the order of [`Plan::rates`].
     pub rates: Vec<RateRun>,
+    /// The sink's INSERTs against `clickhouse-client`'s.
     pub insert: InsertRun,
 }
 

@@ -12,10 +12,14 @@ use std::fmt;
 /// One validation error: where it is and what is wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BaselineError {
+    /// The file name as given to [`Catalog::from_sources`] or
+    /// [`crate::exception::parse_exceptions`].
     pub file: String,
+    /// 1-based line of the node the error is about.
     pub line: usize,
     /// What the error is about, e.g. `control win-fw-domain` or `exception exc-1`.
     pub item: Option<String>,
+    /// What is wrong, without the location, e.g. `missing field "title"`.
     pub message: String,
 }
 
@@ -34,6 +38,8 @@ impl fmt::Display for BaselineError {
 pub struct Condition {
     /// Any of these OS families (lower case).
     pub os_family: Vec<String>,
+    /// A range the device's dotted `os_version` must fall in, e.g. `>=10.0.15063`;
+    /// `None`: any version.
     pub os_version: Option<VersionRange>,
     /// Any of these device groups.
     pub groups: Vec<String>,
@@ -60,23 +66,37 @@ impl Condition {
 /// A benchmark control.
 #[derive(Clone, Debug)]
 pub struct Control {
+    /// Unique across every loaded baseline, non-empty, without white space: the id
+    /// transitions, exceptions and the query API name the control by.
     pub id: String,
+    /// Short human-readable title, shown with recommendations.
     pub title: String,
+    /// The category whose score the control's points count towards.
     pub category: Category,
     /// Maximum points, in micro-points.
     pub points: Micros,
+    /// How a FAIL is fixed (the remediation-type filter); default
+    /// [`Remediation::ConfigurationChange`].
     pub remediation: Remediation,
     /// Indices into [`Catalog::conditions`] that must all match (the
     /// baseline's and the control's own `applies_to`).
     pub applies_to: Vec<u32>,
+    /// The compiled check tree; its leaves index [`Catalog::leaves`].
     pub check: Check,
+    /// The state a check that ends MISSING takes: FAIL, UNKNOWN (the default) or
+    /// PASS.
     pub on_missing: OnMissing,
+    /// CVE ids (`CVE-YYYY-NNNN`) that fixing the control mitigates; often empty.
     pub vulnerabilities: Vec<String>,
+    /// Why the control matters (`rationale`, else `description`); may be empty.
     pub rationale: String,
+    /// How to fix a FAIL, as free text (`remediation_text`); may be empty.
     pub remediation_text: String,
     /// Index into [`Catalog::baselines`].
     pub baseline: u32,
+    /// The file the control is defined in, as given to [`Catalog::from_sources`].
     pub file: String,
+    /// 1-based line of the control's entry in [`Control::file`].
     pub line: usize,
 }
 
@@ -108,10 +128,15 @@ pub struct Scoring {
 /// A loaded baseline file.
 #[derive(Clone, Debug)]
 pub struct BaselineInfo {
+    /// The baseline id (its `baseline` field).
     pub id: String,
+    /// The `version` field as text (a bare number such as `2026.11` is converted).
     pub version: String,
+    /// Human-readable title; empty when the file has none.
     pub title: String,
+    /// The file name as given to [`Catalog::from_sources`].
     pub file: String,
+    /// The baseline's controls: a contiguous range of [`Catalog::controls`], in file order.
     pub controls: std::ops::Range<ControlIdx>,
     /// The `scoring` section, when the baseline has one.
     pub scoring: Option<Scoring>,
@@ -121,9 +146,16 @@ pub struct BaselineInfo {
 /// setting keys interned. Immutable once built; shared by engines.
 #[derive(Debug, Default)]
 pub struct Catalog {
+    /// Every loaded baseline, in source order; [`Control::baseline`] indexes it.
     pub baselines: Vec<BaselineInfo>,
+    /// Every control of every baseline, indexed by [`ControlIdx`].
     pub controls: Vec<Control>,
+    /// The compiled check leaves, deduplicated across the whole catalog (one entry per
+    /// distinct key, operator and value, however many controls use it) and indexed by the
+    /// ids in [`Check::Leaf`]. A device keeps one 2-bit [`Tri`] result per leaf.
     pub leaves: Vec<Leaf>,
+    /// The distinct `applies_to` conditions, indexed by [`Control::applies_to`]; an
+    /// engine evaluates each once per distinct device inventory.
     pub conditions: Vec<Condition>,
     key_names: Vec<String>,
     keys: HashMap<String, u32>,

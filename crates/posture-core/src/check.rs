@@ -14,8 +14,12 @@ use std::cmp::Ordering;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Tri {
+    /// Undecided: the setting is absent (or null, or one of the leaf's `missing_values`).
+    /// A check that ends MISSING takes its control's `on_missing` state.
     Missing = 0,
+    /// The leaf or check holds.
     Pass = 1,
+    /// The leaf or check does not hold; a leaf also FAILs on a value of the wrong type.
     Fail = 2,
 }
 
@@ -34,17 +38,30 @@ impl Tri {
 /// A leaf operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
+    /// `eq`: equal. Strings compare case-sensitively, long and double as numbers,
+    /// dotted versions per component with `version: true`.
     Eq,
+    /// `ne`: not equal; a value of another type still FAILs.
     Ne,
+    /// `lt`: less than a number (or a dotted version with `version: true`).
     Lt,
+    /// `le`: less than or equal to a number (or a dotted version).
     Le,
+    /// `gt`: greater than a number (or a dotted version).
     Gt,
+    /// `ge`: greater than or equal to a number (or a dotted version).
     Ge,
+    /// `in`: equal to one item of the expected list.
     In,
+    /// `not_in`: equal to no item of the expected list; FAIL when no item has a comparable type.
     NotIn,
+    /// `contains`: an array value that has the expected string as one of its items.
     Contains,
+    /// `matches`: a string value in which the regex finds a match (unanchored search).
     Matches,
+    /// `exists`: PASS when the setting is present and not null, FAIL when absent (never MISSING).
     Exists,
+    /// `absent`: PASS when the setting is absent or null, FAIL otherwise (never MISSING).
     Absent,
 }
 
@@ -72,9 +89,13 @@ impl Op {
 /// A scalar expected value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Scalar {
+    /// A boolean; equal only to a boolean setting value.
     Bool(bool),
+    /// An integer; compares numerically with long and double values.
     Long(i64),
+    /// A floating-point number; compares numerically with long and double values.
     Double(f64),
+    /// A string; compares case-sensitively with string values.
     Str(String),
 }
 
@@ -83,6 +104,7 @@ pub enum Scalar {
 pub enum Expected {
     /// `exists` and `absent`.
     Nothing,
+    /// One value: `eq`/`ne`, `lt`/`le`/`gt`/`ge` (a number) and `contains` (a string).
     Scalar(Scalar),
     /// A dotted version (`version: true`).
     Version(Vec<u64>),
@@ -95,8 +117,11 @@ pub enum Expected {
 /// A compiled leaf: setting key (interned), operator, expected value.
 #[derive(Clone, Debug)]
 pub struct Leaf {
+    /// The setting key it reads, interned in the catalog ([`crate::Catalog::key_name`]).
     pub key: u32,
+    /// How the setting's value is compared with `expected`.
     pub op: Op,
+    /// The baseline's `value`, compiled (versions parsed, regexes built).
     pub expected: Expected,
     /// Values that count as if the setting were absent (`missing_values` in
     /// baselines), e.g. a scanner's "notapplicable": the leaf is then
@@ -107,9 +132,14 @@ pub struct Leaf {
 /// A compiled check tree.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Check {
+    /// A leaf, by index into [`crate::Catalog::leaves`] (leaves are deduplicated across the
+    /// catalog, so many controls may share one).
     Leaf(u32),
+    /// `all: [...]`: FAIL if any child FAILs, else MISSING if any is MISSING, else PASS.
     All(Vec<Check>),
+    /// `any: [...]`: PASS if any child PASSes, else MISSING if any is MISSING, else FAIL.
     Any(Vec<Check>),
+    /// `none: [...]`: the negation of `any` (PASS and FAIL swap, MISSING stays MISSING).
     None(Vec<Check>),
 }
 

@@ -146,6 +146,7 @@ impl Default for EngineConfig {
 /// Exception status of one device-control.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ExcStatus {
+    /// No exception in force covers the device-control.
     None,
     /// Third-party control or alternate mitigation: counts as PASS.
     Credit,
@@ -157,7 +158,10 @@ pub enum ExcStatus {
 /// The state of one device-control: evaluation result and exception status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Cell {
+    /// The check's result for the device, before exceptions.
     pub raw: RawState,
+    /// The exceptions in force on it; always [`ExcStatus::None`] when `raw` is
+    /// NOT_APPLICABLE.
     pub exc: ExcStatus,
 }
 
@@ -232,6 +236,7 @@ impl Reason {
 /// A score scope: a tenant, or one device group of a tenant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ScopeKey {
+    /// The tenant (every score is per tenant).
     pub tenant: TenantIdx,
     /// [`NO_GROUP`] for the whole tenant.
     pub group: GroupIdx,
@@ -240,7 +245,9 @@ pub struct ScopeKey {
 /// The change of one scope's score caused by one transition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ScopeDelta {
+    /// The scope whose score changes.
     pub scope: ScopeKey,
+    /// The control whose contribution changes (which also gives the category).
     pub control: ControlIdx,
     /// Score delta `[with exceptions, without]`, micro-points.
     pub points: [Micros; 2],
@@ -253,15 +260,24 @@ pub struct ScopeDelta {
 /// One control-state transition of one device (SPEC section 4).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transition {
+    /// The device's tenant.
     pub tenant: TenantIdx,
+    /// The device; [`Engine::device_name`] gives its id.
     pub device: DeviceIdx,
+    /// The control whose state changed.
     pub control: ControlIdx,
+    /// The device-control cell before the change.
     pub old: Cell,
+    /// The cell after it. Equal to `old` when only the device's scopes changed (it was
+    /// retired, went inactive, came back, or changed groups).
     pub new: Cell,
     /// Whether the device counted in scores before and after (not retired,
     /// not inactive, known).
     pub old_counted: bool,
+    /// Whether the device counts after the change: false after a RETIRE event or
+    /// once the inactivity window passes.
     pub new_counted: bool,
+    /// What caused the change.
     pub reason: Reason,
     /// Event time of the change (ms).
     pub event_time: i64,
@@ -279,7 +295,10 @@ pub struct Transition {
 /// Buffers the engine appends its records to; reuse them between batches.
 #[derive(Default, Debug, Clone)]
 pub struct Output {
+    /// Control-state transitions, in the order the engine made them.
     pub transitions: Vec<Transition>,
+    /// The scope deltas of every transition; [`Transition::scopes`] is a
+    /// range of this vector.
     pub scope_deltas: Vec<ScopeDelta>,
 }
 
@@ -300,7 +319,12 @@ impl Output {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Rejected {
     /// Its sequence is not above the last applied one for the device.
-    Stale { sequence: i64, last_applied: i64 },
+    Stale {
+        /// The event's `sequence`.
+        sequence: i64,
+        /// The highest sequence applied so far for the device.
+        last_applied: i64,
+    },
     /// The event breaks the contract; the reason says how.
     Invalid(String),
 }
@@ -322,11 +346,17 @@ impl std::fmt::Display for Rejected {
 /// Counters of what the engine did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Events applied: valid and fresh, whether or not anything changed.
     pub events_applied: u64,
+    /// Events ignored as [`Rejected::Stale`] (duplicates and out-of-order events
+    /// of a device).
     pub events_stale: u64,
+    /// Events rejected as [`Rejected::Invalid`]: they break the event contract or exceed a
+    /// limit of [`EngineConfig`].
     pub events_invalid: u64,
     /// Settings whose key no control reads (not stored, no effect).
     pub settings_ignored: u64,
+    /// [`Transition`] records emitted, whatever their [`Reason`].
     pub transitions: u64,
 }
 
@@ -1439,6 +1469,8 @@ fn same_names(idx: &[u32], interner: &Interner, given: &[String]) -> bool {
 pub struct ScopeCell {
     /// `[with exceptions, without]`, micro-points.
     pub points: [Micros; 2],
+    /// Maximum `[with exceptions, without]`, micro-points: the control's points when any
+    /// device of the scope is PASS or FAIL in that view, else 0.
     pub max: [Micros; 2],
     /// Indexed by [`count`].
     pub counts: [i64; 5],

@@ -10,11 +10,17 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ConfigSource {
+    /// An agent running on the device (`AGENT`).
     Agent,
+    /// Windows Group Policy (`GROUP_POLICY`).
     GroupPolicy,
+    /// A mobile device management service (`MDM`).
     Mdm,
+    /// Microsoft Intune (`INTUNE`).
     Intune,
+    /// A configuration scanner, e.g. XCCDF rule results (`SCANNER`).
     Scanner,
+    /// Any other reporter (`OTHER`).
     Other,
 }
 
@@ -36,11 +42,17 @@ pub enum ChangeKind {
 /// `Null` counts as absent.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
+    /// No value (JSON `null`): leaves evaluate it as an absent setting.
     Null,
+    /// A boolean.
     Bool(bool),
+    /// A 64-bit integer; compares numerically with doubles.
     Long(i64),
+    /// A 64-bit float; JSON integers beyond the `i64` range are read as doubles.
     Double(f64),
+    /// A string; compared case-sensitively, or per component as a dotted version.
     String(String),
+    /// A list of strings, the value `contains` looks into.
     Array(Vec<String>),
 }
 
@@ -48,7 +60,10 @@ pub enum Value {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Setting {
+    /// Dotted setting name, e.g. `windows.firewall.domain.enabled`; non-empty. A key that
+    /// no control reads is ignored (and counted).
     pub key: String,
+    /// The setting's value; `null` or omitted means absent. REMOVE events ignore it.
     #[serde(default = "null_value")]
     pub value: Value,
 }
@@ -61,12 +76,21 @@ fn null_value() -> Value {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceInfo {
+    /// OS family in lower case (`windows`, `macos`, `linux`, ...), matched exactly by
+    /// `applies_to.os_family`; non-empty.
     pub os_family: String,
+    /// Dotted OS version (`10.0.19045`), compared per numeric component by
+    /// `applies_to.os_version`.
     pub os_version: String,
+    /// Host name, for people; not used in scoring. `None` when unknown.
     #[serde(default)]
     pub hostname: Option<String>,
+    /// Device groups: each is a score scope of the tenant, and can select controls
+    /// (`applies_to.groups`) and exceptions. Names must pass [`crate::scope_name_problem`].
     #[serde(default)]
     pub groups: Vec<String>,
+    /// Free-form tags: they select controls (`applies_to.tags`) and exceptions, but are not
+    /// score scopes.
     #[serde(default)]
     pub tags: Vec<String>,
 }
@@ -75,18 +99,27 @@ pub struct DeviceInfo {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigChange {
+    /// Unique per event; non-empty. Names the event in error reports (duplicates and stale
+    /// events are caught by `sequence`).
     pub event_id: String,
+    /// The organisation; every score is per tenant. Must pass [`crate::scope_name_problem`].
     pub tenant_id: String,
+    /// The device, unique within its tenant; the Kafka record key, so one device's events
+    /// stay in one partition and in order.
     pub device_id: String,
     /// Event time, milliseconds since the epoch.
     #[serde(deserialize_with = "de_time")]
     pub observed_at: i64,
     /// Per-device, strictly increasing.
     pub sequence: i64,
+    /// Which system reported the change; carried along, not used in scoring.
     pub source: ConfigSource,
+    /// How `settings` change the device's configuration.
     pub kind: ChangeKind,
+    /// A new inventory, replacing the device's current one; `None` keeps the current one.
     #[serde(default)]
     pub device: Option<DeviceInfo>,
+    /// The settings to set (UPSERT, SNAPSHOT) or make absent (REMOVE); empty for RETIRE.
     #[serde(default)]
     pub settings: Vec<Setting>,
 }

@@ -14,9 +14,15 @@ use crate::BaselineError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Justification {
+    /// `third_party_control`: another product enforces the control; credited.
     ThirdPartyControl,
+    /// `alternate_mitigation`: the risk is mitigated another way; credited.
     AlternateMitigation,
+    /// `risk_accepted`: the risk is accepted; not credited, hidden from
+    /// recommendations.
     RiskAccepted,
+    /// `planned_remediation`: a fix is planned; not credited, hidden from
+    /// recommendations.
     PlannedRemediation,
 }
 
@@ -56,25 +62,39 @@ impl Justification {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExceptionScope {
+    /// Every device of the tenant (`{tenant: true}`).
     Tenant,
+    /// One device, by `device_id` (`{device: ID}`).
     Device(String),
+    /// The devices whose current inventory lists this group (`{group: NAME}`).
     Group(String),
+    /// The devices whose current inventory lists this tag (`{tag: NAME}`).
     Tag(String),
 }
 
 /// An exception for one control.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Exception {
+    /// Unique id, by which it is expired; an engine refuses a second exception with
+    /// the same id.
     pub id: String,
+    /// The tenant whose devices it covers.
     pub tenant: String,
+    /// Id of the excepted control ([`crate::Control::id`]); an engine refuses an
+    /// unknown one.
     pub control: String,
+    /// Which of the tenant's devices it covers.
     pub scope: ExceptionScope,
+    /// Why; decides whether the control is credited or only hidden from
+    /// recommendations.
     pub justification: Justification,
     /// Event time (ms) from which it applies.
     pub starts_at: i64,
     /// Event time (ms) from which it no longer applies; `None`: never expires.
     pub expires_at: Option<i64>,
+    /// Who granted it; empty when not given.
     pub author: String,
+    /// Free-text note; empty when not given.
     pub note: String,
 }
 

@@ -26,6 +26,8 @@
 //! Scores are kept in integer micro-points ([`Micros`]), so the sum of every
 //! delta always equals a from-scratch recomputation, bit for bit.
 
+#![warn(missing_docs)]
+
 pub mod baseline;
 pub mod check;
 pub mod engine;

@@ -10,11 +10,17 @@ use std::collections::BTreeMap;
 /// Points, maximum and percent of one scope (and view).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct ScorePart {
+    /// Secure score in points: the sum over the selected controls of `p_c * f_c`, each
+    /// term rounded to a micro-point.
     pub points: f64,
+    /// Maximum in points: the sum of `p_c` over the controls with a PASS or FAIL device.
     pub max_points: f64,
+    /// `100 * points / max_points`, rounded to two decimals; 0 when the maximum is 0.
     pub percent: f64,
+    /// `points` in exact micro-points (not serialized).
     #[serde(skip)]
     pub points_micros: Micros,
+    /// `max_points` in exact micro-points (not serialized).
     #[serde(skip)]
     pub max_micros: Micros,
 }
@@ -34,8 +40,10 @@ impl ScorePart {
 /// The same scope scored without exceptions.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct WithoutExceptions {
+    /// The whole selection's figures, flattened into this object.
     #[serde(flatten)]
     pub total: ScorePart,
+    /// The figures per category name, as in [`Score::categories`].
     pub categories: BTreeMap<&'static str, ScorePart>,
 }
 
@@ -43,13 +51,22 @@ pub struct WithoutExceptions {
 /// same figures without exceptions.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Score {
+    /// The tenant's name (its `tenant_id`).
     pub tenant: String,
+    /// The device group scored, or `None` (JSON `null`) for the whole tenant.
     pub group: Option<String>,
+    /// The selected category's name, or `None` when every category is included.
     pub category: Option<&'static str>,
+    /// The event-time instant the score is as of (RFC 3339), when the caller names one.
     pub at: Option<String>,
+    /// The figures with exceptions applied, flattened into this object (`points`,
+    /// `max_points`, `percent`).
     #[serde(flatten)]
     pub total: ScorePart,
+    /// The figures per category name (`network`, ...): every category, or only the
+    /// selected one; a category with no control counted has all zeros.
     pub categories: BTreeMap<&'static str, ScorePart>,
+    /// The same scope and selection with every exception ignored.
     pub without_exceptions: WithoutExceptions,
     /// For answers read from stored data: the input they are the exact score of.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -78,11 +95,13 @@ pub struct Cut {
 /// One source partition's part of a [`Cut`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PartitionCut {
+    /// The source (Kafka) partition.
     pub partition: i32,
     /// The last offset included (-1: none).
     pub last_offset: i64,
     /// The partition's event-time clock at that offset (RFC 3339).
     pub watermark: String,
+    /// `watermark` in ms since the epoch (not serialized).
     #[serde(skip)]
     pub watermark_ms: i64,
 }
@@ -147,9 +166,13 @@ impl Cut {
 /// One top recommendation (SPEC section 5).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Recommendation {
+    /// The control's id, unique across all loaded baselines.
     pub control: String,
+    /// The control's title, from its baseline.
     pub title: String,
+    /// The control's category name (`network`, ...).
     pub category: &'static str,
+    /// How it is fixed: `configuration_change` or `software_update`.
     pub remediation: &'static str,
     /// Points the scope gains if every misconfigured device is fixed.
     pub points_gained: f64,
@@ -159,7 +182,9 @@ pub struct Recommendation {
     pub applicable_devices: i64,
     /// FAIL devices hidden by risk-accepted or planned-remediation exceptions.
     pub excepted_devices: i64,
+    /// Vulnerabilities (e.g. CVE ids) that fixing the control mitigates, from its baseline.
     pub vulnerabilities: Vec<String>,
+    /// `points_gained` in exact micro-points: the sort key (not serialized).
     #[serde(skip)]
     pub points_gained_micros: Micros,
 }
@@ -167,8 +192,13 @@ pub struct Recommendation {
 /// Which part of a ledger a report covers.
 #[derive(Clone, Copy, Debug)]
 pub struct Selection {
+    /// The tenant, or one device group of it ([`crate::engine::NO_GROUP`] for the whole
+    /// tenant). Only [`score`] and [`recommendations`] read it; the `_of` variants take the
+    /// scope's cells directly.
     pub scope: ScopeKey,
+    /// Only controls of this category; `None` for every category.
     pub category: Option<Category>,
+    /// Only controls fixed this way; `None` for both remediation types.
     pub remediation: Option<Remediation>,
 }
 

@@ -35,10 +35,16 @@ pub type DeviceIdx = u32;
 /// The benchmark category a control belongs to (SPEC section 2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Category {
+    /// Installed software: versions, unwanted packages and services (`application`).
     Application,
+    /// The operating system: kernel, updates, hardening settings (`os`).
     Os,
+    /// Network exposure: firewall, IP stack, remote access (`network`).
     Network,
+    /// User accounts, passwords and login policy (`accounts`).
     Accounts,
+    /// Protective mechanisms: auditing, access control, integrity monitoring, secure boot
+    /// (`security_controls`).
     SecurityControls,
 }
 
@@ -78,7 +84,9 @@ impl fmt::Display for Category {
 /// How a failing control is fixed: the seed product's "remediation type" filter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Remediation {
+    /// Fixed by changing a setting (`configuration_change`).
     ConfigurationChange,
+    /// Fixed by installing or updating software (`software_update`).
     SoftwareUpdate,
 }
 
@@ -104,8 +112,11 @@ impl Remediation {
 /// What a check whose result is MISSING turns into.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnMissing {
+    /// `on_missing: fail`: the device-control is FAIL and counts against the score.
     Fail,
+    /// `on_missing: unknown` (the default): UNKNOWN, outside every sum.
     Unknown,
+    /// `on_missing: pass`: the device-control is PASS.
     Pass,
 }
 
@@ -114,19 +125,31 @@ pub enum OnMissing {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum RawState {
+    /// The check passed (or ended MISSING with `on_missing: pass`).
     Pass = 0,
+    /// The check failed (or ended MISSING with `on_missing: fail`).
     Fail = 1,
+    /// The check ended MISSING with `on_missing: unknown`; outside every sum.
     Unknown = 2,
+    /// The control's `applies_to` does not match the device's inventory (or the
+    /// device has none yet); outside every sum, and no exception changes it.
     NotApplicable = 3,
 }
 
 /// The state s(d,c) of SPEC section 3: the raw state with exceptions applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ControlState {
+    /// Compliant: counts toward the score and the maximum.
     Pass,
+    /// Misconfigured: counts toward the maximum only, and is listed in recommendations.
     Fail,
+    /// Cannot be decided from the device's settings; outside every sum.
     Unknown,
+    /// The control does not apply to the device; outside every sum.
     NotApplicable,
+    /// An active exception covers the device-control. With a crediting justification
+    /// it counts as PASS in the with-exceptions view; otherwise the score is unchanged
+    /// and the device is hidden from recommendations.
     Excepted,
 }
 

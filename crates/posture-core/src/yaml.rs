@@ -4,25 +4,42 @@
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
+/// The value of a [`Node`]. Plain scalars are typed as below; a quoted scalar is
+/// always [`Kind::Str`], so `'7'` stays text where `7` is a number.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Kind {
+    /// A plain `null`, `Null`, `NULL`, `~`, or an empty value.
     Null,
+    /// A plain `true` or `false` (also capitalised or all upper case).
     Bool(bool),
+    /// A plain scalar that parses as an `i64`.
     Int(i64),
+    /// A plain number with at most one `.` and an optional exponent, e.g. `2.5` or `1e3`
+    /// (so `version: 2026.11` arrives as a float; `10.0.19045` has two dots and stays a string).
     Float(f64),
+    /// A quoted scalar, or a plain one that is none of the above.
     Str(String),
+    /// A sequence, items in document order.
     Seq(Vec<Node>),
+    /// A mapping, entries in document order. Keys are plain strings (integer and
+    /// boolean keys become their text, a null key the empty string); a duplicate
+    /// key is a parse error.
     Map(Vec<(String, Node)>),
 }
 
+/// One parsed YAML value with the line it starts on, so that baseline and
+/// exception errors can point at `file:line`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {
     /// 1-based line where the node starts.
     pub line: usize,
+    /// The value: a typed scalar, or a collection of child nodes.
     pub kind: Kind,
 }
 
 impl Node {
+    /// The value under `key` if this node is a mapping that has it; `None` for a
+    /// missing key or a node that is not a mapping.
     pub fn get(&self, key: &str) -> Option<&Node> {
         match &self.kind {
             Kind::Map(entries) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),

@@ -115,12 +115,32 @@ pub struct AlertConfig {
 /// Why a check failed (it is retried at the next interval).
 #[derive(Debug, thiserror::Error)]
 pub enum AlertError {
+    /// Reading ClickHouse failed: a score through the trend store, the latest event per tenant,
+    /// or the causes of a drop.
     #[error("alert query {query}: {detail}")]
-    Query { query: &'static str, detail: String },
+    Query {
+        /// The documented query that failed (`rollup_counts`, `tenants_latest`, `drop_causes`).
+        query: &'static str,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The alert producer could not be created, or an alert was not acknowledged by the broker.
     #[error("publishing alerts to {topic}: {detail}")]
-    Publish { topic: String, detail: String },
+    Publish {
+        /// The alerts topic.
+        topic: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The alerts already in the topic could not be read ([`Alerter::restore_published`]): an
+    /// alert published before may then be published again.
     #[error("reading the alerts already published to {topic}: {detail}")]
-    Restore { topic: String, detail: String },
+    Restore {
+        /// The alerts topic.
+        topic: String,
+        /// What went wrong.
+        detail: String,
+    },
 }
 
 /// The dedup key of an alert (see the module documentation).

@@ -25,7 +25,7 @@ pub struct IngestConfig {
     /// ... or after this many records of the partition.
     pub snapshot_records: u64,
     /// Holding no partition for longer than this (after the start or a revocation) is reported:
-    /// a warning, `/readyz` failing, the metrics of [`Metrics::set_assignment`]. Zero: never.
+    /// a warning, `/readyz` failing, the metrics of [`Metrics::set_assignment`](posture_metrics::Metrics::set_assignment). Zero: never.
     pub assignment_timeout: Duration,
     /// Whether such a stall also makes the instance leave and re-join its group (at doubling
     /// intervals), which clears a group stuck on a member that died without leaving.

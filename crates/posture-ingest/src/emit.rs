@@ -78,18 +78,29 @@ impl EmitConfig {
 /// Why an emit flush failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EmitError {
+    /// The idempotent producer could not be created (e.g. an invalid property in
+    /// [`EmitConfig::extra`]).
     #[error("cannot create the Kafka producer for {brokers}: {source}")]
     Create {
+        /// The Kafka bootstrap servers.
         brokers: String,
+        /// What librdkafka reported.
         #[source]
         source: KafkaError,
     },
+    /// Records were still not acknowledged after [`EmitConfig::attempts`] attempts. They stay
+    /// pending, so the ingest loop does not commit the offsets they came from.
     #[error("{failed} record(s) to {topic} at {brokers} not delivered after {attempts} attempts: {last}")]
     Undelivered {
+        /// Records not delivered, both topics together.
         failed: usize,
+        /// The topic of the first of them.
         topic: String,
+        /// The Kafka bootstrap servers.
         brokers: String,
+        /// Attempts made per record.
         attempts: u32,
+        /// The last delivery error, as librdkafka reported it.
         last: String,
     },
 }

@@ -19,6 +19,8 @@
 //! exactly-once effect (state restore and suppression of replayed output) is
 //! built on the lineage every row carries.
 
+#![warn(missing_docs)]
+
 pub mod alerts;
 pub mod assignment;
 mod config;
@@ -51,17 +53,34 @@ use std::time::{Duration, Instant};
 /// Errors that stop ingestion.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
+    /// The consumer could not be created or subscribed to the topic, or a call the loop needs
+    /// failed: reading a partition's watermarks, seeking it back to its restored state, listing
+    /// the offsets to commit. Errors while polling and failed commits are not fatal: they are
+    /// counted in [`IngestStats::consumer_errors`] and retried.
     #[error("kafka consumer for topic {topic:?} at {brokers}: {source}")]
     Kafka {
+        /// The input topic.
         topic: String,
+        /// The Kafka bootstrap servers.
         brokers: String,
+        /// What librdkafka reported.
         #[source]
         source: Box<KafkaError>,
     },
+    /// A [`Stage::flush`] failed after the stage's own retries. The batch's offsets are not
+    /// committed, so the next run consumes its records again.
     #[error("the outputs could not be written (after their retries): {0}")]
     Sink(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A newly assigned partition could not be started: its snapshot does not restore, or the
+    /// stage could not prepare its outputs. (Loading the snapshot from an unreachable state
+    /// store is retried instead.)
     #[error("state of partition {partition}: {detail}")]
-    State { partition: i32, detail: String },
+    State {
+        /// The partition of the input topic.
+        partition: i32,
+        /// What went wrong.
+        detail: String,
+    },
 }
 
 /// The consume-evaluate-flush loop.

@@ -14,8 +14,12 @@ use std::time::{Duration, Instant};
 /// Counters of one ingest run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IngestStats {
+    /// Records received from the input topic, replays included; each is then counted in one
+    /// of `applied`, `undecodable`, `rejected` or `replay_skipped`.
     pub records: u64,
+    /// Events the engines applied to device state.
     pub applied: u64,
+    /// Records that could not be decoded (dead-lettered with the decoder's reason).
     pub undecodable: u64,
     /// Stale or duplicate events (ignored by the engine, per SPEC).
     pub stale: u64,
@@ -34,7 +38,9 @@ pub struct IngestStats {
     pub snapshots: u64,
     /// Partitions revoked (their unwritten output discarded).
     pub revoked: u64,
+    /// Flushes that wrote rows (one with nothing pending is not counted).
     pub flushes: u64,
+    /// Rows those flushes wrote, as [`Stage::pending_rows`] counted them right before each.
     pub rows_flushed: u64,
     /// Time spent waiting for flushes (consumption waits meanwhile), µs.
     pub flush_micros: u64,

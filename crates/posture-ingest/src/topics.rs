@@ -28,8 +28,11 @@ pub fn client_config(brokers: &str, defaults: &[(&str, &str)], extra: &[(String,
 #[derive(Debug, thiserror::Error)]
 #[error("topic {topic} at {brokers}: {detail}")]
 pub struct TopicError {
+    /// The topic concerned.
     pub topic: String,
+    /// The Kafka bootstrap servers.
     pub brokers: String,
+    /// What failed: creating the client, the metadata request, creating the topic, reading it.
     pub detail: String,
 }
 

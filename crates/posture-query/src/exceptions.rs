@@ -31,6 +31,7 @@ pub struct NewException {
     /// Default: generated (`exc-` and a unique suffix).
     #[serde(default)]
     pub id: Option<String>,
+    /// Control id the exception is for; it must be in the baselines.
     pub control: String,
     /// `tenant`, `device`, `group` or `tag`.
     pub scope: String,
@@ -49,25 +50,37 @@ pub struct NewException {
     #[serde(default)]
     pub author: String,
     #[serde(default)]
+    /// Free text on why; at most [`MAX_TEXT_BYTES`] bytes.
     pub note: String,
 }
 
 /// An exception as listed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ExceptionView {
+    /// Tenant id.
     pub tenant: String,
+    /// Exception id, unique in the tenant.
     pub id: String,
+    /// Control id the exception is for.
     pub control: String,
+    /// `tenant`, `device`, `group` or `tag`.
     pub scope: String,
+    /// The device id, group or tag the scope names ("" for `tenant`).
     pub scope_value: String,
+    /// `third_party_control`, `alternate_mitigation`, `risk_accepted` or `planned_remediation`.
     pub justification: String,
     /// Whether the exception counts the control as PASS (credit) or only
     /// hides the device from recommendations.
     pub credits: bool,
+    /// Event time it starts (RFC 3339).
     pub starts_at: String,
+    /// Event time it ends (RFC 3339); `None`: never. Expiring it sets this.
     pub expires_at: Option<String>,
+    /// Who added it (through the API: the token's name).
     pub author: String,
+    /// Free text given when it was added.
     pub note: String,
+    /// Wall-clock time it was added (RFC 3339).
     pub created_at: String,
     /// In force at the wall-clock instant of the listing.
     pub in_force_now: bool,

@@ -141,7 +141,9 @@ pub struct ApiState {
     pub query: Query,
     /// Writes (exceptions and tasks, for write tokens).
     pub writer: Query,
+    /// Bearer tokens and the tenants each may read (and write).
     pub tokens: Arc<Tokens>,
+    /// Deadline and concurrency bound of every request.
     pub limits: ApiLimits,
     /// Per-tenant request quotas (`None`: none): a request over its tenant's quota is answered
     /// 429 with `Retry-After`.

@@ -12,6 +12,8 @@
 //! The layer is async and holds no state beyond a ClickHouse client and the
 //! catalog of baselines (titles, points, categories, checks).
 
+#![warn(missing_docs)]
+
 use posture_core::check::{Check, Expected, Op, Scalar};
 use posture_core::engine::{count, ScopeCell, ScopeKey};
 use posture_core::report::{self, Cut, Recommendation, Score, Selection};
@@ -44,12 +46,19 @@ pub enum QueryError {
     NotFound(String),
     /// ClickHouse could not answer a documented query. HTTP 502.
     #[error("query {query}: {detail}")]
-    ClickHouse { query: &'static str, detail: String },
+    ClickHouse {
+        /// Name of the documented query of `queries.sql` (or of the table written to).
+        query: &'static str,
+        /// What the ClickHouse client said. It names the database, tables and user: the API
+        /// logs it and never sends it to a client.
+        detail: String,
+    },
 }
 
 /// A scope of SPEC section 3: a tenant, or one device group of it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Scope {
+    /// Tenant id.
     pub tenant: String,
     /// `None`: the whole tenant.
     pub group: Option<String>,
@@ -72,7 +81,9 @@ impl Scope {
 /// Which controls a report looks at (every filter is optional).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Filters<'a> {
+    /// Only controls of this category.
     pub category: Option<Category>,
+    /// Only controls fixed this way (`configuration_change` or `software_update`).
     pub remediation: Option<Remediation>,
     /// Only controls that can apply to this OS family (`windows`, `macos`,
     /// `linux`, ...): controls whose `applies_to` names other families only
@@ -84,7 +95,9 @@ pub struct Filters<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Bucket {
+    /// One point per UTC hour (3,600,000 ms).
     Hour,
+    /// One point per UTC day (86,400,000 ms), midnight to midnight.
     Day,
 }
 
@@ -115,27 +128,40 @@ pub struct HistoryPoint {
     /// The instant scored: the bucket's last millisecond (the last bucket
     /// ends at the range's end), RFC 3339.
     pub at: String,
+    /// `at` in ms since the epoch.
     pub at_ms: i64,
+    /// Points with exceptions applied (micro-point exact: up to six decimals).
     pub points: f64,
+    /// The scope's maximum at `at`: the full points of every control some device of it
+    /// passes or fails.
     pub max_points: f64,
+    /// `points` of `max_points`, 0-100 with two decimals (0 when `max_points` is 0).
     pub percent: f64,
+    /// The same instant scored as if no exception existed.
     pub without_exceptions: HistoryPart,
 }
 
 /// The same bucket without exceptions.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HistoryPart {
+    /// Points without exceptions (micro-point exact: up to six decimals).
     pub points: f64,
+    /// The maximum without exceptions (see [`HistoryPoint::max_points`]).
     pub max_points: f64,
+    /// `points` of `max_points`, 0-100 with two decimals (0 when `max_points` is 0).
     pub percent: f64,
 }
 
 /// One control of one device.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeviceControl {
+    /// Device id, as events name it.
     pub device: String,
+    /// Control id, as the baselines name it.
     pub control: String,
+    /// The control's title in the baselines.
     pub title: String,
+    /// The control's category (`accounts`, `application`, `network`, `os` or `security_controls`).
     pub category: String,
     /// SPEC section 3's s(d,c): PASS, FAIL, UNKNOWN, NOT_APPLICABLE or EXCEPTED.
     pub state: String,
@@ -151,6 +177,7 @@ pub struct DeviceControl {
     pub since: String,
     /// What the check reads: `key op expected` per leaf (see [`check_text`]).
     pub check: String,
+    /// The control's maximum points (its weight in the baselines), not what this device earns.
     pub points: f64,
     /// The one-device view only (empty in lists): the current value of
     /// each setting the check reads (JSON; null when absent), the evidence
@@ -163,10 +190,15 @@ pub struct DeviceControl {
 pub struct Inventory {
     #[serde(skip_serializing)]
     device: String,
+    /// OS family as the device reports it (`windows`, `macos`, `linux`, ...).
     pub os_family: String,
+    /// OS version as the device reports it (e.g. `10.0.19045`).
     pub os_version: String,
+    /// Host name; empty when the event carried none.
     pub hostname: String,
+    /// Device groups it belongs to (what `group` scopes and filters match).
     pub groups: Vec<String>,
+    /// Tags of the device, which `tag`-scoped exceptions match.
     pub tags: Vec<String>,
     #[serde(skip_serializing)]
     seq: i64,
@@ -175,14 +207,22 @@ pub struct Inventory {
 /// One device: its score now and every control's state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeviceReport {
+    /// Tenant id.
     pub tenant: String,
+    /// Device id.
     pub device: String,
     /// `None` when no event of the device carried an inventory.
     pub inventory: Option<Inventory>,
+    /// The device's points at the instant asked for, with exceptions applied.
     pub points: f64,
+    /// The device's maximum: the full points of every control it passes or fails.
     pub max_points: f64,
+    /// `points` of `max_points`, 0-100 with two decimals (0 when `max_points` is 0).
     pub percent: f64,
+    /// The device's figures as if no exception existed.
     pub without_exceptions: HistoryPart,
+    /// Current state of each of the device's controls, sorted by control id, each with the
+    /// `settings` behind it.
     pub controls: Vec<DeviceControl>,
 }
 
@@ -194,22 +234,31 @@ pub enum Change {
     Fix,
     /// An exception for the control on the scope, with this justification
     /// (`third_party_control` and `alternate_mitigation` credit it).
-    Exception { justification: String },
+    Exception {
+        /// `third_party_control`, `alternate_mitigation`, `risk_accepted` or
+        /// `planned_remediation`; anything else is a [`QueryError::BadRequest`].
+        justification: String,
+    },
 }
 
 /// The answer of a what-if: the score before and after, and the difference.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct WhatIf {
+    /// Control id the change is made for (one of the baselines).
     pub control: String,
     /// The devices the change is applied to: the whole scope.
     pub applied_to: Scope,
+    /// The change: a fix or an exception.
     pub change: Change,
     /// FAIL devices of the control in the scope (those the change moves).
     pub devices_affected: i64,
+    /// The reported scope's score at the instant, as it is, with the [`Cut`] it reflects.
     pub before: Score,
+    /// The same score with the change made, read at the same cut as `before`.
     pub after: Score,
     /// `after.percent - before.percent`, with exceptions.
     pub percent_gained: f64,
+    /// `after` minus `before` in points, with exceptions (computed exactly in micro-points).
     pub points_gained: f64,
 }
 

@@ -44,7 +44,10 @@ struct FailingRow {
 #[serde(deny_unknown_fields)]
 pub struct NewTask {
     #[serde(default)]
+    /// Default: generated (`task-` and a unique suffix). Otherwise 1 to 128 letters, digits,
+    /// `.`, `_` or `-`, not yet used in the tenant.
     pub id: Option<String>,
+    /// Control id to fix on the scope; it must be in the baselines.
     pub control: String,
     /// One device group; default the whole tenant.
     #[serde(default)]
@@ -55,6 +58,8 @@ pub struct NewTask {
     #[serde(default)]
     pub priority: Option<String>,
     #[serde(default)]
+    /// Free text for whoever fixes it; at most
+    /// [`MAX_TEXT_BYTES`](crate::exceptions::MAX_TEXT_BYTES) bytes.
     pub notes: String,
     /// Who creates it (the API sets its token's name).
     #[serde(default)]
@@ -64,15 +69,25 @@ pub struct NewTask {
 /// A task as listed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskView {
+    /// Tenant id.
     pub tenant: String,
+    /// Task id, unique in the tenant.
     pub id: String,
+    /// Control id to fix.
     pub control: String,
+    /// The control's title in the baselines (empty if the baselines no longer have it).
     pub title: String,
+    /// Device group the task covers; `None`: the whole tenant.
     pub group: Option<String>,
+    /// Due date (RFC 3339).
     pub due: String,
+    /// low, medium, high or critical.
     pub priority: String,
+    /// Free text given when it was created.
     pub notes: String,
+    /// Who created it (through the API: the token's name).
     pub author: String,
+    /// Wall-clock time it was created (RFC 3339).
     pub created_at: String,
     /// open or completed.
     pub status: String,
@@ -87,13 +102,19 @@ pub struct TaskView {
 /// The tasks report: how fast fixes are verified, and what is overdue.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskReport {
+    /// Tenant id.
     pub tenant: String,
+    /// Tasks not yet verified fixed.
     pub open: usize,
+    /// Tasks whose fix is verified.
     pub completed: usize,
+    /// Open tasks past their due date (the length of `overdue_tasks`).
     pub overdue: usize,
     /// Mean and longest hours from creation to verified fix, over completed tasks.
     pub mean_hours_to_fix: Option<f64>,
+    /// Longest hours to a verified fix; `None` while no task is completed.
     pub max_hours_to_fix: Option<f64>,
+    /// The overdue tasks themselves, in listing order.
     pub overdue_tasks: Vec<TaskView>,
 }
 

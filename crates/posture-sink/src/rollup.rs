@@ -3,7 +3,7 @@
 //!
 //! A [`Rollup`] collects one batch: [`crate::rows()`] adds every scope delta to its hour cell
 //! (per input partition, so a revoked partition's share can be dropped), and the progress of
-//! each partition (next offset, event-time clock). [`Rollup::take_rows`] turns that into the
+//! each partition (next offset, event-time clock). [`Rollup::rows`] turns that into the
 //! rows of one INSERT: the hour cells summed over partitions and rolled up to days, 30-day blocks
 //! and 360-day eras, then one cut row per partition that moved, holding the *difference* from
 //! what the table already has, so that the table's sum per partition is always its latest cut.

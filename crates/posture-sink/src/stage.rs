@@ -1,4 +1,4 @@
-//! The ClickHouse [`Stage`] of the pipeline: engine output turned into rows ([`crate::rows`]),
+//! The ClickHouse [`Stage`] of the pipeline: engine output turned into rows ([`crate::rows()`]),
 //! batched, and written by [`Sink::write`] at each flush, with replayed rows suppressed by the
 //! output watermarks of the [`SnapshotStore`].
 

@@ -7,7 +7,7 @@
 //!   Profiles (and Tailoring files).
 //! * [`tree`]: resolves a benchmark for a profile into the [`ScoringTree`]
 //!   a baseline carries in its `scoring.xccdf` section.
-//! * [`import`]: writes the posture baseline (one control per scored rule,
+//! * [`import`](mod@import): writes the posture baseline (one control per scored rule,
 //!   reading the setting `xccdf:<rule id>`), with the category heuristic and
 //!   its override map, and the result-to-state mapping.
 //! * [`results`]: reads TestResults (results files, ARF) and turns them into

@@ -3,6 +3,8 @@
 //! One binary with subcommands. This crate holds only the command line and
 //! output formatting; scoring lives in `posture-core`.
 
+#![warn(missing_docs)]
+
 /// mimalloc: the hot path makes many small, short-lived allocations (the
 /// rows of each batch); measured with posture-bench, it beats the system
 /// allocator by about 20% on the evaluator and on posture run.

@@ -24,14 +24,29 @@ const VERSION: u64 = 1;
 /// Why a snapshot could not be restored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotError {
+    /// The bytes do not start with the magic `PSNP`: not a snapshot (or fewer than 4 bytes).
     #[error("not an engine snapshot (bad magic)")]
     BadMagic,
+    /// The snapshot's format version (carried) is not one this build can read.
     #[error("snapshot format version {0} is not supported (this build reads version {VERSION})")]
     Version(u64),
+    /// The snapshot was taken with other baselines (see [`catalog_fingerprint`]): its state does
+    /// not fit the current catalog, so the partition must be replayed from the beginning.
     #[error("the snapshot was taken with other baselines (catalog fingerprint {found:016x}, now {expected:016x})")]
-    Catalog { found: u64, expected: u64 },
+    Catalog {
+        /// The fingerprint stored in the snapshot.
+        found: u64,
+        /// The fingerprint of the catalog being restored with.
+        expected: u64,
+    },
+    /// The bytes end early, go on after the state ends, or hold a value the state cannot have.
     #[error("corrupt snapshot at byte {at}: {what}")]
-    Corrupt { at: usize, what: &'static str },
+    Corrupt {
+        /// Byte offset into the snapshot where reading failed.
+        at: usize,
+        /// What is wrong there, e.g. `truncated` or `varint too long`.
+        what: &'static str,
+    },
 }
 
 /// A stable fingerprint of what a snapshot depends on in a catalog: FNV-1a
