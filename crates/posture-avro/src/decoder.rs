@@ -173,7 +173,7 @@ impl Decode for AvroDecoder {
             Some(until) if started < until => {
                 self.transient = Some((
                     schema_id,
-                    "registry_unavailable",
+                    posture_stage::reasons::REGISTRY_UNAVAILABLE,
                     format!(
                         "schema id {schema_id} not looked up: the schema registry was unreachable less than {} s ago",
                         self.registry_pause.as_secs()
@@ -187,7 +187,7 @@ impl Decode for AvroDecoder {
         if !self.lookup_allowed(started) {
             self.transient = Some((
                 schema_id,
-                "unknown_schema_id",
+                posture_stage::reasons::UNKNOWN_SCHEMA_ID,
                 format!(
                     "schema id {schema_id} not looked up: more than {MAX_LOOKUPS_PER_MINUTE} schema registry lookups in the last minute"
                 ),

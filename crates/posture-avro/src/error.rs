@@ -1,5 +1,7 @@
 //! Decode errors.
 
+use posture_stage::reasons;
+
 /// Why a record could not be decoded into a [`posture_core::ConfigChange`].
 ///
 /// The pipeline never stops on one: the record goes to the dead-letter topic
@@ -70,26 +72,26 @@ impl DecodeError {
     /// `trailing_bytes`, `bad_container`. Never changes for a given variant.
     pub fn reason(&self) -> &'static str {
         match self {
-            DecodeError::TooShort { .. } => "too_short",
-            DecodeError::BadMagic { .. } => "bad_magic",
-            DecodeError::UnknownSchemaId { .. } => "unknown_schema_id",
-            DecodeError::Malformed { .. } => "malformed_avro",
-            DecodeError::ArrayTooLong { .. } => "array_too_long",
-            DecodeError::TrailingBytes { .. } => "trailing_bytes",
-            DecodeError::Container { .. } => "bad_container",
+            DecodeError::TooShort { .. } => reasons::TOO_SHORT,
+            DecodeError::BadMagic { .. } => reasons::BAD_MAGIC,
+            DecodeError::UnknownSchemaId { .. } => reasons::UNKNOWN_SCHEMA_ID,
+            DecodeError::Malformed { .. } => reasons::MALFORMED_AVRO,
+            DecodeError::ArrayTooLong { .. } => reasons::ARRAY_TOO_LONG,
+            DecodeError::TrailingBytes { .. } => reasons::TRAILING_BYTES,
+            DecodeError::Container { .. } => reasons::BAD_CONTAINER,
         }
     }
 
     /// Every label [`DecodeError::reason`] can return, so metrics can be
     /// registered (at zero) up front.
     pub const REASONS: [&'static str; 7] = [
-        "too_short",
-        "bad_magic",
-        "unknown_schema_id",
-        "malformed_avro",
-        "array_too_long",
-        "trailing_bytes",
-        "bad_container",
+        reasons::TOO_SHORT,
+        reasons::BAD_MAGIC,
+        reasons::UNKNOWN_SCHEMA_ID,
+        reasons::MALFORMED_AVRO,
+        reasons::ARRAY_TOO_LONG,
+        reasons::TRAILING_BYTES,
+        reasons::BAD_CONTAINER,
     ];
 
     pub(crate) fn malformed(offset: usize, detail: impl Into<String>) -> DecodeError {
@@ -97,5 +99,19 @@ impl DecodeError {
             offset,
             detail: detail.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::*;
+
+    /// The decoder's reasons are the pipeline's (what the metrics register).
+    #[test]
+    fn decode_reasons_are_in_the_pipeline_list() {
+        for r in DecodeError::REASONS {
+            assert!(reasons::ALL.contains(&r), "{r} is not in posture_stage::reasons::ALL");
+        }
+        assert!(reasons::ALL.contains(&DecodeError::malformed(3, "x").reason()));
     }
 }

@@ -53,6 +53,7 @@
 
 use crate::schemas;
 use apache_avro::Schema;
+use posture_stage::reasons;
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -73,7 +74,7 @@ pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 /// The dead-letter / metrics reason label for a record whose writer schema is
 /// [`Compatibility::Incompatible`], in the style of
 /// [`DecodeError::reason`](crate::DecodeError::reason).
-pub const INCOMPATIBLE_SCHEMA: &str = "incompatible_schema";
+pub const INCOMPATIBLE_SCHEMA: &str = reasons::INCOMPATIBLE_SCHEMA;
 
 /// HTTP basic-auth credentials for the registry (Confluent Cloud: API key and
 /// secret).
@@ -205,12 +206,12 @@ impl RegistryError {
     /// `bad_schema`, `registry_unavailable`.
     pub fn reason(&self) -> &'static str {
         match self {
-            RegistryError::InvalidUrl { .. } | RegistryError::Client { .. } => "registry_config",
-            RegistryError::NotFound { .. } => "schema_not_found",
-            RegistryError::NotAvro { .. } => "schema_not_avro",
-            RegistryError::BadSchema { .. } => "bad_schema",
+            RegistryError::InvalidUrl { .. } | RegistryError::Client { .. } => reasons::REGISTRY_CONFIG,
+            RegistryError::NotFound { .. } => reasons::SCHEMA_NOT_FOUND,
+            RegistryError::NotAvro { .. } => reasons::SCHEMA_NOT_AVRO,
+            RegistryError::BadSchema { .. } => reasons::BAD_SCHEMA,
             RegistryError::Http { .. } | RegistryError::Transport { .. } | RegistryError::BadResponse { .. } => {
-                "registry_unavailable"
+                reasons::REGISTRY_UNAVAILABLE
             }
         }
     }

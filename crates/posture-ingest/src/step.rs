@@ -188,7 +188,7 @@ impl<S: Stage, D: Decode, St: StateStore> State<S, D, St> {
             match &result {
                 Ok(()) => m.events_applied(1),
                 Err(Rejected::Stale { .. }) => m.events_stale(1),
-                Err(Rejected::Invalid(_)) => m.dead_lettered("invalid_event"),
+                Err(Rejected::Invalid(_)) => m.dead_lettered(posture_stage::reasons::INVALID_EVENT),
             }
         }
         self.out.clear();
@@ -207,7 +207,8 @@ impl<S: Stage, D: Decode, St: StateStore> State<S, D, St> {
                     }
                     Rejected::Invalid(_) => {
                         self.stats.invalid += 1;
-                        self.stage.dead_letter(&dead("invalid_event", text.as_str()));
+                        self.stage
+                            .dead_letter(&dead(posture_stage::reasons::INVALID_EVENT, text.as_str()));
                         Skipped::Invalid(text)
                     }
                 })

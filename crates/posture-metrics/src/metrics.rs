@@ -95,26 +95,10 @@ pub mod names {
 /// counted under, so label cardinality stays bounded whatever callers pass.
 pub const OTHER: &str = "other";
 
-/// The dead-letter reasons of `posture_events_dead_lettered_total{reason}`,
-/// registered at 0 so dashboards see every series from the start. These are
-/// the labels of `posture_avro::DecodeError::reason`,
-/// `posture_avro::RegistryError::reason` and the ingest stage. Any other
-/// reason is counted under [`OTHER`].
-pub const DEAD_LETTER_REASONS: [&str; 13] = [
-    "too_short",
-    "bad_magic",
-    "unknown_schema_id",
-    "malformed_avro",
-    "array_too_long",
-    "trailing_bytes",
-    "invalid_event",
-    "schema_not_found",
-    "schema_not_avro",
-    "bad_schema",
-    "incompatible_schema",
-    "registry_unavailable",
-    "undecodable",
-];
+/// The dead-letter reasons of `posture_events_dead_lettered_total{reason}`, registered at 0 so
+/// dashboards see every series from the start: the pipeline's one list,
+/// [`posture_stage::reasons::ALL`]. Any other reason is counted under [`OTHER`].
+pub const DEAD_LETTER_REASONS: [&str; 15] = posture_stage::reasons::ALL;
 
 /// The ClickHouse tables of `posture_sink_rows_total{table}`, registered at
 /// 0. Any other table is counted under [`OTHER`].

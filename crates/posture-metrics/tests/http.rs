@@ -38,21 +38,7 @@ const EXPECTED: [(&str, &str); 24] = [
     ("posture_api_refusals_total", "counter"),
 ];
 
-const REASONS: [&str; 13] = [
-    "too_short",
-    "bad_magic",
-    "unknown_schema_id",
-    "malformed_avro",
-    "array_too_long",
-    "trailing_bytes",
-    "invalid_event",
-    "schema_not_found",
-    "schema_not_avro",
-    "bad_schema",
-    "incompatible_schema",
-    "registry_unavailable",
-    "undecodable",
-];
+const REASONS: [&str; 15] = posture_metrics::DEAD_LETTER_REASONS;
 
 struct Running {
     base: String,

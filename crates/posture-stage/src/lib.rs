@@ -247,6 +247,63 @@ pub struct DeadLetter<'a> {
     pub detail: &'a str,
 }
 
+/// The reasons a record is dead-lettered: the `posture.dead-letter.reason` header of the
+/// dead-letter topic and the `reason` label of `posture_events_dead_lettered_total`. One list,
+/// here: the decoder (`posture_avro::DecodeError::reason`), the schema registry
+/// (`posture_avro::RegistryError::reason`) and the ingest step name their reasons with these
+/// constants, and the metrics register exactly [`reasons::ALL`] (a reason not in it would be
+/// counted as `other`; tests keep the lists equal).
+pub mod reasons {
+    /// Shorter than the wire-format header.
+    pub const TOO_SHORT: &str = "too_short";
+    /// The first byte is not the Confluent magic byte 0.
+    pub const BAD_MAGIC: &str = "bad_magic";
+    /// A schema id the decoder does not accept (and no registry approved).
+    pub const UNKNOWN_SCHEMA_ID: &str = "unknown_schema_id";
+    /// The Avro body does not decode as a `ConfigChange`.
+    pub const MALFORMED_AVRO: &str = "malformed_avro";
+    /// An array longer than the decoder's bound.
+    pub const ARRAY_TOO_LONG: &str = "array_too_long";
+    /// Bytes left after the record.
+    pub const TRAILING_BYTES: &str = "trailing_bytes";
+    /// An Avro object container file that cannot be read.
+    pub const BAD_CONTAINER: &str = "bad_container";
+    /// Decoded, but the engine refused the event as breaking the contract.
+    pub const INVALID_EVENT: &str = "invalid_event";
+    /// The registry does not know the schema id.
+    pub const SCHEMA_NOT_FOUND: &str = "schema_not_found";
+    /// The registry's schema for the id is not Avro.
+    pub const SCHEMA_NOT_AVRO: &str = "schema_not_avro";
+    /// The registry's schema for the id does not parse.
+    pub const BAD_SCHEMA: &str = "bad_schema";
+    /// The registry's schema is Avro but not the `ConfigChange` schema the hot path decodes.
+    pub const INCOMPATIBLE_SCHEMA: &str = "incompatible_schema";
+    /// The registry could not be reached (or answered with an error) while the id was unknown.
+    pub const REGISTRY_UNAVAILABLE: &str = "registry_unavailable";
+    /// The registry client is misconfigured (its URL, its TLS setup).
+    pub const REGISTRY_CONFIG: &str = "registry_config";
+    /// A decoder without a reason of its own (e.g. a closure returning text).
+    pub const UNDECODABLE: &str = "undecodable";
+    /// Every reason above.
+    pub const ALL: [&str; 15] = [
+        TOO_SHORT,
+        BAD_MAGIC,
+        UNKNOWN_SCHEMA_ID,
+        MALFORMED_AVRO,
+        ARRAY_TOO_LONG,
+        TRAILING_BYTES,
+        BAD_CONTAINER,
+        INVALID_EVENT,
+        SCHEMA_NOT_FOUND,
+        SCHEMA_NOT_AVRO,
+        BAD_SCHEMA,
+        INCOMPATIBLE_SCHEMA,
+        REGISTRY_UNAVAILABLE,
+        REGISTRY_CONFIG,
+        UNDECODABLE,
+    ];
+}
+
 /// Why a record could not be decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Undecodable {
@@ -262,7 +319,7 @@ pub struct Undecodable {
 impl From<String> for Undecodable {
     fn from(detail: String) -> Undecodable {
         Undecodable {
-            reason: "undecodable",
+            reason: reasons::UNDECODABLE,
             detail,
             unknown_schema_id: None,
         }
@@ -462,5 +519,25 @@ mod tests {
         assert!(matches!(e, PairError::Second(_)));
         let e = (Fails(Some("a")), Fails(Some("b"))).flush().await.unwrap_err();
         assert_eq!(e.to_string(), "a; b");
+    }
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::reasons;
+
+    /// Each reason once, in the stable snake_case form headers and labels use.
+    #[test]
+    fn the_reasons_are_distinct_labels() {
+        let mut all = reasons::ALL.to_vec();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), reasons::ALL.len(), "a reason is listed twice");
+        for r in reasons::ALL {
+            assert!(
+                !r.is_empty() && r.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{r:?} is not a snake_case label"
+            );
+        }
     }
 }
