@@ -29,10 +29,8 @@
 use posture_avro::{decode_alert, encode_alert, AlertCause, ScoreDropAlert};
 use posture_core::report::Cut;
 use posture_core::Category;
-use posture_sink::queries::{self, Param};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -173,7 +171,7 @@ type LastAlerts = HashMap<(String, Option<String>, Option<&'static str>, i64), i
 #[derive(Clone)]
 pub struct Alerter {
     cfg: AlertConfig,
-    client: clickhouse::Client,
+    /// Every read: scores, the tenants' latest event times, drop causes.
     query: posture_query::Query,
     producer: FutureProducer,
     last: Arc<std::sync::Mutex<LastAlerts>>,
@@ -197,8 +195,7 @@ impl Alerter {
             })?;
         Ok(Alerter {
             cfg,
-            query: posture_query::Query::new(client.clone(), catalog),
-            client,
+            query: posture_query::Query::new(client, catalog),
             producer,
             last: Arc::default(),
             metrics: None,
@@ -210,27 +207,6 @@ impl Alerter {
     pub fn with_metrics(mut self, metrics: Arc<posture_metrics::Metrics>) -> Alerter {
         self.metrics = Some(metrics);
         self
-    }
-
-    async fn rows(&self, query: &'static str, params: &[(&str, Param)]) -> Result<Vec<Json>, AlertError> {
-        let err = |detail: String| AlertError::Query { query, detail };
-        let sql = queries::get(query)
-            .ok_or_else(|| err("not in queries.sql".into()))?
-            .render(params)
-            .map_err(|e| err(e.to_string()))?;
-        let bytes = self
-            .client
-            .query_raw(&sql)
-            .fetch_bytes("JSONEachRow")
-            .map_err(|e| err(e.to_string()))?
-            .collect()
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        bytes
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).map_err(|e| err(e.to_string())))
-            .collect()
     }
 
     async fn percent(
@@ -313,12 +289,13 @@ impl Alerter {
         let Some(complete_through) = cut.complete_through_ms else {
             return Ok(out);
         };
-        for t in self.rows("tenants_latest", &[]).await? {
-            let tenant = t["tenant"].as_str().unwrap_or_default().to_string();
-            let Some(latest) = num(&t["latest_ms"]).map(|v| v as i64) else {
-                continue;
-            };
-            let now = latest.min(complete_through);
+        let tenants = self.query.tenants_latest().await.map_err(|e| AlertError::Query {
+            query: "tenants_latest",
+            detail: e.to_string(),
+        })?;
+        for t in tenants {
+            let tenant = t.tenant;
+            let now = t.latest_ms.min(complete_through);
             if let Some(m) = &self.metrics {
                 let total = self.percent(&tenant, None, None, now).await?;
                 m.set_score(&tenant, None, total);
@@ -339,23 +316,23 @@ impl Alerter {
                     if !is_alert(old, new, rule.drop_points, last, now, rule.window_ms) {
                         continue;
                     }
+                    let scope = posture_query::Scope {
+                        tenant: tenant.clone(),
+                        group: group.map(str::to_string),
+                    };
                     let causes = self
-                        .rows(
-                            "drop_causes",
-                            &[
-                                ("tenant", tenant.as_str().into()),
-                                ("group", group.unwrap_or_default().into()),
-                                ("category", category.unwrap_or_default().into()),
-                                ("from_ms", from.into()),
-                                ("to_ms", now.into()),
-                            ],
-                        )
-                        .await?
-                        .iter()
-                        .map(|r| AlertCause {
-                            control: r["control"].as_str().unwrap_or_default().to_string(),
-                            device: r["device"].as_str().unwrap_or_default().to_string(),
-                            points_lost: num(&r["points_lost"]).unwrap_or(0.0) / 1_000_000.0,
+                        .query
+                        .drop_causes(&scope, category.and_then(Category::parse), from, now)
+                        .await
+                        .map_err(|e| AlertError::Query {
+                            query: "drop_causes",
+                            detail: e.to_string(),
+                        })?
+                        .into_iter()
+                        .map(|c| AlertCause {
+                            control: c.control,
+                            device: c.device,
+                            points_lost: c.points_lost_micros as f64 / 1_000_000.0,
                         })
                         .collect();
                     self.last.lock().expect("not poisoned").insert(key, now);
@@ -511,11 +488,6 @@ fn read_topic(cfg: &AlertConfig) -> Result<Vec<Vec<u8>>, AlertError> {
         .into_iter()
         .map(|m| m.payload().unwrap_or_default().to_vec())
         .collect())
-}
-
-/// A JSON number, or a number in a string (ClickHouse quotes 64-bit integers).
-fn num(v: &Json) -> Option<f64> {
-    v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 /// The waits between attempts to deliver records again: 400 ms doubling to 6.4 s (the number
 /// of attempts is [`EmitConfig::attempts`]).
-const RESEND: posture_sink::RetryPolicy = posture_sink::RetryPolicy {
+const RESEND: posture_stage::RetryPolicy = posture_stage::RetryPolicy {
     max_attempts: u32::MAX,
     initial_backoff: Duration::from_millis(400),
     multiplier: 2.0,

@@ -25,12 +25,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 pub mod csv_out;
+mod drops;
 pub mod exceptions;
 pub mod http;
 pub mod quota;
 pub mod tasks;
 mod trend;
 
+pub use drops::{DropCause, TenantLatest};
 pub use exceptions::{ExceptionView, NewException};
 pub use tasks::{NewTask, TaskReport, TaskView};
 
