@@ -25,30 +25,15 @@ const T0: i64 = 1_795_341_600_000;
 const MIN: i64 = 60_000;
 
 fn event(i: usize, device: usize, seq: i64, at: i64, fw: bool) -> ConfigChange {
-    ConfigChange {
-        event_id: format!("e{i}"),
-        tenant_id: "t1".into(),
-        device_id: format!("dev{device}"),
-        observed_at: at,
-        sequence: seq,
-        source: ConfigSource::Agent,
-        kind: if seq == 1 {
-            ChangeKind::Snapshot
-        } else {
-            ChangeKind::Upsert
-        },
-        device: Some(DeviceInfo {
-            os_family: "windows".into(),
-            os_version: "10.0.19045".into(),
-            hostname: None,
-            groups: vec![if device < 5 { "red" } else { "blue" }.into()],
-            tags: vec![],
-        }),
-        settings: vec![Setting {
-            key: "fw".into(),
-            value: Value::Bool(fw),
-        }],
-    }
+    let kind = if seq == 1 {
+        ChangeKind::Snapshot
+    } else {
+        ChangeKind::Upsert
+    };
+    ConfigChange::new("t1", format!("dev{device}"), kind, at, seq)
+        .with_event_id(format!("e{i}"))
+        .with_inventory("windows", "10.0.19045", &[if device < 5 { "red" } else { "blue" }], &[])
+        .with_setting("fw", fw)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,26 +30,10 @@ const T0: i64 = 1_795_341_600_000;
 const MIN: i64 = 60_000;
 
 fn event(device: &str, at: i64, fw: bool) -> ConfigChange {
-    ConfigChange {
-        event_id: format!("{device}-{at}"),
-        tenant_id: "t1".into(),
-        device_id: device.into(),
-        observed_at: at,
-        sequence: 1,
-        source: ConfigSource::Agent,
-        kind: ChangeKind::Snapshot,
-        device: Some(DeviceInfo {
-            os_family: "windows".into(),
-            os_version: "10.0".into(),
-            hostname: None,
-            groups: vec!["g".into()],
-            tags: vec![],
-        }),
-        settings: vec![Setting {
-            key: "fw".into(),
-            value: Value::Bool(fw),
-        }],
-    }
+    ConfigChange::new("t1", device, ChangeKind::Snapshot, at, 1)
+        .with_event_id(format!("{device}-{at}"))
+        .with_inventory("windows", "10.0", &["g"], &[])
+        .with_setting("fw", fw)
 }
 
 /// Credits fw for the whole tenant from T0: when it arrives (after e1, at T0), its start has

@@ -92,17 +92,7 @@ pub fn snapshot_into(ev: &mut ConfigChange, d: usize, rng: &mut fastrand::Rng) {
 
 /// An empty event, to be filled by [`snapshot_into`].
 pub fn empty_event() -> ConfigChange {
-    ConfigChange {
-        event_id: String::new(),
-        tenant_id: String::new(),
-        device_id: String::new(),
-        observed_at: T0,
-        sequence: 0,
-        source: ConfigSource::Agent,
-        kind: ChangeKind::Snapshot,
-        device: None,
-        settings: Vec::new(),
-    }
+    ConfigChange::new("", "", ChangeKind::Snapshot, T0, 0).with_event_id("")
 }
 
 /// Drift: UPSERTs on random devices, `k` distinct settings each set to a
@@ -150,17 +140,15 @@ impl Drift {
                 });
             }
         }
-        ConfigChange {
-            event_id: format!("{:08x}-{j:012x}", self.seed as u32),
-            tenant_id: "t1".into(),
-            device_id: device_id(d),
-            observed_at: T0 + 1000 + j as i64,
-            sequence: self.seq[d],
-            source: ConfigSource::Agent,
-            kind: ChangeKind::Upsert,
-            device: None,
-            settings,
-        }
+        ConfigChange::new(
+            "t1",
+            device_id(d),
+            ChangeKind::Upsert,
+            T0 + 1000 + j as i64,
+            self.seq[d],
+        )
+        .with_event_id(format!("{:08x}-{j:012x}", self.seed as u32))
+        .with_settings(settings)
     }
 }
 

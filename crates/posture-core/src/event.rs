@@ -56,6 +56,42 @@ pub enum Value {
     Array(Vec<String>),
 }
 
+impl From<bool> for Value {
+    fn from(v: bool) -> Value {
+        Value::Bool(v)
+    }
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Value {
+        Value::Long(v)
+    }
+}
+
+impl From<i32> for Value {
+    fn from(v: i32) -> Value {
+        Value::Long(v.into())
+    }
+}
+
+impl From<f64> for Value {
+    fn from(v: f64) -> Value {
+        Value::Double(v)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Value {
+        Value::String(v.to_string())
+    }
+}
+
+impl From<String> for Value {
+    fn from(v: String) -> Value {
+        Value::String(v)
+    }
+}
+
 /// One setting of a device.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -125,6 +161,92 @@ pub struct ConfigChange {
 }
 
 impl ConfigChange {
+    /// A new event: `kind` for device `device_id` of tenant `tenant_id`, observed at
+    /// `observed_at` (ms since the epoch), with the device's `sequence`. Its event id is
+    /// `"{tenant}/{device}/{sequence}"`, its source AGENT, and it carries no inventory and no
+    /// settings: the `with_*` methods set those (the fields stay public).
+    ///
+    /// ```
+    /// use posture_core::{ChangeKind, ConfigChange};
+    /// let ev = ConfigChange::new("t1", "d1", ChangeKind::Snapshot, 1_795_341_600_000, 1)
+    ///     .with_inventory("linux", "6.1", &["servers"], &[])
+    ///     .with_setting("firewall.enabled", true)
+    ///     .with_setting("ssh.port", 22);
+    /// assert_eq!(ev.event_id, "t1/d1/1");
+    /// assert_eq!(ev.settings.len(), 2);
+    /// ```
+    pub fn new(
+        tenant_id: impl Into<String>,
+        device_id: impl Into<String>,
+        kind: ChangeKind,
+        observed_at: i64,
+        sequence: i64,
+    ) -> ConfigChange {
+        let (tenant_id, device_id) = (tenant_id.into(), device_id.into());
+        ConfigChange {
+            event_id: format!("{tenant_id}/{device_id}/{sequence}"),
+            tenant_id,
+            device_id,
+            observed_at,
+            sequence,
+            source: ConfigSource::Agent,
+            kind,
+            device: None,
+            settings: Vec::new(),
+        }
+    }
+
+    /// The event with another event id.
+    pub fn with_event_id(mut self, event_id: impl Into<String>) -> ConfigChange {
+        self.event_id = event_id.into();
+        self
+    }
+
+    /// The event as reported by another system.
+    pub fn with_source(mut self, source: ConfigSource) -> ConfigChange {
+        self.source = source;
+        self
+    }
+
+    /// The event carrying a new inventory (no host name).
+    pub fn with_inventory(
+        mut self,
+        os_family: impl Into<String>,
+        os_version: impl Into<String>,
+        groups: &[&str],
+        tags: &[&str],
+    ) -> ConfigChange {
+        self.device = Some(DeviceInfo {
+            os_family: os_family.into(),
+            os_version: os_version.into(),
+            hostname: None,
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+        });
+        self
+    }
+
+    /// The event carrying `device` as its inventory (`None`: it keeps the device's current one).
+    pub fn with_device(mut self, device: Option<DeviceInfo>) -> ConfigChange {
+        self.device = device;
+        self
+    }
+
+    /// The event with `settings` added, in order.
+    pub fn with_settings(mut self, settings: impl IntoIterator<Item = Setting>) -> ConfigChange {
+        self.settings.extend(settings);
+        self
+    }
+
+    /// The event with one more setting.
+    pub fn with_setting(mut self, key: impl Into<String>, value: impl Into<Value>) -> ConfigChange {
+        self.settings.push(Setting {
+            key: key.into(),
+            value: value.into(),
+        });
+        self
+    }
+
     /// One JSON line (no newline), the form `from_json` reads.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("events always serialize")

@@ -144,17 +144,7 @@ impl<S: Stage, D: Decode> Ingest<S, D, MemoryOnly> {
                 last_record: None,
                 last_write: None,
                 write_gap: Duration::ZERO,
-                scratch: ConfigChange {
-                    event_id: String::new(),
-                    tenant_id: String::new(),
-                    device_id: String::new(),
-                    observed_at: 0,
-                    sequence: 0,
-                    source: posture_core::ConfigSource::Agent,
-                    kind: posture_core::ChangeKind::Upsert,
-                    device: None,
-                    settings: Vec::new(),
-                },
+                scratch: ConfigChange::new("", "", posture_core::ChangeKind::Upsert, 0, 0),
             },
             last_flush: Instant::now(),
         })

@@ -107,23 +107,13 @@ mod tests {
     use posture_core::{ConfigSource, Setting};
 
     fn ev(dev: &str, seq: i64, kind: ChangeKind, settings: &[(&str, Value)]) -> ConfigChange {
-        ConfigChange {
-            event_id: format!("{dev}-{seq}"),
-            tenant_id: "t".into(),
-            device_id: dev.into(),
-            observed_at: seq * 1000,
-            sequence: seq,
-            source: ConfigSource::Scanner,
-            kind,
-            device: None,
-            settings: settings
-                .iter()
-                .map(|(k, v)| Setting {
-                    key: k.to_string(),
-                    value: v.clone(),
-                })
-                .collect(),
-        }
+        ConfigChange::new("t", dev, kind, seq * 1000, seq)
+            .with_event_id(format!("{dev}-{seq}"))
+            .with_source(ConfigSource::Scanner)
+            .with_settings(settings.iter().map(|(k, v)| Setting {
+                key: k.to_string(),
+                value: v.clone(),
+            }))
     }
 
     fn s(x: &str) -> Value {

@@ -158,7 +158,7 @@ pub fn to_event(file: &str, tr: &TestResult, opts: &EventOptions) -> Result<Conf
             format!("bad end-time {:?} (expected an XCCDF dateTime)", tr.end_time),
         )
     })?;
-    let settings = tr
+    let settings: Vec<Setting> = tr
         .rules
         .iter()
         .filter(|r| r.result != XccdfResult::NotSelected)
@@ -167,17 +167,12 @@ pub fn to_event(file: &str, tr: &TestResult, opts: &EventOptions) -> Result<Conf
             value: Value::String(r.result.as_str().to_string()),
         })
         .collect();
-    Ok(ConfigChange {
-        event_id: format!("xccdf:{device}:{}:{at}", tr.id),
-        tenant_id: opts.tenant.clone(),
-        device_id: device,
-        observed_at: at,
-        sequence: at,
-        source: ConfigSource::Scanner,
-        kind: ChangeKind::Snapshot,
-        device: None,
-        settings,
-    })
+    Ok(
+        ConfigChange::new(opts.tenant.clone(), device.clone(), ChangeKind::Snapshot, at, at)
+            .with_event_id(format!("xccdf:{device}:{}:{at}", tr.id))
+            .with_source(ConfigSource::Scanner)
+            .with_settings(settings),
+    )
 }
 
 #[cfg(test)]

@@ -377,17 +377,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
                   source: ConfigSource| {
         d.seq += 1;
         next_event += 1;
-        ConfigChange {
-            event_id: format!("sim-{:010}", next_event),
-            tenant_id: d.tenant.clone(),
-            device_id: d.id.clone(),
-            observed_at: t,
-            sequence: d.seq,
-            source,
-            kind,
-            device,
-            settings,
-        }
+        ConfigChange::new(d.tenant.clone(), d.id.clone(), kind, t, d.seq)
+            .with_event_id(format!("sim-{:010}", next_event))
+            .with_source(source)
+            .with_device(device)
+            .with_settings(settings)
     };
     // Initial snapshots over the first 10 minutes.
     for d in devs.iter_mut() {

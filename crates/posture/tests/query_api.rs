@@ -21,7 +21,7 @@
 //! bl 1/2 -> 20: 55%.
 mod common;
 use common::posture;
-use posture_core::{ChangeKind, ConfigChange, ConfigSource, DeviceInfo, Setting, Value as V};
+use posture_core::{ChangeKind, ConfigChange, Setting, Value as V};
 use posture_tests::{fresh_database, fresh_topic_with_partitions, kafka_brokers, unique_name};
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
@@ -55,33 +55,18 @@ const TOKEN_T2: &str = "t2-reader-0123456789abcdef";
 const TOKEN_ALL: &str = "admin-0123456789abcdef0123";
 
 fn ev(tenant: &str, device: &str, seq: i64, at: i64, os: &str, group: &str, settings: &[(&str, V)]) -> ConfigChange {
-    ConfigChange {
-        event_id: format!("{device}-{seq}"),
-        tenant_id: tenant.into(),
-        device_id: device.into(),
-        observed_at: at,
-        sequence: seq,
-        source: ConfigSource::Agent,
-        kind: if seq == 1 {
-            ChangeKind::Snapshot
-        } else {
-            ChangeKind::Upsert
-        },
-        device: Some(DeviceInfo {
-            os_family: os.into(),
-            os_version: "1.0".into(),
-            hostname: None,
-            groups: vec![group.into()],
-            tags: vec![],
-        }),
-        settings: settings
-            .iter()
-            .map(|(k, v)| Setting {
-                key: (*k).into(),
-                value: v.clone(),
-            })
-            .collect(),
-    }
+    let kind = if seq == 1 {
+        ChangeKind::Snapshot
+    } else {
+        ChangeKind::Upsert
+    };
+    ConfigChange::new(tenant, device, kind, at, seq)
+        .with_event_id(format!("{device}-{seq}"))
+        .with_inventory(os, "1.0", &[group], &[])
+        .with_settings(settings.iter().map(|(k, v)| Setting {
+            key: (*k).into(),
+            value: v.clone(),
+        }))
 }
 
 fn events() -> Vec<ConfigChange> {

@@ -178,34 +178,17 @@ pub fn check_device_sums(engine: &Engine, all: &[Transition]) {
 }
 
 pub fn ev(device: &str, t: i64, kind: ChangeKind, settings: &[(&str, Value)]) -> ConfigChange {
-    ConfigChange {
-        event_id: String::new(),
-        tenant_id: "t1".into(),
-        device_id: device.into(),
-        observed_at: t,
-        sequence: AUTO_SEQ,
-        source: ConfigSource::Agent,
-        kind,
-        device: None,
-        settings: settings
-            .iter()
-            .map(|(k, v)| Setting {
-                key: k.to_string(),
-                value: v.clone(),
-            })
-            .collect(),
-    }
+    // The event id is filled in when the event is applied (see AUTO_SEQ).
+    ConfigChange::new("t1", device, kind, t, AUTO_SEQ)
+        .with_event_id(String::new())
+        .with_settings(settings.iter().map(|(k, v)| Setting {
+            key: k.to_string(),
+            value: v.clone(),
+        }))
 }
 
-pub fn with_inventory(mut e: ConfigChange, os: &str, version: &str, groups: &[&str], tags: &[&str]) -> ConfigChange {
-    e.device = Some(DeviceInfo {
-        os_family: os.into(),
-        os_version: version.into(),
-        hostname: None,
-        groups: groups.iter().map(|s| s.to_string()).collect(),
-        tags: tags.iter().map(|s| s.to_string()).collect(),
-    });
-    e
+pub fn with_inventory(e: ConfigChange, os: &str, version: &str, groups: &[&str], tags: &[&str]) -> ConfigChange {
+    e.with_inventory(os, version, groups, tags)
 }
 
 pub fn b(v: bool) -> Value {
