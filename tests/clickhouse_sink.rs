@@ -75,29 +75,14 @@ fn event(
     groups: &[&str],
     settings: &[(&str, bool)],
 ) -> Step {
-    Step::Event(ConfigChange {
-        event_id: format!("{device}-{seq}"),
-        tenant_id: tenant.into(),
-        device_id: device.into(),
-        observed_at: t,
-        sequence: seq,
-        source: ConfigSource::Agent,
-        kind,
-        device: (!groups.is_empty()).then(|| DeviceInfo {
-            os_family: "windows".into(),
-            os_version: "10.0.19045".into(),
-            hostname: None,
-            groups: groups.iter().map(|g| g.to_string()).collect(),
-            tags: Vec::new(),
-        }),
-        settings: settings
-            .iter()
-            .map(|(k, v)| Setting {
-                key: k.to_string(),
-                value: Value::Bool(*v),
-            })
-            .collect(),
-    })
+    let mut ev = ConfigChange::new(tenant, device, kind, t, seq).with_event_id(format!("{device}-{seq}"));
+    if !groups.is_empty() {
+        ev = ev.with_inventory("windows", "10.0.19045", groups, &[]);
+    }
+    for &(k, v) in settings {
+        ev = ev.with_setting(k, v);
+    }
+    Step::Event(ev)
 }
 
 fn exception(id: &str, control: &str, scope: ExceptionScope, j: Justification, start: i64, end: Option<i64>) -> Step {

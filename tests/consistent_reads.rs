@@ -82,7 +82,7 @@ fn fleet(devices: usize) -> Vec<ConfigChange> {
             if rng.chance(5) {
                 groups = vec![GROUPS[rng.below(3) as usize].to_string()];
             }
-            let settings = match kind {
+            let settings: Vec<Setting> = match kind {
                 ChangeKind::Retire => vec![],
                 ChangeKind::Snapshot => KEYS
                     .iter()
@@ -121,23 +121,16 @@ fn fleet(devices: usize) -> Vec<ConfigChange> {
             };
             evs.push((
                 t,
-                ConfigChange {
-                    event_id: format!("{d}-{seq}"),
-                    tenant_id: tenant.into(),
-                    device_id: format!("dev{d}"),
-                    observed_at: observed,
-                    sequence: seq,
-                    source: ConfigSource::Agent,
-                    kind,
-                    device: (kind != ChangeKind::Retire).then(|| DeviceInfo {
+                ConfigChange::new(tenant, format!("dev{d}"), kind, observed, seq)
+                    .with_event_id(format!("{d}-{seq}"))
+                    .with_device((kind != ChangeKind::Retire).then(|| DeviceInfo {
                         os_family: "windows".into(),
                         os_version: "10.0.19045".into(),
                         hostname: None,
                         groups: groups.clone(),
                         tags: vec![],
-                    }),
-                    settings,
-                },
+                    }))
+                    .with_settings(settings),
             ));
             // Mostly weeks of silence, often longer than the 30-day inactivity window.
             t += DAY + rng.below(45 * DAY as u64) as i64;

@@ -66,27 +66,13 @@ pub fn fleet_events(n: u64, devices: usize) -> Vec<ConfigChange> {
         if kind == ChangeKind::Retire {
             settings.clear();
         }
-        out.push(ConfigChange {
-            event_id: format!("e{i}"),
-            tenant_id: "t1".into(),
-            device_id: format!("dev-{d:03}"),
-            observed_at: T0 + i as i64 * 60_000,
-            sequence: seq[d],
-            source: ConfigSource::Agent,
-            kind,
-            device: Some(DeviceInfo {
-                os_family: "windows".into(),
-                os_version: "10.0.19045".into(),
-                hostname: None,
-                groups: vec![if d.is_multiple_of(3) {
-                    "servers".into()
-                } else {
-                    "laptops".into()
-                }],
-                tags: vec![],
-            }),
-            settings,
-        });
+        let group = if d.is_multiple_of(3) { "servers" } else { "laptops" };
+        out.push(
+            ConfigChange::new("t1", format!("dev-{d:03}"), kind, T0 + i as i64 * 60_000, seq[d])
+                .with_event_id(format!("e{i}"))
+                .with_inventory("windows", "10.0.19045", &[group], &[])
+                .with_settings(settings),
+        );
     }
     out
 }
