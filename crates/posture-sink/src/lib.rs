@@ -20,6 +20,8 @@ mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
 }
 
+pub mod batch;
+pub mod legacy;
 pub mod migrate;
 pub mod queries;
 pub mod rollup;

@@ -4,58 +4,15 @@
 //! produced the output. Enum columns are written as their `Enum8` codes (see [`state_code`] and
 //! friends); the DDL in `schemas/clickhouse/` names the values.
 
-use crate::rollup::{Progress, Rollup};
+pub use crate::batch::Batch;
+use crate::batch::PendingState;
+pub use crate::legacy::{control_state_rows, score_delta_rows, ControlStateRow, ScoreDeltaRow, SettingRow};
+use crate::rollup::Progress;
 use posture_core::engine::{Cell, ExcStatus, Reason, ScopeDelta, NO_GROUP};
-use posture_core::{ControlState, Engine, Micros, Output, RawState, SourcePos, Transition};
+use posture_core::{ControlState, Engine, Output, RawState, SourcePos, Transition};
 use serde::Serialize;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
-
-/// One row of `score_deltas`: one [`ScopeDelta`]. The raw log before migration 011: the sink no
-/// longer writes this table (see [`TransitionRow`]'s scope columns); [`score_delta_rows`] makes
-/// these rows for upgrade tests and the old-model benchmark.
-#[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Serialize)]
-pub struct ScoreDeltaRow {
-    /// Tenant name.
-    pub tenant: String,
-    /// Device group, `""` for the scope of the whole tenant.
-    pub group: String,
-    /// The control's category (`network`, `os`, ...).
-    pub category: String,
-    /// Control id.
-    pub control: String,
-    /// The control's points p_c, micro-points (scores are computed from the summed counts).
-    pub control_points: i64,
-    /// Event time in whole seconds (DateTime), for partitioning and bucketing.
-    pub event_time: u32,
-    /// Exact event time, ms since the epoch.
-    pub event_time_ms: i64,
-    /// Score delta with exceptions, micro-points.
-    pub points_with: i64,
-    /// Maximum delta with exceptions, micro-points.
-    pub max_with: i64,
-    /// Score delta without exceptions, micro-points.
-    pub points_without: i64,
-    /// Maximum delta without exceptions, micro-points.
-    pub max_without: i64,
-    /// PASS count delta, exceptions applied.
-    pub pass_with: i32,
-    /// FAIL count delta, exceptions applied.
-    pub fail_with: i32,
-    /// Delta of the FAIL devices hidden from recommendations by an exception.
-    pub hidden_with: i32,
-    /// PASS count delta without exceptions.
-    pub pass_without: i32,
-    /// FAIL count delta without exceptions.
-    pub fail_without: i32,
-    /// Kafka partition of the source event (-1 when not from Kafka).
-    pub source_partition: i32,
-    /// Kafka offset (or file line) of the source event.
-    pub source_offset: i64,
-    /// Index of this row among the `score_deltas` rows of its source position.
-    pub seq: u32,
-}
 
 /// One row of `transitions`: one [`Transition`].
 #[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Serialize)]
@@ -123,30 +80,6 @@ pub struct TransitionRow {
     pub scope_points_with: Vec<i64>,
     /// Score delta without exceptions (likewise).
     pub scope_points_without: Vec<i64>,
-}
-
-/// One row of `device_settings`: a setting's value as of one event. The evidence before migration
-/// 012 (one row per setting per event): the sink now writes [`EvidenceRow`]s.
-#[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Serialize)]
-pub struct SettingRow {
-    /// Tenant name.
-    pub tenant: String,
-    /// Device id.
-    pub device: String,
-    /// The setting key; '' marks a SNAPSHOT (older keys are absent).
-    pub key: String,
-    /// The value as JSON text ('' when removed or for the marker).
-    pub value: String,
-    /// 1 when a REMOVE event made the key absent.
-    pub removed: u8,
-    /// The event's sequence.
-    pub sequence: i64,
-    /// The event's time (ms).
-    pub event_time_ms: i64,
-    /// Lineage: the Kafka partition of the event.
-    pub source_partition: i32,
-    /// Lineage: its offset.
-    pub source_offset: i64,
 }
 
 /// One row of `device_evidence`: the settings of one applied event that some check reads (the
@@ -294,43 +227,6 @@ pub fn evidence_row(
     batch.device_evidence.push(row);
 }
 
-/// One row of `control_state`: the state a [`Transition`] leaves behind. The current state before
-/// migration 013 (one row per transition): the sink now writes [`DeviceStateRow`]s;
-/// [`control_state_rows`] makes these rows for upgrade tests.
-#[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Serialize)]
-pub struct ControlStateRow {
-    /// Tenant name.
-    pub tenant: String,
-    /// Device id.
-    pub device: String,
-    /// Control id.
-    pub control: String,
-    /// The control's category.
-    pub category: String,
-    /// The state s(d,c) ([`state_code`]).
-    pub state: i8,
-    /// The evaluation result before exceptions ([`raw_code`]).
-    pub raw_state: i8,
-    /// Exception status ([`exception_code`]).
-    pub exception: i8,
-    /// 1 when the device counts in scores.
-    pub counted: u8,
-    /// Why the state was last changed ([`reason_code`]).
-    pub reason: i8,
-    /// Event time of the change, whole seconds.
-    pub event_time: u32,
-    /// Event time of the change, ms.
-    pub event_time_ms: i64,
-    /// Kafka partition of the source event.
-    pub source_partition: i32,
-    /// Kafka offset of the source event.
-    pub source_offset: i64,
-    /// The `seq` of the matching `transitions` row.
-    pub seq: u32,
-    /// ReplacingMergeTree version: increases in the order rows are made (see [`next_version`]).
-    pub version: u64,
-}
-
 /// One row of `device_state`: every control's current state of one device, in the order of its
 /// catalog's controls (named once in `baseline_catalogs`, see [`CatalogRow`]).
 #[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Serialize)]
@@ -386,257 +282,6 @@ pub fn catalog_id(cat: &posture_core::Catalog) -> u64 {
         }
     }
     h.max(1)
-}
-
-/// Rows for the tables, collected from one or more [`Output`]s and written by
-/// [`crate::Sink::write`] with one INSERT per table.
-#[derive(Clone, Debug, Default)]
-pub struct Batch {
-    /// Rows of `transitions` (with their scope deltas).
-    pub transitions: Vec<TransitionRow>,
-    /// Rows of `device_state`: one per device changed since the last flush, made by
-    /// [`Batch::settle`] from the engine's state right before the flush (until then the changed
-    /// devices wait in `pending_states`: a device that changes many times in a batch has its
-    /// 300-odd cells read once, not once per change).
-    pub device_state: Vec<DeviceStateRow>,
-    /// Devices changed since the last [`Batch::settle`], by (source partition, device index in
-    /// that partition's engine), with where their last transition came from.
-    pending_states: HashMap<(i32, posture_core::types::DeviceIdx), PendingState>,
-    /// The keys of `pending_states` in the order they were touched (repeats included), so that
-    /// [`Batch::suppress_since`] looks at only what one output touched.
-    touched: Vec<(i32, posture_core::types::DeviceIdx)>,
-    /// Rows of `baseline_catalogs`: a catalog the first time this batch makes a `device_state`
-    /// row of it.
-    pub catalogs: Vec<CatalogRow>,
-    /// Rows of `device_evidence` (idempotent: not part of the lineage tables).
-    pub device_evidence: Vec<EvidenceRow>,
-    /// Rows of `device_inventory` (idempotent too).
-    pub device_inventory: Vec<InventoryRow>,
-    /// Rows of `exception_syncs`.
-    pub exception_syncs: Vec<SyncRow>,
-    /// The batch's `score_rollup` cells and partition progress (the flush's commit).
-    pub rollup: Rollup,
-    /// Next `transitions` `seq` per source position.
-    seqs: HashMap<SourcePos, u32>,
-    /// [`catalog_id`] per catalog (by address) seen by this batch; kept across [`Batch::clear`].
-    catalog_ids: Vec<(usize, u64)>,
-}
-
-impl Batch {
-    /// An empty batch.
-    pub fn new() -> Batch {
-        Batch::default()
-    }
-
-    /// Whether the batch holds no row.
-    pub fn is_empty(&self) -> bool {
-        self.transitions.is_empty()
-            && self.device_state.is_empty()
-            && self.pending_states.is_empty()
-            && self.catalogs.is_empty()
-            && self.device_evidence.is_empty()
-            && self.device_inventory.is_empty()
-            && self.exception_syncs.is_empty()
-            && self.rollup.is_empty()
-    }
-
-    /// Rows in all tables.
-    pub fn len(&self) -> usize {
-        self.transitions.len()
-            + self.device_state.len()
-            + self.pending_states.len()
-            + self.catalogs.len()
-            + self.device_evidence.len()
-            + self.device_inventory.len()
-            + self.exception_syncs.len()
-            + self.rollup.len()
-    }
-
-    /// The rows of each table the batch holds (but the rollup's), by table name.
-    pub fn table_counts(&self) -> [(&'static str, usize); 6] {
-        [
-            ("transitions", self.transitions.len()),
-            ("device_state", self.device_state.len()),
-            ("device_evidence", self.device_evidence.len()),
-            ("device_inventory", self.device_inventory.len()),
-            ("exception_syncs", self.exception_syncs.len()),
-            ("baseline_catalogs", self.catalogs.len()),
-        ]
-    }
-
-    /// Row counts per table, in [`crate::state::LINEAGE_TABLES`] order (`device_state`: its
-    /// rows and the devices waiting for one).
-    pub fn counts(&self) -> [usize; 2] {
-        [
-            self.transitions.len(),
-            self.device_state.len() + self.pending_states.len(),
-        ]
-    }
-
-    /// Changed devices whose `device_state` rows [`Batch::settle`] has not made yet.
-    pub fn unsettled(&self) -> usize {
-        self.pending_states.len()
-    }
-
-    /// Where the batch is now, for [`Batch::suppress_since`]: the `transitions` rows and the
-    /// device changes noted so far.
-    pub fn mark(&self) -> [usize; 2] {
-        [self.transitions.len(), self.touched.len()]
-    }
-
-    /// Drops the rows added since `mark` whose source offset is at or below
-    /// their table's watermark for their source partition (`watermark`
-    /// gives it): rows a replay makes again although they are already
-    /// written. Returns how many were dropped.
-    pub fn suppress_since(&mut self, mark: [usize; 2], watermark: impl Fn(i32) -> Option<[i64; 2]>) -> usize {
-        let w = |p: i32, t: usize| watermark(p).map_or(-1, |w| w[t]);
-        let mut n = 0;
-        n += cut_from(&mut self.transitions, mark[0], |r| {
-            r.source_offset > w(r.source_partition, 0)
-        });
-        // A device's pending change is the latest of its partition, so when it is at or below
-        // the watermark every earlier one was too: the device gets no row from this replay.
-        for key in self.touched.split_off(mark[1].min(self.touched.len())) {
-            if self
-                .pending_states
-                .get(&key)
-                .is_some_and(|p| p.source.offset <= w(key.0, 1))
-            {
-                self.pending_states.remove(&key);
-                n += 1;
-            }
-        }
-        n
-    }
-
-    /// Makes the `device_state` row of every device of `engine` changed since the last
-    /// settle, from the engine's state now: call it right before a flush, when `engine` has
-    /// applied everything the batch holds (and nothing more) from the partitions it serves.
-    /// `partition`: the one input partition `engine` serves (`None`: every pending device,
-    /// for an engine that serves them all).
-    pub fn settle(&mut self, engine: &Engine, partition: Option<i32>) {
-        if self.pending_states.is_empty() {
-            return;
-        }
-        let mut settled: Vec<PendingState> = Vec::new();
-        self.pending_states.retain(|&(p, _), pending| {
-            let mine = partition.is_none_or(|q| q == p);
-            if mine {
-                settled.push(*pending);
-            }
-            !mine
-        });
-        if settled.is_empty() {
-            return;
-        }
-        self.touched.retain(|(p, _)| partition.is_some_and(|q| q != *p));
-        // In the order the changes were made, as the rows were before they waited.
-        settled.sort_unstable_by_key(|p| (p.source.partition, p.source.offset, p.seq));
-        let catalog = self.catalog_of(engine);
-        let n = engine.catalog().controls.len();
-        self.device_state.reserve(settled.len());
-        for p in settled {
-            let (mut states, mut raw_states, mut exceptions) =
-                (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-            for c in engine.cells_of(p.device) {
-                states.push(state_code(c.state()));
-                raw_states.push(raw_code(c.raw));
-                exceptions.push(exception_code(c.exc));
-            }
-            self.device_state.push(DeviceStateRow {
-                tenant: engine.tenant_name(p.tenant).to_string(),
-                device: engine.device_name(p.device).to_string(),
-                counted: p.counted as u8,
-                catalog,
-                controls: Vec::new(),
-                categories: Vec::new(),
-                states,
-                raw_states,
-                exceptions,
-                event_time_ms: p.event_time,
-                source_partition: p.source.partition,
-                source_offset: p.source.offset,
-                version: next_version(),
-            });
-        }
-    }
-
-    /// Keeps the last `device_state` row of each device (the rows are in the order the engine made
-    /// the states, so the last is the device's state after the batch). Returns how many it dropped.
-    pub fn coalesce(&mut self) -> usize {
-        let before = self.device_state.len();
-        let mut seen: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::with_capacity(before);
-        let mut keep = vec![false; before];
-        for (i, r) in self.device_state.iter().enumerate().rev() {
-            keep[i] = seen.insert((r.tenant.as_str(), r.device.as_str()));
-        }
-        let mut keep = keep.into_iter();
-        self.device_state.retain(|_| keep.next().unwrap_or(true));
-        before - self.device_state.len()
-    }
-
-    /// The [`catalog_id`] of `engine`'s catalog; the first time, also a `baseline_catalogs` row.
-    fn catalog_of(&mut self, engine: &Engine) -> u64 {
-        let cat = engine.catalog();
-        let addr = std::sync::Arc::as_ptr(cat) as usize;
-        if let Some(&(_, id)) = self.catalog_ids.iter().find(|(a, _)| *a == addr) {
-            return id;
-        }
-        let id = catalog_id(cat);
-        self.catalog_ids.push((addr, id));
-        self.catalogs.push(CatalogRow {
-            catalog: id,
-            controls: cat.controls.iter().map(|c| c.id.clone()).collect(),
-            categories: cat.controls.iter().map(|c| c.category.as_str().to_string()).collect(),
-            written_at: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs().min(u32::MAX as u64) as u32),
-        });
-        id
-    }
-
-    /// Drops every row from input `partition` (its partition was revoked:
-    /// its next owner makes these rows again from the last snapshot).
-    pub fn discard_partition(&mut self, partition: i32) -> usize {
-        let before = self.len();
-        self.transitions.retain(|r| r.source_partition != partition);
-        self.device_state.retain(|r| r.source_partition != partition);
-        self.pending_states.retain(|k, _| k.0 != partition);
-        self.touched.retain(|k| k.0 != partition);
-        self.device_evidence.retain(|r| r.source_partition != partition);
-        self.device_inventory.retain(|r| r.source_partition != partition);
-        self.exception_syncs.retain(|r| r.source_partition != partition);
-        self.rollup.discard_partition(partition);
-        self.seqs.retain(|k, _| k.partition != partition);
-        before - self.len()
-    }
-
-    /// Removes every row (keeping capacity) and restarts the `seq` numbering; the rollup's
-    /// pending cells and progress are dropped (what the table holds is kept).
-    pub fn clear(&mut self) {
-        self.rollup.clear_pending();
-        self.transitions.clear();
-        self.device_state.clear();
-        self.pending_states.clear();
-        self.touched.clear();
-        self.catalogs.clear();
-        self.device_evidence.clear();
-        self.device_inventory.clear();
-        self.exception_syncs.clear();
-        self.seqs.clear();
-    }
-}
-
-/// Keeps the rows of `v` before `from`, and after it those for which `keep`
-/// holds; returns how many were dropped.
-fn cut_from<T>(v: &mut Vec<T>, from: usize, keep: impl Fn(&T) -> bool) -> usize {
-    // Only the tail is looked at: this runs for every replayed record.
-    let mut tail = v.split_off(from.min(v.len()));
-    let before = tail.len();
-    tail.retain(keep);
-    let cut = before - tail.len();
-    v.append(&mut tail);
-    cut
 }
 
 /// `Enum8` code of a [`ControlState`] (PASS 1, FAIL 2, UNKNOWN 3, NOT_APPLICABLE 4, EXCEPTED 5).
@@ -759,56 +404,6 @@ pub fn rows(engine: &Engine, out: &Output, batch: &mut Batch) {
     }
 }
 
-/// A device changed since the last [`Batch::settle`]: its `device_state` row is made then.
-#[derive(Clone, Copy, Debug)]
-struct PendingState {
-    device: posture_core::types::DeviceIdx,
-    tenant: posture_core::types::TenantIdx,
-    /// Whether it counted after its latest transition (a retirement or inactivity of a device
-    /// whose cells count nothing makes no transition: the row says what its transition said,
-    /// wherever the flush falls).
-    counted: bool,
-    /// Event time of its latest transition, ms.
-    event_time: i64,
-    /// The record that made it.
-    source: SourcePos,
-    /// That transition's `seq` (orders the rows of one record).
-    seq: u32,
-}
-
-/// The `control_state` rows of one [`Output`], as the sink wrote them before migration 013 (one
-/// per transition; `seq` numbers the transitions per source position from 0 within this
-/// output): for tests of the upgrade path.
-pub fn control_state_rows(engine: &Engine, out: &Output) -> Vec<ControlStateRow> {
-    let cat = engine.catalog();
-    let mut seqs: HashMap<SourcePos, u32> = HashMap::new();
-    out.transitions
-        .iter()
-        .map(|t| {
-            let control = &cat.controls[t.control as usize];
-            let seq = seqs.entry(t.source).or_insert(0);
-            *seq += 1;
-            ControlStateRow {
-                tenant: engine.tenant_name(t.tenant).to_string(),
-                device: engine.device_name(t.device).to_string(),
-                control: control.id.clone(),
-                category: control.category.as_str().to_string(),
-                state: state_code(t.new.state()),
-                raw_state: raw_code(t.new.raw),
-                exception: exception_code(t.new.exc),
-                counted: t.new_counted as u8,
-                reason: reason_code(t.reason),
-                event_time: datetime_secs(t.event_time),
-                event_time_ms: t.event_time,
-                source_partition: t.source.partition,
-                source_offset: t.source.offset,
-                seq: *seq - 1,
-                version: next_version(),
-            }
-        })
-        .collect()
-}
-
 /// Fills the `scope_*` columns of a transition's row from its scope deltas.
 fn scope_columns(engine: &Engine, deltas: &[ScopeDelta], row: &mut TransitionRow) {
     use posture_core::engine::count::*;
@@ -825,36 +420,12 @@ fn scope_columns(engine: &Engine, deltas: &[ScopeDelta], row: &mut TransitionRow
     }
 }
 
-fn group_name<'e>(engine: &'e Engine, d: &ScopeDelta) -> &'e str {
+pub(crate) fn group_name<'e>(engine: &'e Engine, d: &ScopeDelta) -> &'e str {
     if d.scope.group == NO_GROUP {
         ""
     } else {
         engine.group_name(d.scope.group).unwrap_or_default()
     }
-}
-
-/// The `score_deltas` rows of one [`Output`], as the sink wrote them before migration 011 (one
-/// per scope delta, `seq` numbering them per source position from 0 within this output): for
-/// tests of the upgrade path and the old-model benchmark.
-pub fn score_delta_rows(engine: &Engine, out: &Output) -> Vec<ScoreDeltaRow> {
-    let cat = engine.catalog();
-    let mut seqs: HashMap<SourcePos, u32> = HashMap::new();
-    let mut v = Vec::with_capacity(out.scope_deltas.len());
-    for t in &out.transitions {
-        let control = &cat.controls[t.control as usize];
-        for d in out.deltas_of(t) {
-            let seq = seqs.entry(t.source).or_insert(0);
-            v.push(delta_row(
-                engine,
-                d,
-                t,
-                (&control.id, control.points, control.category.as_str()),
-                *seq,
-            ));
-            *seq += 1;
-        }
-    }
-    v
 }
 
 fn transition_row(
@@ -902,42 +473,10 @@ fn transition_row(
     }
 }
 
-fn delta_row(
-    engine: &Engine,
-    d: &ScopeDelta,
-    t: &Transition,
-    (control, control_points, category): (&str, Micros, &str),
-    seq: u32,
-) -> ScoreDeltaRow {
-    use posture_core::engine::count::*;
-    use posture_core::engine::view::{WITH, WITHOUT};
-    let group = group_name(engine, d);
-    ScoreDeltaRow {
-        tenant: engine.tenant_name(d.scope.tenant).to_string(),
-        group: group.to_string(),
-        category: category.to_string(),
-        control: control.to_string(),
-        control_points,
-        event_time: datetime_secs(t.event_time),
-        event_time_ms: t.event_time,
-        points_with: d.points[WITH],
-        max_with: d.max[WITH],
-        points_without: d.points[WITHOUT],
-        max_without: d.max[WITHOUT],
-        pass_with: d.counts[EFF_PASS] as i32,
-        fail_with: d.counts[EFF_FAIL] as i32,
-        hidden_with: d.counts[EFF_HIDDEN] as i32,
-        pass_without: d.counts[RAW_PASS] as i32,
-        fail_without: d.counts[RAW_FAIL] as i32,
-        source_partition: t.source.partition,
-        source_offset: t.source.offset,
-        seq,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::cut_from;
 
     /// Every `Enum8(...)` of the shipped DDL, as its (name, code) pairs.
     fn ddl_enums() -> Vec<Vec<(String, i8)>> {
