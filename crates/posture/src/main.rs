@@ -12,6 +12,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod alert_rules;
+mod args;
 mod baselines;
 mod chart;
 mod config;
@@ -102,13 +103,13 @@ enum Command {
     ///
     /// Example:
     ///   POSTURE_CLICKHOUSE_URL=http://127.0.0.1:8123 posture migrate --database posture
-    Migrate(pipeline::MigrateArgs),
+    Migrate(args::MigrateArgs),
     /// The pipeline: consume Avro events from Kafka, evaluate them, write
     /// transitions and score deltas to ClickHouse, commit offsets.
     ///
     /// Example:
     ///   posture run --baselines deploy/baselines --brokers 127.0.0.1:9092 --database posture
-    Run(Box<pipeline::RunArgs>),
+    Run(Box<args::RunArgs>),
     /// The secure score of a tenant (or one group, one category) now or at
     /// an instant, read from ClickHouse; with and without exceptions.
     ///

@@ -4,8 +4,8 @@
 //! Points and percents come from the core's report functions, so they equal
 //! embedded mode (`posture evaluate`) for the same events.
 
+use crate::args::ClickHouseArgs;
 use crate::output::{self, Format};
-use crate::pipeline::ClickHouseArgs;
 use anyhow::{Context, Result};
 use posture_core::time::{format_time, parse_time};
 use posture_core::{Category, Remediation};

@@ -81,7 +81,7 @@ pub struct Args {
     #[arg(long, default_value_t = 6)]
     partitions: i32,
     #[command(flatten)]
-    security: crate::pipeline::KafkaSecurityArgs,
+    security: crate::args::KafkaSecurityArgs,
 }
 
 const GROUPS: [&str; 8] = [

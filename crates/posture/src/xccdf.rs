@@ -165,7 +165,7 @@ pub struct ImportResultsArgs {
     #[arg(long, default_value_t = 6)]
     partitions: i32,
     #[command(flatten)]
-    security: crate::pipeline::KafkaSecurityArgs,
+    security: crate::args::KafkaSecurityArgs,
 }
 
 /// `posture import-results FILE`.
