@@ -1,5 +1,5 @@
-//! The evaluator under criterion: Avro record bytes -> decode -> evaluate ->
-//! emit (the score-delta records), on one core, on a fleet populated with a
+//! The evaluator under criterion: Avro record bytes -> the pipeline's step (decode -> evaluate
+//! -> emit the score-delta records, and with rows posture-sink's rows), on one core, on a fleet populated with a
 //! 300-setting SNAPSHOT per device, fed fresh drift (5 settings per event).
 //! `thrpt` is events/s.
 //!
@@ -9,7 +9,6 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use posture_bench::{evaluator, fleet};
-use posture_core::SourcePos;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,15 +35,11 @@ fn bench(c: &mut Criterion) {
     let mut run = |ev: &mut evaluator::Evaluator, iters: u64| {
         let records = fleet::encode(&drift.take(BATCH * iters as usize));
         let t = std::time::Instant::now();
-        for r in &records {
-            let pos = SourcePos { partition: 0, offset };
-            offset += 1;
-            assert!(
-                ev.step(std::hint::black_box(r), pos),
-                "the engine refused a drift event"
-            );
-        }
-        t.elapsed()
+        let applied = ev.run(std::hint::black_box(&records), offset);
+        let elapsed = t.elapsed();
+        offset += records.len() as i64;
+        assert_eq!(applied, records.len(), "the engine refused drift events");
+        elapsed
     };
     let mut ev = evaluator::Evaluator::new(engine, false);
     g.bench_function("decode_evaluate_emit_5_settings", |b| {

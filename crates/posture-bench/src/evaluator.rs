@@ -1,122 +1,169 @@
-//! The evaluator alone, on one core: Kafka record bytes in, score deltas out,
-//! nothing between them but the production code of each stage.
+//! The evaluator alone, on one core: Kafka record bytes in, score deltas out, through the
+//! pipeline's own per-record step ([`Step::handle`], the one `posture run` drives from Kafka)
+//! and its own stages; only Kafka itself is left out (records come from memory, score deltas
+//! are encoded but not produced).
 //!
 //! ```text
-//! Avro bytes ─► WireDecoder::decode ─► Engine::apply ─► encode_engine_delta_into (the score-delta record)
-//!                                                   └─► (with rows) rows + evidence_row: the ClickHouse rows
+//! Avro bytes ─► Step::handle ─► AvroDecoder ─► Engine::apply ─► EncodeDeltas (the score-delta records,
+//!                                                            │                as the Kafka stage encodes them)
+//!                                                            └─► RowStage (with rows: posture-sink's rows;
+//!                                                                 its flush makes the rollup rows and drops all)
 //! ```
 //!
 //! Also the state figures: bytes per device (counted by the caller's
 //! allocator), and snapshot and restore times of the whole fleet.
 
 use crate::fleet;
-use posture_avro::WireDecoder;
-use posture_core::{Catalog, ConfigChange, Engine, EngineConfig, Output, SourcePos};
-use posture_sink::Batch;
+use posture_avro::AvroDecoder;
+use posture_core::{Catalog, Engine, EngineConfig, Output, SourcePos};
+use posture_sink::{Batch, RowStage};
+use posture_stage::{PartitionState, Stage, Step};
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// What the ClickHouse stage would be given, cleared every this many rows
-/// (a batch of `posture run`'s default size, `--batch-rows`).
+/// Rows held before the stages are flushed (`posture run`'s default `--batch-rows`).
 const BATCH_ROWS: usize = 100_000;
 
-/// One engine with the stages around it, as `posture run` has per partition.
-pub struct Evaluator {
-    decoder: WireDecoder,
-    /// The event every record is decoded into (its buffers reused).
-    ev: ConfigChange,
-    engine: Engine,
-    out: Output,
+/// The input partition the evaluator's engine serves.
+const PARTITION: i32 = 0;
+
+/// The score-delta records of the output topic, encoded as the Kafka stage encodes them
+/// ([`posture_avro::encode_engine_delta_into`] per transition); producing them is what is
+/// left out.
+#[derive(Default)]
+pub struct EncodeDeltas {
     payload: Vec<u8>,
-    rows: Option<Batch>,
-    /// Clear the rows every this many (as the ClickHouse stage's flush would).
-    clear_rows_at: usize,
     /// Transitions emitted so far.
     pub transitions: u64,
     /// Score-delta bytes encoded so far.
-    pub emitted_bytes: u64,
+    pub bytes: u64,
+}
+
+impl Stage for EncodeDeltas {
+    type Error = Infallible;
+    fn absorb(&mut self, engine: &Engine, out: &Output) {
+        for t in &out.transitions {
+            self.payload.clear();
+            posture_avro::encode_engine_delta_into(engine, t, out.deltas_of(t), 2, &mut self.payload);
+            self.bytes += self.payload.len() as u64;
+        }
+        self.transitions += out.transitions.len() as u64;
+    }
+    fn pending_rows(&self) -> usize {
+        0
+    }
+    async fn flush(&mut self) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
+/// One engine in the production step with the stages around it, as `posture run` has per
+/// partition.
+pub struct Evaluator {
+    step: Step<(EncodeDeltas, Option<RowStage>), AvroDecoder>,
+    /// Drives the step (its futures never wait: nothing in it does I/O here).
+    rt: tokio::runtime::Runtime,
+    /// Flush the stages at this many pending rows (as the ingest loop does).
+    flush_at: usize,
 }
 
 impl Evaluator {
-    /// Wraps a populated engine. With `rows`, every event is also turned
-    /// into the rows `posture run` writes to ClickHouse (transitions, control
-    /// state, score deltas, settings evidence, inventory).
+    /// Wraps a populated engine, whose next record is at offset 0. With `rows`, every event is
+    /// also turned into the rows `posture run` writes to ClickHouse ([`RowStage`]).
     pub fn new(engine: Engine, rows: bool) -> Evaluator {
+        let mut step = Step::new(
+            (EncodeDeltas::default(), rows.then(RowStage::new)),
+            AvroDecoder::new(None, None),
+        );
+        step.stage.topic_partitions(1);
+        step.partitions.insert(PARTITION, PartitionState::new(engine, 0));
         Evaluator {
-            decoder: WireDecoder::new(None),
-            ev: fleet::empty_event(),
-            engine,
-            out: Output::default(),
-            payload: Vec::with_capacity(4096),
-            rows: rows.then(Batch::new),
-            clear_rows_at: BATCH_ROWS,
-            transitions: 0,
-            emitted_bytes: 0,
+            step,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("a current-thread runtime"),
+            flush_at: BATCH_ROWS,
         }
     }
 
-    /// Decodes, applies and emits one record. Returns whether the engine
-    /// applied the event.
-    pub fn step(&mut self, record: &[u8], pos: SourcePos) -> bool {
-        let ev = &mut self.ev;
-        if self.decoder.decode_into(record, ev).is_err() {
-            return false;
-        }
-        if self.engine.apply(ev, pos, &mut self.out).is_err() {
-            return false;
-        }
-        if let Some(batch) = &mut self.rows {
-            let cat = self.engine.catalog();
-            posture_sink::evidence_row(ev, pos, |k| cat.key_idx(k).is_some(), batch);
-            posture_sink::inventory_row(ev, pos, batch);
-            posture_sink::rows(&self.engine, &self.out, batch);
-            if batch.len() >= self.clear_rows_at {
-                // As the ClickHouse stage's flush: the changed devices' rows made, then written.
-                batch.settle(&self.engine, None);
-                batch.clear();
+    /// Hands `records` to the step as the records at offsets `first_offset..` (at or after
+    /// every offset already handed), flushing the stages whenever `--batch-rows` rows are
+    /// pending, as the ingest loop does. Returns how many events the engine applied.
+    pub fn run(&mut self, records: &[Vec<u8>], first_offset: i64) -> usize {
+        let before = self.step.stats.applied;
+        let flush_at = self.flush_at;
+        let step = &mut self.step;
+        self.rt.block_on(async {
+            for (i, r) in records.iter().enumerate() {
+                step.handle(PARTITION, first_offset + i as i64, None, r).await;
+                if step.stage.pending_rows() >= flush_at {
+                    flush(step).await;
+                }
             }
-        }
-        for t in &self.out.transitions {
-            self.payload.clear();
-            posture_avro::encode_engine_delta_into(&self.engine, t, self.out.deltas_of(t), 2, &mut self.payload);
-            self.emitted_bytes += self.payload.len() as u64;
-        }
-        self.transitions += self.out.transitions.len() as u64;
-        self.out.clear();
-        true
+        });
+        (self.step.stats.applied - before) as usize
     }
 
-    /// Makes the `device_state` rows of the devices changed since the last flush, as the
-    /// ClickHouse stage does right before a flush ([`Batch::settle`]).
-    pub fn settle_rows(&mut self) {
-        if let Some(batch) = &mut self.rows {
-            batch.settle(&self.engine, None);
-        }
+    /// Flushes the stages as the ingest loop does before it writes: the device rows of the
+    /// partition made ([`Stage::settle`]), its progress told, then the flush (with rows: the
+    /// rollup rows made, and everything dropped).
+    pub fn flush(&mut self) {
+        let step = &mut self.step;
+        self.rt.block_on(flush(step));
+    }
+
+    /// Transitions emitted so far.
+    pub fn transitions(&self) -> u64 {
+        self.step.stage.0.transitions
+    }
+
+    /// Score-delta bytes encoded so far.
+    pub fn emitted_bytes(&self) -> u64 {
+        self.step.stage.0.bytes
+    }
+
+    /// Switches the rows on or off (off: whatever was made is dropped).
+    pub fn set_rows(&mut self, rows: bool) {
+        self.step.stage.1 = rows.then(RowStage::new);
     }
 
     /// Keeps every row (for writing them afterwards: [`Evaluator::take_rows`]).
     pub fn keep_rows(mut self) -> Evaluator {
-        self.clear_rows_at = usize::MAX;
+        self.flush_at = usize::MAX;
         self
     }
 
-    /// The rows made so far.
+    /// The rows made since the last flush, the device rows of the changed devices made first.
     pub fn take_rows(&mut self) -> Batch {
-        if let Some(batch) = &mut self.rows {
-            batch.settle(&self.engine, None);
+        let engine = &self.step.partitions[&PARTITION].engine;
+        match &mut self.step.stage.1 {
+            Some(rows) => {
+                rows.settle(PARTITION, engine);
+                rows.take()
+            }
+            None => Batch::default(),
         }
-        self.rows.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// The engine.
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.step.partitions[&PARTITION].engine
     }
 
     /// Gives the engine back.
-    pub fn into_engine(self) -> Engine {
-        self.engine
+    pub fn into_engine(mut self) -> Engine {
+        self.step.partitions.remove(&PARTITION).expect("the partition").engine
     }
+}
+
+/// The ingest loop's flush, without the write's I/O (see [`Evaluator::flush`]).
+async fn flush(step: &mut Step<(EncodeDeltas, Option<RowStage>), AvroDecoder>) {
+    for (&partition, p) in &step.partitions {
+        step.stage.settle(partition, &p.engine);
+        step.stage.progress(partition, p.next_offset, p.engine.clock());
+    }
+    step.stage.flush().await.expect("the stages write nothing");
 }
 
 /// Applies a SNAPSHOT of every device (without decoding: populating is not
@@ -223,23 +270,19 @@ pub fn measure(plan: Plan, live_bytes: &dyn Fn(bool) -> isize, say: &dyn Fn(Stri
     let mut transitions_per_event = Vec::new();
     let mut offset = 0i64;
     for with_rows in [false, true] {
-        ev.rows = with_rows.then(Batch::new);
+        ev.set_rows(with_rows);
         for _ in 0..plan.passes.max(1) {
             let records = fleet::encode(&drift.take(plan.events));
-            let t0 = ev.transitions;
-            let mut applied = 0usize;
+            let t0 = ev.transitions();
             let t = Instant::now();
-            for r in &records {
-                let pos = SourcePos { partition: 0, offset };
-                offset += 1;
-                applied += ev.step(r, pos) as usize;
-            }
-            // The pass's own state rows, as the flush at its end would make them.
-            ev.settle_rows();
+            let applied = ev.run(&records, offset);
+            // The pass's own rows made and dropped, as the flush at its end would.
+            ev.flush();
             let secs = t.elapsed().as_secs_f64();
+            offset += records.len() as i64;
             assert_eq!(applied, records.len(), "the engine refused drift events");
             best[with_rows as usize] = best[with_rows as usize].min(secs);
-            transitions_per_event.push((ev.transitions - t0) as f64 / records.len() as f64);
+            transitions_per_event.push((ev.transitions() - t0) as f64 / records.len() as f64);
         }
         say(format!(
             "  {}: {:.0} events/s (best of {}; transitions per event by pass: {})",

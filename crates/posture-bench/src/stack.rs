@@ -505,16 +505,12 @@ async fn insert_run(stack: &Stack, plan: &Plan, say: &dyn Fn(String)) -> Result<
     let devices = plan.devices.min(10_000);
     let (engine, _) = evaluator::populate(&catalog, devices, &|_| {});
     let mut ev = Evaluator::new(engine, true).keep_rows();
-    for (i, (_, value)) in fleet::records(&Drift::new(devices, plan.settings_per_event, 9).take(plan.insert_events))
-        .iter()
-        .enumerate()
-    {
-        let pos = posture_core::SourcePos {
-            partition: 0,
-            offset: i as i64,
-        };
-        ensure!(ev.step(value, pos), "the engine refused a drift event");
-    }
+    let values: Vec<Vec<u8>> =
+        fleet::records(&Drift::new(devices, plan.settings_per_event, 9).take(plan.insert_events))
+            .into_iter()
+            .map(|(_, value)| value)
+            .collect();
+    ensure!(ev.run(&values, 0) == values.len(), "the engine refused a drift event");
     let batch = ev.take_rows();
     let rows: u64 = table_counts(&batch).iter().map(|t| t.1).sum();
     say(format!("  {rows} rows from {} events", plan.insert_events));

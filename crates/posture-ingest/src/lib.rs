@@ -27,25 +27,24 @@ mod config;
 mod context;
 pub mod emit;
 mod partition;
-mod step;
+mod state;
 pub mod topics;
 
 pub use config::IngestConfig;
 pub use context::IngestContext;
 use partition::drop_revoked;
-pub use step::IngestStats;
-use step::State;
+pub use posture_stage::IngestStats;
+use state::State;
 
 use assignment::{AssignmentWatch, Verdict};
-use posture_core::{Catalog, ConfigChange, Engine, EngineConfig, Output};
+use posture_core::{Catalog, Engine, EngineConfig};
 use posture_metrics::{Metrics, Readiness};
-use posture_stage::{DeadLetter, Decode, ExceptionSet, MemoryOnly, Skipped, Stage, StateStore, STATE_RETRY};
+use posture_stage::{DeadLetter, Decode, ExceptionSet, MemoryOnly, Skipped, Stage, StateStore, Step, STATE_RETRY};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -129,22 +128,16 @@ impl<S: Stage, D: Decode> Ingest<S, D, MemoryOnly> {
             st: State {
                 catalog,
                 engine_cfg,
-                stage,
-                decode,
+                step: Step::new(stage, decode),
                 store: MemoryOnly,
-                partitions: BTreeMap::new(),
-                out: Output::default(),
-                stats: IngestStats::default(),
                 progress: Arc::default(),
                 holds_partition_0: Arc::default(),
                 metrics: None,
                 pending_ts: Vec::new(),
-                exceptions: None,
                 first_record: None,
                 last_record: None,
                 last_write: None,
                 write_gap: Duration::ZERO,
-                scratch: ConfigChange::new("", "", posture_core::ChangeKind::Upsert, 0, 0),
             },
             last_flush: Instant::now(),
         })
@@ -162,22 +155,16 @@ impl<S: Stage, D: Decode> Ingest<S, D, MemoryOnly> {
             st: State {
                 catalog: st.catalog,
                 engine_cfg: st.engine_cfg,
-                stage: st.stage,
-                decode: st.decode,
+                step: st.step,
                 store,
-                partitions: st.partitions,
-                out: st.out,
-                stats: st.stats,
                 progress: st.progress,
                 holds_partition_0: st.holds_partition_0,
                 metrics: st.metrics,
                 pending_ts: st.pending_ts,
-                exceptions: st.exceptions,
                 first_record: st.first_record,
                 last_record: st.last_record,
                 last_write: st.last_write,
                 write_gap: st.write_gap,
-                scratch: st.scratch,
             },
             last_flush: self.last_flush,
             watch: self.watch,
@@ -193,6 +180,7 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
     /// the lag.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         let _ = self.consumer.context().metrics.set(metrics.clone());
+        self.st.step.metrics = Some(metrics.clone());
         self.st.metrics = Some(metrics);
         self
     }
@@ -210,7 +198,7 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
     /// the transitions this causes carry that record's position (so a
     /// replay after a crash writes nothing twice).
     pub fn with_exceptions(mut self, set: Arc<ExceptionSet>) -> Self {
-        self.st.exceptions = Some(set);
+        self.st.step.exceptions = Some(set);
         self
     }
 
@@ -226,7 +214,7 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
 
     /// Counters so far.
     pub fn stats(&self) -> &IngestStats {
-        &self.st.stats
+        &self.st.step.stats
     }
 
     /// A counter of records consumed, readable while [`Ingest::run_until`]
@@ -244,18 +232,19 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
 
     /// The stage, e.g. to inspect what it wrote.
     pub fn stage_mut(&mut self) -> &mut S {
-        &mut self.st.stage
+        &mut self.st.step.stage
     }
 
     /// The engine of a partition, if assigned and seen.
     pub fn engine(&self, partition: i32) -> Option<&Engine> {
-        self.st.partitions.get(&partition).map(|p| &p.engine)
+        self.st.step.partitions.get(&partition).map(|p| &p.engine)
     }
 
     /// The partitions this instance currently has engines for, and their
     /// device counts.
     pub fn partitions(&self) -> Vec<(i32, usize)> {
         self.st
+            .step
             .partitions
             .iter()
             .map(|(&p, s)| (p, s.engine.device_count()))
@@ -292,11 +281,11 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
                     let msg = match msg {
                         Ok(m) => m,
                         Err(e) => {
-                            self.st.stats.consumer_errors += 1;
-                            if self.st.stats.consumer_errors <= 10 || self.st.stats.consumer_errors.is_power_of_two() {
+                            self.st.step.stats.consumer_errors += 1;
+                            if self.st.step.stats.consumer_errors <= 10 || self.st.step.stats.consumer_errors.is_power_of_two() {
                                 tracing::warn!(
                                     "consumer error #{} on {} at {} (retrying): {e}",
-                                    self.st.stats.consumer_errors, self.cfg.topic, self.cfg.brokers
+                                    self.st.step.stats.consumer_errors, self.cfg.topic, self.cfg.brokers
                                 );
                             }
                             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -304,7 +293,7 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
                         }
                     };
                     let (partition, offset) = (msg.partition(), msg.offset());
-                    self.st.stats.records += 1;
+                    self.st.step.stats.records += 1;
                     let now = Instant::now();
                     self.st.first_record.get_or_insert(now);
                     self.st.last_record = Some(now);
@@ -315,22 +304,22 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
                             self.st.pending_ts.push(ts);
                         }
                     }
-                    if !self.st.partitions.contains_key(&partition) {
+                    if !self.st.step.partitions.contains_key(&partition) {
                         // Copy out what the restore needs; the message borrows the consumer.
                         let (key, payload) = (msg.key().map(<[u8]>::to_vec), msg.payload().map(<[u8]>::to_vec));
                         drop(msg);
                         self.start_partition(partition, offset).await?;
-                        if let Some(s) = self.st.handle(partition, offset, key.as_deref(), payload.as_deref().unwrap_or(&[])).await {
+                        if let Some(s) = self.st.step.handle(partition, offset, key.as_deref(), payload.as_deref().unwrap_or(&[])).await {
                             on_skip(partition, offset, &s);
                         }
                     } else {
-                        let skipped = self.st.handle(partition, offset, msg.key(), msg.payload().unwrap_or(&[])).await;
+                        let skipped = self.st.step.handle(partition, offset, msg.key(), msg.payload().unwrap_or(&[])).await;
                         if let Some(s) = skipped {
                             on_skip(partition, offset, &s);
                         }
                         drop(msg);
                     }
-                    if self.st.stage.pending_rows() >= self.cfg.batch_rows {
+                    if self.st.step.stage.pending_rows() >= self.cfg.batch_rows {
                         self.flush(false).await?;
                     }
                 }
@@ -419,31 +408,32 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
     /// Writes pending rows; then, with a durable store, snapshots the
     /// partitions that are due (all of them when `all`) and commits their
     /// offsets; without, commits every partition's offset.
-    #[tracing::instrument(name = "batch", skip(self), fields(rows = self.st.stage.pending_rows()))]
+    #[tracing::instrument(name = "batch", skip(self), fields(rows = self.st.step.stage.pending_rows()))]
     pub async fn flush(&mut self, all: bool) -> Result<(), IngestError> {
         drop_revoked(&self.consumer, &mut self.st);
         self.last_flush = Instant::now();
-        for (&partition, p) in &self.st.partitions {
-            self.st.stage.settle(partition, &p.engine);
+        for (&partition, p) in &self.st.step.partitions {
+            self.st.step.stage.settle(partition, &p.engine);
             if p.awaiting.is_none() {
-                self.st.stage.progress(partition, p.next_offset, p.engine.clock());
+                self.st.step.stage.progress(partition, p.next_offset, p.engine.clock());
             }
         }
-        let rows = self.st.stage.pending_rows();
+        let rows = self.st.step.stage.pending_rows();
         if rows > 0 {
             let started = Instant::now();
             self.st
+                .step
                 .stage
                 .flush()
                 .await
                 .map_err(|e| IngestError::Sink(Box::new(e)))?;
-            self.st.stats.flush_micros += started.elapsed().as_micros() as u64;
+            self.st.step.stats.flush_micros += started.elapsed().as_micros() as u64;
             self.st.write_gap = self
                 .st
                 .last_record
                 .map_or(Duration::ZERO, |r| started.saturating_duration_since(r));
-            self.st.stats.flushes += 1;
-            self.st.stats.rows_flushed += rows as u64;
+            self.st.step.stats.flushes += 1;
+            self.st.step.stats.rows_flushed += rows as u64;
             self.st.last_write = Some(Instant::now());
         }
         if let Some(m) = &self.st.metrics {
@@ -458,9 +448,10 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
                     .map(|ts| Duration::from_millis((now - ts).max(0) as u64)),
             );
             m.flushed_now();
-            let devices: usize = self.st.partitions.values().map(|p| p.engine.device_count()).sum();
+            let devices: usize = self.st.step.partitions.values().map(|p| p.engine.device_count()).sum();
             let bytes: f64 = self
                 .st
+                .step
                 .partitions
                 .values()
                 .map(|p| p.engine.state_bytes_per_device() * p.engine.device_count() as f64)
@@ -471,7 +462,7 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
         let durable = self.st.store.durable();
         let mut tpl = TopicPartitionList::new();
         let mut buf = Vec::new();
-        for (&partition, p) in self.st.partitions.iter_mut() {
+        for (&partition, p) in self.st.step.partitions.iter_mut() {
             if p.awaiting.is_some() || p.next_offset <= p.committed {
                 continue;
             }
@@ -497,7 +488,7 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
                     );
                     tokio::time::sleep(STATE_RETRY.backoff(attempt)).await;
                 }
-                self.st.stats.snapshots += 1;
+                self.st.step.stats.snapshots += 1;
                 tracing::debug!(
                     partition,
                     next_offset = p.next_offset,
@@ -526,10 +517,10 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
                 // Not fatal: the outputs are written and, with durable state, the snapshot
                 // holds the position; the offsets go with the next commit. Without durable
                 // state a restart before then replays (at-least-once).
-                self.st.stats.consumer_errors += 1;
+                self.st.step.stats.consumer_errors += 1;
                 tracing::warn!("committing offsets failed (the next flush commits again): {e}");
                 for e in tpl.elements() {
-                    if let Some(p) = self.st.partitions.get_mut(&e.partition()) {
+                    if let Some(p) = self.st.step.partitions.get_mut(&e.partition()) {
                         p.committed = -1;
                     }
                 }

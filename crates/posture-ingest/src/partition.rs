@@ -3,10 +3,10 @@
 //! revokes it (its unwritten output discarded).
 
 use crate::context::IngestContext;
-use crate::step::{PartitionState, State};
+use crate::state::State;
 use crate::{Ingest, IngestError};
 use posture_core::Engine;
-use posture_stage::{Decode, Stage, StateStore, STATE_RETRY};
+use posture_stage::{Decode, PartitionState, Stage, StateStore, STATE_RETRY};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Offset;
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
         {
             Ok(md) => {
                 if let Some(t) = md.topics().iter().find(|t| t.name() == self.cfg.topic) {
-                    self.st.stage.topic_partitions(t.partitions().len() as u32);
+                    self.st.step.stage.topic_partitions(t.partitions().len() as u32);
                 }
             }
             Err(e) => tracing::warn!("cannot read the partition count of {}: {e}", self.cfg.topic),
@@ -35,26 +35,20 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
     #[tracing::instrument(name = "assign", skip(self), fields(topic = %self.cfg.topic))]
     pub(crate) async fn start_partition(&mut self, partition: i32, first_offset: i64) -> Result<(), IngestError> {
         let state_err = |detail: String| IngestError::State { partition, detail };
-        let fresh = |engine, next_offset| PartitionState {
-            engine,
-            next_offset,
-            awaiting: None,
-            committed: -1,
-            since_snapshot: 0,
-            last_snapshot: Instant::now(),
-            exceptions_version: 0,
-            recorded: std::collections::VecDeque::new(),
-        };
         if !self.st.store.durable() {
             // No state to restore, but the outputs are prepared all the same (the rollup's cut:
             // records it already sums are not summed again).
             self.st
+                .step
                 .stage
                 .prepare_partition(partition)
                 .await
                 .map_err(|e| state_err(format!("preparing the outputs: {e}")))?;
             let engine = Engine::new(self.st.catalog.clone(), self.st.engine_cfg.clone());
-            self.st.partitions.insert(partition, fresh(engine, first_offset));
+            self.st
+                .step
+                .partitions
+                .insert(partition, PartitionState::new(engine, first_offset));
             self.learn_topic_partitions();
             return Ok(());
         }
@@ -76,7 +70,7 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
             Some((offset, bytes)) => {
                 let engine = Engine::restore(self.st.catalog.clone(), self.st.engine_cfg.clone(), &bytes)
                     .map_err(|e| state_err(format!("the snapshot at offset {offset} cannot be restored: {e}")))?;
-                self.st.stats.restored += 1;
+                self.st.step.stats.restored += 1;
                 if let Some(m) = &self.st.metrics {
                     m.observe_restore(started.elapsed());
                 }
@@ -93,21 +87,23 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
                     .consumer
                     .fetch_watermarks(&self.cfg.topic, partition, Duration::from_secs(10))
                     .map_err(|e| self.kafka_err(e))?;
-                self.st.stats.started_empty += 1;
+                self.st.step.stats.started_empty += 1;
                 tracing::info!("partition {partition}: no snapshot, starting from its earliest offset {low}");
                 (Engine::new(self.st.catalog.clone(), self.st.engine_cfg.clone()), low)
             }
         };
         self.st
+            .step
             .stage
             .prepare_partition(partition)
             .await
             .map_err(|e| state_err(format!("preparing the outputs: {e}")))?;
         self.learn_topic_partitions();
-        let mut ps = fresh(engine, start);
+        let mut ps = PartitionState::new(engine, start);
         ps.committed = start;
         ps.recorded = self
             .st
+            .step
             .stage
             .recorded_exceptions(partition)
             .into_iter()
@@ -129,7 +125,7 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
                 .map_err(|e| self.kafka_err(e))?;
             ps.awaiting = Some(start);
         }
-        self.st.partitions.insert(partition, ps);
+        self.st.step.partitions.insert(partition, ps);
         Ok(())
     }
 }
@@ -139,9 +135,9 @@ pub(crate) fn drop_revoked<S: Stage, D, St>(consumer: &StreamConsumer<IngestCont
     let revoked: Vec<i32> = std::mem::take(&mut *consumer.context().revoked.lock().expect("not poisoned"));
     for p in revoked {
         let _span = tracing::info_span!("revoke", partition = p).entered();
-        if let Some(state) = st.partitions.remove(&p) {
-            st.stage.discard_partition(p);
-            st.stats.revoked += 1;
+        if let Some(state) = st.step.partitions.remove(&p) {
+            st.step.stage.discard_partition(p);
+            st.step.stats.revoked += 1;
             tracing::info!(
                 "partition {p}: revoked; its unwritten output after offset {} is discarded (its next owner rebuilds it from the last snapshot)",
                 state.committed

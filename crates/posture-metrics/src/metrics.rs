@@ -665,6 +665,22 @@ impl Metrics {
     }
 }
 
+/// The per-record counters of the pipeline's step ([`posture_stage::Step`]).
+impl posture_stage::StepMetrics for Metrics {
+    fn event_applied(&self) {
+        self.events_applied(1);
+    }
+    fn event_stale(&self) {
+        self.events_stale(1);
+    }
+    fn dead_lettered(&self, reason: &'static str) {
+        Metrics::dead_lettered(self, reason);
+    }
+    fn transitions_emitted(&self, n: u64) {
+        Metrics::transitions_emitted(self, n);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,7 +38,7 @@ pub use rows::{
     EvidenceRow, InventoryRow, ScoreDeltaRow, SettingRow, SyncRow, TransitionRow,
 };
 pub use sink::{RetryPolicy, Sink, SinkError};
-pub use stage::SinkStage;
+pub use stage::{RowStage, SinkStage};
 pub use state::{SnapshotStore, Watermarks, LINEAGE_TABLES};
 
 /// Results of this crate.

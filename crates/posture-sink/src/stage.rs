@@ -8,6 +8,7 @@ use posture_core::{ConfigChange, Engine, Output, SourcePos};
 use posture_metrics::Metrics;
 use posture_stage::Stage;
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::Arc;
 
 /// Rows go to a [`Batch`]; a flush writes it with the sink's retries.
@@ -18,7 +19,7 @@ use std::sync::Arc;
 /// or a rebalance writes nothing twice.
 pub struct SinkStage {
     sink: Sink,
-    batch: Batch,
+    rows: RowStage,
     store: Option<SnapshotStore>,
     watermarks: HashMap<i32, Watermarks>,
     /// Per partition being prepared: the exception sets recorded, by offset.
@@ -34,7 +35,7 @@ impl SinkStage {
     pub fn new(sink: Sink) -> SinkStage {
         SinkStage {
             sink,
-            batch: Batch::new(),
+            rows: RowStage::new(),
             store: None,
             watermarks: HashMap::new(),
             recorded_exceptions: HashMap::new(),
@@ -74,19 +75,17 @@ impl Stage for SinkStage {
     type Error = SinkError;
 
     fn observe(&mut self, engine: &Engine, ev: &ConfigChange, source: SourcePos) {
-        let cat = engine.catalog();
-        crate::evidence_row(ev, source, |k| cat.key_idx(k).is_some(), &mut self.batch);
-        crate::inventory_row(ev, source, &mut self.batch);
+        self.rows.observe(engine, ev, source);
     }
 
     fn absorb(&mut self, engine: &Engine, out: &Output) {
-        let mark = self.batch.mark();
-        rows(engine, out, &mut self.batch);
+        let mark = self.rows.batch.mark();
+        self.rows.absorb(engine, out);
         if self.watermarks.is_empty() {
             return;
         }
         let w = &self.watermarks;
-        self.suppressed += self.batch.suppress_since(mark, |p| w.get(&p).copied()) as u64;
+        self.suppressed += self.rows.batch.suppress_since(mark, |p| w.get(&p).copied()) as u64;
         // Once a partition's replay is past every table's watermark, nothing more is suppressed.
         if let Some(t) = out.transitions.last() {
             let p = t.source.partition;
@@ -124,7 +123,7 @@ impl Stage for SinkStage {
             }
         };
         for (p, c) in cuts {
-            self.batch.rollup.set_committed(p, c);
+            self.rows.batch.rollup.set_committed(p, c);
         }
         if let Some(store) = &self.store {
             let w = store.watermarks(partition).await?;
@@ -146,6 +145,120 @@ impl Stage for SinkStage {
     }
 
     fn record_exceptions(&mut self, partition: i32, offset: i64, list: &[Exception]) {
+        self.rows.record_exceptions(partition, offset, list);
+    }
+
+    fn recorded_exceptions(&mut self, partition: i32) -> Vec<(i64, Vec<Exception>)> {
+        self.recorded_exceptions.remove(&partition).unwrap_or_default()
+    }
+
+    fn replaying(&self, partition: i32, offset: i64) -> bool {
+        self.watermarks
+            .get(&partition)
+            .is_some_and(|w| w.iter().any(|&m| offset <= m))
+            || self.rows.replaying(partition, offset)
+    }
+
+    fn topic_partitions(&mut self, n: u32) {
+        self.rows.topic_partitions(n);
+    }
+
+    fn settle(&mut self, partition: i32, engine: &Engine) {
+        self.rows.settle(partition, engine);
+    }
+
+    fn progress(&mut self, partition: i32, next_offset: i64, clock_ms: i64) {
+        self.rows.progress(partition, next_offset, clock_ms);
+    }
+
+    fn discard_partition(&mut self, partition: i32) {
+        self.rows.discard_partition(partition);
+        self.watermarks.remove(&partition);
+        self.recorded_exceptions.remove(&partition);
+    }
+
+    fn pending_rows(&self) -> usize {
+        self.rows.pending_rows()
+    }
+
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        // `write` removes each table from the batch once it is written, so a
+        // failed flush resends only what is left.
+        self.rows.batch.coalesce();
+        let counts = self.rows.batch.counts();
+        let tables = self.rows.batch.table_counts();
+        let rollup_before = self.sink.rollup_rows_written();
+        let started = std::time::Instant::now();
+        let result = self.sink.write(&mut self.rows.batch).await;
+        if result.is_ok() {
+            for (table, n) in tables {
+                *self.written.entry(table).or_default() += n as u64;
+            }
+            *self.written.entry("score_rollup").or_default() += self.sink.rollup_rows_written() - rollup_before;
+        }
+        if let Some(m) = &self.metrics {
+            match &result {
+                Ok(()) => {
+                    for (table, n) in crate::LINEAGE_TABLES.iter().zip(counts) {
+                        m.sink_rows(table, n as u64);
+                    }
+                    m.sink_rows("score_rollup", self.sink.rollup_rows_written() - rollup_before);
+                    m.sink_batch(started.elapsed());
+                }
+                Err(_) => m.sink_failure(),
+            }
+        }
+        result
+    }
+}
+
+/// The rows of the pipeline's output, made and held: the row-making half of [`SinkStage`], which
+/// writes them at each flush. Alone it writes nothing: its flush makes the batch's last rows
+/// (as [`SinkStage`] does before writing) and drops them, counting them; the evaluator benchmark
+/// measures the production rows this way, without ClickHouse.
+#[derive(Default)]
+pub struct RowStage {
+    pub(crate) batch: Batch,
+    /// Rows dropped by flushes so far.
+    flushed: u64,
+}
+
+impl RowStage {
+    /// An empty batch.
+    pub fn new() -> RowStage {
+        RowStage::default()
+    }
+
+    /// The rows made since the last flush.
+    pub fn batch(&self) -> &Batch {
+        &self.batch
+    }
+
+    /// Takes the rows made since the last flush (to write them elsewhere).
+    pub fn take(&mut self) -> Batch {
+        std::mem::take(&mut self.batch)
+    }
+
+    /// Rows dropped by flushes so far.
+    pub fn flushed(&self) -> u64 {
+        self.flushed
+    }
+}
+
+impl Stage for RowStage {
+    type Error = Infallible;
+
+    fn observe(&mut self, engine: &Engine, ev: &ConfigChange, source: SourcePos) {
+        let cat = engine.catalog();
+        crate::evidence_row(ev, source, |k| cat.key_idx(k).is_some(), &mut self.batch);
+        crate::inventory_row(ev, source, &mut self.batch);
+    }
+
+    fn absorb(&mut self, engine: &Engine, out: &Output) {
+        rows(engine, out, &mut self.batch);
+    }
+
+    fn record_exceptions(&mut self, partition: i32, offset: i64, list: &[Exception]) {
         let exceptions = serde_json::to_string(list).expect("exceptions serialize");
         self.batch.exception_syncs.push(crate::SyncRow {
             source_partition: partition,
@@ -159,15 +272,8 @@ impl Stage for SinkStage {
         });
     }
 
-    fn recorded_exceptions(&mut self, partition: i32) -> Vec<(i64, Vec<Exception>)> {
-        self.recorded_exceptions.remove(&partition).unwrap_or_default()
-    }
-
     fn replaying(&self, partition: i32, offset: i64) -> bool {
-        self.watermarks
-            .get(&partition)
-            .is_some_and(|w| w.iter().any(|&m| offset <= m))
-            || !self.batch.rollup.accepts(SourcePos { partition, offset })
+        !self.batch.rollup.accepts(SourcePos { partition, offset })
     }
 
     fn topic_partitions(&mut self, n: u32) {
@@ -190,41 +296,72 @@ impl Stage for SinkStage {
 
     fn discard_partition(&mut self, partition: i32) {
         self.batch.discard_partition(partition);
-        self.watermarks.remove(&partition);
-        self.recorded_exceptions.remove(&partition);
     }
 
     fn pending_rows(&self) -> usize {
         self.batch.len()
     }
 
-    async fn flush(&mut self) -> Result<(), SinkError> {
-        // `write` removes each table from the batch once it is written, so a
-        // failed flush resends only what is left.
+    async fn flush(&mut self) -> Result<(), Infallible> {
+        // What the sink does before it writes: duplicate device rows dropped, the rollup's rows
+        // and cut rows made; then the partitions' cuts move, as after a written flush.
         self.batch.coalesce();
-        let counts = self.batch.counts();
-        let tables = self.batch.table_counts();
-        let rollup_before = self.sink.rollup_rows_written();
-        let started = std::time::Instant::now();
-        let result = self.sink.write(&mut self.batch).await;
-        if result.is_ok() {
-            for (table, n) in tables {
-                *self.written.entry(table).or_default() += n as u64;
-            }
-            *self.written.entry("score_rollup").or_default() += self.sink.rollup_rows_written() - rollup_before;
+        let rollup_rows = self.batch.rollup.rows().len();
+        self.flushed += (self.batch.table_counts().iter().map(|t| t.1).sum::<usize>() + rollup_rows) as u64;
+        self.batch.rollup.written();
+        self.batch.clear();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use posture_core::{Catalog, EngineConfig};
+    use posture_stage::{PartitionState, Step, Undecodable};
+
+    /// Records through the pipeline's step into a [`RowStage`]: every table's rows are made, the
+    /// flush counts them with the rollup's and drops them, and the partition's cut then stands
+    /// where the flush left it (a record before it is a replay whose rows are summed already).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_row_stage_makes_the_rows_and_its_flush_moves_the_cut() {
+        let cat = Arc::new(
+            Catalog::from_sources(&[(
+                "t.yaml",
+                "baseline: t\nversion: 1\ncontrols:\n  - { id: fw, title: F, category: network, points: 30, check: { key: fw, op: eq, value: true } }\n",
+            )])
+            .unwrap(),
+        );
+        let decode = |b: &[u8]| {
+            ConfigChange::from_json(std::str::from_utf8(b).map_err(|e| Undecodable::from(e.to_string()))?)
+                .map_err(Undecodable::from)
+        };
+        let mut step = Step::new(RowStage::new(), decode);
+        step.partitions
+            .insert(0, PartitionState::new(Engine::new(cat, EngineConfig::default()), 10));
+        step.stage.topic_partitions(1);
+        for (offset, (dev, fw)) in [("a", true), ("b", false), ("a", false)].into_iter().enumerate() {
+            let ev = format!(
+                r#"{{"event_id":"{dev}{offset}","tenant_id":"t1","device_id":"{dev}","kind":"SNAPSHOT","source":"AGENT","observed_at":{},"sequence":{offset},"device":{{"os_family":"linux","os_version":"1","groups":["g"],"tags":[]}},"settings":[{{"key":"fw","value":{fw}}}]}}"#,
+                1_795_341_600_000 + offset as i64
+            );
+            assert_eq!(step.handle(0, 10 + offset as i64, None, ev.as_bytes()).await, None);
         }
-        if let Some(m) = &self.metrics {
-            match &result {
-                Ok(()) => {
-                    for (table, n) in crate::LINEAGE_TABLES.iter().zip(counts) {
-                        m.sink_rows(table, n as u64);
-                    }
-                    m.sink_rows("score_rollup", self.sink.rollup_rows_written() - rollup_before);
-                    m.sink_batch(started.elapsed());
-                }
-                Err(_) => m.sink_failure(),
-            }
-        }
-        result
+        let p = &step.partitions[&0];
+        step.stage.settle(0, &p.engine);
+        step.stage.progress(0, p.next_offset, p.engine.clock());
+        let tables: std::collections::BTreeMap<_, _> = step.stage.batch().table_counts().into_iter().collect();
+        assert_eq!(tables["transitions"], 3, "{tables:?}");
+        assert_eq!(tables["device_state"], 2, "one row per changed device: {tables:?}");
+        assert_eq!(tables["device_evidence"], 3, "{tables:?}");
+        let rollup_rows = step.stage.batch().rollup.rows().len();
+        assert!(rollup_rows > 1, "data rows and the cut row: {rollup_rows}");
+        let made: usize = tables.values().sum::<usize>() + rollup_rows;
+        assert!(!step.stage.replaying(0, 12));
+        step.stage.flush().await.unwrap();
+        assert_eq!(step.stage.flushed(), made as u64);
+        assert_eq!(step.stage.pending_rows(), 0);
+        assert!(step.stage.replaying(0, 12), "below the cut the flush moved");
+        assert!(!step.stage.replaying(0, 13));
     }
 }

@@ -4,7 +4,8 @@
 //! (`posture-ingest`) calls, and what the crates that own each side implement.
 //!
 //! ```text
-//! Kafka record ─► Decode (posture-avro: AvroDecoder)  ─► ConfigChange
+//! Kafka record ─► Step::handle (here: the per-record step every driver runs)
+//!              ─► Decode (posture-avro: AvroDecoder)  ─► ConfigChange
 //!              ─► Engine::apply (posture-core)        ─► Output
 //!              ─► Stage::observe, Stage::absorb           (posture-sink: SinkStage;
 //!                                                          posture-ingest: KafkaStage)
@@ -19,6 +20,10 @@
 //! resends).
 
 #![warn(missing_docs)]
+
+pub mod step;
+
+pub use step::{IngestStats, PartitionState, Step, StepMetrics};
 
 use posture_core::exception::Exception;
 use posture_core::{ConfigChange, Engine, Output, SourcePos};
@@ -197,6 +202,74 @@ impl<A: Stage, B: Stage> Stage for (A, B) {
             (Err(a), Ok(())) => Err(PairError::First(a)),
             (Ok(()), Err(b)) => Err(PairError::Second(b)),
             (Err(a), Err(b)) => Err(PairError::Both(a, b)),
+        }
+    }
+}
+
+/// An optional stage: `None` takes nothing and writes nothing (a pipeline without that output).
+impl<A: Stage> Stage for Option<A> {
+    type Error = A::Error;
+    fn absorb(&mut self, engine: &Engine, out: &Output) {
+        if let Some(a) = self {
+            a.absorb(engine, out);
+        }
+    }
+    fn observe(&mut self, engine: &Engine, ev: &ConfigChange, source: SourcePos) {
+        if let Some(a) = self {
+            a.observe(engine, ev, source);
+        }
+    }
+    fn dead_letter(&mut self, record: &DeadLetter<'_>) {
+        if let Some(a) = self {
+            a.dead_letter(record);
+        }
+    }
+    async fn prepare_partition(&mut self, partition: i32) -> Result<(), Self::Error> {
+        match self {
+            Some(a) => a.prepare_partition(partition).await,
+            None => Ok(()),
+        }
+    }
+    fn discard_partition(&mut self, partition: i32) {
+        if let Some(a) = self {
+            a.discard_partition(partition);
+        }
+    }
+    fn record_exceptions(&mut self, partition: i32, offset: i64, list: &[Exception]) {
+        if let Some(a) = self {
+            a.record_exceptions(partition, offset, list);
+        }
+    }
+    fn recorded_exceptions(&mut self, partition: i32) -> Vec<(i64, Vec<Exception>)> {
+        self.as_mut()
+            .map(|a| a.recorded_exceptions(partition))
+            .unwrap_or_default()
+    }
+    fn replaying(&self, partition: i32, offset: i64) -> bool {
+        self.as_ref().is_some_and(|a| a.replaying(partition, offset))
+    }
+    fn pending_rows(&self) -> usize {
+        self.as_ref().map_or(0, |a| a.pending_rows())
+    }
+    fn settle(&mut self, partition: i32, engine: &Engine) {
+        if let Some(a) = self {
+            a.settle(partition, engine);
+        }
+    }
+    fn progress(&mut self, partition: i32, next_offset: i64, clock_ms: i64) {
+        if let Some(a) = self {
+            a.progress(partition, next_offset, clock_ms);
+        }
+    }
+    fn topic_partitions(&mut self, n: u32) {
+        if let Some(a) = self {
+            a.topic_partitions(n);
+        }
+    }
+    async fn flush(&mut self) -> Result<(), Self::Error> {
+        match self {
+            Some(a) => a.flush().await,
+            None => Ok(()),
         }
     }
 }
