@@ -111,7 +111,7 @@ async fn kafka_to_clickhouse_equals_embedded_mode() {
         (T0 + 450 * 60_000, None),
         (end, None),
         (end, Some("servers")),
-        (T0 + 300 * 60_000, Some("laptops")),
+        (T0 + 300 * 60_000, Some("finance")),
     ] {
         let sql = q
             .render(&[

@@ -15,64 +15,17 @@ controls:
 /// Event time of the first event (2026-11-22T10:00:00Z).
 pub const T0: i64 = 1_795_341_600_000;
 
-/// `n` events over `devices` devices (at most 1000) of tenant t1, one a minute from
-/// [`T0`]: a SNAPSHOT first per device, then UPSERTs flipping settings, and
-/// about 2% RETIREs. Deterministic.
+/// `n` events over `devices` devices of tenant t1 (a [`posture_fleet`] fleet: the one generator
+/// of synthetic events), one a minute from [`T0`]: a SNAPSHOT first per device, then UPSERTs
+/// setting two controls each to PASS or FAIL, and about 2% RETIREs. Deterministic.
 pub fn fleet_events(n: u64, devices: usize) -> Vec<ConfigChange> {
-    let mut rng = 11u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
+    let cat = Catalog::from_sources(&[("e2e.yaml", BASELINE)]).expect("the test baseline compiles");
+    let mut fleet = posture_fleet::Fleet::new(&cat, devices, 1, &mut fastrand::Rng::with_seed(11));
+    let spec = posture_fleet::StreamSpec {
+        start: T0 - 60_000,
+        step_ms: 60_000,
+        controls_per_event: 2,
+        retire_share: 0.02,
     };
-    let mut seq = vec![0i64; devices];
-    let mut out = Vec::new();
-    for i in 0..n {
-        let d = (next() % devices as u64) as usize;
-        seq[d] += 1;
-        let mut settings = vec![
-            Setting {
-                key: "fw".into(),
-                value: Value::Bool(!next().is_multiple_of(3)),
-            },
-            Setting {
-                key: "pw".into(),
-                value: Value::Long(8 + (next() % 10) as i64),
-            },
-        ];
-        if next().is_multiple_of(2) {
-            settings.push(Setting {
-                key: "av".into(),
-                value: Value::Bool(true),
-            });
-        }
-        if next().is_multiple_of(4) {
-            let build = if next().is_multiple_of(2) {
-                "10.0.22631"
-            } else {
-                "10.0.17763"
-            };
-            settings.push(Setting {
-                key: "build".into(),
-                value: Value::String(build.into()),
-            });
-        }
-        let kind = match (seq[d], next() % 50) {
-            (1, _) => ChangeKind::Snapshot,
-            (_, 0) => ChangeKind::Retire,
-            _ => ChangeKind::Upsert,
-        };
-        if kind == ChangeKind::Retire {
-            settings.clear();
-        }
-        let group = if d.is_multiple_of(3) { "servers" } else { "laptops" };
-        out.push(
-            ConfigChange::new("t1", format!("dev-{d:03}"), kind, T0 + i as i64 * 60_000, seq[d])
-                .with_event_id(format!("e{i}"))
-                .with_inventory("windows", "10.0.19045", &[group], &[])
-                .with_settings(settings),
-        );
-    }
-    out
+    posture_fleet::Stream::new(&cat, spec, 11).take(&cat, &mut fleet, n as usize)
 }

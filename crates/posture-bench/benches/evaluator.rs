@@ -9,7 +9,6 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use posture_bench::{evaluator, fleet};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The allocator of posture's binaries, so the figure is theirs.
@@ -21,8 +20,8 @@ fn bench(c: &mut Criterion) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let catalog = Arc::new(fleet::catalog());
-    let (engine, _) = evaluator::populate(&catalog, devices, &|_| {});
+    let mut fleet = fleet::BenchFleet::new(devices, 5, 2);
+    let (engine, _) = evaluator::populate(&mut fleet, &|_| {});
     // One iteration is a batch of this many fresh drift events: generated and encoded before
     // the timer starts (the same records again would mostly change nothing).
     const BATCH: usize = 2_000;
@@ -30,10 +29,9 @@ fn bench(c: &mut Criterion) {
     g.sample_size(20);
     g.measurement_time(Duration::from_secs(8));
     g.throughput(Throughput::Elements(BATCH as u64));
-    let mut drift = fleet::Drift::new(devices, 5, 2);
     let mut offset = 0i64;
     let mut run = |ev: &mut evaluator::Evaluator, iters: u64| {
-        let records = fleet::encode(&drift.take(BATCH * iters as usize));
+        let records = fleet::encode(&fleet.drift(BATCH * iters as usize));
         let t = std::time::Instant::now();
         let applied = ev.run(std::hint::black_box(&records), offset);
         let elapsed = t.elapsed();

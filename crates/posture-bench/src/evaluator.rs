@@ -15,11 +15,10 @@
 
 use crate::fleet;
 use posture_avro::AvroDecoder;
-use posture_core::{Catalog, Engine, EngineConfig, Output, SourcePos};
+use posture_core::{Engine, EngineConfig, Output, SourcePos};
 use posture_sink::{Batch, RowStage};
 use posture_stage::{PartitionState, Stage, Step};
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Instant;
 
 /// Rows held before the stages are flushed (`posture run`'s default `--batch-rows`).
@@ -166,16 +165,15 @@ async fn flush(step: &mut Step<(EncodeDeltas, Option<RowStage>), AvroDecoder>) {
     step.stage.flush().await.expect("the stages write nothing");
 }
 
-/// Applies a SNAPSHOT of every device (without decoding: populating is not
-/// what is measured). Returns the engine and the seconds it took.
-pub fn populate(catalog: &Arc<Catalog>, devices: usize, progress: &dyn Fn(usize)) -> (Engine, f64) {
+/// Applies a SNAPSHOT of every device of `fleet` (without decoding: populating is not what is
+/// measured). Returns the engine and the seconds it took.
+pub fn populate(fleet: &mut fleet::BenchFleet, progress: &dyn Fn(usize)) -> (Engine, f64) {
     let started = Instant::now();
-    let mut engine = Engine::new(catalog.clone(), EngineConfig::default());
+    let mut engine = Engine::new(fleet.catalog.clone(), EngineConfig::default());
     let mut out = Output::default();
     let mut ev = fleet::empty_event();
-    let mut rng = fastrand::Rng::with_seed(1);
-    for d in 0..devices {
-        fleet::snapshot_into(&mut ev, d, &mut rng);
+    for d in 0..fleet.devices() {
+        fleet.snapshot_into(d, &mut ev);
         engine
             .apply(&ev, SourcePos::default(), &mut out)
             .expect("a synthetic snapshot applies");
@@ -236,14 +234,15 @@ pub struct Plan {
 /// counting allocator on or off and reads its live heap bytes; it counts
 /// only while the fleet is populated. `say` reports progress.
 pub fn measure(plan: Plan, live_bytes: &dyn Fn(bool) -> isize, say: &dyn Fn(String)) -> Figures {
-    let catalog = Arc::new(fleet::catalog());
+    let mut fleet = fleet::BenchFleet::new(plan.devices, plan.settings_per_event, 2);
+    let catalog = fleet.catalog.clone();
     say(format!(
         "evaluator: populating {} devices x {} controls",
         plan.devices,
         catalog.controls.len()
     ));
     let before = live_bytes(true);
-    let (engine, populate_secs) = populate(&catalog, plan.devices, &|n| say(format!("  {n} devices")));
+    let (engine, populate_secs) = populate(&mut fleet, &|n| say(format!("  {n} devices")));
     let state = (live_bytes(false) - before) as f64 / plan.devices as f64;
     let layout = engine.state_bytes_per_device();
 
@@ -264,7 +263,6 @@ pub fn measure(plan: Plan, live_bytes: &dyn Fn(bool) -> isize, say: &dyn Fn(Stri
 
     // Every pass gets fresh drift (the same records again would mostly set values the devices
     // already hold, and change nothing): generated and encoded before the pass is timed.
-    let mut drift = fleet::Drift::new(plan.devices, plan.settings_per_event, 2);
     let mut ev = Evaluator::new(engine, false);
     let mut best = [f64::MAX; 2];
     let mut transitions_per_event = Vec::new();
@@ -272,7 +270,7 @@ pub fn measure(plan: Plan, live_bytes: &dyn Fn(bool) -> isize, say: &dyn Fn(Stri
     for with_rows in [false, true] {
         ev.set_rows(with_rows);
         for _ in 0..plan.passes.max(1) {
-            let records = fleet::encode(&drift.take(plan.events));
+            let records = fleet::encode(&fleet.drift(plan.events));
             let t0 = ev.transitions();
             let t = Instant::now();
             let applied = ev.run(&records, offset);

@@ -13,7 +13,7 @@
 //! 4. the sink's INSERTs against `clickhouse-client` inserting the same rows.
 
 use crate::evaluator::{self, Evaluator};
-use crate::fleet::{self, Drift};
+use crate::fleet::{self, BenchFleet};
 use anyhow::{bail, ensure, Context, Result};
 use posture_ingest::topics::client_config;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -501,15 +501,13 @@ async fn rate_run(
 /// exported in ClickHouse's Native format and inserted by `clickhouse-client`
 /// into a second database (less the client's start-up time).
 async fn insert_run(stack: &Stack, plan: &Plan, say: &dyn Fn(String)) -> Result<InsertRun> {
-    let catalog = Arc::new(fleet::catalog());
-    let devices = plan.devices.min(10_000);
-    let (engine, _) = evaluator::populate(&catalog, devices, &|_| {});
+    let mut fleet = BenchFleet::new(plan.devices.min(10_000), plan.settings_per_event, 9);
+    let (engine, _) = evaluator::populate(&mut fleet, &|_| {});
     let mut ev = Evaluator::new(engine, true).keep_rows();
-    let values: Vec<Vec<u8>> =
-        fleet::records(&Drift::new(devices, plan.settings_per_event, 9).take(plan.insert_events))
-            .into_iter()
-            .map(|(_, value)| value)
-            .collect();
+    let values: Vec<Vec<u8>> = fleet::records(&fleet.drift(plan.insert_events))
+        .into_iter()
+        .map(|(_, value)| value)
+        .collect();
     ensure!(ev.run(&values, 0) == values.len(), "the engine refused a drift event");
     let batch = ev.take_rows();
     let rows: u64 = table_counts(&batch).iter().map(|t| t.1).sum();
@@ -631,8 +629,8 @@ pub async fn measure(stack: &Stack, plan: &Plan, say: &dyn Fn(String)) -> Result
         "stack: producing {} SNAPSHOTs (300 settings each)",
         plan.devices
     ));
-    let mut rng = fastrand::Rng::with_seed(1);
-    let snaps: Vec<_> = (0..plan.devices).map(|d| fleet::snapshot_record(d, &mut rng)).collect();
+    let mut fleet = BenchFleet::new(plan.devices, plan.settings_per_event, 2);
+    let snaps: Vec<_> = (0..plan.devices).map(|d| fleet.snapshot_record(d)).collect();
     produce(&stack.brokers, &topic, &snaps, None)?;
     drop(snaps);
     say("stack: posture run takes the SNAPSHOTs".into());
@@ -644,10 +642,14 @@ pub async fn measure(stack: &Stack, plan: &Plan, say: &dyn Fn(String)) -> Result
         plan.devices
     );
 
-    let mut drift = Drift::new(plan.devices, plan.settings_per_event, 2);
     let from = end_offsets(&stack.brokers, &topic, plan.partitions)?;
     say(format!("stack: producing a backlog of {} drift events", plan.backlog));
-    produce(&stack.brokers, &topic, &fleet::records(&drift.take(plan.backlog)), None)?;
+    produce(
+        &stack.brokers,
+        &topic,
+        &fleet::records(&fleet.drift(plan.backlog)),
+        None,
+    )?;
     say("stack: a bare rdkafka consumer reads the backlog".into());
     let bare_secs = bare_consume(&stack.brokers, &topic, &from, plan.backlog).await?;
     say(format!("  {:.0} records/s", plan.backlog as f64 / bare_secs.max(1e-9)));
@@ -681,7 +683,7 @@ pub async fn measure(stack: &Stack, plan: &Plan, say: &dyn Fn(String)) -> Result
         let warm = 60;
         let n = warm + (rate * plan.rate_secs) as usize;
         say(format!("stack: freshness at {rate:.0} events/s"));
-        let events = fleet::records(&drift.take(n));
+        let events = fleet::records(&fleet.drift(n));
         let r = rate_run(stack, rate, events, warm, say).await?;
         say(format!(
             "  p50 {} ms, p99 {} ms (produced at {:.0} events/s)",
