@@ -4,6 +4,14 @@
 //! events that arrive on Kafka, encoding the records posture produces, and
 //! reading Avro object container files for `posture evaluate`.
 //!
+//! Where it sits in the pipeline (the [`Step`](posture_stage::Step) of `posture-stage` calls it):
+//!
+//! ```text
+//! Kafka record bytes ─► AvroDecoder (decoder.rs: the Decode contract, registry policy)
+//!                         └─► WireDecoder (wire.rs) ─► binary.rs ─► posture_core::ConfigChange
+//! Engine output ─► output.rs: ScoreDelta / ScoreDropAlert records ─► Kafka (posture-ingest)
+//! ```
+//!
 //! * [`wire`]: the Confluent Schema Registry wire format (byte 0 = `0x00`,
 //!   bytes 1-4 = big-endian schema id, then the Avro binary body) and
 //!   [`WireDecoder`], the decode stage of the pipeline.

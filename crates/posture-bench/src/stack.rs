@@ -11,6 +11,9 @@
 //!    at that rate: freshness (Kafka append -> rows written) from the run's
 //!    exact summary;
 //! 4. the sink's INSERTs against `clickhouse-client` inserting the same rows.
+//!
+//! Why one file of about 750 lines: the four parts share the stack's handles, the producer, the
+//! `posture run` child processes and their summaries; each part is one function here.
 
 use crate::evaluator::{self, Evaluator};
 use crate::fleet::{self, BenchFleet};

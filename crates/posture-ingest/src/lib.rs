@@ -5,7 +5,8 @@
 //! since events are keyed by device), and a batch loop:
 //!
 //! ```text
-//! recv ─► decode ─► Engine::apply (lineage = partition, offset) ─► Stage::absorb
+//! recv ─► posture_stage::Step::handle: decode ─► Engine::apply (lineage = partition, offset)
+//!                                                 ─► Stage::absorb
 //!                                                     │
 //!            every `batch_rows` rows or `batch_interval` ─► Stage::flush (awaited)
 //!                                                     │

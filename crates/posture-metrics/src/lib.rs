@@ -4,6 +4,11 @@
 //! served on (SPEC section 4: one port with `/metrics`, `/healthz`,
 //! `/readyz` and, later, the query API under `/api/v1/...`).
 //!
+//! ```text
+//! the Step (per record, through posture_stage::StepMetrics), the ingest loop, the sinks, the API
+//!   ─► Metrics (typed helpers, bounded labels) ─► /metrics ─► Prometheus ─► alert rules, Grafana
+//! ```
+//!
 //! - [`Metrics`] owns a [`prometheus::Registry`] with every metric of the
 //!   pipeline registered at construction, under names that dashboards and
 //!   alert rules rely on (see [`names`]). Callers record through typed helper

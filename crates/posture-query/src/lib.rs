@@ -1,6 +1,12 @@
 //! The query layer of posture: what the score dashboards show, read from
 //! ClickHouse and scored with the core's own rules.
 //!
+//! ```text
+//! ClickHouse (score_rollup + the raw tail, device_state, ...) ─► posture_sink::queries (SQL)
+//!   ─► Query (rows summed) ─► posture_core::report (points, as embedded mode) ─► CLI, http.rs (API),
+//!                                                                               alerts (posture-ingest)
+//! ```
+//!
 //! Every function runs one of the documented queries of
 //! `schemas/clickhouse/queries.sql` (through [`posture_sink::queries`]) and,
 //! where points are involved, turns the summed PASS/FAIL counts into points

@@ -11,7 +11,7 @@ use posture_core::{Engine, SourcePos};
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Rows for the tables, collected from one or more [`Output`]s and written by
+/// Rows for the tables, collected from one or more [`Output`](posture_core::Output)s and written by
 /// [`crate::Sink::write`] with one INSERT per table.
 #[derive(Clone, Debug, Default)]
 pub struct Batch {

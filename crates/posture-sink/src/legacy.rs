@@ -11,7 +11,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 
 /// One row of `score_deltas`: one [`ScopeDelta`]. The raw log before migration 011: the sink no
-/// longer writes this table (see [`TransitionRow`]'s scope columns); [`score_delta_rows`] makes
+/// longer writes this table (see [`TransitionRow`](crate::TransitionRow)'s scope columns); [`score_delta_rows`] makes
 /// these rows for upgrade tests and the old-model benchmark.
 #[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Serialize)]
 pub struct ScoreDeltaRow {
@@ -56,7 +56,7 @@ pub struct ScoreDeltaRow {
 }
 
 /// One row of `device_settings`: a setting's value as of one event. The evidence before migration
-/// 012 (one row per setting per event): the sink now writes [`EvidenceRow`]s.
+/// 012 (one row per setting per event): the sink now writes [`EvidenceRow`](crate::EvidenceRow)s.
 #[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Serialize)]
 pub struct SettingRow {
     /// Tenant name.
@@ -80,7 +80,7 @@ pub struct SettingRow {
 }
 
 /// One row of `control_state`: the state a [`Transition`] leaves behind. The current state before
-/// migration 013 (one row per transition): the sink now writes [`DeviceStateRow`]s;
+/// migration 013 (one row per transition): the sink now writes [`DeviceStateRow`](crate::DeviceStateRow)s;
 /// [`control_state_rows`] makes these rows for upgrade tests.
 #[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Serialize)]
 pub struct ControlStateRow {

@@ -2,10 +2,20 @@
 //!
 //! The ClickHouse side of posture (SPEC section 4): the schema, the rows, and the writer.
 //!
+//! Where it sits in the pipeline (its [`SinkStage`] is one of the
+//! [`Stage`](posture_stage::Stage)s the [`Step`](posture_stage::Step) hands every output to):
+//!
+//! ```text
+//! Engine Output ─► SinkStage ─► RowStage: rows() ─► Batch (transitions, device_state, evidence,
+//!                                                   inventory; the Rollup's cells)
+//!   at a flush  ─► Sink::write: the tables' INSERTs, then score_rollup (rollup + cut rows: the commit)
+//!   snapshots   ─► SnapshotStore (the StateStore contract): engine_snapshots, output watermarks
+//! ```
+//!
 //! * [`migrate()`] applies the migrations of `schemas/clickhouse/` (embedded at build time, in
 //!   file-name order) to a database and records them in `schema_migrations`; it is idempotent.
-//! * [`rows()`] turns one core [`Output`](posture_core::Output) into rows of the three tables
-//!   (`transitions` with their scope deltas, `control_state`, ...), appended to a [`Batch`].
+//! * [`rows()`] turns one core [`Output`](posture_core::Output) into rows (`transitions` with
+//!   their scope deltas, the devices' state, the rollup's cells), appended to a [`Batch`].
 //! * [`Sink::write`] sends a batch: one INSERT per table (concurrently), each retried with bounded
 //!   exponential backoff on transient errors.
 //! * [`queries`] holds the documented trend queries (`schemas/clickhouse/queries.sql`) and renders

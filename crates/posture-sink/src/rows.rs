@@ -350,7 +350,7 @@ pub fn datetime_secs(ms: i64) -> u32 {
 /// (carrying its scope deltas), a note of each device it changed (its `device_state` row, the
 /// device's state then, is made by [`Batch::settle`] right before the flush, at the position of
 /// its last transition in the batch), and the scope deltas to the batch's
-/// rollup (unless the rollup already holds their record: see [`Rollup::accepts`]), whose progress
+/// rollup (unless the rollup already holds their record: see [`Rollup::accepts`](crate::Rollup::accepts)), whose progress
 /// moves to the record after each transition's. `seq` numbers the `transitions` rows per source
 /// position (partition, offset) across everything appended to the batch since it was made or
 /// cleared, so keep all output of one source position in one batch.

@@ -2,6 +2,12 @@
 //!
 //! XCCDF 1.2 (SCAP) for posture, as pure functions (no I/O):
 //!
+//! ```text
+//! Benchmark XML ─► benchmark (parse) ─► tree (profile resolved: ScoringTree) ─► import ─► baseline YAML
+//! TestResult XML ─► results ─► posture_core::ConfigChange events ─► Kafka or embedded mode
+//! ```
+//!
+//!
 //! * [`benchmark`]: reads a Benchmark, plain or inside a SCAP source data
 //!   stream, with its Group tree, weights, selection, roles, idents and
 //!   Profiles (and Tailoring files).
