@@ -61,8 +61,10 @@ impl Stage for EncodeDeltas {
 /// partition.
 pub struct Evaluator {
     step: Step<(EncodeDeltas, Option<RowStage>), AvroDecoder>,
-    /// Drives the step (its futures never wait: nothing in it does I/O here).
-    rt: tokio::runtime::Runtime,
+    /// Drives the step for the blocking [`Evaluator::run`] (its futures never wait: nothing in
+    /// it does I/O here); made on first use, so an evaluator used only from async code through
+    /// [`Evaluator::run_async`] has none (a runtime must not be dropped inside another).
+    rt: Option<tokio::runtime::Runtime>,
     /// Flush the stages at this many pending rows (as the ingest loop does).
     flush_at: usize,
 }
@@ -79,9 +81,7 @@ impl Evaluator {
         step.partitions.insert(PARTITION, PartitionState::new(engine, 0));
         Evaluator {
             step,
-            rt: tokio::runtime::Builder::new_current_thread()
-                .build()
-                .expect("a current-thread runtime"),
+            rt: None,
             flush_at: BATCH_ROWS,
         }
     }
@@ -90,26 +90,21 @@ impl Evaluator {
     /// every offset already handed), flushing the stages whenever `--batch-rows` rows are
     /// pending, as the ingest loop does. Returns how many events the engine applied.
     pub fn run(&mut self, records: &[Vec<u8>], first_offset: i64) -> usize {
-        let before = self.step.stats.applied;
-        let flush_at = self.flush_at;
-        let step = &mut self.step;
-        self.rt.block_on(async {
-            for (i, r) in records.iter().enumerate() {
-                step.handle(PARTITION, first_offset + i as i64, None, r).await;
-                if step.stage.pending_rows() >= flush_at {
-                    flush(step).await;
-                }
-            }
-        });
-        (self.step.stats.applied - before) as usize
+        let rt = self.rt.get_or_insert_with(runtime);
+        rt.block_on(feed(&mut self.step, self.flush_at, records, first_offset))
+    }
+
+    /// [`Evaluator::run`] from async code.
+    pub async fn run_async(&mut self, records: &[Vec<u8>], first_offset: i64) -> usize {
+        feed(&mut self.step, self.flush_at, records, first_offset).await
     }
 
     /// Flushes the stages as the ingest loop does before it writes: the device rows of the
     /// partition made ([`Stage::settle`]), its progress told, then the flush (with rows: the
     /// rollup rows made, and everything dropped).
     pub fn flush(&mut self) {
-        let step = &mut self.step;
-        self.rt.block_on(flush(step));
+        let rt = self.rt.get_or_insert_with(runtime);
+        rt.block_on(flush(&mut self.step));
     }
 
     /// Transitions emitted so far.
@@ -154,6 +149,31 @@ impl Evaluator {
     pub fn into_engine(mut self) -> Engine {
         self.step.partitions.remove(&PARTITION).expect("the partition").engine
     }
+}
+
+/// The runtime of the blocking calls.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime")
+}
+
+/// Hands `records` to `step` from `first_offset` on, flushing at `flush_at` pending rows; returns
+/// how many events were applied.
+async fn feed(
+    step: &mut Step<(EncodeDeltas, Option<RowStage>), AvroDecoder>,
+    flush_at: usize,
+    records: &[Vec<u8>],
+    first_offset: i64,
+) -> usize {
+    let before = step.stats.applied;
+    for (i, r) in records.iter().enumerate() {
+        step.handle(PARTITION, first_offset + i as i64, None, r).await;
+        if step.stage.pending_rows() >= flush_at {
+            flush(step).await;
+        }
+    }
+    (step.stats.applied - before) as usize
 }
 
 /// The ingest loop's flush, without the write's I/O (see [`Evaluator::flush`]).

@@ -511,7 +511,10 @@ async fn insert_run(stack: &Stack, plan: &Plan, say: &dyn Fn(String)) -> Result<
         .into_iter()
         .map(|(_, value)| value)
         .collect();
-    ensure!(ev.run(&values, 0) == values.len(), "the engine refused a drift event");
+    ensure!(
+        ev.run_async(&values, 0).await == values.len(),
+        "the engine refused a drift event"
+    );
     let batch = ev.take_rows();
     let rows: u64 = table_counts(&batch).iter().map(|t| t.1).sum();
     say(format!("  {rows} rows from {} events", plan.insert_events));
