@@ -13,8 +13,6 @@
 //! They need `scripts/stack up` and fail (never skip) when it is not running.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +22,7 @@ use posture_core::*;
 use posture_sink::queries::{self, Param};
 use posture_sink::{migrate, migrations, rows, Batch, RetryPolicy, Sink, SinkError, SCHEMA_MIGRATIONS_DDL};
 use posture_tests::consistency::{point_figures, score_figures};
-use posture_tests::{clickhouse_client, fresh_database, unique_name, STACK_HINT};
+use posture_tests::{clickhouse_client, fresh_database, unique_name};
 use serde_json::{Map, Value as Json};
 
 const T0: i64 = 1_795_341_600_000; // 2026-11-22T10:00:00Z, on an hour (and day) boundary + 10 h
@@ -746,56 +744,11 @@ async fn run_clickhouse(client: &clickhouse::Client, sql: &str) -> Vec<Map<Strin
     parse_rows(std::str::from_utf8(&bytes).expect("utf-8 answer"))
 }
 
-/// The python with chdb: `$POSTURE_PYTHON`, else the stack's venv.
-fn chdb_python() -> String {
-    let py = std::env::var("POSTURE_PYTHON")
-        .ok()
-        .filter(|p| !p.trim().is_empty())
-        .unwrap_or_else(|| {
-            let cache = std::env::var("POSTURE_CACHE")
-                .ok()
-                .filter(|p| !p.is_empty())
-                .unwrap_or_else(|| format!("{}/.cache/posture", std::env::var("HOME").unwrap_or_default()));
-            format!("{cache}/venv/bin/python")
-        });
-    if !std::path::Path::new(&py).exists() {
-        panic!("cannot find the python with chdb (ClickHouse 26) at {py} ($POSTURE_PYTHON); {STACK_HINT}");
-    }
-    py
-}
-
-/// Runs setup statements and queries in a fresh chdb session; returns the server version and
-/// one JSONEachRow answer per query.
+/// Runs setup statements and queries in a fresh chdb session ([`posture_tests::run_chdb`]);
+/// returns the server version and one JSONEachRow answer per query, parsed.
 fn run_chdb(setup: &[String], queries: &[String]) -> (String, Vec<Vec<Map<String, Json>>>) {
-    let job = serde_json::json!({"database": unique_name("chdb"), "setup": setup, "queries": queries});
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/chdb_run.py");
-    let mut child = Command::new(chdb_python())
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {script}: {e}; {STACK_HINT}"));
-    let input = job.to_string();
-    let mut stdin = child.stdin.take().expect("stdin");
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let out = child.wait_with_output().expect("chdb_run.py");
-    writer.join().expect("writer thread").expect("write to chdb_run.py");
-    assert!(
-        out.status.success(),
-        "chdb_run.py failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let answer: Json = serde_json::from_slice(&out.stdout).expect("chdb_run.py prints JSON");
-    let version = answer["version"].as_str().unwrap_or_default().to_string();
-    let results = answer["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .map(|r| parse_rows(r.as_str().expect("result text")))
-        .collect();
-    (version, results)
+    let (version, results) = posture_tests::run_chdb(setup, queries);
+    (version, results.iter().map(|r| parse_rows(r)).collect())
 }
 
 /// `INSERT ... FORMAT JSONEachRow` statements of the scenario's rows.

@@ -393,6 +393,59 @@ pub async fn fresh_database_at(url: &str, prefix: &str) -> (clickhouse::Client, 
     (client.with_database(name.clone()), name)
 }
 
+/// The python with chdb: `$POSTURE_PYTHON`, else the stack's venv.
+pub fn chdb_python() -> String {
+    let py = std::env::var("POSTURE_PYTHON")
+        .ok()
+        .filter(|p| !p.trim().is_empty())
+        .unwrap_or_else(|| {
+            let cache = std::env::var("POSTURE_CACHE")
+                .ok()
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| format!("{}/.cache/posture", std::env::var("HOME").unwrap_or_default()));
+            format!("{cache}/venv/bin/python")
+        });
+    if !std::path::Path::new(&py).exists() {
+        panic!("cannot find the python with chdb (ClickHouse 26) at {py} ($POSTURE_PYTHON); {STACK_HINT}");
+    }
+    py
+}
+
+/// Runs setup statements and queries on ClickHouse 26 in a fresh chdb session (through
+/// `tests/chdb_run.py` and [`chdb_python`]); returns the server version and one JSONEachRow
+/// answer per query, as text. Panics with the statement that failed.
+pub fn run_chdb(setup: &[String], queries: &[String]) -> (String, Vec<String>) {
+    let job = serde_json::json!({"database": unique_name("chdb"), "setup": setup, "queries": queries});
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/chdb_run.py");
+    let mut child = std::process::Command::new(chdb_python())
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {script}: {e}; {STACK_HINT}"));
+    let input = job.to_string();
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, input.as_bytes()));
+    let out = child.wait_with_output().expect("chdb_run.py");
+    writer.join().expect("writer thread").expect("write to chdb_run.py");
+    assert!(
+        out.status.success(),
+        "chdb_run.py failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("chdb_run.py prints JSON");
+    let version = answer["version"].as_str().unwrap_or_default().to_string();
+    let results = answer["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r.as_str().expect("result text").to_string())
+        .collect();
+    (version, results)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,7 @@ mod embedded {
 }
 
 pub mod batch;
+pub mod cluster;
 pub mod legacy;
 pub mod migrate;
 pub mod queries;
@@ -41,7 +42,7 @@ pub mod sql;
 pub mod stage;
 pub mod state;
 
-pub use migrate::{migrate, migrations, Migration, SCHEMA_MIGRATIONS_DDL};
+pub use migrate::{migrate, migrate_on_cluster, migrations, Migration, SCHEMA_MIGRATIONS_DDL};
 pub use rollup::{Progress, Rollup, RollupRow};
 pub use rows::{
     catalog_id, evidence_row, inventory_row, rows, value_json, Batch, CatalogRow, ControlStateRow, DeviceStateRow,

@@ -65,26 +65,56 @@ struct Applied {
 /// database does not matter). Returns the names of the files applied by this call, in order;
 /// empty when everything was applied before. Errors name the file and statement that failed.
 pub async fn migrate(client: &Client, database: &str) -> Result<Vec<String>> {
+    migrate_with(client, database, None).await
+}
+
+/// [`migrate`] on the ClickHouse cluster `cluster` (a name of the servers' `remote_servers`):
+/// every DDL statement `ON CLUSTER`, every table replicated, data statements once (see
+/// [`crate::cluster`]). `client` may point at any node of the cluster; `schema_migrations` is
+/// replicated too, so any node knows what was applied.
+pub async fn migrate_on_cluster(client: &Client, database: &str, cluster: &str) -> Result<Vec<String>> {
+    migrate_with(client, database, Some(cluster)).await
+}
+
+/// `stmt` of `file`, as it runs here: as written, or rewritten for the cluster.
+fn for_target(stmt: &str, file: &str, database: &str, cluster: Option<&str>) -> Result<String> {
+    match cluster {
+        None => Ok(stmt.to_string()),
+        Some(c) => match crate::cluster::on_cluster(stmt, file, database, c) {
+            Ok(crate::cluster::ClusterStatement::EveryNode(s) | crate::cluster::ClusterStatement::Once(s)) => Ok(s),
+            Err(e) => Err(SinkError::Cluster(e)),
+        },
+    }
+}
+
+async fn migrate_with(client: &Client, database: &str, cluster: Option<&str>) -> Result<Vec<String>> {
     if !is_identifier(database) {
         return Err(SinkError::InvalidDatabase(database.to_string()));
     }
     let server = client.clone().with_database("system");
+    let create_db = for_target(
+        &format!("CREATE DATABASE IF NOT EXISTS {database}"),
+        "(create database)",
+        database,
+        cluster,
+    )?;
     server
-        .query_raw(&format!("CREATE DATABASE IF NOT EXISTS {database}"))
+        .query_raw(&create_db)
         .execute()
         .await
         .map_err(|source| SinkError::Migration {
             file: "(create database)".into(),
-            statement: format!("CREATE DATABASE IF NOT EXISTS {database}"),
+            statement: create_db.clone(),
             source,
         })?;
     let db = client.clone().with_database(database);
-    db.query_raw(SCHEMA_MIGRATIONS_DDL)
+    let bookkeeping = for_target(SCHEMA_MIGRATIONS_DDL, "000_schema_migrations.sql", database, cluster)?;
+    db.query_raw(&bookkeeping)
         .execute()
         .await
         .map_err(|source| SinkError::Migration {
             file: "(schema_migrations)".into(),
-            statement: SCHEMA_MIGRATIONS_DDL.into(),
+            statement: bookkeeping.clone(),
             source,
         })?;
     let recorded: Vec<Applied> = db
@@ -111,6 +141,7 @@ pub async fn migrate(client: &Client, database: &str) -> Result<Vec<String>> {
             continue;
         }
         for stmt in m.statements() {
+            let stmt = for_target(&stmt, m.name, database, cluster)?;
             match db.query_raw(&stmt).execute().await {
                 Ok(()) => {}
                 // 18.16 has no ADD COLUMN IF NOT EXISTS: a column that is there is done.

@@ -77,6 +77,9 @@ pub enum SinkError {
     /// A database name that is not a plain identifier.
     #[error("invalid database name {0:?}: use letters, digits and underscores")]
     InvalidDatabase(String),
+    /// A migration statement that cannot run on a cluster, or a bad cluster name.
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// A trend query could not be rendered.
     #[error("query {query}: {message}")]
     Query {
@@ -491,9 +494,10 @@ pub fn is_transient(e: &clickhouse::error::Error) -> bool {
 }
 
 /// ClickHouse error codes worth retrying: timeouts, network and socket errors, too many parts
-/// or queries, memory limits, read-only replicas, Keeper trouble, unknown insert status.
+/// or queries, memory limits, read-only replicas, Keeper trouble, unknown insert status, too few
+/// live replicas for the insert quorum (285) and a quorum an earlier INSERT still waits for (286).
 const TRANSIENT_CODES: &[u32] = &[
-    3, 159, 164, 202, 203, 209, 210, 225, 236, 241, 242, 252, 285, 319, 394, 425, 999,
+    3, 159, 164, 202, 203, 209, 210, 225, 236, 241, 242, 252, 285, 286, 319, 394, 425, 999,
 ];
 
 /// The error code of a ClickHouse exception text (`Code: 60, e.displayText() = ...` in 18.16,

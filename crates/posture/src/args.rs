@@ -5,7 +5,7 @@
 //! Secrets (the ClickHouse password, the Kafka SASL password) come from the
 //! environment or from files, never from argv or the configuration file.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::path::PathBuf;
 
 /// Where ClickHouse is.
@@ -30,6 +30,18 @@ pub struct ClickHouseArgs {
     /// POSTURE_CLICKHOUSE_PASSWORD is not set).
     #[arg(long, env = "POSTURE_CLICKHOUSE_PASSWORD_FILE", value_name = "FILE")]
     pub(crate) clickhouse_password_file: Option<PathBuf>,
+    /// The ClickHouse cluster posture's tables live on (a name in the servers'
+    /// remote_servers, with ZooKeeper configured): `migrate` creates every table ON CLUSTER as
+    /// a replicated table (one shard, a replica on each server), and `run` writes with an
+    /// insert quorum. Unset: one server.
+    #[arg(long, env = "POSTURE_CLICKHOUSE_CLUSTER", value_name = "NAME")]
+    pub(crate) clickhouse_cluster: Option<String>,
+    /// With --clickhouse-cluster: how many replicas must hold each INSERT before it counts as
+    /// written (ClickHouse insert_quorum). Default: every replica of the cluster (read from
+    /// system.clusters), so a read on any replica sees every flush that has returned. 0 or 1:
+    /// no quorum (a replica may lag behind what was written).
+    #[arg(long, env = "POSTURE_CLICKHOUSE_INSERT_QUORUM", value_name = "N")]
+    pub(crate) clickhouse_insert_quorum: Option<u32>,
 }
 
 impl ClickHouseArgs {
@@ -59,6 +71,44 @@ impl ClickHouseArgs {
             c = c.with_password(p);
         }
         Ok(c)
+    }
+
+    /// A client for writing posture's rows (no database selected): on a cluster, each INSERT
+    /// waits for its quorum of replicas (see `--clickhouse-insert-quorum`).
+    pub async fn writer(&self) -> Result<clickhouse::Client> {
+        let client = self.client()?;
+        let Some(cluster) = &self.clickhouse_cluster else {
+            return Ok(client);
+        };
+        let quorum = match self.clickhouse_insert_quorum {
+            Some(n) => n as u64,
+            None => {
+                let replicas: u64 = client
+                    .query("SELECT count() FROM system.clusters WHERE cluster = ? AND shard_num = 1")
+                    .bind(cluster.as_str())
+                    .fetch_one()
+                    .await
+                    .with_context(|| {
+                        format!("reading the replicas of cluster {cluster} from {}", self.clickhouse_url)
+                    })?;
+                anyhow::ensure!(
+                    replicas > 0,
+                    "cluster {cluster} is not in system.clusters of {} (check the servers' remote_servers, or --clickhouse-cluster)",
+                    self.clickhouse_url
+                );
+                replicas
+            }
+        };
+        Ok(if quorum > 1 {
+            client.with_setting("insert_quorum", quorum.to_string())
+        } else {
+            client
+        })
+    }
+
+    /// The cluster named by `--clickhouse-cluster`, if any.
+    pub fn cluster(&self) -> Option<&str> {
+        self.clickhouse_cluster.as_deref()
     }
 
     /// The database of posture's tables.

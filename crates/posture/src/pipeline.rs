@@ -30,9 +30,17 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 pub fn migrate(args: MigrateArgs) -> Result<ExitCode> {
     runtime()?.block_on(async {
         let client = args.ch.client()?;
-        let applied = posture_sink::migrate(&client, &args.ch.database)
-            .await
-            .with_context(|| format!("migrating database {} at {}", args.ch.database, args.ch.clickhouse_url))?;
+        let applied = match args.ch.cluster() {
+            None => posture_sink::migrate(&client, &args.ch.database).await,
+            Some(cluster) => posture_sink::migrate_on_cluster(&client, &args.ch.database, cluster).await,
+        }
+        .with_context(|| match args.ch.cluster() {
+            None => format!("migrating database {} at {}", args.ch.database, args.ch.clickhouse_url),
+            Some(c) => format!(
+                "migrating database {} on cluster {c} through {}",
+                args.ch.database, args.ch.clickhouse_url
+            ),
+        })?;
         if applied.is_empty() {
             println!("migrate: database {} is up to date", args.ch.database);
         } else {
@@ -53,7 +61,7 @@ pub fn migrate(args: MigrateArgs) -> Result<ExitCode> {
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let catalog = Arc::new(crate::baselines::load_or_fail(&args.baselines)?);
     runtime()?.block_on(async move {
-        let client = args.ch.client()?.with_database(&args.ch.database);
+        let client = args.ch.writer().await?.with_database(&args.ch.database);
         let security = args.kafka.security.properties()?;
         let brokers = args.kafka.brokers.clone();
         let mut cfg = IngestConfig::new(&brokers, &args.group, &args.topic);

@@ -1,0 +1,240 @@
+//! posture on a ClickHouse cluster (one shard, a replica per server, ZooKeeper): the schema
+//! migrated `ON CLUSTER` with replicated tables, the pipeline's production step writing through
+//! one replica with `insert_quorum`, and every read on the other replica exact.
+//!
+//! Needs the test cluster: `scripts/stack up --cluster` (ZooKeeper and two ClickHouse 18.16
+//! servers on loopback), which exports `POSTURE_CLUSTER_URLS` and `POSTURE_CLUSTER_NAME` through
+//! `scripts/stack env`.
+
+use posture_core::*;
+use posture_query::{Filters, Query, Scope};
+use posture_sink::{migrate_on_cluster, migrations, Sink, SinkStage};
+use posture_stage::{PartitionState, Stage, Step, Undecodable};
+use posture_tests::consistency::{score_figures, Reference};
+use posture_tests::fleet::{fleet_events, BASELINE, T0};
+use posture_tests::{check_clickhouse_at, clickhouse_client_at, unique_name};
+use std::sync::Arc;
+
+/// The cluster's node URLs and its name, from `scripts/stack env`; a clear failure without them.
+fn cluster() -> (Vec<String>, String) {
+    let hint = "start the test cluster with: scripts/stack up --cluster, then eval \"$(scripts/stack env)\"";
+    let urls: Vec<String> = std::env::var("POSTURE_CLUSTER_URLS")
+        .unwrap_or_else(|_| panic!("POSTURE_CLUSTER_URLS is not set: {hint}"))
+        .split(',')
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty())
+        .collect();
+    assert!(
+        urls.len() >= 2,
+        "POSTURE_CLUSTER_URLS names {} servers, a cluster needs 2: {hint}",
+        urls.len()
+    );
+    let name =
+        std::env::var("POSTURE_CLUSTER_NAME").unwrap_or_else(|_| panic!("POSTURE_CLUSTER_NAME is not set: {hint}"));
+    (urls, name)
+}
+
+async fn tables(client: &clickhouse::Client, db: &str) -> Vec<(String, String)> {
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct T {
+        name: String,
+        engine: String,
+    }
+    client
+        .query("SELECT name, engine FROM system.tables WHERE database = ? ORDER BY name")
+        .bind(db)
+        .fetch_all::<T>()
+        .await
+        .expect("system.tables")
+        .into_iter()
+        .map(|t| (t.name, t.engine))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schema_replicates_and_every_replica_reads_exactly() {
+    let (urls, name) = cluster();
+    for u in &urls {
+        check_clickhouse_at(u).await;
+    }
+    let nodes: Vec<clickhouse::Client> = urls.iter().map(|u| clickhouse_client_at(u)).collect();
+    let db = unique_name("cluster");
+
+    // The schema, through the first node, on every node.
+    let applied = migrate_on_cluster(&nodes[0], &db, &name)
+        .await
+        .expect("migrate on the cluster");
+    assert_eq!(
+        applied.len(),
+        migrations().len(),
+        "every migration applied: {applied:?}"
+    );
+    let first = tables(&nodes[0], &db).await;
+    for (i, node) in nodes.iter().enumerate() {
+        let t = tables(node, &db).await;
+        assert_eq!(t, first, "node {} has the tables of node 1", i + 1);
+        for (table, engine) in &t {
+            assert!(
+                engine.starts_with("Replicated") || engine == "View",
+                "{table} on node {} is {engine}, not replicated",
+                i + 1
+            );
+        }
+    }
+    // The same tables as on one server.
+    let (single, single_db) = posture_tests::fresh_database("single").await;
+    posture_sink::migrate(&single, &single_db)
+        .await
+        .expect("migrate one server");
+    let names = |t: &[(String, String)]| t.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&first), names(&tables(&single, &single_db).await));
+    // schema_migrations is replicated: the second node knows everything was applied.
+    nodes[1]
+        .query(&format!("SYSTEM SYNC REPLICA {db}.schema_migrations"))
+        .execute()
+        .await
+        .expect("sync the second replica");
+    let again = migrate_on_cluster(&nodes[1], &db, &name)
+        .await
+        .expect("migrate again on node 2");
+    assert!(again.is_empty(), "nothing to apply twice: {again:?}");
+
+    // The pipeline's step writes through node 1; each INSERT returns once both replicas have it.
+    let cat = Arc::new(Catalog::from_sources(&[("e2e.yaml", BASELINE)]).unwrap());
+    let sink = Sink::new(
+        nodes[0]
+            .clone()
+            .with_database(&db)
+            .with_setting("insert_quorum", urls.len().to_string()),
+    );
+    let decode = |b: &[u8]| {
+        ConfigChange::from_json(std::str::from_utf8(b).map_err(|e| Undecodable::from(e.to_string()))?)
+            .map_err(Undecodable::from)
+    };
+    let mut step = Step::new(SinkStage::new(sink), decode);
+    step.stage.topic_partitions(2);
+    for p in 0..2 {
+        step.stage.prepare_partition(p).await.expect("prepare");
+        step.partitions.insert(
+            p,
+            PartitionState::new(Engine::new(cat.clone(), EngineConfig::default()), 0),
+        );
+    }
+    let events = fleet_events(600, 40);
+    let mut next = [0i64; 2];
+    let mut records = Vec::new();
+    for (i, ev) in events.iter().enumerate() {
+        let p = (ev.device_id.bytes().map(u32::from).sum::<u32>() % 2) as i32;
+        let offset = next[p as usize];
+        next[p as usize] += 1;
+        step.handle(p, offset, None, ev.to_json().as_bytes()).await;
+        records.push((p, offset, Some(ev.clone())));
+        if i % 150 == 149 || i == events.len() - 1 {
+            for (&partition, ps) in &step.partitions {
+                step.stage.settle(partition, &ps.engine);
+                step.stage.progress(partition, ps.next_offset, ps.engine.clock());
+            }
+            step.stage.flush().await.expect("flush through node 1");
+        }
+    }
+    assert_eq!(step.stats.applied + step.stats.rejected, events.len() as u64);
+
+    // Every node answers exactly, over everything written (the quorum: no replica lags).
+    let reference = Reference::new(cat.clone(), records);
+    let end = T0 + 600 * 60_000;
+    for (i, node) in nodes.iter().enumerate() {
+        let q = Query::new(node.clone().with_database(&db), cat.clone());
+        for (group, at) in [
+            (None, end),
+            (None, T0 + 200 * 60_000),
+            (Some("servers"), end),
+            (Some("finance"), end),
+        ] {
+            let scope = Scope {
+                tenant: "t1".into(),
+                group: group.map(str::to_string),
+            };
+            let got = q.score(&scope, None, at).await.expect("score");
+            let cut = got.cut.clone().expect("a cut");
+            for pc in &cut.partitions {
+                assert_eq!(
+                    pc.last_offset,
+                    next[pc.partition as usize] - 1,
+                    "node {}: partition {} complete",
+                    i + 1,
+                    pc.partition
+                );
+            }
+            let want = reference.score(&cut, "t1", group, None, at);
+            assert_eq!(
+                score_figures(&got),
+                score_figures(&want),
+                "node {}: {group:?} at {at}",
+                i + 1
+            );
+            let (recs, cut) = q
+                .recommendations(&scope, Filters::default(), at)
+                .await
+                .expect("recommendations");
+            let want = reference.recommendations(&cut, "t1", group, at);
+            assert_eq!(
+                recs.iter()
+                    .map(|r| (&r.control, r.points_gained, r.misconfigured_devices))
+                    .collect::<Vec<_>>(),
+                want.iter()
+                    .map(|r| (&r.control, r.points_gained, r.misconfigured_devices))
+                    .collect::<Vec<_>>(),
+                "node {}: recommendations of {group:?} at {at}",
+                i + 1
+            );
+        }
+    }
+}
+
+/// Every statement migrate runs on a cluster also parses on ClickHouse 26 (chdb, in-process):
+/// `ON CLUSTER`, the replicated engines with their macros, the qualified names. (chdb has no
+/// ZooKeeper to create replicated tables in, so the statements are parsed, `EXPLAIN AST`, not run;
+/// the cluster test above runs them on 18.16.)
+#[test]
+fn the_cluster_statements_parse_on_clickhouse_26() {
+    use posture_sink::cluster::{on_cluster, ClusterStatement};
+    let db = "posture";
+    let mut statements = vec![(
+        "(create database)".to_string(),
+        format!("CREATE DATABASE IF NOT EXISTS {db}"),
+    )];
+    statements.push((
+        "000_schema_migrations.sql".into(),
+        posture_sink::SCHEMA_MIGRATIONS_DDL.into(),
+    ));
+    for m in migrations() {
+        statements.extend(m.statements().into_iter().map(|s| (m.name.to_string(), s)));
+    }
+    let queries: Vec<String> = statements
+        .iter()
+        .map(
+            |(file, s)| match on_cluster(s, file, db, "posture").unwrap_or_else(|e| panic!("{e}")) {
+                ClusterStatement::EveryNode(s) | ClusterStatement::Once(s) => format!("EXPLAIN AST {s}"),
+            },
+        )
+        .collect();
+    let (version, answers) = posture_tests::run_chdb(&[], &queries);
+    assert!(version.starts_with("26."), "chdb is ClickHouse {version}");
+    for ((file, _), answer) in statements.iter().zip(&answers) {
+        assert!(
+            answer.contains("Create")
+                || answer.contains("Alter")
+                || answer.contains("Rename")
+                || answer.contains("Insert"),
+            "{file}: {answer}"
+        );
+    }
+    let replicated = answers
+        .iter()
+        .filter(|a| a.contains("ReplicatedMergeTree") || a.contains("Replicated"))
+        .count();
+    assert!(
+        replicated >= 10,
+        "the tables' engines are replicated: {replicated} statements name one"
+    );
+}
