@@ -15,25 +15,6 @@ use posture_tests::fleet::{fleet_events, BASELINE, T0};
 use posture_tests::{check_clickhouse_at, clickhouse_client_at, unique_name};
 use std::sync::Arc;
 
-/// The cluster's node URLs and its name, from `scripts/stack env`; a clear failure without them.
-fn cluster() -> (Vec<String>, String) {
-    let hint = "start the test cluster with: scripts/stack up --cluster, then eval \"$(scripts/stack env)\"";
-    let urls: Vec<String> = std::env::var("POSTURE_CLUSTER_URLS")
-        .unwrap_or_else(|_| panic!("POSTURE_CLUSTER_URLS is not set: {hint}"))
-        .split(',')
-        .map(|u| u.trim().to_string())
-        .filter(|u| !u.is_empty())
-        .collect();
-    assert!(
-        urls.len() >= 2,
-        "POSTURE_CLUSTER_URLS names {} servers, a cluster needs 2: {hint}",
-        urls.len()
-    );
-    let name =
-        std::env::var("POSTURE_CLUSTER_NAME").unwrap_or_else(|_| panic!("POSTURE_CLUSTER_NAME is not set: {hint}"));
-    (urls, name)
-}
-
 async fn tables(client: &clickhouse::Client, db: &str) -> Vec<(String, String)> {
     #[derive(clickhouse::Row, serde::Deserialize)]
     struct T {
@@ -53,7 +34,7 @@ async fn tables(client: &clickhouse::Client, db: &str) -> Vec<(String, String)> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_schema_replicates_and_every_replica_reads_exactly() {
-    let (urls, name) = cluster();
+    let (urls, name) = posture_tests::cluster();
     for u in &urls {
         check_clickhouse_at(u).await;
     }

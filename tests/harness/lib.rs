@@ -393,6 +393,134 @@ pub async fn fresh_database_at(url: &str, prefix: &str) -> (clickhouse::Client, 
     (client.with_database(name.clone()), name)
 }
 
+/// The test cluster's node URLs and its name (`POSTURE_CLUSTER_URLS`, `POSTURE_CLUSTER_NAME`,
+/// exported by `scripts/stack env` after `scripts/stack up --cluster`); panics with how to start it
+/// when they are not set.
+pub fn cluster() -> (Vec<String>, String) {
+    let hint = "start the test cluster with: scripts/stack up --cluster, then eval \"$(scripts/stack env)\"";
+    let urls: Vec<String> = std::env::var("POSTURE_CLUSTER_URLS")
+        .unwrap_or_else(|_| panic!("POSTURE_CLUSTER_URLS is not set: {hint}"))
+        .split(',')
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty())
+        .collect();
+    assert!(
+        urls.len() >= 2,
+        "POSTURE_CLUSTER_URLS names {} servers, a cluster needs 2: {hint}",
+        urls.len()
+    );
+    let name =
+        std::env::var("POSTURE_CLUSTER_NAME").unwrap_or_else(|_| panic!("POSTURE_CLUSTER_NAME is not set: {hint}"));
+    (urls, name)
+}
+
+/// A server of the stack's test cluster, stopped and started again as an operator does: SIGTERM,
+/// waited for; then the same command line on the same data, its pid recorded where
+/// `scripts/stack down` finds it.
+pub struct ClusterNode {
+    dir: std::path::PathBuf,
+    url: String,
+    cmdline: Vec<String>,
+}
+
+impl ClusterNode {
+    /// Node `i` (1-based) of the cluster `scripts/stack up --cluster` started in this checkout.
+    pub fn of_stack(i: usize) -> ClusterNode {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(".stack/cluster")
+            .join(format!("node{i}"));
+        let hint = "start the test cluster with: scripts/stack up --cluster";
+        let pid = std::fs::read_to_string(dir.join("clickhouse.pid"))
+            .unwrap_or_else(|e| panic!("cluster node {i}: no pid file in {} ({e}): {hint}", dir.display()));
+        let port = std::fs::read_to_string(dir.join("port"))
+            .unwrap_or_else(|e| panic!("cluster node {i}: no port file in {} ({e}): {hint}", dir.display()));
+        let cmdline: Vec<String> = std::fs::read(format!("/proc/{}/cmdline", pid.trim()))
+            .unwrap_or_else(|e| panic!("cluster node {i}: process {} is gone ({e}): {hint}", pid.trim()))
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        assert!(
+            cmdline.iter().any(|a| a.contains("clickhouse-server")),
+            "cluster node {i}: pid {} is not a clickhouse-server: {cmdline:?}",
+            pid.trim()
+        );
+        ClusterNode {
+            dir,
+            url: format!("http://127.0.0.1:{}", port.trim()),
+            cmdline,
+        }
+    }
+
+    /// Its HTTP URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn pid(&self) -> String {
+        std::fs::read_to_string(self.dir.join("clickhouse.pid"))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// Stops the server (SIGTERM) and waits until its process is gone.
+    pub fn stop(&self) {
+        let pid = self.pid();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid} failed");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "clickhouse-server {pid} did not stop within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts the server again with its command line and data, and waits until it answers.
+    // The server outlives the test on purpose (as the stack's own servers do; `scripts/stack down`
+    // stops it by its pid file), so its child handle is not waited for.
+    #[allow(clippy::zombie_processes)]
+    pub fn start(&self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("log/stdout.log"))
+            .expect("the node's log");
+        let child = std::process::Command::new("setsid")
+            .args(&self.cmdline)
+            .current_dir(&self.dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start clickhouse-server");
+        std::fs::write(self.dir.join("clickhouse.pid"), format!("{}\n", child.id())).expect("write the pid file");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let answered = std::process::Command::new("curl")
+                .args(["-sS", "--max-time", "2", &format!("{}/?query=SELECT%201", self.url)])
+                .output()
+                .is_ok_and(|o| o.stdout == b"1\n");
+            if answered {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "cluster node {} did not answer within 60 s after its restart",
+                self.url
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
 /// The python with chdb: `$POSTURE_PYTHON`, else the stack's venv.
 pub fn chdb_python() -> String {
     let py = std::env::var("POSTURE_PYTHON")

@@ -33,7 +33,7 @@ pub struct ClickHouseArgs {
     /// The ClickHouse cluster posture's tables live on (a name in the servers'
     /// remote_servers, with ZooKeeper configured): `migrate` creates every table ON CLUSTER as
     /// a replicated table (one shard, a replica on each server), and `run` writes with an
-    /// insert quorum. Unset: one server.
+    /// insert quorum. The query commands read any node and do not need it. Unset: one server.
     #[arg(long, env = "POSTURE_CLICKHOUSE_CLUSTER", value_name = "NAME")]
     pub(crate) clickhouse_cluster: Option<String>,
     /// With --clickhouse-cluster: how many replicas must hold each INSERT before it counts as
