@@ -723,8 +723,13 @@ pub async fn cleanup(stack: &Stack) -> Result<()> {
     let client = clickhouse::Client::default()
         .with_url(&stack.clickhouse_url)
         .with_validation(false);
+    // On a cluster (the runs' `posture` inherits POSTURE_CLICKHOUSE_CLUSTER), on every node.
+    let on_cluster = match std::env::var("POSTURE_CLICKHOUSE_CLUSTER") {
+        Ok(c) if !c.trim().is_empty() => format!(" ON CLUSTER {}", c.trim()),
+        _ => String::new(),
+    };
     client
-        .query(&format!("DROP DATABASE IF EXISTS {}", stack.database()))
+        .query(&format!("DROP DATABASE IF EXISTS {}{on_cluster}", stack.database()))
         .execute()
         .await?;
     Ok(())
