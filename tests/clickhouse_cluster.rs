@@ -118,6 +118,19 @@ async fn the_schema_replicates_and_every_replica_reads_exactly() {
             step.stage.flush().await.expect("flush through node 1");
         }
     }
+    // Two flushes of one unusable record each on partition 0: their rollup blocks are identical
+    // (the same cut row: offsets +1, clock +0), and both are real commits.
+    for _ in 0..2 {
+        let offset = next[0];
+        next[0] += 1;
+        assert!(step.handle(0, offset, None, b"not an event").await.is_some());
+        records.push((0, offset, None));
+        for (&partition, ps) in &step.partitions {
+            step.stage.settle(partition, &ps.engine);
+            step.stage.progress(partition, ps.next_offset, ps.engine.clock());
+        }
+        step.stage.flush().await.expect("flush through node 1");
+    }
     assert_eq!(step.stats.applied + step.stats.rejected, events.len() as u64);
 
     // Every node answers exactly, over everything written (the quorum: no replica lags).

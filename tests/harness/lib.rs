@@ -474,7 +474,15 @@ impl ClusterNode {
             .expect("run kill");
         assert!(status.success(), "kill -TERM {pid} failed");
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        // Gone, or a zombie (a server this test started is its child, reaped only at exit).
+        let running = |pid: &str| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+            })
+        };
+        while running(&pid) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "clickhouse-server {pid} did not stop within 60 s"

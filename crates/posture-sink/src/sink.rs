@@ -265,10 +265,16 @@ impl Sink {
         }
         let rows = rollup.rows();
         let moves = rollup.moves();
+        // insert_deduplicate = 0: a replicated table (on a cluster) drops a block identical to a
+        // recent one, and two flushes can write identical rollup blocks (a flush of one unusable
+        // record each: the same cut row, offsets +1, clock +0); the second is a real commit and
+        // must be summed. Retries need no such help: the cut check below says whether a failed
+        // attempt landed.
         let client = self
             .client
             .clone()
-            .with_setting("max_insert_block_size", MAX_ROLLUP_ROWS.to_string());
+            .with_setting("max_insert_block_size", MAX_ROLLUP_ROWS.to_string())
+            .with_setting("insert_deduplicate", "0");
         // Before a retry: the cuts tell whether the failed attempt was committed (one part).
         let landed = async || {
             let parts: Vec<i32> = moves.iter().map(|m| m.0).collect();

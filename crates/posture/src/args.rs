@@ -39,7 +39,9 @@ pub struct ClickHouseArgs {
     /// With --clickhouse-cluster: how many replicas must hold each INSERT before it counts as
     /// written (ClickHouse insert_quorum). Default: every replica of the cluster (read from
     /// system.clusters), so a read on any replica sees every flush that has returned. 0 or 1:
-    /// no quorum (a replica may lag behind what was written).
+    /// no quorum: a replica may lag behind what was written, and an instance that takes over a
+    /// partition through a lagging replica reads an old cut and snapshot and sums replayed
+    /// records into the rollup again; only for a single writer that always uses one node.
     #[arg(long, env = "POSTURE_CLICKHOUSE_INSERT_QUORUM", value_name = "N")]
     pub(crate) clickhouse_insert_quorum: Option<u32>,
 }
