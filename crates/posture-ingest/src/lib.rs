@@ -132,6 +132,7 @@ impl<S: Stage, D: Decode> Ingest<S, D, MemoryOnly> {
                 step: Step::new(stage, decode),
                 store: MemoryOnly,
                 progress: Arc::default(),
+                flushed: Arc::default(),
                 holds_partition_0: Arc::default(),
                 metrics: None,
                 pending_ts: Vec::new(),
@@ -159,6 +160,7 @@ impl<S: Stage, D: Decode> Ingest<S, D, MemoryOnly> {
                 step: st.step,
                 store,
                 progress: st.progress,
+                flushed: st.flushed,
                 holds_partition_0: st.holds_partition_0,
                 metrics: st.metrics,
                 pending_ts: st.pending_ts,
@@ -222,6 +224,14 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
     /// runs (e.g. by its stop future, to stop when the topic is drained).
     pub fn progress(&self) -> Arc<std::sync::atomic::AtomicU64> {
         self.st.progress.clone()
+    }
+
+    /// A counter of flushes that wrote rows, readable while [`Ingest::run_until`] runs: with
+    /// [`Ingest::progress`], what a stop future needs to tell an idle input from a pipeline
+    /// waiting on a slow or down sink (no record arrives then either, but a flush completes when
+    /// the sink is back).
+    pub fn flushes(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.st.flushed.clone()
     }
 
     /// Whether this instance holds partition 0 of the input topic (updated
@@ -435,6 +445,7 @@ impl<S: Stage, D: Decode, St: StateStore> Ingest<S, D, St> {
                 .map_or(Duration::ZERO, |r| started.saturating_duration_since(r));
             self.st.step.stats.flushes += 1;
             self.st.step.stats.rows_flushed += rows as u64;
+            self.st.flushed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.st.last_write = Some(Instant::now());
         }
         if let Some(m) = &self.st.metrics {

@@ -17,6 +17,8 @@ pub(crate) struct State<S, D, St> {
     pub(crate) step: Step<S, D>,
     pub(crate) store: St,
     pub(crate) progress: Arc<std::sync::atomic::AtomicU64>,
+    /// Flushes that wrote rows (see [`crate::Ingest::flushes`]).
+    pub(crate) flushed: Arc<std::sync::atomic::AtomicU64>,
     pub(crate) holds_partition_0: Arc<std::sync::atomic::AtomicBool>,
     pub(crate) metrics: Option<Arc<Metrics>>,
     /// Kafka append times (ms) of the records whose output is pending: the

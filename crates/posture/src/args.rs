@@ -422,8 +422,10 @@ pub struct RunArgs {
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long, env = "POSTURE_DURATION_SECS")]
     pub(crate) duration_secs: Option<u64>,
-    /// Stop once no record has arrived for this many seconds (after the
-    /// first one): for backfills and demos.
+    /// Stop once no record has arrived and no batch has been written for this
+    /// many seconds (after the first record): for backfills and demos. A flush
+    /// waiting for ClickHouse (down, or a replica missing) is not idleness: the
+    /// run goes on reading once it is written.
     #[arg(long, env = "POSTURE_UNTIL_IDLE", value_name = "SECS")]
     pub(crate) until_idle: Option<u64>,
     /// When the run stops, write its summary here as JSON: the counters,

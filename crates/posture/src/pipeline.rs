@@ -277,6 +277,7 @@ async fn run_ingest<D: Decode, St: StateStore>(
     let duration = args.duration_secs.map(Duration::from_secs);
     let idle = args.until_idle.map(Duration::from_secs);
     let progress = ingest.progress();
+    let flushes = ingest.flushes();
     // SIGTERM (Kubernetes, systemd, docker stop) and Ctrl-C stop cleanly: flush, snapshot,
     // commit, leave the group.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -295,9 +296,14 @@ async fn run_ingest<D: Decode, St: StateStore>(
             if deadline.is_some_and(|d| now >= d) {
                 return;
             }
+            // Idle: no record consumed and no batch written for the while. A flush that waits
+            // for ClickHouse (an outage, a replica down) blocks consumption, so no record comes
+            // then either; the flush that completes afterwards counts as activity, and the input
+            // is read on instead of the run stopping with records left.
             let n = progress.load(std::sync::atomic::Ordering::Relaxed);
-            if n != seen {
-                (seen, since) = (n, now);
+            let activity = n + flushes.load(std::sync::atomic::Ordering::Relaxed);
+            if activity != seen {
+                (seen, since) = (activity, now);
             } else if idle.is_some_and(|i| n > 0 && now - since >= i) {
                 return;
             }
