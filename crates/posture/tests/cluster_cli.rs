@@ -9,17 +9,12 @@
 //! the file) exactly, `history` must be the same on both nodes, and both nodes must hold every
 //! transition exactly once.
 mod common;
-use common::posture;
+use common::{json, posture};
 use posture_tests::{fresh_topic_with_partitions, kafka_brokers, unique_name, ClusterNode};
-use serde_json::Value;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BASELINES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/baselines");
-
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
 
 async fn transitions(url: &str, db: &str) -> (u64, u64) {
     posture_tests::clickhouse_client_at(url)
@@ -146,42 +141,13 @@ async fn the_pipeline_on_a_cluster_is_exact_on_every_replica_through_a_replica_o
     assert_eq!(one, two, "node 2 holds what node 1 holds");
 
     // Every answer on every node equals embedded mode.
-    let instants = [
-        "2026-11-01T00:30:00Z",
-        "2026-11-01T06:00:00Z",
-        "2026-11-01T11:59:59.999Z",
-    ];
-    let scopes: [&[&str]; 4] = [
-        &["--tenant", "t1"],
-        &["--tenant", "t2"],
-        &["--tenant", "t1", "--group", "finance"],
-        &["--tenant", "t2", "--category", "network"],
-    ];
     for (i, url) in urls.iter().enumerate() {
         let env = [
             ("POSTURE_CLICKHOUSE_URL", url.as_str()),
             ("POSTURE_CLICKHOUSE_DATABASE", db.as_str()),
         ];
-        for at in instants {
-            for scope in scopes {
-                let common = [&["--baselines", BASELINES, "--format", "json", "--at", at][..], scope].concat();
-                let embedded = json(&posture(&[&["evaluate", "--events", file][..], &common].concat(), &[]));
-                let mut score = json(&posture(&[&["score"][..], &common].concat(), &env));
-                let recs = json(&posture(&[&["recommendations"][..], &common].concat(), &env));
-                common::take_cut(&mut score);
-                assert_eq!(score, embedded["score"], "node {}: score {scope:?} at {at}", i + 1);
-                assert_eq!(
-                    recs,
-                    embedded["recommendations"],
-                    "node {}: recommendations {scope:?} at {at}",
-                    i + 1
-                );
-                assert!(
-                    score["max_points"].as_f64().unwrap() > 0.0,
-                    "an empty scope proves nothing: {score}"
-                );
-            }
-        }
+        let compared = common::assert_reads_equal_embedded(BASELINES, file, &env, &format!("node {}", i + 1));
+        assert_eq!(compared, 12);
     }
     let history = |url: &str| {
         let env = [

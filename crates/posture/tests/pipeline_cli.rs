@@ -17,15 +17,10 @@ use posture_tests::{
 };
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 const BASELINES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/baselines");
-
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_runs_the_pipeline_and_reads_the_score_from_clickhouse() {
@@ -123,34 +118,7 @@ async fn the_binary_runs_the_pipeline_and_reads_the_score_from_clickhouse() {
     assert_eq!(registry.count("/schemas/ids/2"), 1);
 
     // Scores: ClickHouse (score, recommendations) against embedded mode (evaluate).
-    let instants = [
-        "2026-11-01T00:30:00Z",
-        "2026-11-01T06:00:00Z",
-        "2026-11-01T11:59:59.999Z",
-    ];
-    let scopes: [&[&str]; 4] = [
-        &["--tenant", "t1"],
-        &["--tenant", "t2"],
-        &["--tenant", "t1", "--group", "finance"],
-        &["--tenant", "t2", "--category", "network"],
-    ];
-    let mut compared = 0;
-    for at in instants {
-        for scope in scopes {
-            let common = [&["--baselines", BASELINES, "--format", "json", "--at", at][..], scope].concat();
-            let embedded = json(&posture(&[&["evaluate", "--events", file][..], &common].concat(), &[]));
-            let mut score = json(&posture(&[&["score"][..], &common].concat(), &env));
-            let recs = json(&posture(&[&["recommendations"][..], &common].concat(), &env));
-            common::take_cut(&mut score);
-            assert_eq!(score, embedded["score"], "score {scope:?} at {at}");
-            assert_eq!(recs, embedded["recommendations"], "recommendations {scope:?} at {at}");
-            assert!(
-                score["max_points"].as_f64().unwrap() > 0.0,
-                "an empty scope proves nothing: {score}"
-            );
-            compared += 1;
-        }
-    }
+    let compared = common::assert_reads_equal_embedded(BASELINES, file, &env, "ClickHouse");
     assert_eq!(compared, 12);
 
     // Dead letters: every garbage record, with its reason and source.
