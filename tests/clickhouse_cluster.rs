@@ -8,6 +8,7 @@
 
 use posture_core::*;
 use posture_query::{Filters, Query, Scope};
+use posture_sink::cluster::{everywhere, local_database, shard_key, Layout};
 use posture_sink::{migrate_on_cluster, migrations, Sink, SinkStage};
 use posture_stage::{PartitionState, Stage, Step, Undecodable};
 use posture_tests::consistency::{score_figures, Reference};
@@ -42,9 +43,10 @@ async fn the_schema_replicates_and_every_replica_reads_exactly() {
     let db = unique_name("cluster");
 
     // The schema, through the first node, on every node.
-    let applied = migrate_on_cluster(&nodes[0], &db, &name)
+    let (layout, applied) = migrate_on_cluster(&nodes[0], &db, &name)
         .await
         .expect("migrate on the cluster");
+    assert_eq!(layout, Layout::Replicated, "cluster {name} has one shard");
     assert_eq!(
         applied.len(),
         migrations().len(),
@@ -75,7 +77,7 @@ async fn the_schema_replicates_and_every_replica_reads_exactly() {
         .execute()
         .await
         .expect("sync the second replica");
-    let again = migrate_on_cluster(&nodes[1], &db, &name)
+    let (_, again) = migrate_on_cluster(&nodes[1], &db, &name)
         .await
         .expect("migrate again on node 2");
     assert!(again.is_empty(), "nothing to apply twice: {again:?}");
@@ -185,13 +187,70 @@ async fn the_schema_replicates_and_every_replica_reads_exactly() {
     }
 }
 
+/// The sharded layout (cluster `posture_sharded`: 2 shards x 2 replicas): on every node, each raw
+/// table is a replicated local table in `<db>_local` behind a Distributed table of its name, the
+/// rollup and small tables are replicated whole, the same names as on one server; migrate through
+/// another node applies nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sharded_schema_is_local_tables_behind_distributed_ones_on_every_node() {
+    let (urls, name, _) = posture_tests::sharded_cluster();
+    for u in &urls {
+        check_clickhouse_at(u).await;
+    }
+    let nodes: Vec<clickhouse::Client> = urls.iter().map(|u| clickhouse_client_at(u)).collect();
+    let db = unique_name("sharded");
+    let (layout, applied) = migrate_on_cluster(&nodes[0], &db, &name)
+        .await
+        .expect("migrate on the sharded cluster");
+    assert_eq!(layout, Layout::Sharded);
+    assert_eq!(applied.len(), migrations().len(), "{applied:?}");
+    let local = local_database(&db);
+    let (single, single_db) = posture_tests::fresh_database("single").await;
+    posture_sink::migrate(&single, &single_db)
+        .await
+        .expect("migrate one server");
+    let single_tables = tables(&single, &single_db).await;
+    for (i, node) in nodes.iter().enumerate() {
+        let t = tables(node, &db).await;
+        let names: Vec<&str> = t.iter().map(|(n, _)| n.as_str()).collect();
+        let want: Vec<&str> = single_tables.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, want, "node {}: the tables of one server", i + 1);
+        let locals = tables(node, &local).await;
+        for (table, engine) in &t {
+            if engine == "View" {
+                continue;
+            }
+            if everywhere(table) {
+                assert!(engine.starts_with("Replicated"), "node {}: {table} is {engine}", i + 1);
+            } else {
+                assert!(shard_key(table).is_some(), "{table} has a shard key");
+                assert_eq!(engine, "Distributed", "node {}: {table}", i + 1);
+                assert!(
+                    locals.iter().any(|(n, e)| n == table && e.starts_with("Replicated")),
+                    "node {}: {local}.{table} is a replicated local table: {locals:?}",
+                    i + 1
+                );
+            }
+        }
+    }
+    nodes[2]
+        .query(&format!("SYSTEM SYNC REPLICA {db}.schema_migrations"))
+        .execute()
+        .await
+        .expect("sync node 3");
+    let (_, again) = migrate_on_cluster(&nodes[2], &db, &name)
+        .await
+        .expect("migrate again through node 3");
+    assert!(again.is_empty(), "nothing to apply twice: {again:?}");
+}
+
 /// Every statement migrate runs on a cluster also parses on ClickHouse 26 (chdb, in-process):
 /// `ON CLUSTER`, the replicated engines with their macros, the qualified names. (chdb has no
 /// ZooKeeper to create replicated tables in, so the statements are parsed, `EXPLAIN AST`, not run;
 /// the cluster test above runs them on 18.16.)
 #[test]
 fn the_cluster_statements_parse_on_clickhouse_26() {
-    use posture_sink::cluster::{on_cluster, ClusterStatement};
+    use posture_sink::cluster::{on_cluster, ClusterStatement, ClusterTarget};
     let db = "posture";
     let mut statements = vec![(
         "(create database)".to_string(),
@@ -204,25 +263,38 @@ fn the_cluster_statements_parse_on_clickhouse_26() {
     for m in migrations() {
         statements.extend(m.statements().into_iter().map(|s| (m.name.to_string(), s)));
     }
-    let queries: Vec<String> = statements
-        .iter()
-        .map(
-            |(file, s)| match on_cluster(s, file, db, "posture").unwrap_or_else(|e| panic!("{e}")) {
-                ClusterStatement::EveryNode(s) | ClusterStatement::Once(s) => format!("EXPLAIN AST {s}"),
-            },
-        )
-        .collect();
+    let mut rewritten: Vec<(String, String)> = Vec::new();
+    for layout in [Layout::Replicated, Layout::Sharded] {
+        let to = ClusterTarget {
+            database: db,
+            cluster: "posture",
+            layout,
+        };
+        for (file, s) in &statements {
+            for c in on_cluster(s, file, &to).unwrap_or_else(|e| panic!("{e}")) {
+                let (ClusterStatement::EveryNode(s) | ClusterStatement::Once(s)) = c;
+                rewritten.push((file.clone(), s));
+            }
+        }
+    }
+    let queries: Vec<String> = rewritten.iter().map(|(_, s)| format!("EXPLAIN AST {s}")).collect();
     let (version, answers) = posture_tests::run_chdb(&[], &queries);
     assert!(version.starts_with("26."), "chdb is ClickHouse {version}");
-    for ((file, _), answer) in statements.iter().zip(&answers) {
+    for ((file, s), answer) in rewritten.iter().zip(&answers) {
         assert!(
             answer.contains("Create")
                 || answer.contains("Alter")
                 || answer.contains("Rename")
+                || answer.contains("Drop")
                 || answer.contains("Insert"),
-            "{file}: {answer}"
+            "{file}: {s}: {answer}"
         );
     }
+    let distributed = answers.iter().filter(|a| a.contains("Distributed")).count();
+    assert!(
+        distributed >= 10,
+        "the sharded layout's Distributed tables: {distributed}"
+    );
     let replicated = answers
         .iter()
         .filter(|a| a.contains("ReplicatedMergeTree") || a.contains("Replicated"))

@@ -414,6 +414,29 @@ pub fn cluster() -> (Vec<String>, String) {
     (urls, name)
 }
 
+/// The test cluster's nodes as one sharded cluster: their URLs in shard order (the replicas of
+/// shard 1 first), the cluster's name and the replicas per shard (`POSTURE_SHARDED_CLUSTER_URLS`,
+/// `POSTURE_SHARDED_CLUSTER_NAME`, `POSTURE_CLUSTER_REPLICAS`, exported by `scripts/stack env`
+/// after `scripts/stack up --cluster`); panics with how to start it when they are not set.
+pub fn sharded_cluster() -> (Vec<String>, String, usize) {
+    let hint = "start the test cluster with: scripts/stack up --cluster, then eval \"$(scripts/stack env)\"";
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: {hint}"));
+    let urls: Vec<String> = var("POSTURE_SHARDED_CLUSTER_URLS")
+        .split(',')
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty())
+        .collect();
+    let replicas: usize = var("POSTURE_CLUSTER_REPLICAS")
+        .parse()
+        .unwrap_or_else(|e| panic!("POSTURE_CLUSTER_REPLICAS: {e}: {hint}"));
+    assert!(
+        replicas >= 1 && urls.len() >= 2 * replicas && urls.len().is_multiple_of(replicas),
+        "POSTURE_SHARDED_CLUSTER_URLS names {} servers, not 2 or more shards of {replicas} replicas: {hint}",
+        urls.len()
+    );
+    (urls, var("POSTURE_SHARDED_CLUSTER_NAME"), replicas)
+}
+
 /// A server of the stack's test cluster, stopped and started again as an operator does: SIGTERM,
 /// waited for; then the same command line on the same data, its pid recorded where
 /// `scripts/stack down` finds it.

@@ -728,10 +728,14 @@ pub async fn cleanup(stack: &Stack) -> Result<()> {
         Ok(c) if !c.trim().is_empty() => format!(" ON CLUSTER {}", c.trim()),
         _ => String::new(),
     };
-    client
-        .query(&format!("DROP DATABASE IF EXISTS {}{on_cluster}", stack.database()))
-        .execute()
-        .await?;
+    // A sharded cluster's local tables are in a second database (posture_sink::cluster).
+    let local = posture_sink::cluster::local_database(&stack.database());
+    for db in [stack.database(), local] {
+        client
+            .query(&format!("DROP DATABASE IF EXISTS {db}{on_cluster}"))
+            .execute()
+            .await?;
+    }
     Ok(())
 }
 

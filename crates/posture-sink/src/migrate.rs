@@ -14,6 +14,7 @@
 //! or one interrupted half-way through a level, leave that level wrong). Upgrade with every
 //! pipeline stopped and one `posture migrate`.
 
+use crate::cluster::{on_cluster, ClusterStatement, ClusterTarget, Layout};
 use crate::embedded::MIGRATIONS;
 use crate::sql::{is_identifier, split_statements};
 use crate::{Result, SinkError};
@@ -69,54 +70,100 @@ pub async fn migrate(client: &Client, database: &str) -> Result<Vec<String>> {
 }
 
 /// [`migrate`] on the ClickHouse cluster `cluster` (a name of the servers' `remote_servers`):
-/// every DDL statement `ON CLUSTER`, every table replicated, data statements once (see
-/// [`crate::cluster`]). `client` may point at any node of the cluster; `schema_migrations` is
-/// replicated too, so any node knows what was applied.
-pub async fn migrate_on_cluster(client: &Client, database: &str, cluster: &str) -> Result<Vec<String>> {
-    migrate_with(client, database, Some(cluster)).await
+/// every DDL statement `ON CLUSTER`, every table replicated, data statements once, and with
+/// several shards the raw tables sharded behind `Distributed` tables (see [`crate::cluster`];
+/// the layout comes from the cluster's shard count in `system.clusters`). `client` may point at
+/// any node of the cluster; `schema_migrations` is replicated on every node, so any node knows
+/// what was applied. Returns the layout with the files applied.
+pub async fn migrate_on_cluster(client: &Client, database: &str, cluster: &str) -> Result<(Layout, Vec<String>)> {
+    let layout = cluster_layout(client, cluster).await?;
+    let to = ClusterTarget {
+        database,
+        cluster,
+        layout,
+    };
+    Ok((layout, migrate_with(client, database, Some(&to)).await?))
+}
+
+/// The layout for `cluster`: [`Layout::Sharded`] when `system.clusters` of the server `client`
+/// reaches names more than one shard, else [`Layout::Replicated`]; an error when it does not
+/// name the cluster.
+pub async fn cluster_layout(client: &Client, cluster: &str) -> Result<Layout> {
+    let (shards, nodes): (u32, u64) = client
+        .query("SELECT toUInt32(max(shard_num)), count() FROM system.clusters WHERE cluster = ?")
+        .bind(cluster)
+        .fetch_one()
+        .await
+        .map_err(|source| SinkError::Migration {
+            file: "(cluster)".into(),
+            statement: "SELECT ... FROM system.clusters".into(),
+            source,
+        })?;
+    if nodes == 0 {
+        return Err(SinkError::Cluster(format!(
+            "cluster {cluster} is not in system.clusters of this server (check its remote_servers)"
+        )));
+    }
+    Ok(if shards > 1 {
+        Layout::Sharded
+    } else {
+        Layout::Replicated
+    })
 }
 
 /// `stmt` of `file`, as it runs here: as written, or rewritten for the cluster.
-fn for_target(stmt: &str, file: &str, database: &str, cluster: Option<&str>) -> Result<String> {
-    match cluster {
-        None => Ok(stmt.to_string()),
-        Some(c) => match crate::cluster::on_cluster(stmt, file, database, c) {
-            Ok(crate::cluster::ClusterStatement::EveryNode(s) | crate::cluster::ClusterStatement::Once(s)) => Ok(s),
-            Err(e) => Err(SinkError::Cluster(e)),
-        },
+fn for_target(stmt: &str, file: &str, to: Option<&ClusterTarget>) -> Result<Vec<String>> {
+    match to {
+        None => Ok(vec![stmt.to_string()]),
+        Some(to) => Ok(on_cluster(stmt, file, to)
+            .map_err(SinkError::Cluster)?
+            .into_iter()
+            .map(|c| match c {
+                ClusterStatement::EveryNode(s) | ClusterStatement::Once(s) => s,
+            })
+            .collect()),
     }
 }
 
-async fn migrate_with(client: &Client, database: &str, cluster: Option<&str>) -> Result<Vec<String>> {
+async fn migrate_with(client: &Client, database: &str, to: Option<&ClusterTarget<'_>>) -> Result<Vec<String>> {
     if !is_identifier(database) {
         return Err(SinkError::InvalidDatabase(database.to_string()));
     }
     let server = client.clone().with_database("system");
-    let create_db = for_target(
+    for create_db in for_target(
         &format!("CREATE DATABASE IF NOT EXISTS {database}"),
         "(create database)",
-        database,
-        cluster,
-    )?;
-    server
-        .query_raw(&create_db)
-        .execute()
-        .await
-        .map_err(|source| SinkError::Migration {
-            file: "(create database)".into(),
-            statement: create_db.clone(),
-            source,
-        })?;
-    let db = client.clone().with_database(database);
-    let bookkeeping = for_target(SCHEMA_MIGRATIONS_DDL, "000_schema_migrations.sql", database, cluster)?;
-    db.query_raw(&bookkeeping)
-        .execute()
-        .await
-        .map_err(|source| SinkError::Migration {
-            file: "(schema_migrations)".into(),
-            statement: bookkeeping.clone(),
-            source,
-        })?;
+        to,
+    )? {
+        server
+            .query_raw(&create_db)
+            .execute()
+            .await
+            .map_err(|source| SinkError::Migration {
+                file: "(create database)".into(),
+                statement: create_db.clone(),
+                source,
+            })?;
+    }
+    // Sharded: a data statement's INSERT into a Distributed table returns once every shard has
+    // its rows (the next statement may read them).
+    let db = match to {
+        Some(_) => client
+            .clone()
+            .with_database(database)
+            .with_setting("insert_distributed_sync", "1"),
+        None => client.clone().with_database(database),
+    };
+    for bookkeeping in for_target(SCHEMA_MIGRATIONS_DDL, "000_schema_migrations.sql", to)? {
+        db.query_raw(&bookkeeping)
+            .execute()
+            .await
+            .map_err(|source| SinkError::Migration {
+                file: "(schema_migrations)".into(),
+                statement: bookkeeping.clone(),
+                source,
+            })?;
+    }
     let recorded: Vec<Applied> = db
         .query_raw("SELECT name, checksum, applied_at FROM schema_migrations ORDER BY name")
         .fetch_all()
@@ -140,8 +187,13 @@ async fn migrate_with(client: &Client, database: &str, cluster: Option<&str>) ->
             }
             continue;
         }
-        for stmt in m.statements() {
-            let stmt = for_target(&stmt, m.name, database, cluster)?;
+        for stmt in m
+            .statements()
+            .iter()
+            .map(|s| for_target(s, m.name, to))
+            .collect::<Result<Vec<_>>>()?
+            .concat()
+        {
             match db.query_raw(&stmt).execute().await {
                 Ok(()) => {}
                 // 18.16 has no ADD COLUMN IF NOT EXISTS: a column that is there is done.

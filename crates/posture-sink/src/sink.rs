@@ -100,6 +100,7 @@ pub struct Sink {
     retry: RetryPolicy,
     on_retry: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
     rows_written: Arc<AtomicU64>,
+    everywhere_quorum: Option<u64>,
 }
 
 impl Sink {
@@ -111,7 +112,18 @@ impl Sink {
             retry: RetryPolicy::default(),
             on_retry: None,
             rows_written: Arc::new(AtomicU64::new(0)),
+            everywhere_quorum: None,
         }
+    }
+
+    /// On a sharded cluster: the `insert_quorum` of INSERTs into the tables every node holds
+    /// whole ([`crate::cluster::everywhere`]: `score_rollup`, `baseline_catalogs`), the number
+    /// of nodes; `client`'s own quorum is the replicas of one shard. With it, every node holds
+    /// every commit that has returned, and an instance restoring a partition through any node
+    /// reads its latest cut (a cut read from a lagging node would have the replay summed twice).
+    pub fn with_everywhere_quorum(mut self, nodes: u64) -> Sink {
+        self.everywhere_quorum = (nodes > 1).then_some(nodes);
+        self
     }
 
     /// Calls `f` before every retry of an INSERT (e.g. to count retries in a
@@ -271,8 +283,7 @@ impl Sink {
         // must be summed. Retries need no such help: the cut check below says whether a failed
         // attempt landed.
         let client = self
-            .client
-            .clone()
+            .client_for("score_rollup")
             .with_setting("max_insert_block_size", MAX_ROLLUP_ROWS.to_string())
             .with_setting("insert_deduplicate", "0");
         // Before a retry: the cuts tell whether the failed attempt was committed (one part).
@@ -324,23 +335,68 @@ impl Sink {
         if rows.is_empty() {
             return Ok(());
         }
-        // Append-only: before a retry, count the rows of the batch's source positions.
+        // Append-only: before a retry, count the rows of the batch's source positions, per
+        // partition. On a sharded cluster one INSERT is one block per shard, and a shard can
+        // commit while another fails: a partition whose rows all landed is not sent again, one
+        // with none is; a partition with some of its rows is an error (neither is exact).
+        let landed_partitions = std::sync::Mutex::new(std::collections::BTreeSet::<i32>::new());
         let landed = async || {
-            Ok(match self.rows_landed(table, rows).await? {
-                0 => Landed::None,
-                n if n == rows.len() as u64 => Landed::All,
-                n => Landed::Partly(n, rows.len()),
+            let found = self.rows_landed(table, rows).await?;
+            let mut want: std::collections::BTreeMap<i32, u64> = std::collections::BTreeMap::new();
+            for r in rows {
+                *want.entry(r.source().0).or_default() += 1;
+            }
+            let mut done = std::collections::BTreeSet::new();
+            for (p, n) in &want {
+                match found.get(p).copied().unwrap_or(0) {
+                    0 => {}
+                    f if f == *n => {
+                        done.insert(*p);
+                    }
+                    _ => return Ok(Landed::Partly(found.values().sum(), rows.len())),
+                }
+            }
+            Ok(if done.len() == want.len() {
+                Landed::All
+            } else {
+                *landed_partitions.lock().expect("not poisoned") = done;
+                Landed::None
             })
         };
-        let send = async || insert_rows(&self.client, table, rows, self.retry.timeout).await;
+        let client = self.client_for(table);
+        let send = async || {
+            let skip = landed_partitions.lock().expect("not poisoned").clone();
+            if skip.is_empty() {
+                insert_rows(&client, table, rows.iter(), self.retry.timeout).await
+            } else {
+                tracing::warn!(table, partitions = ?skip, "part of the failed INSERT had been committed (a sharded cluster); sending the rest");
+                let rest = rows.iter().filter(|r| !skip.contains(&r.source().0));
+                insert_rows(&client, table, rest, self.retry.timeout).await
+            }
+        };
         self.insert_retrying(table, rows.len(), send, append_only.then_some(landed))
             .await
     }
 
-    /// How many rows of `table` come from the source positions of `rows`
+    /// The client for INSERTs into `table`: on a sharded cluster, a table held whole by every
+    /// node waits for the quorum of all of them (see [`Sink::with_everywhere_quorum`]).
+    fn client_for(&self, table: &str) -> Client {
+        match self.everywhere_quorum {
+            Some(n) if crate::cluster::everywhere(table) => {
+                self.client.clone().with_setting("insert_quorum", n.to_string())
+            }
+            _ => self.client.clone(),
+        }
+    }
+
+    /// How many rows of `table` come from the source positions of `rows`, per partition
     /// (per partition, the range of their offsets: a batch holds every row
     /// of its records, and no other batch has rows of those offsets).
-    async fn rows_landed<T: Sourced>(&self, table: &str, rows: &[T]) -> clickhouse::error::Result<u64> {
+    async fn rows_landed<T: Sourced>(
+        &self,
+        table: &str,
+        rows: &[T],
+    ) -> clickhouse::error::Result<std::collections::BTreeMap<i32, u64>> {
         let mut ranges: std::collections::BTreeMap<i32, (i64, i64)> = std::collections::BTreeMap::new();
         for r in rows {
             let (p, o) = r.source();
@@ -354,10 +410,16 @@ impl Sink {
                 format!("(source_partition = {p} AND source_offset >= {lo} AND source_offset <= {hi})")
             })
             .collect();
-        self.client
-            .query(&format!("SELECT count() FROM {table} WHERE {}", cond.join(" OR ")))
-            .fetch_one::<u64>()
-            .await
+        Ok(self
+            .client
+            .query(&format!(
+                "SELECT source_partition, count() FROM {table} WHERE {} GROUP BY source_partition",
+                cond.join(" OR ")
+            ))
+            .fetch_all::<(i32, u64)>()
+            .await?
+            .into_iter()
+            .collect())
     }
 
     /// Inserts `rows` into `table` through `client`, retrying transient errors per the
@@ -432,14 +494,14 @@ enum Landed {
 pub const MAX_ROLLUP_ROWS: usize = 16 << 20;
 
 /// One INSERT of `rows` into `table` through `client`.
-async fn insert_rows<T>(
+async fn insert_rows<'r, T>(
     client: &Client,
     table: &str,
-    rows: &[T],
+    rows: impl IntoIterator<Item = &'r T>,
     timeout: Option<Duration>,
 ) -> clickhouse::error::Result<()>
 where
-    T: RowWrite + for<'a> Row<Value<'a> = T>,
+    T: RowWrite + for<'a> Row<Value<'a> = T> + 'r,
 {
     let mut insert = client.insert::<T>(table).await?;
     if let Some(t) = timeout {

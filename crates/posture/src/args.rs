@@ -68,7 +68,11 @@ impl ClickHouseArgs {
             .with_url(&self.clickhouse_url)
             .with_user(user)
             // ClickHouse 18.16 lacks the format schema validation uses.
-            .with_validation(false);
+            .with_validation(false)
+            // On a sharded cluster, a query on a Distributed table whose subquery reads another
+            // one runs the subquery once and sends its result to every shard (GLOBAL IN/JOIN);
+            // ClickHouse refuses such a query by default. No effect on one server.
+            .with_setting("distributed_product_mode", "global");
         if let Some(p) = crate::config::secret(password_env, password_file)? {
             c = c.with_password(p);
         }
@@ -76,36 +80,39 @@ impl ClickHouseArgs {
     }
 
     /// A client for writing posture's rows (no database selected): on a cluster, each INSERT
-    /// waits for its quorum of replicas (see `--clickhouse-insert-quorum`).
-    pub async fn writer(&self) -> Result<clickhouse::Client> {
+    /// waits for its quorum of replicas (see `--clickhouse-insert-quorum`), and an INSERT into a
+    /// Distributed table (a sharded cluster) returns once every shard has its rows. The second
+    /// value, on a sharded cluster: the quorum for the tables every node holds whole
+    /// (`Sink::with_everywhere_quorum`).
+    pub async fn writer(&self) -> Result<(clickhouse::Client, Option<u64>)> {
         let client = self.client()?;
         let Some(cluster) = &self.clickhouse_cluster else {
-            return Ok(client);
+            return Ok((client, None));
         };
-        let quorum = match self.clickhouse_insert_quorum {
-            Some(n) => n as u64,
-            None => {
-                let replicas: u64 = client
-                    .query("SELECT count() FROM system.clusters WHERE cluster = ? AND shard_num = 1")
-                    .bind(cluster.as_str())
-                    .fetch_one()
-                    .await
-                    .with_context(|| {
-                        format!("reading the replicas of cluster {cluster} from {}", self.clickhouse_url)
-                    })?;
-                anyhow::ensure!(
-                    replicas > 0,
-                    "cluster {cluster} is not in system.clusters of {} (check the servers' remote_servers, or --clickhouse-cluster)",
-                    self.clickhouse_url
-                );
-                replicas
-            }
+        let (replicas, nodes): (u64, u64) = client
+            .query("SELECT countIf(shard_num = 1), count() FROM system.clusters WHERE cluster = ?")
+            .bind(cluster.as_str())
+            .fetch_one()
+            .await
+            .with_context(|| format!("reading the replicas of cluster {cluster} from {}", self.clickhouse_url))?;
+        anyhow::ensure!(
+            replicas > 0,
+            "cluster {cluster} is not in system.clusters of {} (check the servers' remote_servers, or --clickhouse-cluster)",
+            self.clickhouse_url
+        );
+        let (quorum, everywhere) = match self.clickhouse_insert_quorum {
+            Some(n) => (n as u64, n as u64),
+            None => (replicas, nodes),
         };
-        Ok(if quorum > 1 {
-            client.with_setting("insert_quorum", quorum.to_string())
-        } else {
-            client
-        })
+        let client = client.with_setting("insert_distributed_sync", "1");
+        Ok((
+            if quorum > 1 {
+                client.with_setting("insert_quorum", quorum.to_string())
+            } else {
+                client
+            },
+            (nodes > replicas && everywhere > 1).then_some(everywhere),
+        ))
     }
 
     /// The cluster named by `--clickhouse-cluster`, if any.

@@ -32,7 +32,23 @@ pub fn migrate(args: MigrateArgs) -> Result<ExitCode> {
         let client = args.ch.client()?;
         let applied = match args.ch.cluster() {
             None => posture_sink::migrate(&client, &args.ch.database).await,
-            Some(cluster) => posture_sink::migrate_on_cluster(&client, &args.ch.database, cluster).await,
+            Some(cluster) => posture_sink::migrate_on_cluster(&client, &args.ch.database, cluster)
+                .await
+                .map(|(layout, applied)| {
+                    println!(
+                        "migrate: cluster {cluster}: {}",
+                        match layout {
+                            posture_sink::cluster::Layout::Replicated =>
+                                "one shard: every table replicated on every node".to_string(),
+                            posture_sink::cluster::Layout::Sharded => format!(
+                                "several shards: raw tables sharded by source partition in {}, Distributed tables in {}, exceptions, tasks, catalogs and score_rollup on every node",
+                                posture_sink::cluster::local_database(&args.ch.database),
+                                args.ch.database
+                            ),
+                        }
+                    );
+                    applied
+                }),
         }
         .with_context(|| match args.ch.cluster() {
             None => format!("migrating database {} at {}", args.ch.database, args.ch.clickhouse_url),
@@ -61,7 +77,8 @@ pub fn migrate(args: MigrateArgs) -> Result<ExitCode> {
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let catalog = Arc::new(crate::baselines::load_or_fail(&args.baselines)?);
     runtime()?.block_on(async move {
-        let client = args.ch.writer().await?.with_database(&args.ch.database);
+        let (client, everywhere_quorum) = args.ch.writer().await?;
+        let client = client.with_database(&args.ch.database);
         let security = args.kafka.security.properties()?;
         let brokers = args.kafka.brokers.clone();
         let mut cfg = IngestConfig::new(&brokers, &args.group, &args.topic);
@@ -163,7 +180,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             });
         }
         cfg.extra.push(("statistics.interval.ms".into(), "5000".into()));
-        let mut sink_stage = SinkStage::new(Sink::new(client).with_retry(retry)).with_metrics(metrics.clone());
+        let mut sink_stage = SinkStage::new({
+            let sink = Sink::new(client).with_retry(retry);
+            match everywhere_quorum {
+                Some(n) => sink.with_everywhere_quorum(n),
+                None => sink,
+            }
+        })
+        .with_metrics(metrics.clone());
         if durable {
             sink_stage = sink_stage.with_watermarks(store.clone());
         }

@@ -1,13 +1,17 @@
 //! The `posture` binary on the ClickHouse test cluster (`scripts/stack up --cluster`: ZooKeeper
-//! and two ClickHouse 18.16 replicas of one shard), through a replica outage:
+//! and 2 x 2 ClickHouse 18.16 servers), through a server outage, in both layouts:
+//!
+//! * replicated: cluster `posture`, the two replicas of shard 1 (every table on both);
+//! * sharded: cluster `posture_sharded`, two shards of two replicas (raw tables sharded by source
+//!   partition behind Distributed tables, the rollup and small tables on every node).
 //!
 //! `simulate --seed` writes a fleet to a JSON-lines file and produces the same fleet into Kafka at
 //! a steady rate while `run --clickhouse-cluster` takes it into the cluster through node 1 (with
-//! the insert quorum of both replicas); node 2 is stopped as an operator stops it for 30 s in the
-//! middle and started again on its data. Then `score` (tenants, a group, a category, three
-//! instants) and `recommendations` read from **each** node must equal `evaluate` (embedded mode on
-//! the file) exactly, `history` must be the same on both nodes, and both nodes must hold every
-//! transition exactly once.
+//! the insert quorum of every replica); one server (a replica of the last shard) is stopped as an
+//! operator stops it for 30 s in the middle and started again on its data. Then `score` (tenants,
+//! a group, a category, three instants) and `recommendations` read from **each** node must equal
+//! `evaluate` (embedded mode on the file) exactly, `history` must be the same on every node, every
+//! transition must be held exactly once, and the replicas of each shard must hold the same rows.
 mod common;
 use common::{json, posture};
 use posture_tests::{fresh_topic_with_partitions, kafka_brokers, unique_name, ClusterNode};
@@ -16,6 +20,10 @@ use std::time::{Duration, Instant};
 
 const BASELINES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/baselines");
 
+/// The tests share the cluster's servers and stop one each: one at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// (rows, distinct source positions) of `transitions` in `db` read through `url`.
 async fn transitions(url: &str, db: &str) -> (u64, u64) {
     posture_tests::clickhouse_client_at(url)
         .with_database(db)
@@ -27,15 +35,34 @@ async fn transitions(url: &str, db: &str) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pipeline_on_a_cluster_is_exact_on_every_replica_through_a_replica_outage() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let (urls, cluster) = posture_tests::cluster();
-    let node2 = ClusterNode::of_stack(2);
-    assert_eq!(node2.url(), urls[1], "POSTURE_CLUSTER_URLS names the stack's nodes");
-    let dir = posture_tests::ScratchDir::new("cluster_cli");
+    through_an_outage(&urls, &cluster, urls.len(), "cluster_cli").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_on_a_sharded_cluster_is_exact_on_every_node_through_a_shard_replica_outage() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (urls, cluster, replicas) = posture_tests::sharded_cluster();
+    through_an_outage(&urls, &cluster, replicas, "sharded_cli").await;
+}
+
+/// The test of the module's documentation on the cluster `cluster` of the nodes `urls` (node i
+/// of the stack is `urls[i - 1]`), `replicas` per shard.
+async fn through_an_outage(urls: &[String], cluster: &str, replicas: usize, name: &str) {
+    let shards = urls.len() / replicas;
+    let stopped = ClusterNode::of_stack(urls.len());
+    assert_eq!(
+        stopped.url(),
+        urls[urls.len() - 1],
+        "the cluster's URLs name the stack's nodes"
+    );
+    let dir = posture_tests::ScratchDir::new(name);
     let file = dir.join("fleet.jsonl");
     let file = file.to_str().unwrap();
     let brokers = kafka_brokers();
-    let topic = fresh_topic_with_partitions("cluster_in", 3).await;
-    let db = unique_name("cluster_cli");
+    let topic = fresh_topic_with_partitions(&format!("{name}_in"), 3).await;
+    let db = unique_name(name);
     let sim = [
         "simulate",
         "--baselines",
@@ -55,10 +82,12 @@ async fn the_pipeline_on_a_cluster_is_exact_on_every_replica_through_a_replica_o
     let env = [
         ("POSTURE_CLICKHOUSE_URL", urls[0].as_str()),
         ("POSTURE_CLICKHOUSE_DATABASE", db.as_str()),
-        ("POSTURE_CLICKHOUSE_CLUSTER", cluster.as_str()),
+        ("POSTURE_CLICKHOUSE_CLUSTER", cluster),
     ];
     let migrated = posture(&["migrate"], &env);
     assert!(migrated.contains("applied"), "{migrated}");
+    let layout = if shards > 1 { "several shards" } else { "one shard" };
+    assert!(migrated.contains(layout), "{migrated}");
 
     // The producer at a steady rate (about 35 s), and the pipeline, both in the background.
     let rate = (events / 35).max(10).to_string();
@@ -79,7 +108,7 @@ async fn the_pipeline_on_a_cluster_is_exact_on_every_replica_through_a_replica_o
             "--topic",
             &topic,
             "--group",
-            &unique_name("cluster_group"),
+            &unique_name(&format!("{name}_group")),
             "--batch-ms",
             "300",
             "--until-idle",
@@ -93,7 +122,7 @@ async fn the_pipeline_on_a_cluster_is_exact_on_every_replica_through_a_replica_o
         .spawn()
         .expect("start posture run");
 
-    // Once rows arrive, node 2 goes away for 30 s, mid-run.
+    // Once rows arrive, the last node goes away for 30 s, mid-run.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let written = posture_tests::clickhouse_client_at(&urls[0])
@@ -113,32 +142,69 @@ async fn the_pipeline_on_a_cluster_is_exact_on_every_replica_through_a_replica_o
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let before = transitions(&urls[0], &db).await.0;
-    node2.stop();
+    stopped.stop();
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let during = transitions(&urls[0], &db).await.0;
-    node2.start();
+    // Read through a replica of the stopped node's shard that is up (node 1's Distributed
+    // tables may pick the stopped one).
+    let during = transitions(&urls[urls.len() - 2], &db).await.0;
+    stopped.start();
 
     let produced = producer.wait().expect("simulate --kafka");
     assert!(produced.success(), "simulate --kafka failed");
     let status = run.wait().expect("posture run");
     let run_log = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(status.success(), "posture run failed:\n{run_log}");
-    let after = transitions(&urls[0], &db).await.0;
+    let retried = run_log
+        .lines()
+        .filter(|l| l.contains("insert failed, retrying"))
+        .count();
+    let resent = run_log.lines().filter(|l| l.contains("sending the rest")).count();
+    eprintln!("{name}: {retried} INSERTs retried during the outage, {resent} sent again in part");
     assert!(
-        after > during,
-        "the run went on after the replica came back ({before} transitions before the outage, {during} at its end, {after} after)"
+        retried > 0,
+        "the outage stopped writes for a while (quorum):\n{run_log}"
     );
 
-    // Both replicas: every transition once, the same on both.
-    let one = transitions(&urls[0], &db).await;
-    posture_tests::clickhouse_client_at(&urls[1])
-        .query(&format!("SYSTEM SYNC REPLICA {db}.transitions"))
-        .execute()
-        .await
-        .expect("sync node 2");
-    let two = transitions(&urls[1], &db).await;
-    assert_eq!(one.0, one.1, "node 1: no transition twice");
-    assert_eq!(one, two, "node 2 holds what node 1 holds");
+    // Every node: every transition once; every replica of a shard: the same rows as the others.
+    let local = if shards > 1 {
+        posture_sink::cluster::local_database(&db)
+    } else {
+        db.clone()
+    };
+    for url in urls {
+        posture_tests::clickhouse_client_at(url)
+            .query(&format!("SYSTEM SYNC REPLICA {local}.transitions"))
+            .execute()
+            .await
+            .unwrap_or_else(|e| panic!("sync {url}: {e}"));
+    }
+    let all = transitions(&urls[0], &db).await;
+    assert_eq!(all.0, all.1, "no transition twice");
+    assert!(
+        all.0 > during && during >= before,
+        "the run went on after the node came back ({before} transitions before the outage, {during} at its end, {} after)",
+        all.0
+    );
+    let mut summed = 0;
+    for shard in urls.chunks(replicas) {
+        let held: Vec<(u64, u64)> = {
+            let mut v = Vec::new();
+            for url in shard {
+                v.push(transitions(url, &local).await);
+            }
+            v
+        };
+        assert!(
+            held.iter().all(|h| *h == held[0]),
+            "the replicas of a shard differ: {shard:?} {held:?}"
+        );
+        assert!(held[0].0 > 0, "every shard holds rows: {shard:?}");
+        summed += held[0].0;
+    }
+    assert_eq!(summed, all.0, "the shards together hold every transition once");
+    for url in urls {
+        assert_eq!(transitions(url, &db).await, all, "{url} reads every transition");
+    }
 
     // Every answer on every node equals embedded mode.
     for (i, url) in urls.iter().enumerate() {
@@ -171,7 +237,9 @@ async fn the_pipeline_on_a_cluster_is_exact_on_every_replica_through_a_replica_o
         ];
         json(&posture(&args, &env))
     };
-    let (h1, h2) = (history(&urls[0]), history(&urls[1]));
-    assert!(h1.to_string().len() > 100, "a history with points: {h1}");
-    assert_eq!(h1, h2, "history is the same on both nodes");
+    let first = history(&urls[0]);
+    assert!(first.to_string().len() > 100, "a history with points: {first}");
+    for url in &urls[1..] {
+        assert_eq!(history(url), first, "history on {url} is the one on {}", urls[0]);
+    }
 }
