@@ -13,8 +13,9 @@ use posture_sink::{migrate_on_cluster, migrations, Sink, SinkStage};
 use posture_stage::{PartitionState, Stage, Step, Undecodable};
 use posture_tests::consistency::{score_figures, Reference};
 use posture_tests::fleet::{fleet_events, BASELINE, T0};
-use posture_tests::{check_clickhouse_at, clickhouse_client_at, unique_name};
+use posture_tests::{check_clickhouse_at, clickhouse_client_at, unique_name, ClusterNode};
 use std::sync::Arc;
+use std::time::Duration;
 
 async fn tables(client: &clickhouse::Client, db: &str) -> Vec<(String, String)> {
     #[derive(clickhouse::Row, serde::Deserialize)]
@@ -83,13 +84,28 @@ async fn the_schema_replicates_and_every_replica_reads_exactly() {
     assert!(again.is_empty(), "nothing to apply twice: {again:?}");
 
     // The pipeline's step writes through node 1; each INSERT returns once both replicas have it.
-    let cat = Arc::new(Catalog::from_sources(&[("e2e.yaml", BASELINE)]).unwrap());
     let sink = Sink::new(
         nodes[0]
             .clone()
             .with_database(&db)
             .with_setting("insert_quorum", urls.len().to_string()),
     );
+    write_and_read_exactly(&nodes, &db, sink, None).await;
+}
+
+/// The pipeline's production step writes 600 events of 40 devices over partitions 0 and 1
+/// through `sink` (five flushes, then two flushes of one unusable record each: identical rollup
+/// blocks, both real commits), and `score` and `recommendations` read through every node of
+/// `nodes` equal the reference engines over everything written. `outage`: a node stopped right
+/// before the second flush and started again `outage.1` later, while that flush retries; returns
+/// the rows of `transitions` the shards held while it was down.
+async fn write_and_read_exactly(
+    nodes: &[clickhouse::Client],
+    db: &str,
+    sink: Sink,
+    outage: Option<(&ClusterNode, std::time::Duration, &clickhouse::Client)>,
+) -> Option<u64> {
+    let cat = Arc::new(Catalog::from_sources(&[("e2e.yaml", BASELINE)]).unwrap());
     let decode = |b: &[u8]| {
         ConfigChange::from_json(std::str::from_utf8(b).map_err(|e| Undecodable::from(e.to_string()))?)
             .map_err(Undecodable::from)
@@ -104,6 +120,7 @@ async fn the_schema_replicates_and_every_replica_reads_exactly() {
         );
     }
     let events = fleet_events(600, 40);
+    let mut during = None;
     let mut next = [0i64; 2];
     let mut records = Vec::new();
     for (i, ev) in events.iter().enumerate() {
@@ -117,7 +134,28 @@ async fn the_schema_replicates_and_every_replica_reads_exactly() {
                 step.stage.settle(partition, &ps.engine);
                 step.stage.progress(partition, ps.next_offset, ps.engine.clock());
             }
-            step.stage.flush().await.expect("flush through node 1");
+            match outage {
+                Some((node, down_for, shard_one)) if i == 299 => {
+                    node.stop();
+                    let count = async || {
+                        shard_one
+                            .query("SELECT count() FROM transitions")
+                            .fetch_one::<u64>()
+                            .await
+                            .expect("count on shard 1")
+                    };
+                    let before = count().await;
+                    let (flushed, held) = tokio::join!(step.stage.flush(), async {
+                        tokio::time::sleep(down_for).await;
+                        let held = count().await;
+                        tokio::task::block_in_place(|| node.start());
+                        held - before
+                    });
+                    flushed.expect("flush through node 1, across the outage");
+                    during = Some(held);
+                }
+                _ => step.stage.flush().await.expect("flush through node 1"),
+            }
         }
     }
     // Two flushes of one unusable record each on partition 0: their rollup blocks are identical
@@ -139,7 +177,7 @@ async fn the_schema_replicates_and_every_replica_reads_exactly() {
     let reference = Reference::new(cat.clone(), records);
     let end = T0 + 600 * 60_000;
     for (i, node) in nodes.iter().enumerate() {
-        let q = Query::new(node.clone().with_database(&db), cat.clone());
+        let q = Query::new(node.clone().with_database(db), cat.clone());
         for (group, at) in [
             (None, end),
             (None, T0 + 200 * 60_000),
@@ -185,6 +223,21 @@ async fn the_schema_replicates_and_every_replica_reads_exactly() {
             );
         }
     }
+    // The alert's figures: the tenants' latest deltas and a drop's largest causes, the same
+    // through every node.
+    let mut answers = Vec::new();
+    for node in nodes {
+        let q = Query::new(node.clone().with_database(db), cat.clone());
+        let latest = q.tenants_latest().await.expect("tenants_latest");
+        let causes = q
+            .drop_causes(&Scope::tenant("t1"), None, T0, end)
+            .await
+            .expect("drop_causes");
+        answers.push(format!("{latest:?} {causes:?}"));
+    }
+    assert!(answers[0].contains("points_lost"), "a drop with causes: {}", answers[0]);
+    assert!(answers.iter().all(|a| *a == answers[0]), "{answers:#?}");
+    during
 }
 
 /// The sharded layout (cluster `posture_sharded`: 2 shards x 2 replicas): on every node, each raw
@@ -193,7 +246,7 @@ async fn the_schema_replicates_and_every_replica_reads_exactly() {
 /// another node applies nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sharded_schema_is_local_tables_behind_distributed_ones_on_every_node() {
-    let (urls, name, _) = posture_tests::sharded_cluster();
+    let (urls, name, replicas) = posture_tests::sharded_cluster();
     for u in &urls {
         check_clickhouse_at(u).await;
     }
@@ -242,6 +295,44 @@ async fn the_sharded_schema_is_local_tables_behind_distributed_ones_on_every_nod
         .await
         .expect("migrate again through node 3");
     assert!(again.is_empty(), "nothing to apply twice: {again:?}");
+
+    // The step writes through node 1 as `posture run` does (synchronous Distributed INSERTs, the
+    // quorum of a shard's replicas, every node's for the rollup), partition 0 to shard 1 and 1 to
+    // shard 2; the last node (a replica of shard 2) is down for 5 s during a flush: shard 1
+    // commits its block, shard 2 fails until the node is back, and the retry sends partition 1's
+    // rows alone. Every transition once, every answer exact, on every node.
+    let last = ClusterNode::of_stack(urls.len());
+    assert_eq!(last.url(), urls[urls.len() - 1]);
+    let sink = Sink::new(
+        nodes[0]
+            .clone()
+            .with_database(&db)
+            .with_setting("insert_quorum", replicas.to_string())
+            .with_setting("insert_distributed_sync", "1"),
+    )
+    .with_everywhere_quorum(urls.len() as u64)
+    .with_retry(posture_stage::RetryPolicy {
+        max_attempts: 100,
+        max_backoff: Duration::from_secs(1),
+        ..Default::default()
+    });
+    let shard_one = nodes[0].clone().with_database(&local);
+    let held = write_and_read_exactly(&nodes, &db, sink, Some((&last, Duration::from_secs(5), &shard_one)))
+        .await
+        .expect("the outage happened");
+    assert!(
+        held > 0,
+        "shard 1 committed its part of the flush while shard 2 was short of its quorum"
+    );
+    let (rows, distinct): (u64, u64) = nodes[0]
+        .clone()
+        .with_database(&db)
+        .query("SELECT count(), uniqExact(source_partition, source_offset, seq) FROM transitions")
+        .fetch_one()
+        .await
+        .expect("count transitions");
+    assert_eq!(rows, distinct, "no transition twice");
+    assert!(rows > 0);
 }
 
 /// Every statement migrate runs on a cluster also parses on ClickHouse 26 (chdb, in-process):

@@ -31,9 +31,13 @@ pub struct ClickHouseArgs {
     #[arg(long, env = "POSTURE_CLICKHOUSE_PASSWORD_FILE", value_name = "FILE")]
     pub(crate) clickhouse_password_file: Option<PathBuf>,
     /// The ClickHouse cluster posture's tables live on (a name in the servers'
-    /// remote_servers, with ZooKeeper configured): `migrate` creates every table ON CLUSTER as
-    /// a replicated table (one shard, a replica on each server), and `run` writes with an
-    /// insert quorum. The query commands read any node and do not need it. Unset: one server.
+    /// remote_servers, with ZooKeeper configured). `migrate` creates every table ON CLUSTER:
+    /// on a cluster of one shard, every table replicated on every node; on several shards, the
+    /// raw tables sharded by source partition (replicated tables in <database>_local behind
+    /// Distributed tables in <database>) and the rollup, exceptions, tasks and catalogs
+    /// replicated whole on every node. `run` writes with an insert quorum (and, sharded,
+    /// synchronous Distributed INSERTs). The query commands read any node and do not need it.
+    /// Unset: one server.
     #[arg(long, env = "POSTURE_CLICKHOUSE_CLUSTER", value_name = "NAME")]
     pub(crate) clickhouse_cluster: Option<String>,
     /// With --clickhouse-cluster: how many replicas must hold each INSERT before it counts as
@@ -68,11 +72,7 @@ impl ClickHouseArgs {
             .with_url(&self.clickhouse_url)
             .with_user(user)
             // ClickHouse 18.16 lacks the format schema validation uses.
-            .with_validation(false)
-            // On a sharded cluster, a query on a Distributed table whose subquery reads another
-            // one runs the subquery once and sends its result to every shard (GLOBAL IN/JOIN);
-            // ClickHouse refuses such a query by default. No effect on one server.
-            .with_setting("distributed_product_mode", "global");
+            .with_validation(false);
         if let Some(p) = crate::config::secret(password_env, password_file)? {
             c = c.with_password(p);
         }

@@ -86,6 +86,15 @@ async fn through_an_outage(urls: &[String], cluster: &str, replicas: usize, name
     ];
     let migrated = posture(&["migrate"], &env);
     assert!(migrated.contains("applied"), "{migrated}");
+    // The same topic into one server beside it (another consumer group): the reference for every
+    // read that embedded mode does not answer.
+    let single_url = posture_tests::clickhouse_url();
+    let single_db = unique_name(&format!("{name}_one"));
+    let single_env = [
+        ("POSTURE_CLICKHOUSE_URL", single_url.as_str()),
+        ("POSTURE_CLICKHOUSE_DATABASE", single_db.as_str()),
+    ];
+    posture(&["migrate"], &single_env);
     let layout = if shards > 1 { "several shards" } else { "one shard" };
     assert!(migrated.contains(layout), "{migrated}");
 
@@ -97,30 +106,35 @@ async fn through_an_outage(urls: &[String], cluster: &str, replicas: usize, name
         .stderr(Stdio::piped())
         .spawn()
         .expect("start simulate --kafka");
+    let start_run = |env: &[(&str, &str)], log: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_posture"))
+            .args([
+                "run",
+                "--baselines",
+                BASELINES,
+                "--brokers",
+                &brokers,
+                "--topic",
+                &topic,
+                "--group",
+                &unique_name(&format!("{name}_group")),
+                "--batch-ms",
+                "300",
+                "--until-idle",
+                "8",
+                "--http-addr",
+                "",
+            ])
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("start posture run")
+    };
     let log = dir.join("run.log");
-    let mut run = Command::new(env!("CARGO_BIN_EXE_posture"))
-        .args([
-            "run",
-            "--baselines",
-            BASELINES,
-            "--brokers",
-            &brokers,
-            "--topic",
-            &topic,
-            "--group",
-            &unique_name(&format!("{name}_group")),
-            "--batch-ms",
-            "300",
-            "--until-idle",
-            "8",
-            "--http-addr",
-            "",
-        ])
-        .envs(env)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start posture run");
+    let mut run = start_run(&env, &log);
+    let single_log = dir.join("run-one-server.log");
+    let mut single_run = start_run(&single_env, &single_log);
 
     // Once rows arrive, the last node goes away for 30 s, mid-run.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -154,6 +168,12 @@ async fn through_an_outage(urls: &[String], cluster: &str, replicas: usize, name
     let status = run.wait().expect("posture run");
     let run_log = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(status.success(), "posture run failed:\n{run_log}");
+    let single_status = single_run.wait().expect("posture run (one server)");
+    assert!(
+        single_status.success(),
+        "posture run (one server) failed:\n{}",
+        std::fs::read_to_string(&single_log).unwrap_or_default()
+    );
     let retried = run_log
         .lines()
         .filter(|l| l.contains("insert failed, retrying"))
@@ -241,5 +261,79 @@ async fn through_an_outage(urls: &[String], cluster: &str, replicas: usize, name
     assert!(first.to_string().len() > 100, "a history with points: {first}");
     for url in &urls[1..] {
         assert_eq!(history(url), first, "history on {url} is the one on {}", urls[0]);
+    }
+
+    // The reads embedded mode does not answer, on every node, equal one server's.
+    let read = |url: &str, database: &str, args: &[&str]| {
+        let env = [
+            ("POSTURE_CLICKHOUSE_URL", url),
+            ("POSTURE_CLICKHOUSE_DATABASE", database),
+        ];
+        json(&posture(
+            &[args, &["--baselines", BASELINES, "--format", "json"]].concat(),
+            &env,
+        ))
+    };
+    let recs = read(&single_url, &single_db, &["recommendations", "--tenant", "t1"]);
+    let control = recs[0]["control"].as_str().expect("a recommendation").to_string();
+    let failing = read(
+        &single_url,
+        &single_db,
+        &["devices", "--tenant", "t1", "--control", &control],
+    );
+    let device = first_device(&failing).unwrap_or_else(|| panic!("a misconfigured device of {control}: {failing}"));
+    let reads: Vec<Vec<&str>> = vec![
+        vec![
+            "history",
+            "--tenant",
+            "t2",
+            "--from",
+            "2026-11-01T00:00:00Z",
+            "--to",
+            "2026-11-01T12:00:00Z",
+            "--bucket",
+            "day",
+        ],
+        vec!["devices", "--tenant", "t1", "--control", &control],
+        vec!["devices", "--tenant", "t1", "--control", &control, "--state", "PASS"],
+        vec!["devices", "--tenant", "t1", "--device", &device],
+        vec![
+            "whatif",
+            "--tenant",
+            "t1",
+            "--control",
+            &control,
+            "--at",
+            "2026-11-01T11:59:59.999Z",
+        ],
+        vec![
+            "whatif",
+            "--tenant",
+            "t1",
+            "--control",
+            &control,
+            "--group",
+            "finance",
+            "--at",
+            "2026-11-01T06:00:00Z",
+        ],
+    ];
+    for args in &reads {
+        let want = read(&single_url, &single_db, args);
+        for (i, url) in urls.iter().enumerate() {
+            assert_eq!(read(url, &db, args), want, "node {}: {args:?}", i + 1);
+        }
+    }
+}
+
+/// The first value of a `device` key anywhere in `v`.
+fn first_device(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::Object(o) => o
+            .get("device")
+            .and_then(|d| d.as_str().map(str::to_string))
+            .or_else(|| o.values().find_map(first_device)),
+        serde_json::Value::Array(a) => a.iter().find_map(first_device),
+        _ => None,
     }
 }
