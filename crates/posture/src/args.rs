@@ -38,7 +38,12 @@ pub struct ClickHouseArgs {
     /// replicated whole on every node. `run` writes with an insert quorum (and, sharded,
     /// synchronous Distributed INSERTs). The query commands read any node and do not need it.
     /// Unset: one server.
-    #[arg(long, env = "POSTURE_CLICKHOUSE_CLUSTER", value_name = "NAME")]
+    #[arg(
+        long,
+        visible_alias = "cluster",
+        env = "POSTURE_CLICKHOUSE_CLUSTER",
+        value_name = "NAME"
+    )]
     pub(crate) clickhouse_cluster: Option<String>,
     /// With --clickhouse-cluster: how many replicas must hold each INSERT before it counts as
     /// written (ClickHouse insert_quorum). Default: every replica of the cluster (read from
