@@ -210,10 +210,47 @@ pub fn api_router(state: ApiState) -> Router {
         ))
         // Outermost: every refusal and failure is counted, the deadline's included.
         .layer(middleware::from_fn_with_state(state.clone(), count_refusals))
+        .with_state(state.clone());
+    let whoami_route = Router::new()
+        .route("/api/v1/whoami", get(whoami))
+        .layer(middleware::from_fn_with_state(state.clone(), count_refusals))
         .with_state(state);
     Router::new()
         .route("/api/v1/openapi.json", get(openapi))
+        .merge(whoami_route)
         .merge(tenant_routes)
+}
+
+/// 401 with `WWW-Authenticate: Bearer`: no bearer token, or one the tokens file does not name.
+fn unauthorized() -> Response {
+    let mut r = error(
+        StatusCode::UNAUTHORIZED,
+        "a bearer token is required (Authorization: Bearer TOKEN)",
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        "Bearer realm=\"posture\"".parse().expect("ASCII"),
+    );
+    r
+}
+
+/// `GET /api/v1/whoami`: the token's name, the tenants it may read (for a token of `"*"`, every
+/// tenant with data, from the trend store) and whether it may write. The dashboard page asks
+/// it right after the login.
+async fn whoami(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    let Some(grant) = state.tokens.grant(&headers) else {
+        return unauthorized();
+    };
+    let mut tenants: Vec<String> = grant.tenants.iter().filter(|t| *t != "*").cloned().collect();
+    if grant.tenants.iter().any(|t| t == "*") {
+        match state.query.tenants_latest().await {
+            Ok(all) => tenants.extend(all.into_iter().map(|t| t.tenant)),
+            Err(e) => return e.into_response(),
+        }
+    }
+    tenants.sort();
+    tenants.dedup();
+    Json(serde_json::json!({ "name": grant.name, "tenants": tenants, "write": grant.write })).into_response()
 }
 
 async fn openapi() -> Response {
@@ -285,15 +322,7 @@ async fn authorize(
     next: Next,
 ) -> Response {
     let Some(grant) = state.tokens.grant(req.headers()) else {
-        let mut r = error(
-            StatusCode::UNAUTHORIZED,
-            "a bearer token is required (Authorization: Bearer TOKEN)",
-        );
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            "Bearer realm=\"posture\"".parse().expect("ASCII"),
-        );
-        return r;
+        return unauthorized();
     };
     let tenant = params.get("tenant").map(String::as_str).unwrap_or_default();
     if !grant.covers(tenant) {
@@ -745,6 +774,54 @@ mod tests {
             let line = format!("posture_api_refusals_total{{reason=\"{reason}\"}} {n}");
             assert!(text.contains(&line), "{line} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn whoami_names_the_tokens_tenants_and_right_and_refuses_a_wrong_token() {
+        use tower::ServiceExt;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let catalog = Arc::new(
+            posture_core::Catalog::from_sources(&[(
+                "q.yaml",
+                "baseline: q\nversion: 1\ncontrols:\n  - { id: fw, title: F, category: network, points: 10, check: { key: fw, op: eq, value: true } }\n",
+            )])
+            .unwrap(),
+        );
+        let tokens = Tokens::parse(
+            "t",
+            "[[token]]\nname = \"soc\"\ntoken = \"soc-token-0123456789\"\ntenants = [\"t2\", \"t1\"]\nwrite = true\n",
+        )
+        .unwrap();
+        // A token with named tenants needs no ClickHouse (only "*" lists the tenants with data).
+        let nowhere = Query::new(clickhouse::Client::default().with_url("http://127.0.0.1:9"), catalog);
+        let app = api_router(ApiState {
+            query: nowhere.clone(),
+            writer: nowhere,
+            tokens: Arc::new(tokens),
+            limits: ApiLimits::default(),
+            quotas: None,
+            metrics: None,
+        });
+        let ask = |token: &str| {
+            let req = axum::http::Request::get("/api/v1/whoami")
+                .header("authorization", format!("Bearer {token}"))
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let r = rt.block_on(app.clone().oneshot(req)).unwrap();
+            (r.status().as_u16(), futures_body(r))
+        };
+        let (status, body) = ask("soc-token-0123456789");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"name": "soc", "tenants": ["t1", "t2"], "write": true})
+        );
+        let (status, body) = ask("soc-token-0123456789-not");
+        assert_eq!(status, 401, "{body}");
     }
 
     #[test]

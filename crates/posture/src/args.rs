@@ -193,6 +193,68 @@ pub struct MigrateArgs {
     pub(crate) ch: ClickHouseArgs,
 }
 
+/// `posture serve`: the query API and the dashboard page, without consuming.
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Directory of baseline YAML files (titles, points, categories of the controls); the same
+    /// baselines the pipeline runs with.
+    #[arg(long, env = "POSTURE_BASELINES", value_name = "DIR")]
+    pub(crate) baselines: PathBuf,
+    #[command(flatten)]
+    pub(crate) ch: ClickHouseArgs,
+    /// Address of the HTTP port: the dashboard page at /, the query API at /api/v1, /metrics,
+    /// /healthz and /readyz. Loopback by default; 0.0.0.0:9465 to be reached from elsewhere.
+    #[arg(
+        long,
+        env = "POSTURE_SERVE_ADDR",
+        default_value = "127.0.0.1:9465",
+        value_name = "ADDR"
+    )]
+    pub(crate) http_addr: String,
+    /// File whose first line is the bearer token /metrics asks for (or the environment
+    /// variable POSTURE_METRICS_TOKEN).
+    #[arg(long, env = "POSTURE_METRICS_TOKEN_FILE", value_name = "FILE")]
+    pub(crate) metrics_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) api: ApiArgs,
+}
+
+/// The query API and the dashboard page on the HTTP port (`posture run` and `posture serve`).
+#[derive(clap::Args)]
+pub struct ApiArgs {
+    /// TOML file of bearer tokens for the query API `/api/v1` on the HTTP
+    /// port, each with the tenants it may read (see the README). Without
+    /// it, the API is off (only its OpenAPI document is served).
+    #[arg(long, env = "POSTURE_API_TOKENS_FILE", value_name = "FILE")]
+    pub(crate) api_tokens_file: Option<PathBuf>,
+    /// An API request that takes longer is answered 503; its ClickHouse
+    /// queries are stopped too (max_execution_time).
+    #[arg(long, env = "POSTURE_API_TIMEOUT_SECS", default_value_t = 30, value_name = "SECS")]
+    pub(crate) api_timeout_secs: u64,
+    /// At most this many API requests are served at once (the others wait).
+    #[arg(long, env = "POSTURE_API_MAX_IN_FLIGHT", default_value_t = 64, value_name = "N")]
+    pub(crate) api_max_in_flight: usize,
+    /// ClickHouse user of the query API's reads (a read-only user, readonly=2
+    /// in its profile: see docs/SECURITY.md); its password comes from
+    /// POSTURE_API_CLICKHOUSE_PASSWORD or --api-clickhouse-password-file.
+    /// Writes (exceptions, tasks) go through --clickhouse-user. Default:
+    /// --clickhouse-user for both.
+    #[arg(long, env = "POSTURE_API_CLICKHOUSE_USER", value_name = "USER")]
+    pub(crate) api_clickhouse_user: Option<String>,
+    /// File whose first line is the password of --api-clickhouse-user.
+    #[arg(long, env = "POSTURE_API_CLICKHOUSE_PASSWORD_FILE", value_name = "FILE")]
+    pub(crate) api_clickhouse_password_file: Option<PathBuf>,
+    /// API requests per second one tenant may make on average (bursts of
+    /// twice as many); beyond, 429 with Retry-After (0: no quota).
+    #[arg(
+        long,
+        env = "POSTURE_API_TENANT_REQUESTS_PER_SEC",
+        default_value_t = 20.0,
+        value_name = "N"
+    )]
+    pub(crate) api_tenant_requests_per_sec: f64,
+}
+
 #[derive(clap::Args)]
 pub struct RunArgs {
     /// Directory of baseline YAML files.
@@ -238,37 +300,8 @@ pub struct RunArgs {
     /// is open to whoever reaches the port; /healthz and /readyz always are.
     #[arg(long, env = "POSTURE_METRICS_TOKEN_FILE", value_name = "FILE")]
     pub(crate) metrics_token_file: Option<PathBuf>,
-    /// TOML file of bearer tokens for the query API `/api/v1` on the HTTP
-    /// port, each with the tenants it may read (see the README). Without
-    /// it, the API is off (only its OpenAPI document is served).
-    #[arg(long, env = "POSTURE_API_TOKENS_FILE", value_name = "FILE")]
-    pub(crate) api_tokens_file: Option<PathBuf>,
-    /// An API request that takes longer is answered 503; its ClickHouse
-    /// queries are stopped too (max_execution_time).
-    #[arg(long, env = "POSTURE_API_TIMEOUT_SECS", default_value_t = 30, value_name = "SECS")]
-    pub(crate) api_timeout_secs: u64,
-    /// At most this many API requests are served at once (the others wait).
-    #[arg(long, env = "POSTURE_API_MAX_IN_FLIGHT", default_value_t = 64, value_name = "N")]
-    pub(crate) api_max_in_flight: usize,
-    /// ClickHouse user of the query API's reads (a read-only user, readonly=2
-    /// in its profile: see docs/SECURITY.md); its password comes from
-    /// POSTURE_API_CLICKHOUSE_PASSWORD or --api-clickhouse-password-file.
-    /// Writes (exceptions, tasks) go through --clickhouse-user. Default:
-    /// --clickhouse-user for both.
-    #[arg(long, env = "POSTURE_API_CLICKHOUSE_USER", value_name = "USER")]
-    pub(crate) api_clickhouse_user: Option<String>,
-    /// File whose first line is the password of --api-clickhouse-user.
-    #[arg(long, env = "POSTURE_API_CLICKHOUSE_PASSWORD_FILE", value_name = "FILE")]
-    pub(crate) api_clickhouse_password_file: Option<PathBuf>,
-    /// API requests per second one tenant may make on average (bursts of
-    /// twice as many); beyond, 429 with Retry-After (0: no quota).
-    #[arg(
-        long,
-        env = "POSTURE_API_TENANT_REQUESTS_PER_SEC",
-        default_value_t = 20.0,
-        value_name = "N"
-    )]
-    pub(crate) api_tenant_requests_per_sec: f64,
+    #[command(flatten)]
+    pub(crate) api: ApiArgs,
     /// Topic of ScoreDelta records, one per transition ("" = off).
     #[arg(long, env = "POSTURE_SCORE_DELTAS_TOPIC", default_value = "posture.score-deltas")]
     pub(crate) score_deltas_topic: String,

@@ -21,6 +21,7 @@ mod limits;
 mod output;
 mod pipeline;
 mod query;
+mod serve;
 mod simulate;
 mod xccdf;
 
@@ -110,6 +111,13 @@ enum Command {
     /// Example:
     ///   posture run --baselines deploy/baselines --brokers 127.0.0.1:9092 --database posture
     Run(Box<args::RunArgs>),
+    /// The dashboard page and the query API, without consuming: for dashboards and analysts
+    /// next to the pipeline (any number of instances, each reading ClickHouse). Open
+    /// http://127.0.0.1:9465/ and log in with a token of the tokens file.
+    ///
+    /// Example:
+    ///   posture serve --baselines deploy/baselines --api-tokens-file tokens.toml
+    Serve(Box<args::ServeArgs>),
     /// The secure score of a tenant (or one group, one category) now or at
     /// an instant, read from ClickHouse; with and without exceptions.
     ///
@@ -218,7 +226,7 @@ fn main() -> ExitCode {
     // (SIGPIPE's default action), instead of panicking in println!. `run` keeps Rust's default
     // (SIGPIPE ignored, a write error instead): a service must not die because a log pipe closed.
     #[cfg(unix)]
-    if !matches!(cli.command, Command::Run(_)) {
+    if !matches!(cli.command, Command::Run(_) | Command::Serve(_)) {
         // SAFETY: restores a signal's default disposition before any thread is started.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
@@ -233,6 +241,7 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(args),
         Command::Migrate(args) => pipeline::migrate(args),
         Command::Run(args) => pipeline::run(*args),
+        Command::Serve(args) => serve::serve(*args),
         Command::Score(args) => query::score(args),
         Command::Recommendations(args) => query::recommendations(args),
         Command::History(args) => query::history(args),

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -153,12 +153,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 .http_addr
                 .parse()
                 .with_context(|| format!("--http-addr {:?}: expected HOST:PORT", args.http_addr))?;
-            let api = api_router(&args, catalog.clone(), metrics.clone())?;
+            let api = crate::serve::api_router(&args.ch, &args.api, catalog.clone(), metrics.clone())?;
             let server = HttpServer::bind(addr).await?;
             tracing::info!(
                 "posture run: serving /metrics, /healthz, /readyz{} on http://{}",
                 if api.1 {
-                    ", /api/v1"
+                    ", /api/v1, the dashboard page at /"
                 } else {
                     " (query API off: no --api-tokens-file)"
                 },
@@ -172,7 +172,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 ready: ready.clone(),
                 metrics_token,
             })
-            .merge(api.0);
+            .merge(api.0)
+            .merge(crate::serve::page(api.1));
             tokio::spawn(async move {
                 if let Err(e) = server.run(app).await {
                     tracing::error!("the HTTP server stopped: {e}");
@@ -462,52 +463,6 @@ fn cpu_secs() -> Option<f64> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
     Some(ticks as f64 / 100.0)
-}
-
-/// The query API's routes, and whether they are on: with a tokens file, every
-/// route; without, only the OpenAPI document (every other route answers 401).
-fn api_router(
-    args: &RunArgs,
-    catalog: Arc<posture_core::Catalog>,
-    metrics: Arc<Metrics>,
-) -> Result<(axum::Router, bool)> {
-    let tokens = match &args.api_tokens_file {
-        None => posture_query::http::Tokens::default(),
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            posture_query::http::Tokens::parse(&path.display().to_string(), &text).map_err(anyhow::Error::msg)?
-        }
-    };
-    let timeout = Duration::from_secs(args.api_timeout_secs.max(1));
-    let limit = |c: clickhouse::Client| {
-        c.with_database(&args.ch.database)
-            .with_setting("max_execution_time", timeout.as_secs().to_string())
-    };
-    let writer = limit(args.ch.client()?);
-    let reader = match &args.api_clickhouse_user {
-        None => writer.clone(),
-        Some(user) => limit(args.ch.client_as(
-            user,
-            "POSTURE_API_CLICKHOUSE_PASSWORD",
-            args.api_clickhouse_password_file.as_deref(),
-        )?),
-    };
-    let state = posture_query::http::ApiState {
-        query: posture_query::Query::new(reader, catalog.clone()),
-        writer: posture_query::Query::new(writer, catalog),
-        tokens: Arc::new(tokens),
-        limits: posture_query::http::ApiLimits {
-            timeout,
-            max_in_flight: args.api_max_in_flight,
-        },
-        metrics: Some(metrics),
-        quotas: (args.api_tenant_requests_per_sec > 0.0).then(|| {
-            Arc::new(posture_query::quota::RequestQuotas::new(
-                args.api_tenant_requests_per_sec,
-            ))
-        }),
-    };
-    Ok((posture_query::http::api_router(state), args.api_tokens_file.is_some()))
 }
 
 /// Reads every exception from ClickHouse into `set`; logs the rows that are

@@ -1,0 +1,422 @@
+// The dashboard page of posture (issue 20): the secure score tile with its categories, the score
+// over time, top recommendations and improvement opportunities, for the tenant and group chosen;
+// a recommendation's misconfigured devices, exportable as CSV. Everything comes from the query
+// API with the user's token; numbers are formatted as the CLI formats them.
+//
+// Every figure a test reads carries a `data-testid`, and its exact value (as the API gave it) in
+// `data-value`, so a browser test can compare the page with the CLI's JSON.
+
+import uPlot from "uplot";
+import * as api from "./api.js";
+import * as fmt from "./format.js";
+
+const CATEGORIES = [
+  ["application", "Application"],
+  ["os", "Operating system"],
+  ["network", "Network"],
+  ["accounts", "Accounts"],
+  ["security_controls", "Security controls"],
+];
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const main = () => $("#main");
+
+/** An element: `h("td", {class: "n"}, "text", child, ...)`. */
+function h(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return e;
+}
+
+/** A figure with its exact value for tests. */
+function figure(testid, value, text) {
+  return h("span", { "data-testid": testid, "data-value": value }, text);
+}
+
+function status(message, kind = "") {
+  const s = $("#status");
+  s.textContent = message;
+  s.className = `status ${kind}`;
+}
+
+// --- state: the scope in the URL hash (#/?tenant=t1&group=finance), the token in the session ---
+
+function route() {
+  const [path, query] = location.hash.replace(/^#/, "").split("?");
+  return { path: path || "/", params: new URLSearchParams(query || "") };
+}
+
+function scope() {
+  const { params } = route();
+  return { tenant: params.get("tenant") || "", group: params.get("group") || "", at: params.get("at") || "" };
+}
+
+/** The instant the page shows: the `at` of the URL (RFC 3339), else now. */
+function instantShown() {
+  return scope().at || new Date().toISOString();
+}
+
+function go(path, extra = {}) {
+  const p = new URLSearchParams();
+  const s = scope();
+  for (const [k, v] of Object.entries({ tenant: s.tenant, group: s.group, at: s.at, ...extra })) {
+    if (v) p.set(k, v);
+  }
+  location.hash = `#${path}?${p}`;
+}
+
+// --- login ---
+
+function showLogin(message) {
+  $("#scope").hidden = true;
+  const input = h("input", {
+    id: "token",
+    type: "password",
+    autocomplete: "off",
+    required: true,
+    minlength: 16,
+    "aria-describedby": "token-help",
+  });
+  const form = h(
+    "form",
+    {
+      class: "login card",
+      onsubmit: async (ev) => {
+        ev.preventDefault();
+        api.setToken(input.value.trim());
+        await start();
+      },
+    },
+    h("h2", {}, "Log in"),
+    h("label", { for: "token" }, "API token"),
+    input,
+    h("p", { id: "token-help", class: "help" }, "A token of the API tokens file (--api-tokens-file). It is kept in this browser tab only."),
+    h("button", { type: "submit" }, "Log in"),
+  );
+  main().replaceChildren(form);
+  if (message) status(message, "error");
+  input.focus();
+}
+
+// --- the dashboard: four tiles ---
+
+async function dashboard() {
+  const { tenant, group } = scope();
+  const base = api.tenantPath(tenant);
+  const without = $("#without").checked;
+  const grid = h("div", { class: "grid" });
+  main().replaceChildren(grid);
+  const tiles = {
+    score: tile(grid, "score", "Secure score"),
+    history: tile(grid, "history", "Score over time"),
+    recs: tile(grid, "recommendations", "Top recommendations"),
+    opps: tile(grid, "opportunities", "Improvement opportunities"),
+  };
+  status("Loading…");
+  const now = instantShown();
+  // A tile whose data fails says so in place; the others still show.
+  const guard = (promise, ...bodies) =>
+    promise.catch((e) => {
+      for (const b of bodies) done(b, h("p", { class: "tile-error", role: "alert" }, `Could not load: ${e.message}`));
+      throw e;
+    });
+  const results = await Promise.allSettled([
+    guard(api.get(`${base}/score`, { group, at: now }).then((s) => renderScore(tiles.score, s, without)), tiles.score),
+    guard(renderHistory(tiles.history, base, group, without), tiles.history),
+    guard(
+      api.get(`${base}/recommendations`, { group, at: now }).then((r) => {
+        renderRecommendations(tiles.recs, r);
+        renderOpportunities(tiles.opps, r);
+      }),
+      tiles.recs,
+      tiles.opps,
+    ),
+  ]);
+  const failed = results.filter((r) => r.status === "rejected").map((r) => r.reason);
+  if (failed.some((e) => e.status === 401)) return showLogin("The token was refused: log in again.");
+  status(failed.length ? `Some tiles failed: ${failed.map((e) => e.message).join("; ")}` : "", failed.length ? "error" : "");
+}
+
+function tile(grid, id, title) {
+  const body = h("div", { class: "tile-body", "aria-busy": "true" }, h("p", { class: "loading" }, "Loading…"));
+  grid.append(h("section", { class: "card tile", id: `tile-${id}`, "aria-labelledby": `h-${id}` }, h("h2", { id: `h-${id}` }, title), body));
+  return body;
+}
+
+function done(body, ...children) {
+  body.setAttribute("aria-busy", "false");
+  body.replaceChildren(...children);
+}
+
+function renderScore(body, s, without) {
+  const part = without ? s.without_exceptions : s;
+  const rows = CATEGORIES.filter(([k]) => part.categories && part.categories[k]).map(([k, label]) => {
+    const c = part.categories[k];
+    return h(
+      "tr",
+      {},
+      h("th", { scope: "row" }, label),
+      h("td", { class: "n" }, figure(`category-${k}-points`, c.points, `${fmt.points(c.points)} / ${fmt.points(c.max_points)}`)),
+      h("td", { class: "n" }, figure(`category-${k}-percent`, c.percent, fmt.percent(c.percent))),
+    );
+  });
+  done(
+    body,
+    h("p", { class: "big" }, figure("score-percent", part.percent, fmt.percent(part.percent))),
+    h(
+      "p",
+      {},
+      figure("score-points", part.points, fmt.points(part.points)),
+      " of ",
+      figure("score-max-points", part.max_points, fmt.points(part.max_points)),
+      " points",
+      without ? " (without exceptions)" : "",
+    ),
+    h(
+      "p",
+      { class: "help" },
+      without ? "With exceptions: " : "Without exceptions: ",
+      figure("score-other-percent", without ? s.percent : s.without_exceptions.percent, fmt.percent(without ? s.percent : s.without_exceptions.percent)),
+      s.cut && s.cut.complete_through ? ` · complete through ${fmt.instant(s.cut.complete_through)}` : "",
+    ),
+    h("table", { class: "categories" }, h("caption", {}, "Categories"), h("tbody", {}, rows)),
+  );
+}
+
+async function renderHistory(body, base, group, without) {
+  const { params } = route();
+  const bucket = params.get("bucket") || "hour";
+  const days = Number(params.get("days") || "1");
+  const to = Date.parse(instantShown());
+  const from = to - days * 86_400_000;
+  const points = await api.get(`${base}/history`, {
+    group,
+    bucket,
+    from: new Date(from).toISOString(),
+    to: new Date(to).toISOString(),
+  });
+  const controls = h(
+    "div",
+    { class: "controls" },
+    h(
+      "label",
+      {},
+      "Range ",
+      h(
+        "select",
+        { id: "range", onchange: (e) => go("/", { bucket, days: e.target.value }) },
+        [1, 7, 30, 90, 365].map((d) => h("option", { value: d, selected: d === days }, d === 1 ? "1 day" : `${d} days`)),
+      ),
+    ),
+    h(
+      "label",
+      {},
+      "Bucket ",
+      h(
+        "select",
+        { id: "bucket", onchange: (e) => go("/", { bucket: e.target.value, days }) },
+        ["hour", "day"].map((b) => h("option", { value: b, selected: b === bucket }, b)),
+      ),
+    ),
+  );
+  const chart = h("div", { class: "chart", "data-testid": "history-chart", "data-points": points.length });
+  const hover = h("p", { class: "hover", "data-testid": "history-hover", "aria-live": "polite" }, "Hover the line for the value at a date.");
+  done(body, controls, chart, hover);
+  const xs = points.map((p) => p.at_ms / 1000);
+  // A bucket before the scope had any device scores nothing: a gap, not 0%.
+  const ys = points.map((p) => {
+    const part = without ? p.without_exceptions : p;
+    return part.max_points > 0 ? part.percent : null;
+  });
+  const width = () => Math.max(240, chart.clientWidth || 560);
+  const plot = new uPlot(
+    {
+      width: width(),
+      height: 220,
+      scales: { y: { range: (u, min, max) => [Math.max(0, Math.floor(min - 2)), Math.min(100, Math.ceil(max + 2))] } },
+      series: [{}, { label: without ? "percent without exceptions" : "percent", stroke: "#2b6cb0", width: 2, value: (u, v) => (v == null ? "" : fmt.percent(v)) }],
+      axes: [{}, { values: (u, vals) => vals.map((v) => `${v}%`) }],
+      legend: { show: false },
+      hooks: {
+        setCursor: [
+          (u) => {
+            const i = u.cursor.idx;
+            if (i == null || !points[i]) return;
+            hover.textContent = `${fmt.instant(points[i].at)}: ${ys[i] == null ? "no device yet" : fmt.percent(ys[i])}`;
+            hover.dataset.value = ys[i] == null ? "" : ys[i];
+          },
+        ],
+      },
+    },
+    [xs, ys],
+    chart,
+  );
+  // Follow the window's width (a narrow window, a rotated phone).
+  const resize = new ResizeObserver(() => plot.setSize({ width: width(), height: 220 }));
+  resize.observe(chart);
+}
+
+function renderRecommendations(body, recs) {
+  if (!recs.length) return done(body, h("p", {}, "No recommendation: every applicable control passes."));
+  const rows = recs.slice(0, 10).map((r, i) =>
+    h(
+      "tr",
+      { "data-testid": "recommendation", "data-control": r.control },
+      h("td", { class: "n" }, i + 1),
+      h("td", {}, h("a", { href: `#/control/${encodeURIComponent(r.control)}?${new URLSearchParams(scopeParams())}` }, r.title), h("div", { class: "help" }, r.control, " · ", r.category)),
+      h("td", { class: "n" }, figure("points-gained", r.points_gained, `+${fmt.points(r.points_gained)}`)),
+      h("td", { class: "n" }, figure("misconfigured", `${r.misconfigured_devices}/${r.applicable_devices}`, fmt.ratio(r.misconfigured_devices, r.applicable_devices))),
+    ),
+  );
+  done(
+    body,
+    h(
+      "table",
+      { class: "wide" },
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "#"), h("th", { scope: "col" }, "Recommendation"), h("th", { scope: "col", class: "n" }, "+points"), h("th", { scope: "col", class: "n" }, "misconfigured"))),
+      h("tbody", {}, rows),
+    ),
+  );
+}
+
+function renderOpportunities(body, recs) {
+  const top = [...recs].sort((a, b) => b.misconfigured_devices - a.misconfigured_devices || a.control.localeCompare(b.control)).slice(0, 10);
+  if (!top.length) return done(body, h("p", {}, "No misconfigured device."));
+  done(
+    body,
+    h(
+      "table",
+      {},
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Control"), h("th", { scope: "col", class: "n" }, "Misconfigured devices"))),
+      h(
+        "tbody",
+        {},
+        top.map((r) =>
+          h(
+            "tr",
+            { "data-testid": "opportunity", "data-control": r.control },
+            h("td", {}, r.title, h("div", { class: "help" }, r.control)),
+            h("td", { class: "n" }, h("a", { href: `#/control/${encodeURIComponent(r.control)}?${new URLSearchParams(scopeParams())}`, "data-testid": "misconfigured-link", "data-value": r.misconfigured_devices }, r.misconfigured_devices)),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+function scopeParams() {
+  const { tenant, group, at } = scope();
+  return Object.fromEntries(Object.entries({ tenant, group, at }).filter(([, v]) => v));
+}
+
+// --- a control's misconfigured devices ---
+
+async function controlView(control) {
+  const { tenant, group } = scope();
+  const base = api.tenantPath(tenant);
+  const path = `${base}/controls/${encodeURIComponent(control)}/devices`;
+  status("Loading…");
+  const devices = await api.get(path, { group, state: "FAIL" });
+  const list = devices;
+  const rows = list.map((d) =>
+    h(
+      "tr",
+      { "data-testid": "device", "data-device": d.device },
+      h("td", {}, d.device),
+      h("td", {}, d.state, d.exception && d.exception !== "NONE" ? ` (exception: ${d.exception})` : ""),
+      h("td", {}, fmt.instant(d.since)),
+      h("td", {}, d.reason),
+    ),
+  );
+  main().replaceChildren(
+    h(
+      "section",
+      { class: "card" },
+      h("p", {}, h("a", { href: `#/?${new URLSearchParams(scopeParams())}` }, "← Dashboard")),
+      h("h2", {}, "Misconfigured devices of ", h("code", {}, control)),
+      h("p", {}, figure("device-count", list.length, `${list.length} device${list.length === 1 ? "" : "s"}`), group ? ` in group ${group}` : ""),
+      h(
+        "button",
+        {
+          type: "button",
+          "data-testid": "export-csv",
+          onclick: async () => {
+            try {
+              await api.download(path, { group, state: "FAIL" }, `${control}-devices.csv`);
+            } catch (e) {
+              status(`Export failed: ${e.message}`, "error");
+            }
+          },
+        },
+        "Export CSV (for Excel)",
+      ),
+      h("table", {}, h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Device"), h("th", { scope: "col" }, "State"), h("th", { scope: "col" }, "Since"), h("th", { scope: "col" }, "Why"))), h("tbody", {}, rows)),
+    ),
+  );
+  status("");
+}
+
+// --- start ---
+
+async function render() {
+  if (!api.token()) return showLogin();
+  const { path } = route();
+  $("#tenant").value = scope().tenant;
+  $("#group").value = scope().group;
+  $("#at").value = scope().at;
+  try {
+    if (path.startsWith("/control/")) await controlView(decodeURIComponent(path.slice("/control/".length)));
+    else await dashboard();
+  } catch (e) {
+    if (e.status === 401) return showLogin("The token was refused: log in again.");
+    status(e.message, "error");
+  }
+}
+
+async function start() {
+  if (!api.token()) return showLogin();
+  let me;
+  try {
+    me = await api.get("/api/v1/whoami");
+  } catch (e) {
+    api.logout();
+    return showLogin(e.status === 401 ? "The token was refused." : `Cannot reach the API: ${e.message}`);
+  }
+  const select = $("#tenant");
+  select.replaceChildren(...me.tenants.map((t) => h("option", { value: t }, t)));
+  $("#scope").hidden = false;
+  document.body.dataset.write = me.write ? "true" : "false";
+  if (!scope().tenant || !me.tenants.includes(scope().tenant)) {
+    go("/", { tenant: me.tenants[0] || "" });
+    return; // the hashchange renders
+  }
+  await render();
+}
+
+function init() {
+  $("#tenant").addEventListener("change", (e) => go("/", { tenant: e.target.value, group: "" }));
+  $("#group").addEventListener("change", (e) => go(route().path, { group: e.target.value.trim() }));
+  $("#at").addEventListener("change", (e) => {
+    const v = e.target.value.trim();
+    if (v && Number.isNaN(Date.parse(v))) return status(`"${v}" is not an instant: use RFC 3339, e.g. 2026-11-01T12:00:00Z`, "error");
+    go(route().path, { at: v });
+  });
+  $("#without").addEventListener("change", () => render());
+  $("#logout").addEventListener("click", () => {
+    api.logout();
+    location.hash = "";
+    showLogin("Logged out.");
+  });
+  window.addEventListener("hashchange", () => render());
+  start();
+}
+
+init();
