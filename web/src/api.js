@@ -30,7 +30,14 @@ async function request(method, path, params, body) {
   }
   const headers = { Authorization: `Bearer ${token()}` };
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const r = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  let r;
+  // Over the tenant's request quota (429): wait as the server says (Retry-After), a few times.
+  for (let attempt = 1; ; attempt++) {
+    r = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    if (r.status !== 429 || attempt >= 5) break;
+    const wait = Math.min(Number(r.headers.get("Retry-After")) || 1, 10);
+    await new Promise((done) => setTimeout(done, wait * 1000));
+  }
   if (!r.ok) {
     let message = `${r.status} ${r.statusText}`;
     try {

@@ -56,7 +56,8 @@ function route() {
 
 function scope() {
   const { params } = route();
-  return { tenant: params.get("tenant") || "", group: params.get("group") || "", at: params.get("at") || "" };
+  const get = (k) => params.get(k) || "";
+  return { tenant: get("tenant"), group: get("group"), at: get("at"), category: get("category"), remediation: get("remediation"), os: get("os") };
 }
 
 /** The instant the page shows: the `at` of the URL (RFC 3339), else now. */
@@ -67,7 +68,7 @@ function instantShown() {
 function go(path, extra = {}) {
   const p = new URLSearchParams();
   const s = scope();
-  for (const [k, v] of Object.entries({ tenant: s.tenant, group: s.group, at: s.at, ...extra })) {
+  for (const [k, v] of Object.entries({ ...s, ...extra })) {
     if (v) p.set(k, v);
   }
   location.hash = `#${path}?${p}`;
@@ -112,7 +113,8 @@ async function dashboard() {
   const { tenant, group } = scope();
   const base = api.tenantPath(tenant);
   const without = $("#without").checked;
-  const grid = h("div", { class: "grid" });
+  // The view this grid shows (the URL's hash), for whoever waits for a view to be drawn.
+  const grid = h("div", { class: "grid", "data-view": location.hash });
   main().replaceChildren(grid);
   const tiles = {
     score: tile(grid, "score", "Secure score"),
@@ -132,8 +134,8 @@ async function dashboard() {
     guard(api.get(`${base}/score`, { group, at: now }).then((s) => renderScore(tiles.score, s, without)), tiles.score),
     guard(renderHistory(tiles.history, base, group, without), tiles.history),
     guard(
-      api.get(`${base}/recommendations`, { group, at: now }).then((r) => {
-        renderRecommendations(tiles.recs, r);
+      api.get(`${base}/recommendations`, { group, at: now, ...filters() }).then((r) => {
+        renderRecommendations(tiles.recs, r, base);
         renderOpportunities(tiles.opps, r);
       }),
       tiles.recs,
@@ -264,24 +266,49 @@ async function renderHistory(body, base, group, without) {
   resize.observe(chart);
 }
 
-function renderRecommendations(body, recs) {
+/** The what-if figure of a fix: the scope's percent once every misconfigured device passes. */
+async function whatIf(base, control) {
+  const { group } = scope();
+  const [w] = await api.get(`${base}/whatif`, { control, group, at: instantShown() });
+  return w;
+}
+
+function renderRecommendations(body, recs, base) {
   if (!recs.length) return done(body, h("p", {}, "No recommendation: every applicable control passes."));
-  const rows = recs.slice(0, 10).map((r, i) =>
-    h(
+  const rows = recs.slice(0, 10).map((r, i) => {
+    const cell = h("td", { class: "n" }, "…");
+    whatIf(base, r.control).then(
+      (w) => cell.replaceChildren(figure("whatif", w.after.percent, fmt.percent(w.after.percent))),
+      (e) => cell.replaceChildren(h("span", { class: "tile-error", title: e.message }, "?")),
+    );
+    return h(
       "tr",
       { "data-testid": "recommendation", "data-control": r.control },
       h("td", { class: "n" }, i + 1),
       h("td", {}, h("a", { href: `#/control/${encodeURIComponent(r.control)}?${new URLSearchParams(scopeParams())}` }, r.title), h("div", { class: "help" }, r.control, " · ", r.category)),
       h("td", { class: "n" }, figure("points-gained", r.points_gained, `+${fmt.points(r.points_gained)}`)),
       h("td", { class: "n" }, figure("misconfigured", `${r.misconfigured_devices}/${r.applicable_devices}`, fmt.ratio(r.misconfigured_devices, r.applicable_devices))),
-    ),
-  );
+      cell,
+    );
+  });
   done(
     body,
     h(
       "table",
       { class: "wide" },
-      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "#"), h("th", { scope: "col" }, "Recommendation"), h("th", { scope: "col", class: "n" }, "+points"), h("th", { scope: "col", class: "n" }, "misconfigured"))),
+      h(
+        "thead",
+        {},
+        h(
+          "tr",
+          {},
+          h("th", { scope: "col" }, "#"),
+          h("th", { scope: "col" }, "Recommendation"),
+          h("th", { scope: "col", class: "n" }, "+points"),
+          h("th", { scope: "col", class: "n" }, "misconfigured"),
+          h("th", { scope: "col", class: "n", title: "The score once every misconfigured device is fixed (what-if)" }, "score if fixed"),
+        ),
+      ),
       h("tbody", {}, rows),
     ),
   );
@@ -313,8 +340,13 @@ function renderOpportunities(body, recs) {
 }
 
 function scopeParams() {
-  const { tenant, group, at } = scope();
-  return Object.fromEntries(Object.entries({ tenant, group, at }).filter(([, v]) => v));
+  return Object.fromEntries(Object.entries(scope()).filter(([, v]) => v));
+}
+
+/** The recommendation filters of the URL (category, remediation type, OS), for the API. */
+function filters() {
+  const { category, remediation, os } = scope();
+  return { category, remediation, os };
 }
 
 // --- a control's misconfigured devices ---
@@ -324,44 +356,291 @@ async function controlView(control) {
   const base = api.tenantPath(tenant);
   const path = `${base}/controls/${encodeURIComponent(control)}/devices`;
   status("Loading…");
-  const devices = await api.get(path, { group, state: "FAIL" });
+  const [info, devices, recs, exceptions, tasks] = await Promise.all([
+    api.get(`${base}/controls/${encodeURIComponent(control)}`),
+    api.get(path, { group, state: "FAIL" }),
+    api.get(`${base}/recommendations`, { group, at: instantShown() }),
+    api.get(`${base}/exceptions`),
+    api.get(`${base}/tasks`),
+  ]);
+  const rec = recs.find((r) => r.control === control);
   const list = devices;
   const rows = list.map((d) =>
     h(
       "tr",
       { "data-testid": "device", "data-device": d.device },
-      h("td", {}, d.device),
+      h("td", {}, h("a", { href: `#/device/${encodeURIComponent(d.device)}?${new URLSearchParams(scopeParams())}`, "data-testid": "device-link" }, d.device)),
       h("td", {}, d.state, d.exception && d.exception !== "NONE" ? ` (exception: ${d.exception})` : ""),
       h("td", {}, fmt.instant(d.since)),
       h("td", {}, d.reason),
     ),
   );
-  main().replaceChildren(
+  const back = h("p", {}, h("a", { href: `#/?${new URLSearchParams(scopeParams())}` }, "← Dashboard"));
+  const detail = h(
+    "section",
+    { class: "card", "aria-labelledby": "h-detail" },
+    h("h2", { id: "h-detail" }, info.title),
     h(
-      "section",
-      { class: "card" },
-      h("p", {}, h("a", { href: `#/?${new URLSearchParams(scopeParams())}` }, "← Dashboard")),
-      h("h2", {}, "Misconfigured devices of ", h("code", {}, control)),
-      h("p", {}, figure("device-count", list.length, `${list.length} device${list.length === 1 ? "" : "s"}`), group ? ` in group ${group}` : ""),
+      "dl",
+      { class: "facts" },
+      h("dt", {}, "Control"),
+      h("dd", {}, h("code", {}, info.control)),
+      h("dt", {}, "Category"),
+      h("dd", {}, info.category),
+      h("dt", {}, "Remediation"),
+      h("dd", { "data-testid": "remediation" }, info.remediation.replace("_", " ")),
+      h("dt", {}, "What to do"),
+      h("dd", { "data-testid": "remediation-text" }, info.remediation_text || "(the baseline gives no remediation text)"),
+      h("dt", {}, "Why"),
+      h("dd", { "data-testid": "rationale" }, info.rationale || "(the baseline gives no rationale)"),
+      h("dt", {}, "Passes when"),
+      h("dd", { "data-testid": "check" }, h("code", {}, info.check)),
+      h("dt", {}, "Vulnerabilities"),
+      h("dd", { "data-testid": "vulnerabilities" }, info.vulnerabilities.length ? info.vulnerabilities.join(", ") : "none listed"),
+      h("dt", {}, "Points gained"),
+      h("dd", {}, rec ? figure("detail-points-gained", rec.points_gained, `+${fmt.points(rec.points_gained)}`) : "0 (no device fails it now)"),
+      h("dt", {}, "Misconfigured / applicable"),
       h(
-        "button",
-        {
-          type: "button",
-          "data-testid": "export-csv",
-          onclick: async () => {
-            try {
-              await api.download(path, { group, state: "FAIL" }, `${control}-devices.csv`);
-            } catch (e) {
-              status(`Export failed: ${e.message}`, "error");
-            }
-          },
-        },
-        "Export CSV (for Excel)",
+        "dd",
+        {},
+        rec ? figure("detail-misconfigured", `${rec.misconfigured_devices}/${rec.applicable_devices}`, fmt.ratio(rec.misconfigured_devices, rec.applicable_devices)) : "0",
+        rec && rec.excepted_devices ? ` (${rec.excepted_devices} excepted)` : "",
       ),
-      h("table", {}, h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Device"), h("th", { scope: "col" }, "State"), h("th", { scope: "col" }, "Since"), h("th", { scope: "col" }, "Why"))), h("tbody", {}, rows)),
+    ),
+  );
+  const mine = (xs) => xs.filter((x) => x.control === control);
+  main().replaceChildren(
+    back,
+    h(
+      "div",
+      { class: "grid" },
+      detail,
+      tasksCard(base, control, group, mine(tasks)),
+      exceptionsCard(base, control, group, mine(exceptions)),
+      h(
+        "section",
+        { class: "card", "aria-labelledby": "h-devices" },
+        h("h2", { id: "h-devices" }, "Misconfigured devices"),
+        h("p", {}, figure("device-count", list.length, `${list.length} device${list.length === 1 ? "" : "s"}`), group ? ` in group ${group}` : ""),
+        h(
+          "button",
+          {
+            type: "button",
+            "data-testid": "export-csv",
+            onclick: async () => {
+              try {
+                await api.download(path, { group, state: "FAIL" }, `${control}-devices.csv`);
+              } catch (e) {
+                status(`Export failed: ${e.message}`, "error");
+              }
+            },
+          },
+          "Export CSV (for Excel)",
+        ),
+        h("table", {}, h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Device"), h("th", { scope: "col" }, "State"), h("th", { scope: "col" }, "Since"), h("th", { scope: "col" }, "Why"))), h("tbody", {}, rows)),
+      ),
     ),
   );
   status("");
+}
+
+// --- one device: its score and every control's state, with the evidence ---
+
+async function deviceView(device) {
+  const { tenant } = scope();
+  status("Loading…");
+  const d = await api.get(`${api.tenantPath(tenant)}/devices/${encodeURIComponent(device)}`, { at: instantShown() });
+  const inv = d.inventory;
+  const order = { FAIL: 0, UNKNOWN: 1, PASS: 2, NOT_APPLICABLE: 3 };
+  const controls = [...d.controls].sort((a, b) => (order[a.state] ?? 9) - (order[b.state] ?? 9) || a.control.localeCompare(b.control));
+  const evidence = (c) =>
+    Object.entries(c.settings || {})
+      .map(([k, v]) => `${k} = ${JSON.stringify(v)}`)
+      .join("; ");
+  main().replaceChildren(
+    h("p", {}, h("a", { href: `#/?${new URLSearchParams(scopeParams())}` }, "← Dashboard")),
+    h(
+      "section",
+      { class: "card", "aria-labelledby": "h-device" },
+      h("h2", { id: "h-device" }, "Device ", h("code", {}, d.device)),
+      h(
+        "p",
+        {},
+        figure("device-percent", d.percent, fmt.percent(d.percent)),
+        " · ",
+        figure("device-points", d.points, fmt.points(d.points)),
+        ` of ${fmt.points(d.max_points)} points`,
+      ),
+      inv ? h("p", { class: "help" }, `${inv.hostname || ""} · ${inv.os_family} ${inv.os_version} · groups: ${inv.groups.join(", ") || "none"}${inv.tags.length ? ` · tags: ${inv.tags.join(", ")}` : ""}`) : null,
+      h(
+        "table",
+        {},
+        h("thead", {}, h("tr", {}, ["Control", "State", "Since", "Passes when", "Evidence"].map((c) => h("th", { scope: "col" }, c)))),
+        h(
+          "tbody",
+          {},
+          controls.map((c) =>
+            h(
+              "tr",
+              { "data-testid": "device-control", "data-control": c.control, "data-state": c.state },
+              h("td", {}, c.title, h("div", { class: "help" }, c.control)),
+              h("td", {}, c.state, c.exception && c.exception !== "NONE" ? ` (exception: ${c.exception})` : ""),
+              h("td", {}, fmt.instant(c.since)),
+              h("td", {}, h("code", {}, c.check)),
+              h("td", {}, evidence(c)),
+            ),
+          ),
+        ),
+      ),
+    ),
+  );
+  status("");
+}
+
+const READ_ONLY = "This token is read-only: the server refuses changes made with it.";
+
+/** The control's remediation tasks, and the form that creates one (a due date, notes). */
+function tasksCard(base, control, group, tasks) {
+  const due = h("input", { id: "task-due", type: "date", required: true });
+  const priority = h("select", { id: "task-priority" }, ["low", "medium", "high", "critical"].map((p) => h("option", { value: p, selected: p === "medium" }, p)));
+  const notes = h("textarea", { id: "task-notes", rows: 2, maxlength: 4096 });
+  const form = h(
+    "form",
+    {
+      class: "stack",
+      "data-testid": "task-form",
+      onsubmit: async (ev) => {
+        ev.preventDefault();
+        try {
+          const t = await api.post(`${base}/tasks`, { control, group: group || undefined, due: `${due.value}T23:59:59Z`, priority: priority.value, notes: notes.value });
+          await render();
+          status(`Task ${t.id} created, due ${fmt.instant(t.due)}.`, "ok");
+        } catch (e) {
+          status(`The task was not created: ${e.message}`, "error");
+        }
+      },
+    },
+    h("h3", {}, "Request remediation"),
+    h("label", { for: "task-due" }, "Due date"),
+    due,
+    h("label", { for: "task-priority" }, "Priority"),
+    priority,
+    h("label", { for: "task-notes" }, "Notes"),
+    notes,
+    document.body.dataset.write === "true" ? null : h("p", { class: "help" }, READ_ONLY),
+    h("button", { type: "submit" }, "Create task"),
+  );
+  const exportAll = h(
+    "button",
+    {
+      type: "button",
+      "data-testid": "export-tasks",
+      onclick: async () => {
+        try {
+          await api.download(`${base}/tasks`, {}, "remediation-tasks.csv");
+        } catch (e) {
+          status(`Export failed: ${e.message}`, "error");
+        }
+      },
+    },
+    "Export all remediation activity (CSV)",
+  );
+  return h(
+    "section",
+    { class: "card", "aria-labelledby": "h-tasks" },
+    h("h2", { id: "h-tasks" }, "Remediation tasks"),
+    exportAll,
+    tasks.length
+      ? h(
+          "table",
+          {},
+          h("thead", {}, h("tr", {}, ["Task", "Scope", "Due", "Status", "Notes"].map((c) => h("th", { scope: "col" }, c)))),
+          h(
+            "tbody",
+            {},
+            tasks.map((t) =>
+              h("tr", { "data-testid": "task", "data-id": t.id }, h("td", {}, t.id), h("td", {}, t.group || "tenant"), h("td", {}, fmt.instant(t.due)), h("td", {}, t.status, t.overdue ? " (overdue)" : ""), h("td", {}, t.notes)),
+            ),
+          ),
+        )
+      : h("p", {}, "No task for this control."),
+    form,
+  );
+}
+
+/** The control's exceptions, and the form that adds one (a scope, a justification, a note). */
+function exceptionsCard(base, control, group, exceptions) {
+  const scopeKind = h("select", { id: "exc-scope" }, ["tenant", "group", "device", "tag"].map((k) => h("option", { value: k, selected: k === (group ? "group" : "tenant") }, k)));
+  const value = h("input", { id: "exc-value", value: group || "", autocomplete: "off" });
+  const justification = h(
+    "select",
+    { id: "exc-justification" },
+    [
+      ["risk_accepted", "Risk accepted"],
+      ["planned_remediation", "Planned remediation"],
+      ["third_party_control", "Third-party control"],
+      ["alternate_mitigation", "Alternate mitigation"],
+    ].map(([v, l]) => h("option", { value: v }, l)),
+  );
+  const expires = h("input", { id: "exc-expires", type: "date" });
+  const note = h("textarea", { id: "exc-note", rows: 2, maxlength: 4096 });
+  const form = h(
+    "form",
+    {
+      class: "stack",
+      "data-testid": "exception-form",
+      onsubmit: async (ev) => {
+        ev.preventDefault();
+        try {
+          const e = await api.post(`${base}/exceptions`, {
+            control,
+            scope: scopeKind.value,
+            scope_value: scopeKind.value === "tenant" ? "" : value.value.trim(),
+            justification: justification.value,
+            expires_at: expires.value ? `${expires.value}T23:59:59Z` : undefined,
+            note: note.value,
+          });
+          await render();
+          status(`Exception ${e.id} added.`, "ok");
+        } catch (e) {
+          status(`The exception was not added: ${e.message}`, "error");
+        }
+      },
+    },
+    h("h3", {}, "Add an exception"),
+    h("label", { for: "exc-scope" }, "Applies to"),
+    scopeKind,
+    h("label", { for: "exc-value" }, "Group, device or tag (not for tenant)"),
+    value,
+    h("label", { for: "exc-justification" }, "Justification"),
+    justification,
+    h("label", { for: "exc-expires" }, "Expires (empty: never)"),
+    expires,
+    h("label", { for: "exc-note" }, "Note"),
+    note,
+    document.body.dataset.write === "true" ? null : h("p", { class: "help" }, READ_ONLY),
+    h("button", { type: "submit" }, "Add exception"),
+  );
+  return h(
+    "section",
+    { class: "card", "aria-labelledby": "h-exceptions" },
+    h("h2", { id: "h-exceptions" }, "Exceptions"),
+    exceptions.length
+      ? h(
+          "table",
+          {},
+          h("thead", {}, h("tr", {}, ["Exception", "Applies to", "Justification", "Expires", "Note"].map((c) => h("th", { scope: "col" }, c)))),
+          h(
+            "tbody",
+            {},
+            exceptions.map((e) =>
+              h("tr", { "data-testid": "exception", "data-id": e.id }, h("td", {}, e.id), h("td", {}, e.scope, e.scope_value ? ` ${e.scope_value}` : ""), h("td", {}, e.justification.replace("_", " ")), h("td", {}, e.expires_at ? fmt.instant(e.expires_at) : "never"), h("td", {}, e.note)),
+            ),
+          ),
+        )
+      : h("p", {}, "No exception for this control."),
+    form,
+  );
 }
 
 // --- start ---
@@ -372,8 +651,12 @@ async function render() {
   $("#tenant").value = scope().tenant;
   $("#group").value = scope().group;
   $("#at").value = scope().at;
+  $("#f-category").value = scope().category;
+  $("#f-remediation").value = scope().remediation;
+  $("#f-os").value = scope().os;
   try {
     if (path.startsWith("/control/")) await controlView(decodeURIComponent(path.slice("/control/".length)));
+    else if (path.startsWith("/device/")) await deviceView(decodeURIComponent(path.slice("/device/".length)));
     else await dashboard();
   } catch (e) {
     if (e.status === 401) return showLogin("The token was refused: log in again.");
@@ -410,6 +693,9 @@ function init() {
     go(route().path, { at: v });
   });
   $("#without").addEventListener("change", () => render());
+  for (const [id, key] of [["#f-category", "category"], ["#f-remediation", "remediation"], ["#f-os", "os"]]) {
+    $(id).addEventListener("change", (e) => go("/", { [key]: e.target.value }));
+  }
   $("#logout").addEventListener("click", () => {
     api.logout();
     location.hash = "";

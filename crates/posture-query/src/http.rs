@@ -181,6 +181,7 @@ pub fn api_router(state: ApiState) -> Router {
         .route("/api/v1/tenants/{tenant}/score", get(score))
         .route("/api/v1/tenants/{tenant}/history", get(history))
         .route("/api/v1/tenants/{tenant}/recommendations", get(recommendations))
+        .route("/api/v1/tenants/{tenant}/controls/{control}", get(control_info))
         .route(
             "/api/v1/tenants/{tenant}/controls/{control}/devices",
             get(control_devices),
@@ -560,6 +561,28 @@ async fn recommendations(
     ))
 }
 
+/// `GET /api/v1/tenants/{t}/controls/{c}`: the control as its baseline describes it (title,
+/// category, points, remediation type and text, rationale, vulnerabilities, check): what a
+/// recommendation's detail shows beside the tenant's figures.
+async fn control_info(State(s): State<ApiState>, Path((_tenant, control)): Path<(String, String)>) -> Answer {
+    let cat = s.query.catalog();
+    let Some((i, c)) = cat.controls.iter().enumerate().find(|(_, c)| c.id == control) else {
+        return Err(QueryError::NotFound(format!("no control {control:?} in the baselines")));
+    };
+    Ok(Json(serde_json::json!({
+        "control": c.id,
+        "title": c.title,
+        "category": c.category.as_str(),
+        "points": posture_core::types::micros_to_points(c.points),
+        "remediation": c.remediation.as_str(),
+        "remediation_text": c.remediation_text,
+        "rationale": c.rationale,
+        "vulnerabilities": c.vulnerabilities,
+        "check": crate::check_text(cat, i as posture_core::ControlIdx),
+    }))
+    .into_response())
+}
+
 async fn control_devices(
     State(s): State<ApiState>,
     Path((tenant, control)): Path<(String, String)>,
@@ -822,6 +845,25 @@ mod tests {
         );
         let (status, body) = ask("soc-token-0123456789-not");
         assert_eq!(status, 401, "{body}");
+
+        // A control as its baseline describes it (the page's recommendation detail).
+        let control = |path: &str| {
+            let req = axum::http::Request::get(path)
+                .header("authorization", "Bearer soc-token-0123456789")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let r = rt.block_on(app.clone().oneshot(req)).unwrap();
+            (r.status().as_u16(), futures_body(r))
+        };
+        let (status, body) = control("/api/v1/tenants/t1/controls/fw");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["title"], "F");
+        assert_eq!(v["category"], "network");
+        assert_eq!(v["points"], 10.0);
+        assert_eq!(v["check"], "fw eq true");
+        assert_eq!(control("/api/v1/tenants/t1/controls/nope").0, 404);
+        assert_eq!(control("/api/v1/tenants/t9/controls/fw").0, 403, "another tenant");
     }
 
     #[test]

@@ -241,13 +241,18 @@ pub struct DevicesArgs {
     /// Only devices of this OS family.
     #[arg(long, conflicts_with = "device")]
     os: Option<String>,
+    /// With --device: its score and controls as of this event-time instant (RFC 3339 or epoch
+    /// ms); default: now. (A control's device list is always the latest state.)
+    #[arg(long, value_name = "TIME", value_parser = parse_time, requires = "device")]
+    at: Option<i64>,
 }
 
 /// `posture devices`.
 pub fn devices(a: DevicesArgs) -> Result<ExitCode> {
     let q = a.c.query()?;
     if let Some(device) = &a.device {
-        let d = a.c.block_on(q.device(&a.c.tenant, device, now_ms()))?;
+        let d =
+            a.c.block_on(q.device(&a.c.tenant, device, a.at.unwrap_or_else(now_ms)))?;
         match a.c.format {
             Format::Json => println!("{}", serde_json::to_string_pretty(&d)?),
             Format::Csv => print!("{}", csv_out::device_controls(&d.controls)),

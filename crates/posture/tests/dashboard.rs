@@ -21,8 +21,8 @@ use std::process::{Command, Stdio};
 
 const BASELINES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/baselines");
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-/// The instant shown: the end of the simulated 12 hours.
-const AT: &str = "2026-11-01T11:59:59.999Z";
+/// The instant shown: the end of the demo's simulated day.
+const AT: &str = "2026-11-01T23:59:59.999Z";
 
 /// A JSON number as f64 (the page's `16850` is the CLI's `16850.0`), or a panic.
 fn num(v: &Value) -> f64 {
@@ -82,14 +82,13 @@ async fn the_page_shows_the_clis_figures_in_a_real_browser() {
             "simulate",
             "--baselines",
             BASELINES,
+            // The demo's fleet (scripts/demo: 10,000 devices, a day, seed 42).
             "--devices",
-            "200",
-            "--tenants",
-            "2",
+            "10000",
             "--hours",
-            "12",
+            "24",
             "--seed",
-            "5",
+            "42",
             "--kafka",
             &brokers,
             "--topic",
@@ -118,9 +117,13 @@ async fn the_page_shows_the_clis_figures_in_a_real_browser() {
 
     let tokens = dir.join("tokens.toml");
     let read_token = "dashboard-read-token-0123456789";
+    let write_token = "dashboard-write-token-0123456789";
     std::fs::write(
         &tokens,
-        format!("[[token]]\nname = \"reader\"\ntoken = \"{read_token}\"\ntenants = [\"t1\", \"t2\"]\n"),
+        format!(
+            "[[token]]\nname = \"reader\"\ntoken = \"{read_token}\"\ntenants = [\"t1\", \"t2\"]\n\n\
+             [[token]]\nname = \"soc\"\ntoken = \"{write_token}\"\ntenants = [\"t1\"]\nwrite = true\n"
+        ),
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_posture"))
@@ -155,7 +158,7 @@ async fn the_page_shows_the_clis_figures_in_a_real_browser() {
     let shots = PathBuf::from(ROOT).join(".stack/screenshots");
     let out = Command::new(&node)
         .arg(PathBuf::from(ROOT).join("web/test/dashboard.mjs"))
-        .args([&base, read_token, "t1", AT, shots.to_str().unwrap()])
+        .args([&base, read_token, write_token, "t1", AT, shots.to_str().unwrap()])
         .output()
         .expect("run node");
     assert!(
@@ -230,13 +233,43 @@ async fn the_page_shows_the_clis_figures_in_a_real_browser() {
         .collect();
     assert!(!want.is_empty());
     assert_eq!(got, want, "top recommendations");
+    // The what-if figure of the first three: `posture whatif` for the same control and instant.
+    for r in page["recommendations"].as_array().unwrap().iter().take(3) {
+        let control = r["control"].as_str().unwrap();
+        let w = cli(&["whatif", "--control", control, "--at", AT]);
+        assert_eq!(
+            num(&r["whatif"]),
+            num(&w[0]["after"]["percent"]),
+            "what-if of {control}"
+        );
+    }
+
+    // The filters: the CLI's list for the same category and remediation type.
+    let filtered = cli(&[
+        "recommendations",
+        "--at",
+        AT,
+        "--category",
+        "os",
+        "--remediation",
+        "software_update",
+    ]);
+    let want: Vec<&Value> = filtered
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(10)
+        .map(|r| &r["control"])
+        .collect();
+    assert!(!want.is_empty(), "the filter keeps some recommendations");
+    assert_eq!(page["filtered"].as_array().unwrap().iter().collect::<Vec<_>>(), want);
 
     let history = cli(&[
         "history",
         "--bucket",
         "hour",
         "--from",
-        "2026-10-31T11:59:59.999Z",
+        "2026-10-31T23:59:59.999Z",
         "--to",
         AT,
     ]);
@@ -283,7 +316,124 @@ async fn the_page_shows_the_clis_figures_in_a_real_browser() {
     for d in &want {
         assert!(csv.contains(d), "{d} in the CSV");
     }
+    // The recommendation's detail: the CLI's figures and the baseline's vulnerabilities and check.
+    let rec = recs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["control"] == control)
+        .expect("the opportunity is a recommendation");
+    let detail = &page["detail"];
+    assert_eq!(num(&detail["points_gained"]), num(&rec["points_gained"]));
+    assert_eq!(
+        detail["misconfigured"],
+        format!("{}/{}", rec["misconfigured_devices"], rec["applicable_devices"])
+    );
+    let vulns: Vec<&str> = rec["vulnerabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for v in &vulns {
+        assert!(detail["vulnerabilities"].as_str().unwrap().contains(v), "{v}");
+    }
+    assert_eq!(detail["check"], devices[0]["check"], "the check the devices fail");
+    // The baseline's texts, as written in deploy/baselines.
+    let yaml: String = std::fs::read_dir(BASELINES)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    for key in ["remediation_text", "rationale"] {
+        let text = detail[key].as_str().unwrap();
+        assert!(
+            yaml.contains(text) || text.starts_with("(the baseline gives no"),
+            "{key} of {control}: {text:?}"
+        );
+    }
+    assert_eq!(
+        detail["remediation"],
+        rec["remediation"].as_str().unwrap().replace('_', " ")
+    );
+
+    // A read token is refused; the write token's task and exception are stored as given.
+    assert!(
+        page["read_refused"].as_str().unwrap().contains("not created")
+            && page["read_refused"].as_str().unwrap().contains("reader"),
+        "{}",
+        page["read_refused"]
+    );
+    assert_eq!(page["read_tasks"], 0, "nothing was created with the read token");
+    // `posture tasks list` / `posture exceptions list` of t1, as JSON.
+    let list = |kind: &str| {
+        json(&posture(
+            &[
+                kind,
+                "list",
+                "--baselines",
+                BASELINES,
+                "--tenant",
+                "t1",
+                "--format",
+                "json",
+            ],
+            &env,
+        ))
+    };
+    let tasks = list("tasks");
+    let tasks = tasks.as_array().unwrap();
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(page["tasks"], serde_json::json!([tasks[0]["id"]]));
+    assert_eq!(tasks[0]["control"], control);
+    assert_eq!(tasks[0]["priority"], "high");
+    assert_eq!(tasks[0]["notes"], "patch the finance laptops first");
+    assert_eq!(tasks[0]["author"], "soc", "the token's name");
+    assert!(page["task_status"].as_str().unwrap().contains("created"));
+    // The remediation activity as CSV (the seed's "Export all remediation activity data to CSV").
+    assert_eq!(page["tasks_csv"]["name"], "remediation-tasks.csv");
+    let tasks_csv = page["tasks_csv"]["text"].as_str().unwrap();
+    assert_eq!(tasks_csv.lines().count(), 2, "a header and the task:\n{tasks_csv}");
+    assert!(
+        tasks_csv.contains(tasks[0]["id"].as_str().unwrap()) && tasks_csv.contains("patch the finance laptops first")
+    );
+    let exceptions = list("exceptions");
+    let exceptions = exceptions.as_array().unwrap();
+    assert_eq!(exceptions.len(), 1, "{exceptions:?}");
+    assert_eq!(page["exceptions"], serde_json::json!([exceptions[0]["id"]]));
+    assert_eq!(exceptions[0]["control"], control);
+    assert_eq!(exceptions[0]["scope"], "tenant");
+    assert_eq!(exceptions[0]["justification"], "risk_accepted");
+    assert_eq!(exceptions[0]["note"], "legacy kiosks, replaced in Q1");
+    assert!(page["exception_status"].as_str().unwrap().contains("added"));
+
+    // One device's controls, as `devices --device`.
+    let device = page["device"]["id"].as_str().unwrap();
+    let report = cli(&["devices", "--device", device, "--at", AT]);
+    assert_eq!(
+        num(&page["device"]["percent"]),
+        num(&report["percent"]),
+        "device {device}"
+    );
+    let mut want: Vec<(String, String)> = report["controls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["control"].as_str().unwrap().to_string(),
+                c["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let mut got: Vec<(String, String)> = serde_json::from_value(page["device"]["controls"].clone()).unwrap();
+    want.sort();
+    got.sort();
+    assert!(!want.is_empty());
+    assert_eq!(got, want, "the controls of {device}");
+
     for shot in [
+        "dashboard-device.png",
+        "dashboard-recommendation.png",
         "dashboard-login.png",
         "dashboard-1280x800.png",
         "dashboard-narrow.png",
