@@ -60,10 +60,24 @@ function scope() {
   return { tenant: get("tenant"), group: get("group"), at: get("at"), category: get("category"), remediation: get("remediation"), os: get("os") };
 }
 
-/** The instant the page shows: the `at` of the URL (RFC 3339), else now. */
+/** The instant the page shows, fixed for one render (so every tile and figure of a view is of
+ * the same instant): the `at` of the URL (RFC 3339 or epoch ms), else now; `null` when the URL's
+ * `at` is not an instant. */
+let shownAt = null;
 function instantShown() {
-  return scope().at || new Date().toISOString();
+  return shownAt;
 }
+function instantOfUrl() {
+  const at = scope().at;
+  if (!at) return new Date().toISOString();
+  const t = /^\d+$/.test(at) ? Number(at) : Date.parse(at);
+  return Number.isNaN(t) ? null : new Date(t).toISOString();
+}
+
+/** Renders are numbered: a view whose data arrives after a newer render started is dropped, so a
+ * slow view never paints over the one the URL now names. */
+let renderSeq = 0;
+const stale = (seq) => seq !== renderSeq;
 
 function go(path, extra = {}) {
   const p = new URLSearchParams();
@@ -110,6 +124,7 @@ function showLogin(message) {
 // --- the dashboard: four tiles ---
 
 async function dashboard() {
+  const seq = renderSeq;
   const { tenant, group } = scope();
   const base = api.tenantPath(tenant);
   const without = $("#without").checked;
@@ -142,6 +157,7 @@ async function dashboard() {
       tiles.opps,
     ),
   ]);
+  if (stale(seq)) return;
   const failed = results.filter((r) => r.status === "rejected").map((r) => r.reason);
   if (failed.some((e) => e.status === 401)) return showLogin("The token was refused: log in again.");
   status(failed.length ? `Some tiles failed: ${failed.map((e) => e.message).join("; ")}` : "", failed.length ? "error" : "");
@@ -352,6 +368,7 @@ function filters() {
 // --- a control's misconfigured devices ---
 
 async function controlView(control) {
+  const seq = renderSeq;
   const { tenant, group } = scope();
   const base = api.tenantPath(tenant);
   const path = `${base}/controls/${encodeURIComponent(control)}/devices`;
@@ -363,6 +380,7 @@ async function controlView(control) {
     api.get(`${base}/exceptions`),
     api.get(`${base}/tasks`),
   ]);
+  if (stale(seq)) return;
   const rec = recs.find((r) => r.control === control);
   const list = devices;
   const rows = list.map((d) =>
@@ -447,9 +465,11 @@ async function controlView(control) {
 // --- one device: its score and every control's state, with the evidence ---
 
 async function deviceView(device) {
+  const seq = renderSeq;
   const { tenant } = scope();
   status("Loading…");
   const d = await api.get(`${api.tenantPath(tenant)}/devices/${encodeURIComponent(device)}`, { at: instantShown() });
+  if (stale(seq)) return;
   const inv = d.inventory;
   const order = { FAIL: 0, UNKNOWN: 1, PASS: 2, NOT_APPLICABLE: 3 };
   const controls = [...d.controls].sort((a, b) => (order[a.state] ?? 9) - (order[b.state] ?? 9) || a.control.localeCompare(b.control));
@@ -647,6 +667,7 @@ function exceptionsCard(base, control, group, exceptions) {
 
 async function render() {
   if (!api.token()) return showLogin();
+  const seq = ++renderSeq;
   const { path } = route();
   $("#tenant").value = scope().tenant;
   $("#group").value = scope().group;
@@ -654,11 +675,21 @@ async function render() {
   $("#f-category").value = scope().category;
   $("#f-remediation").value = scope().remediation;
   $("#f-os").value = scope().os;
+  shownAt = instantOfUrl();
+  if (!shownAt) {
+    main().replaceChildren();
+    return status(`"${scope().at}" is not an instant: use RFC 3339 (2026-11-01T12:00:00Z) or epoch milliseconds`, "error");
+  }
+  if (!scope().tenant) {
+    main().replaceChildren();
+    return status("This token may read no tenant with data yet.", "error");
+  }
   try {
     if (path.startsWith("/control/")) await controlView(decodeURIComponent(path.slice("/control/".length)));
     else if (path.startsWith("/device/")) await deviceView(decodeURIComponent(path.slice("/device/".length)));
     else await dashboard();
   } catch (e) {
+    if (stale(seq)) return;
     if (e.status === 401) return showLogin("The token was refused: log in again.");
     status(e.message, "error");
   }
@@ -670,15 +701,24 @@ async function start() {
   try {
     me = await api.get("/api/v1/whoami");
   } catch (e) {
-    api.logout();
-    return showLogin(e.status === 401 ? "The token was refused." : `Cannot reach the API: ${e.message}`);
+    // Only a refused token ends the session; a server or network failure keeps it for a retry.
+    if (e.status === 401) {
+      api.logout();
+      return showLogin("The token was refused.");
+    }
+    main().replaceChildren(h("p", {}, h("button", { type: "button", onclick: () => start() }, "Try again")));
+    return status(`Cannot reach the API: ${e.message}`, "error");
   }
   const select = $("#tenant");
   select.replaceChildren(...me.tenants.map((t) => h("option", { value: t }, t)));
   $("#scope").hidden = false;
   document.body.dataset.write = me.write ? "true" : "false";
+  if (!me.tenants.length) {
+    main().replaceChildren();
+    return status(`Token "${me.name}" may read no tenant with data yet.`, "error");
+  }
   if (!scope().tenant || !me.tenants.includes(scope().tenant)) {
-    go("/", { tenant: me.tenants[0] || "" });
+    go("/", { tenant: me.tenants[0] });
     return; // the hashchange renders
   }
   await render();
@@ -689,7 +729,7 @@ function init() {
   $("#group").addEventListener("change", (e) => go(route().path, { group: e.target.value.trim() }));
   $("#at").addEventListener("change", (e) => {
     const v = e.target.value.trim();
-    if (v && Number.isNaN(Date.parse(v))) return status(`"${v}" is not an instant: use RFC 3339, e.g. 2026-11-01T12:00:00Z`, "error");
+    if (v && !/^\d+$/.test(v) && Number.isNaN(Date.parse(v))) return status(`"${v}" is not an instant: use RFC 3339, e.g. 2026-11-01T12:00:00Z`, "error");
     go(route().path, { at: v });
   });
   $("#without").addEventListener("change", () => render());

@@ -212,8 +212,17 @@ pub fn api_router(state: ApiState) -> Router {
         // Outermost: every refusal and failure is counted, the deadline's included.
         .layer(middleware::from_fn_with_state(state.clone(), count_refusals))
         .with_state(state.clone());
+    // whoami: a bound on requests in flight of the same size (its own) and the same deadline as
+    // the tenants' routes (for a "*" token it reads the tenants from ClickHouse).
     let whoami_route = Router::new()
         .route("/api/v1/whoami", get(whoami))
+        .route_layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            state.limits.max_in_flight.max(1),
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            state.limits.timeout,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), count_refusals))
         .with_state(state);
     Router::new()

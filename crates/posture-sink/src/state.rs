@@ -56,6 +56,9 @@ pub struct SnapshotStore {
     client: Client,
     chunk_bytes: usize,
     retry: RetryPolicy,
+    /// Where older snapshots are deleted: `engine_snapshots`, or on a sharded cluster the local
+    /// tables `ON CLUSTER` (a Distributed table takes no mutation).
+    delete_from: String,
 }
 
 impl SnapshotStore {
@@ -65,7 +68,19 @@ impl SnapshotStore {
             client,
             chunk_bytes: 4 << 20,
             retry: RetryPolicy::default(),
+            delete_from: "engine_snapshots".into(),
         }
+    }
+
+    /// On a sharded cluster (`crate::cluster::Layout::Sharded`): `engine_snapshots` of
+    /// `database` is a Distributed table, which takes no `ALTER ... DELETE`; older snapshots are
+    /// deleted from the shards' local tables, `ON CLUSTER cluster`.
+    pub fn sharded(mut self, database: &str, cluster: &str) -> SnapshotStore {
+        self.delete_from = format!(
+            "{}.engine_snapshots ON CLUSTER {cluster}",
+            crate::cluster::local_database(database)
+        );
+        self
     }
 
     /// Chunk size (default 4 MiB).
@@ -141,14 +156,20 @@ impl SnapshotStore {
             insert.end().await
         })
         .await?;
-        let _ = self
+        let deleted = self
             .client
-            .query("ALTER TABLE engine_snapshots DELETE WHERE topic = ? AND partition = ? AND next_offset < ?")
+            .query(&format!(
+                "ALTER TABLE {} DELETE WHERE topic = ? AND partition = ? AND next_offset < ?",
+                self.delete_from
+            ))
             .bind(topic)
             .bind(partition)
             .bind(next_offset)
             .execute()
             .await;
+        if let Err(e) = deleted {
+            tracing::warn!(partition, "older snapshots not deleted (they only use space): {e}");
+        }
         Ok(())
     }
 

@@ -52,8 +52,9 @@ pub fn router() -> Router {
         )
 }
 
-/// One embedded file with its type and the page's security headers. The HTML is never cached
-/// (a new release's page is seen at once); the assets are revalidated by their ETag.
+/// One embedded file with its type and the page's security headers. The HTML is never stored
+/// (a new release's page is seen at once); the assets may be stored but are asked for again each
+/// time (`no-cache`; they are small, and a release changes them).
 fn asset(content_type: &'static str, body: &'static str, cache: bool) -> Response {
     let mut r = (StatusCode::OK, body).into_response();
     let h = r.headers_mut();

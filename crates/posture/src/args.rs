@@ -45,12 +45,13 @@ pub struct ClickHouseArgs {
         value_name = "NAME"
     )]
     pub(crate) clickhouse_cluster: Option<String>,
-    /// With --clickhouse-cluster: how many replicas must hold each INSERT before it counts as
-    /// written (ClickHouse insert_quorum). Default: every replica of the cluster (read from
-    /// system.clusters), so a read on any replica sees every flush that has returned. 0 or 1:
-    /// no quorum: a replica may lag behind what was written, and an instance that takes over a
-    /// partition through a lagging replica reads an old cut and snapshot and sums replayed
-    /// records into the rollup again; only for a single writer that always uses one node.
+    /// With --clickhouse-cluster: how many replicas of a shard must hold each INSERT before it
+    /// counts as written (ClickHouse insert_quorum). Default: every replica of a shard (read
+    /// from system.clusters), so a read on any replica sees every flush that has returned. 0 or
+    /// 1: no quorum: a replica may lag behind what was written, and an instance that takes over
+    /// a partition through a lagging replica reads an old snapshot and cut; only for a single
+    /// writer that always uses one node. On a sharded cluster the tables every node holds
+    /// (score_rollup, baseline_catalogs) always wait for every node, whatever N is.
     #[arg(long, env = "POSTURE_CLICKHOUSE_INSERT_QUORUM", value_name = "N")]
     pub(crate) clickhouse_insert_quorum: Option<u32>,
 }
@@ -105,8 +106,10 @@ impl ClickHouseArgs {
             "cluster {cluster} is not in system.clusters of {} (check the servers' remote_servers, or --clickhouse-cluster)",
             self.clickhouse_url
         );
+        // The tables every node holds always wait for every node: a cut read from a lagging node
+        // by an instance restoring a partition would have the replay summed twice.
         let (quorum, everywhere) = match self.clickhouse_insert_quorum {
-            Some(n) => (n as u64, n as u64),
+            Some(n) => (n as u64, nodes),
             None => (replicas, nodes),
         };
         let client = client.with_setting("insert_distributed_sync", "1");
@@ -116,7 +119,7 @@ impl ClickHouseArgs {
             } else {
                 client
             },
-            (nodes > replicas && everywhere > 1).then_some(everywhere),
+            (nodes > replicas).then_some(everywhere),
         ))
     }
 

@@ -118,6 +118,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         };
         let durable = args.state == "clickhouse";
         let store = SnapshotStore::new(client.clone()).with_retry(retry);
+        // Sharded: older snapshots are deleted from the shards' local tables.
+        let store = match (everywhere_quorum, args.ch.cluster()) {
+            (Some(_), Some(cluster)) => store.sharded(&args.ch.database, cluster),
+            _ => store,
+        };
         let emit = {
             let mut e = EmitConfig::new(&brokers, &args.topic);
             e.score_deltas_topic = args.score_deltas_topic.clone();
