@@ -752,13 +752,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_tenant_over_its_quota_gets_429_and_others_do_not() {
-        use tower::ServiceExt;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+    /// The API router over a one-control catalog (`fw`, network, 10 points) with the tokens of
+    /// `tokens_toml` and no ClickHouse behind it: a request that reaches ClickHouse fails (502).
+    fn router_without_clickhouse(
+        tokens_toml: &str,
+        quotas: Option<f64>,
+        metrics: Option<Arc<posture_metrics::Metrics>>,
+    ) -> Router {
         let catalog = Arc::new(
             posture_core::Catalog::from_sources(&[(
                 "q.yaml",
@@ -766,31 +766,48 @@ mod tests {
             )])
             .unwrap(),
         );
-        let token = "reader-token-0123456789";
-        let tokens = Tokens::parse(
-            "t",
-            &format!("[[token]]\nname = \"r\"\ntoken = \"{token}\"\ntenants = [\"*\"]\n"),
-        )
-        .unwrap();
-        // No ClickHouse behind it: requests that pass the quota fail there (502), the others
-        // never get that far (429).
         let nowhere = Query::new(clickhouse::Client::default().with_url("http://127.0.0.1:9"), catalog);
-        let metrics = Arc::new(posture_metrics::Metrics::new());
-        let state = ApiState {
+        api_router(ApiState {
             query: nowhere.clone(),
             writer: nowhere,
-            tokens: Arc::new(tokens),
+            tokens: Arc::new(Tokens::parse("t", tokens_toml).unwrap()),
             limits: ApiLimits::default(),
-            quotas: Some(Arc::new(crate::quota::RequestQuotas::new(1.5))),
-            metrics: Some(metrics.clone()),
-        };
-        let app = api_router(state);
+            quotas: quotas.map(|q| Arc::new(crate::quota::RequestQuotas::new(q))),
+            metrics,
+        })
+    }
+
+    /// `GET path` through `app` with the bearer `token`, on `rt`.
+    fn get_as(rt: &tokio::runtime::Runtime, app: &Router, path: &str, token: &str) -> Response {
+        use tower::ServiceExt;
+        let req = axum::http::Request::get(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        rt.block_on(app.clone().oneshot(req)).unwrap()
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_tenant_over_its_quota_gets_429_and_others_do_not() {
+        let rt = runtime();
+        let token = "reader-token-0123456789";
+        // Requests that pass the quota fail at ClickHouse (502), the others never get that
+        // far (429).
+        let metrics = Arc::new(posture_metrics::Metrics::new());
+        let app = router_without_clickhouse(
+            &format!("[[token]]\nname = \"r\"\ntoken = \"{token}\"\ntenants = [\"*\"]\n"),
+            Some(1.5),
+            Some(metrics.clone()),
+        );
         let status = |tenant: &str| {
-            let req = axum::http::Request::get(format!("/api/v1/tenants/{tenant}/exceptions"))
-                .header("authorization", format!("Bearer {token}"))
-                .body(axum::body::Body::empty())
-                .unwrap();
-            let r = rt.block_on(app.clone().oneshot(req)).unwrap();
+            let r = get_as(&rt, &app, &format!("/api/v1/tenants/{tenant}/exceptions"), token);
             (
                 r.status().as_u16(),
                 r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string()),
@@ -810,60 +827,29 @@ mod tests {
 
     #[test]
     fn whoami_names_the_tokens_tenants_and_right_and_refuses_a_wrong_token() {
-        use tower::ServiceExt;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let catalog = Arc::new(
-            posture_core::Catalog::from_sources(&[(
-                "q.yaml",
-                "baseline: q\nversion: 1\ncontrols:\n  - { id: fw, title: F, category: network, points: 10, check: { key: fw, op: eq, value: true } }\n",
-            )])
-            .unwrap(),
-        );
-        let tokens = Tokens::parse(
-            "t",
-            "[[token]]\nname = \"soc\"\ntoken = \"soc-token-0123456789\"\ntenants = [\"t2\", \"t1\"]\nwrite = true\n",
-        )
-        .unwrap();
+        let rt = runtime();
         // A token with named tenants needs no ClickHouse (only "*" lists the tenants with data).
-        let nowhere = Query::new(clickhouse::Client::default().with_url("http://127.0.0.1:9"), catalog);
-        let app = api_router(ApiState {
-            query: nowhere.clone(),
-            writer: nowhere,
-            tokens: Arc::new(tokens),
-            limits: ApiLimits::default(),
-            quotas: None,
-            metrics: None,
-        });
-        let ask = |token: &str| {
-            let req = axum::http::Request::get("/api/v1/whoami")
-                .header("authorization", format!("Bearer {token}"))
-                .body(axum::body::Body::empty())
-                .unwrap();
-            let r = rt.block_on(app.clone().oneshot(req)).unwrap();
+        let app = router_without_clickhouse(
+            "[[token]]\nname = \"soc\"\ntoken = \"soc-token-0123456789\"\ntenants = [\"t2\", \"t1\"]\nwrite = true\n",
+            None,
+            None,
+        );
+        let ask = |path: &str, token: &str| {
+            let r = get_as(&rt, &app, path, token);
             (r.status().as_u16(), futures_body(r))
         };
-        let (status, body) = ask("soc-token-0123456789");
+        let (status, body) = ask("/api/v1/whoami", "soc-token-0123456789");
         assert_eq!(status, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"name": "soc", "tenants": ["t1", "t2"], "write": true})
         );
-        let (status, body) = ask("soc-token-0123456789-not");
+        let (status, body) = ask("/api/v1/whoami", "soc-token-0123456789-not");
         assert_eq!(status, 401, "{body}");
 
         // A control as its baseline describes it (the page's recommendation detail).
-        let control = |path: &str| {
-            let req = axum::http::Request::get(path)
-                .header("authorization", "Bearer soc-token-0123456789")
-                .body(axum::body::Body::empty())
-                .unwrap();
-            let r = rt.block_on(app.clone().oneshot(req)).unwrap();
-            (r.status().as_u16(), futures_body(r))
-        };
+        let control = |path: &str| ask(path, "soc-token-0123456789");
         let (status, body) = control("/api/v1/tenants/t1/controls/fw");
         assert_eq!(status, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
