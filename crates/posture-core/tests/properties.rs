@@ -5,6 +5,8 @@
 //!    equal the sum of every emitted delta (checked inside `Harness`).
 //! 2. Duplicates and stale events shuffled into the stream change nothing:
 //!    the transitions are identical to those of the clean stream.
+//! 3. Golden digests: on 256 fixed random cases the engine says exactly what it said when
+//!    `engine_golden.txt` was written (the guard of work on its speed).
 
 mod common;
 use common::*;
@@ -442,4 +444,110 @@ proptest! {
         bytes.truncate(cut % (bytes.len() + 1));
         let _ = Engine::restore(cat, config(), &bytes);
     }
+}
+
+/// FNV-1a, 64 bits: a digest that stays the same across Rust releases and platforms (the
+/// standard library's hashers promise neither).
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    fn put(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn put_debug(&mut self, v: &impl std::fmt::Debug) {
+        self.put(format!("{v:?}").as_bytes());
+        self.put(b"\n");
+    }
+}
+
+/// Runs one random case and digests everything the engine says: each event's result, every
+/// transition with its device id and scope deltas, the deadlines' transitions, the stats, the
+/// snapshot bytes, and the snapshot of the engine restored from them.
+fn golden_digest(yaml: &str, steps: &[Step], excs: &[ExcSpec]) -> u64 {
+    let cat = catalog(yaml);
+    let mut h = Fnv::new();
+    let mut e = Engine::new(cat.clone(), config());
+    let mut out = Output::default();
+    let mut digest_out = |h: &mut Fnv, e: &Engine, out: &mut Output| {
+        for t in &out.transitions {
+            h.put(e.device_name(t.device).as_bytes());
+            h.put_debug(t);
+            h.put_debug(&out.deltas_of(t));
+        }
+        out.clear();
+    };
+    for x in exceptions(&cat, excs) {
+        h.put_debug(&e.add_exception(x, &mut out));
+        digest_out(&mut h, &e, &mut out);
+    }
+    for (i, ev) in events(steps).iter().enumerate() {
+        h.put_debug(&e.apply(
+            ev,
+            SourcePos {
+                partition: 0,
+                offset: i as i64,
+            },
+            &mut out,
+        ));
+        digest_out(&mut h, &e, &mut out);
+    }
+    let mut bytes = Vec::new();
+    e.snapshot(&mut bytes);
+    h.put(&bytes);
+    e.advance_to(T0 + 1000 * DAY, SourcePos::default(), &mut out);
+    digest_out(&mut h, &e, &mut out);
+    h.put_debug(e.stats());
+    bytes.clear();
+    e.snapshot(&mut bytes);
+    h.put(&bytes);
+    let restored = Engine::restore(cat, config(), &bytes).expect("own snapshot restores");
+    let mut again = Vec::new();
+    restored.snapshot(&mut again);
+    assert_eq!(bytes, again, "a restored engine snapshots the same bytes");
+    h.0
+}
+
+/// The engine is exactly what it was when `tests/engine_golden.txt` was written: the same
+/// results, transitions, scope deltas, stats and snapshot bytes on 256 random cases drawn
+/// with a fixed seed (baselines, event streams with inventories, retirements, removals,
+/// snapshots, duplicates of time, and exceptions). Work on the engine's speed must keep this
+/// green; a change of behaviour on purpose rewrites the file with `POSTURE_BLESS=1` and says
+/// why in its commit.
+#[test]
+fn the_engine_equals_its_golden_digests() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/engine_golden.txt");
+    let mut runner = TestRunner::deterministic();
+    let case = (
+        baseline_yaml(),
+        prop::collection::vec(step(), 1..80),
+        prop::collection::vec(exception(), 0..4),
+    );
+    let mut digests = String::new();
+    for _ in 0..256 {
+        let (yaml, steps, excs) = case.new_tree(&mut runner).expect("a case").current();
+        digests += &format!("{:016x}\n", golden_digest(&yaml, &steps, &excs));
+    }
+    if std::env::var_os("POSTURE_BLESS").is_some() {
+        std::fs::write(&path, &digests).expect("write the golden digests");
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (POSTURE_BLESS=1 writes it)", path.display()));
+    let differ: Vec<usize> = want
+        .lines()
+        .zip(digests.lines())
+        .enumerate()
+        .filter(|(_, (a, b))| a != b)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        differ.is_empty() && want.lines().count() == 256,
+        "the engine's output differs from tests/engine_golden.txt in cases {differ:?}"
+    );
 }
