@@ -501,11 +501,21 @@ pub(crate) fn put_header(out: &mut Vec<u8>, schema_id: u32) {
 #[inline]
 pub(crate) fn put_long(out: &mut Vec<u8>, n: i64) {
     let mut z = ((n << 1) ^ (n >> 63)) as u64;
-    while z > 0x7f {
-        out.push((z as u8 & 0x7f) | 0x80);
-        z >>= 7;
+    if z < 0x80 {
+        // Most fields of a score delta (states, counts, indices) are one byte.
+        out.push(z as u8);
+        return;
     }
-    out.push(z as u8);
+    // Into a stack buffer, then one append: one capacity check instead of one per byte.
+    let mut buf = [0u8; 10];
+    let mut n = 0;
+    while z > 0x7f {
+        buf[n] = (z as u8 & 0x7f) | 0x80;
+        z >>= 7;
+        n += 1;
+    }
+    buf[n] = z as u8;
+    out.extend_from_slice(&buf[..=n]);
 }
 
 #[inline]

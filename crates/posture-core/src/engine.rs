@@ -10,10 +10,14 @@
 //!
 //! | field | bytes | what |
 //! | --- | --- | --- |
-//! | `id` | 16 + id length + 16 | device id, shared with the lookup map (`Arc<str>`) |
-//! | `tenant`, `inventory`, `flags` | 9 | interned tenant, interned inventory, retired/inactive bits |
+//! | `data` | 16 + ceil(leaves / 4) + id length | 2 bits per catalog leaf, then the device id |
+//! | `tenant`, `inventory`, `flags`, `leaf_bytes` | 13 | interned tenant, interned inventory, retired/inactive bits, where the id starts |
 //! | `last_seq`, `last_seen` | 16 | stale detection and the inactivity window |
-//! | `leaves` | 16 + ceil(leaves / 4) | 2 bits per catalog leaf |
+//! | lookup | 4 / load factor | the device's index in its tenant's [`DeviceIndex`] |
+//!
+//! The id sits in the same allocation as the leaf bits, and the lookup table holds bare
+//! indices: finding a device by id and reading its state touch the same memory, which is
+//! what an event costs on a fleet larger than the caches.
 //!
 //! Inventories (OS family, version, groups, tags) are interned: devices with
 //! the same inventory share one entry, and `applies_to` is evaluated once per
@@ -380,23 +384,56 @@ pub struct Stats {
 }
 
 struct Device {
-    id: Arc<str>,
+    /// The leaf bits (2 per catalog leaf, `leaf_bytes` bytes), then the device id in UTF-8.
+    data: Box<[u8]>,
     tenant: TenantIdx,
     inventory: u32,
+    /// Where the id starts in `data`.
+    leaf_bytes: u32,
     flags: u8,
     last_seq: i64,
     last_seen: i64,
-    leaves: Box<[u8]>,
 }
 
 impl Device {
+    /// A device with the given leaf bytes and id.
+    fn new(tenant: TenantIdx, id: &str, leaves: &[u8]) -> Device {
+        let mut data = Vec::with_capacity(leaves.len() + id.len());
+        data.extend_from_slice(leaves);
+        data.extend_from_slice(id.as_bytes());
+        Device {
+            data: data.into_boxed_slice(),
+            tenant,
+            inventory: NO_INVENTORY,
+            leaf_bytes: leaves.len() as u32,
+            flags: 0,
+            last_seq: i64::MIN,
+            last_seen: i64::MIN,
+        }
+    }
+    /// The device id's bytes.
+    #[inline]
+    fn id_bytes(&self) -> &[u8] {
+        &self.data[self.leaf_bytes as usize..]
+    }
+    /// The device id.
+    fn id(&self) -> &str {
+        // SAFETY: `data[leaf_bytes..]` is copied from a `&str` in `Device::new` and never
+        // written afterwards (`set_leaf` writes `data[..leaf_bytes]` only), so it is UTF-8.
+        // Validating it again on every read was a tenth of encoding a score delta.
+        unsafe { std::str::from_utf8_unchecked(self.id_bytes()) }
+    }
+    /// The leaf bits.
+    fn leaves(&self) -> &[u8] {
+        &self.data[..self.leaf_bytes as usize]
+    }
     #[inline]
     fn leaf(&self, l: u32) -> Tri {
-        Tri::from_bits(self.leaves[(l >> 2) as usize] >> ((l & 3) * 2))
+        Tri::from_bits(self.leaves()[(l >> 2) as usize] >> ((l & 3) * 2))
     }
     #[inline]
     fn set_leaf(&mut self, l: u32, t: Tri) {
-        let b = &mut self.leaves[(l >> 2) as usize];
+        let b = &mut self.data[..self.leaf_bytes as usize][(l >> 2) as usize];
         let shift = (l & 3) * 2;
         *b = (*b & !(3 << shift)) | ((t as u8) << shift);
     }
@@ -441,7 +478,46 @@ impl Interner {
 
 struct Tenant {
     name: String,
-    devices: HashMap<Arc<str>, DeviceIdx>,
+    devices: DeviceIndex,
+}
+
+/// A tenant's devices by id: bare device indices in a hash table whose keys are the ids held
+/// by the devices themselves ([`Device::id_bytes`]), so each id is stored once, beside the
+/// device's leaf bits.
+#[derive(Default)]
+struct DeviceIndex {
+    table: hashbrown::HashTable<DeviceIdx>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl DeviceIndex {
+    fn hash(&self, id: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(id)
+    }
+    /// The index of the device `id` among `devices`.
+    #[inline]
+    fn get(&self, devices: &[Device], id: &str) -> Option<DeviceIdx> {
+        let id = id.as_bytes();
+        self.table
+            .find(self.hash(id), |&d| devices[d as usize].id_bytes() == id)
+            .copied()
+    }
+    /// Adds device `d` of `devices` (its id must not be in the index yet).
+    fn insert(&mut self, devices: &[Device], d: DeviceIdx) {
+        let hash = self.hash(devices[d as usize].id_bytes());
+        let hasher = &self.hasher;
+        self.table.insert_unique(hash, d, |&x| {
+            use std::hash::BuildHasher;
+            hasher.hash_one(devices[x as usize].id_bytes())
+        });
+    }
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+    fn indices(&self) -> impl Iterator<Item = DeviceIdx> + '_ {
+        self.table.iter().copied()
+    }
 }
 
 struct ExcEntry {
@@ -624,12 +700,12 @@ impl Engine {
     }
     /// Device id of an index.
     pub fn device_name(&self, d: DeviceIdx) -> &str {
-        &self.devices[d as usize].id
+        self.devices[d as usize].id()
     }
     /// Device index of a tenant and device id.
     pub fn device_idx(&self, tenant: &str, device: &str) -> Option<DeviceIdx> {
         let t = self.tenant_idx(tenant)?;
-        self.tenants[t as usize].devices.get(device).copied()
+        self.tenants[t as usize].devices.get(&self.devices, device)
     }
 
     /// Applies one event. Transitions go to `out`; a stale or invalid event
@@ -698,7 +774,7 @@ impl Engine {
         self.validate(ev)?;
         let existing = self
             .tenant_idx(&ev.tenant_id)
-            .and_then(|t| self.tenants[t as usize].devices.get(ev.device_id.as_str()).copied());
+            .and_then(|t| self.tenants[t as usize].devices.get(&self.devices, &ev.device_id));
         if let Some(d) = existing {
             let last = self.devices[d as usize].last_seq;
             if ev.sequence <= last {
@@ -895,15 +971,22 @@ impl Engine {
                     dk[k] = (n[k] - o[k]) as i8;
                 }
                 agg[c as usize] = after;
+                // The points of each view; without exceptions on the control both views hold the
+                // same counts, and the divisions (the costly part) are done once.
+                let points_of = |k: [i32; 5]| {
+                    let with = contribution(p, k[EFF_PASS] as i64, k[EFF_FAIL] as i64);
+                    let without = if (k[RAW_PASS], k[RAW_FAIL]) == (k[EFF_PASS], k[EFF_FAIL]) {
+                        with
+                    } else {
+                        contribution(p, k[RAW_PASS] as i64, k[RAW_FAIL] as i64)
+                    };
+                    [with, without]
+                };
+                let (pa, pb) = (points_of(after), points_of(before));
                 out.scope_deltas.push(ScopeDelta {
                     scope: *s,
                     control: c,
-                    points: [
-                        contribution(p, after[EFF_PASS] as i64, after[EFF_FAIL] as i64)
-                            - contribution(p, before[EFF_PASS] as i64, before[EFF_FAIL] as i64),
-                        contribution(p, after[RAW_PASS] as i64, after[RAW_FAIL] as i64)
-                            - contribution(p, before[RAW_PASS] as i64, before[RAW_FAIL] as i64),
-                    ],
+                    points: [pa[0] - pb[0], pa[1] - pb[1]],
                     max: [
                         max_contribution(p, after[EFF_PASS] as i64, after[EFF_FAIL] as i64)
                             - max_contribution(p, before[EFF_PASS] as i64, before[EFF_FAIL] as i64),

@@ -473,7 +473,7 @@ fn golden_digest(yaml: &str, steps: &[Step], excs: &[ExcSpec]) -> u64 {
     let mut h = Fnv::new();
     let mut e = Engine::new(cat.clone(), config());
     let mut out = Output::default();
-    let mut digest_out = |h: &mut Fnv, e: &Engine, out: &mut Output| {
+    let digest_out = |h: &mut Fnv, e: &Engine, out: &mut Output| {
         for t in &out.transitions {
             h.put(e.device_name(t.device).as_bytes());
             h.put_debug(t);

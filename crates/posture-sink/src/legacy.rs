@@ -5,10 +5,10 @@
 //! tests (`tests/clickhouse_sink.rs`) and the old-model side of the history benchmark.
 
 use crate::rows::{datetime_secs, exception_code, group_name, next_version, raw_code, reason_code, state_code};
+use crate::HashMap;
 use posture_core::engine::ScopeDelta;
 use posture_core::{Engine, Micros, Output, SourcePos, Transition};
 use serde::Serialize;
-use std::collections::HashMap;
 
 /// One row of `score_deltas`: one [`ScopeDelta`]. The raw log before migration 011: the sink no
 /// longer writes this table (see [`TransitionRow`](crate::TransitionRow)'s scope columns); [`score_delta_rows`] makes
@@ -121,7 +121,7 @@ pub struct ControlStateRow {
 /// output): for tests of the upgrade path.
 pub fn control_state_rows(engine: &Engine, out: &Output) -> Vec<ControlStateRow> {
     let cat = engine.catalog();
-    let mut seqs: HashMap<SourcePos, u32> = HashMap::new();
+    let mut seqs: HashMap<SourcePos, u32> = HashMap::default();
     out.transitions
         .iter()
         .map(|t| {
@@ -154,7 +154,7 @@ pub fn control_state_rows(engine: &Engine, out: &Output) -> Vec<ControlStateRow>
 /// tests of the upgrade path and the old-model benchmark.
 pub fn score_delta_rows(engine: &Engine, out: &Output) -> Vec<ScoreDeltaRow> {
     let cat = engine.catalog();
-    let mut seqs: HashMap<SourcePos, u32> = HashMap::new();
+    let mut seqs: HashMap<SourcePos, u32> = HashMap::default();
     let mut v = Vec::with_capacity(out.scope_deltas.len());
     for t in &out.transitions {
         let control = &cat.controls[t.control as usize];

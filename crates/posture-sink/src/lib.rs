@@ -26,6 +26,10 @@
 
 #![warn(missing_docs)]
 
+/// The maps of the row path: foldhash is seeded per process like the standard hasher and
+/// several times faster on short keys (SipHash was 6% of the evaluator with rows).
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
 }

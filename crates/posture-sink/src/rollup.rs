@@ -12,10 +12,11 @@
 //! most one bucket row per control and level between two coarser boundaries; what is left of
 //! the last hour comes from the raw log, filtered by the cut.
 
+use crate::HashMap;
 use posture_core::engine::{ScopeDelta, NO_GROUP};
 use posture_core::{ControlIdx, Engine, GroupIdx, SourcePos, TenantIdx};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// One hour, ms.
 pub const HOUR_MS: i64 = 3_600_000;

@@ -2,12 +2,12 @@
 //! batched, and written by [`Sink::write`] at each flush, with replayed rows suppressed by the
 //! output watermarks of the [`SnapshotStore`].
 
+use crate::HashMap;
 use crate::{rows, Batch, Sink, SinkError, SnapshotStore, Watermarks};
 use posture_core::exception::Exception;
 use posture_core::{ConfigChange, Engine, Output, SourcePos};
 use posture_metrics::Metrics;
 use posture_stage::Stage;
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -37,8 +37,8 @@ impl SinkStage {
             sink,
             rows: RowStage::new(),
             store: None,
-            watermarks: HashMap::new(),
-            recorded_exceptions: HashMap::new(),
+            watermarks: HashMap::default(),
+            recorded_exceptions: HashMap::default(),
             suppressed: 0,
             metrics: None,
             written: std::collections::BTreeMap::new(),

@@ -28,8 +28,8 @@ impl Builder {
         Builder {
             cat: Catalog::default(),
             errors: Vec::new(),
-            leaf_index: HashMap::new(),
-            first_seen: HashMap::new(),
+            leaf_index: HashMap::default(),
+            first_seen: HashMap::default(),
         }
     }
 

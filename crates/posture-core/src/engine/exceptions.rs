@@ -89,7 +89,7 @@ impl Engine {
         }
         match &e.exc.scope {
             ExceptionScope::Tenant => true,
-            ExceptionScope::Device(id) => &*d.id == id.as_str(),
+            ExceptionScope::Device(id) => d.id_bytes() == id.as_bytes(),
             ExceptionScope::Group(g) => self.groups.get(g).is_some_and(|g| {
                 d.inventory != NO_INVENTORY && self.inventories[d.inventory as usize].groups.contains(&g)
             }),
@@ -109,8 +109,7 @@ impl Engine {
         };
         let devs: Vec<DeviceIdx> = self.tenants[tenant as usize]
             .devices
-            .values()
-            .copied()
+            .indices()
             .filter(|&d| self.exc_matches(&self.exceptions[idx as usize], d))
             .collect::<BTreeSet<_>>()
             .into_iter()

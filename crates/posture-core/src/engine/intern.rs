@@ -11,7 +11,7 @@ impl Engine {
         let t = self.tenants.len() as TenantIdx;
         self.tenants.push(Tenant {
             name: name.to_string(),
-            devices: HashMap::default(),
+            devices: DeviceIndex::default(),
         });
         self.tenant_index.insert(name.to_string(), t);
         t
@@ -19,22 +19,13 @@ impl Engine {
 
     pub(super) fn new_device(&mut self, tenant: TenantIdx, id: &str) -> DeviceIdx {
         let idx = self.devices.len() as DeviceIdx;
-        let id: Arc<str> = Arc::from(id);
         let n_leaves = self.cat.leaves.len();
-        let mut d = Device {
-            id: Arc::clone(&id),
-            tenant,
-            inventory: NO_INVENTORY,
-            flags: 0,
-            last_seq: i64::MIN,
-            last_seen: i64::MIN,
-            leaves: vec![0u8; n_leaves.div_ceil(4)].into_boxed_slice(),
-        };
+        let mut d = Device::new(tenant, id, &vec![0u8; n_leaves.div_ceil(4)]);
         for (l, &t) in self.cat.absent_results.iter().enumerate() {
             d.set_leaf(l as u32, t);
         }
         self.devices.push(d);
-        self.tenants[tenant as usize].devices.insert(id, idx);
+        self.tenants[tenant as usize].devices.insert(&self.devices, idx);
         idx
     }
 

@@ -300,14 +300,14 @@ impl Engine {
         }
         w.u(self.devices.len() as u64);
         for d in &self.devices {
-            w.s(&d.id);
+            w.s(d.id());
             w.u(d.tenant as u64);
             w.u(d.inventory as u64);
             w.0.push(d.flags);
             w.i(d.last_seq);
             w.i(d.last_seen);
-            w.u(d.leaves.len() as u64);
-            w.0.extend_from_slice(&d.leaves);
+            w.u(d.leaves().len() as u64);
+            w.0.extend_from_slice(d.leaves());
         }
         let mut aggs: Vec<(&ScopeKey, &Vec<[i32; 5]>)> = self.aggregates.iter().collect();
         aggs.sort_by_key(|(k, _)| (k.tenant, k.group));
@@ -384,7 +384,7 @@ impl Engine {
             e.tenant_index.insert(name.clone(), i as TenantIdx);
             e.tenants.push(Tenant {
                 name,
-                devices: HashMap::default(),
+                devices: DeviceIndex::default(),
             });
         }
         e.groups = read_interner(&mut r)?;
@@ -418,7 +418,7 @@ impl Engine {
         let n_devices = r.len(4)?;
         e.devices.reserve_exact(n_devices);
         for i in 0..n_devices {
-            let id: Arc<str> = Arc::from(r.s()?);
+            let id = r.s()?;
             let tenant = r.u32()?;
             let inventory = r.u32()?;
             let flags = r.byte()?;
@@ -431,17 +431,18 @@ impl Engine {
             {
                 return Err(r.err("device does not fit the catalog"));
             }
-            let leaves: Box<[u8]> = r.bytes(n)?.into();
-            e.tenants[tenant as usize].devices.insert(id.clone(), i as DeviceIdx);
+            let leaves = r.bytes(n)?;
+            if e.tenants[tenant as usize].devices.get(&e.devices, &id).is_some() {
+                return Err(r.err("a device is listed twice"));
+            }
             e.devices.push(Device {
-                id,
-                tenant,
                 inventory,
                 flags,
                 last_seq,
                 last_seen,
-                leaves,
+                ..Device::new(tenant, &id, leaves)
             });
+            e.tenants[tenant as usize].devices.insert(&e.devices, i as DeviceIdx);
         }
         for _ in 0..r.len(3)? {
             let key = ScopeKey {

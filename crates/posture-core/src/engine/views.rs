@@ -100,9 +100,9 @@ impl Engine {
         }
         let mut total = 0usize;
         for d in &self.devices {
-            total += std::mem::size_of::<Device>() + 16 + d.id.len() + d.leaves.len();
-            // map entry: Arc<str> key + index, at hashbrown's 7/8 load
-            total += (std::mem::size_of::<(Arc<str>, DeviceIdx)>() + 1) * 8 / 7;
+            total += std::mem::size_of::<Device>() + d.data.len();
+            // the lookup's entry: an index and a control byte, at hashbrown's 7/8 load
+            total += (std::mem::size_of::<DeviceIdx>() + 1) * 8 / 7;
             total += std::mem::size_of::<(i64, DeviceIdx)>();
         }
         total as f64 / self.devices.len() as f64
