@@ -25,5 +25,6 @@
 
 pub mod evaluator;
 pub mod fleet;
+pub mod release;
 pub mod report;
 pub mod stack;

@@ -5,7 +5,7 @@
 use anyhow::{ensure, Context, Result};
 use clap::Parser;
 use mimalloc::MiMalloc;
-use posture_bench::{evaluator, report, stack};
+use posture_bench::{evaluator, release, report, stack};
 use std::alloc::{GlobalAlloc, Layout};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
@@ -79,6 +79,26 @@ struct Args {
     /// Passes of each timed evaluator part (the best is kept).
     #[arg(long, default_value_t = 3)]
     passes: usize,
+    /// A previous release to measure beside this build in the same run (evaluator part): a git
+    /// tag or commit of this repository, whose posture-bench is built under WORK/release/ (the
+    /// first build takes several minutes; later runs reuse it), or `auto` for the newest tag
+    /// before HEAD (git describe --tags --abbrev=0 HEAD~1). scripts/bench passes `auto`.
+    #[arg(long, value_name = "REV")]
+    against: Option<String>,
+    /// An already built posture-bench to measure as the previous release, instead of building
+    /// --against (which then only names it in the table).
+    #[arg(long, value_name = "FILE")]
+    against_bin: Option<PathBuf>,
+    /// Instructions per event counted by callgrind (valgrind) on this many drift events, for
+    /// this build and the previous release (evaluator part; the clock moves by 10-15% between
+    /// runs here, instruction counts do not). 0: not counted. At most 5,000; scripts/bench
+    /// passes 5,000.
+    #[arg(long, default_value_t = 0, value_name = "EVENTS")]
+    callgrind_events: usize,
+    /// Devices of the fleet callgrind runs on (populated under valgrind, so kept small:
+    /// instructions per event hardly depend on the fleet's size; time does).
+    #[arg(long, default_value_t = 20_000)]
+    callgrind_devices: usize,
     /// Devices of the stack part's fleet (each sends a 300-setting SNAPSHOT first).
     #[arg(long, default_value_t = 10_000)]
     stack_devices: usize,
@@ -164,12 +184,39 @@ fn main() -> Result<()> {
         a.rates = vec![1_000.0];
         a.rate_secs = 2.0;
         a.insert_events = 1_000;
+        a.callgrind_devices = 1_000;
+        a.callgrind_events = a.callgrind_events.min(500);
     }
     let mut lines = Vec::new();
     let mut json = serde_json::Map::new();
     let started = std::time::Instant::now();
     if a.only != Part::Stack {
+        std::fs::create_dir_all(&a.work).with_context(|| format!("cannot create {}", a.work.display()))?;
+        let previous = match (&a.against_bin, a.against.as_deref()) {
+            (Some(bin), rev) => Some(release::Previous {
+                rev: rev.unwrap_or("(given binary)").to_string(),
+                bin: bin.clone(),
+            }),
+            (None, None) => None,
+            (None, Some(rev)) => {
+                let repo = release::repository()?;
+                let rev = match rev {
+                    "auto" => release::previous_tag(&repo)?,
+                    r => r.to_string(),
+                };
+                Some(release::build(&repo, &rev, &a.work, &say)?)
+            }
+        };
         for &devices in &a.devices {
+            let before = match &previous {
+                Some(p) => {
+                    say(format!("evaluator: the previous release {}, {devices} devices", p.rev));
+                    Some(release::evaluator_rates(
+                        &p.bin, devices, a.events, a.settings, a.passes, &a.work,
+                    )?)
+                }
+                None => None,
+            };
             let f = evaluator::measure(
                 evaluator::Plan {
                     devices,
@@ -185,6 +232,42 @@ fn main() -> Result<()> {
             );
             lines.extend(report::evaluator_lines(&f));
             json.insert(format!("evaluator_{devices}"), serde_json::to_value(&f)?);
+            if let (Some(p), Some(rates)) = (&previous, before) {
+                lines.extend(report::release_lines(&p.rev, devices, rates, &f));
+                json.insert(
+                    format!("previous_release_evaluator_{devices}"),
+                    serde_json::json!({"rev": p.rev, "events_per_sec": rates.0, "events_per_sec_with_rows": rates.1}),
+                );
+            }
+        }
+        if a.callgrind_events > 0 {
+            let (d, e) = (a.callgrind_devices, a.callgrind_events);
+            say(format!(
+                "callgrind: this build ({d} devices, {e} events; a few minutes under valgrind)"
+            ));
+            let this = release::instructions(
+                &std::env::current_exe()?,
+                &[],
+                d,
+                e,
+                a.settings,
+                &a.work.join("callgrind/this"),
+            )?;
+            let prev = match &previous {
+                Some(p) => {
+                    say(format!("callgrind: the previous release {}", p.rev));
+                    Some((
+                        p.rev.as_str(),
+                        release::instructions(&p.bin, &[], d, e, a.settings, &a.work.join("callgrind/previous"))?,
+                    ))
+                }
+                None => None,
+            };
+            lines.extend(report::instruction_lines(d, this, prev));
+            json.insert(
+                "instructions".into(),
+                serde_json::json!({"this": this, "previous": prev.map(|p| p.1)}),
+            );
         }
     }
     if a.only != Part::Evaluator {

@@ -103,6 +103,47 @@ pub fn evaluator_lines(f: &evaluator::Figures) -> Vec<Line> {
     ]
 }
 
+/// The previous release's evaluator figures beside this build's (`rates`: its events/s without
+/// and with rows, measured in the same run right before this build's).
+pub fn release_lines(rev: &str, devices: usize, rates: (f64, f64), f: &evaluator::Figures) -> Vec<Line> {
+    let n = grouped(devices as f64);
+    let ratio = |before: f64, now: f64| format!("{} events/s (this build: {:.2}x)", grouped(before), now / before);
+    vec![
+        line(
+            format!("  previous release {rev}, decode + evaluate + emit, {n} devices"),
+            ratio(rates.0, f.events_per_sec),
+        ),
+        line(
+            format!("  previous release {rev}, plus the ClickHouse rows, {n} devices"),
+            ratio(rates.1, f.events_per_sec_with_rows),
+        ),
+    ]
+}
+
+/// Instructions per event counted by callgrind, this build's and the previous release's.
+pub fn instruction_lines(
+    devices: usize,
+    this: crate::release::Instructions,
+    previous: Option<(&str, crate::release::Instructions)>,
+) -> Vec<Line> {
+    let n = grouped(devices as f64);
+    let figure = |now: f64, before: Option<f64>| match before {
+        Some(b) => format!("{} (previous release {}: {:.2}x)", grouped(now), grouped(b), now / b),
+        None => grouped(now),
+    };
+    let rev = previous.map_or(String::new(), |p| format!(", against {}", p.0));
+    vec![
+        line(
+            format!("instructions per event (callgrind), decode + evaluate + emit, {n} devices{rev}"),
+            figure(this.per_event, previous.map(|p| p.1.per_event)),
+        ),
+        line(
+            format!("instructions per event (callgrind), plus the ClickHouse rows, {n} devices{rev}"),
+            figure(this.per_event_with_rows, previous.map(|p| p.1.per_event_with_rows)),
+        ),
+    ]
+}
+
 /// The stack's lines.
 pub fn stack_lines(f: &stack::Figures) -> Vec<Line> {
     let pipe = f.pipeline.records_per_sec.unwrap_or(0.0);

@@ -1,6 +1,9 @@
 //! The harness itself, on the test stack: `posture-bench --quick` runs
 //! every part at small sizes (figures meaningless) and its JSON holds every
-//! figure the README's table quotes, each consistent with the others.
+//! figure the README's table quotes, each consistent with the others. The
+//! previous-release comparison and callgrind's instruction counts run too,
+//! with this very binary standing in for the previous release (building a
+//! release from its tag takes minutes; scripts/bench does that).
 
 use std::path::Path;
 use std::process::Command;
@@ -27,6 +30,7 @@ fn quick_run_measures_every_part() {
         .arg(&json)
         .arg("--markdown")
         .arg(&md)
+        .args(["--against", "self", "--against-bin", bench, "--callgrind-events", "200"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -57,6 +61,23 @@ fn quick_run_measures_every_part() {
     let bytes = e["state_bytes_per_device"].as_f64().unwrap();
     assert!((100.0..1024.0).contains(&bytes), "state bytes per device {bytes}");
     assert!(e["snapshot_bytes"].as_u64().unwrap() > 2000 * 100);
+
+    // The stand-in previous release, measured in its own process beside this one.
+    let p = &v["previous_release_evaluator_2000"];
+    assert_eq!(p["rev"], "self");
+    assert!(p["events_per_sec"].as_f64().unwrap() > 0.0 && p["events_per_sec_with_rows"].as_f64().unwrap() > 0.0);
+    // Callgrind: the same binary counts the same instructions per event (the fleet and its drift
+    // are seeded), the rows cost more, and an event costs thousands of instructions, not a few.
+    let i = &v["instructions"];
+    let (this, prev) = (&i["this"], &i["previous"]);
+    let n = this["per_event"].as_f64().unwrap();
+    assert!((1_000.0..1_000_000.0).contains(&n), "instructions per event {n}");
+    assert!(this["per_event_with_rows"].as_f64().unwrap() > n, "{i}");
+    let m = prev["per_event"].as_f64().unwrap();
+    assert!(
+        (n - m).abs() < 0.02 * n,
+        "the same binary counted {n} and {m} instructions per event"
+    );
 
     let s = &v["stack"];
     assert_eq!(s["snapshots"]["records"], 200);
@@ -102,6 +123,8 @@ fn quick_run_measures_every_part() {
         "freshness at 1,000 events/s",
         "peak resident memory",
         "sink (tables concurrently) / clickhouse-client",
+        "previous release self, decode + evaluate + emit, 2,000 devices",
+        "instructions per event (callgrind), plus the ClickHouse rows, 1,000 devices, against self",
     ] {
         assert!(table.contains(row), "the table lacks {row:?}:\n{table}");
     }
