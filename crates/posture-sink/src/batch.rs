@@ -8,6 +8,7 @@ use crate::rows::{
     InventoryRow, SyncRow, TransitionRow,
 };
 use crate::HashMap;
+use posture_core::engine::ExcStatus;
 use posture_core::{Engine, SourcePos};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -158,16 +159,26 @@ impl Batch {
         let catalog = self.catalog_of(engine);
         let n = engine.catalog().controls.len();
         self.device_state.reserve(settled.len());
-        // The cells first, then each array from them: collected from slices of known length,
-        // without a capacity check per element (pushing three vectors at once was a sixth of
-        // the evaluator with rows).
+        // Each array collected from an iterator of known length, without a capacity check per
+        // element (pushing three vectors at once was a sixth of the evaluator with rows). With
+        // no exception in force, the raw states are all there is to compute: every exception
+        // status is NONE and each state's code is its raw state's.
+        // (rows.rs tests `a_raw_code_is_its_state_code_without_exceptions`.)
+        let plain = !engine.exceptions_in_force();
         let mut cells = Vec::with_capacity(n);
         for p in settled {
-            cells.clear();
-            cells.extend(engine.cells_of(p.device));
-            let states = cells.iter().map(|c| state_code(c.state())).collect();
-            let raw_states = cells.iter().map(|c| raw_code(c.raw)).collect();
-            let exceptions = cells.iter().map(|c| exception_code(c.exc)).collect();
+            let (states, raw_states, exceptions): (Vec<i8>, Vec<i8>, Vec<i8>) = if plain {
+                let raw: Vec<i8> = engine.raw_states_of(p.device).map(raw_code).collect();
+                (raw.clone(), raw, vec![exception_code(ExcStatus::None); n])
+            } else {
+                cells.clear();
+                cells.extend(engine.cells_of(p.device));
+                (
+                    cells.iter().map(|c| state_code(c.state())).collect(),
+                    cells.iter().map(|c| raw_code(c.raw)).collect(),
+                    cells.iter().map(|c| exception_code(c.exc)).collect(),
+                )
+            };
             self.device_state.push(DeviceStateRow {
                 tenant: engine.tenant_name(p.tenant).to_string(),
                 device: engine.device_name(p.device).to_string(),

@@ -172,8 +172,9 @@ pub fn value_json(v: &posture_core::Value) -> String {
     let quote = |s: &str| serde_json::to_string(s).expect("a string always serializes");
     match v {
         V::Null => "null".into(),
-        V::Bool(b) => b.to_string(),
-        V::Long(n) => n.to_string(),
+        // Not through `Display` (its formatting machinery was most of this function's cost).
+        V::Bool(b) => if *b { "true" } else { "false" }.into(),
+        V::Long(n) => itoa::Buffer::new().format(*n).into(),
         V::Double(x) => serde_json::Number::from_f64(*x).map_or_else(|| "null".into(), |n| n.to_string()),
         V::String(s) => quote(s),
         V::Array(a) => serde_json::to_string(a).expect("strings always serialize"),
@@ -194,9 +195,10 @@ pub fn evidence_row(
         tenant: String::new(),
         device: String::new(),
         sequence: ev.sequence,
-        keys: Vec::new(),
-        values: Vec::new(),
-        absent: Vec::new(),
+        // At most every setting and the SNAPSHOT marker: no growing on the way.
+        keys: Vec::with_capacity(ev.settings.len() + 1),
+        values: Vec::with_capacity(ev.settings.len() + 1),
+        absent: Vec::with_capacity(ev.settings.len() + 1),
         event_time_ms: ev.observed_at,
         source_partition: source.partition,
         source_offset: source.offset,
@@ -408,16 +410,15 @@ pub fn rows(engine: &Engine, out: &Output, batch: &mut Batch) {
 fn scope_columns(engine: &Engine, deltas: &[ScopeDelta], row: &mut TransitionRow) {
     use posture_core::engine::count::*;
     use posture_core::engine::view::{WITH, WITHOUT};
-    for d in deltas {
-        row.scope_groups.push(group_name(engine, d).to_string());
-        row.scope_pass_with.push(d.counts[EFF_PASS]);
-        row.scope_fail_with.push(d.counts[EFF_FAIL]);
-        row.scope_hidden_with.push(d.counts[EFF_HIDDEN]);
-        row.scope_pass_without.push(d.counts[RAW_PASS]);
-        row.scope_fail_without.push(d.counts[RAW_FAIL]);
-        row.scope_points_with.push(d.points[WITH]);
-        row.scope_points_without.push(d.points[WITHOUT]);
-    }
+    // Each column collected at its final length (pushing grew each of the eight from empty).
+    row.scope_groups = deltas.iter().map(|d| group_name(engine, d).to_string()).collect();
+    row.scope_pass_with = deltas.iter().map(|d| d.counts[EFF_PASS]).collect();
+    row.scope_fail_with = deltas.iter().map(|d| d.counts[EFF_FAIL]).collect();
+    row.scope_hidden_with = deltas.iter().map(|d| d.counts[EFF_HIDDEN]).collect();
+    row.scope_pass_without = deltas.iter().map(|d| d.counts[RAW_PASS]).collect();
+    row.scope_fail_without = deltas.iter().map(|d| d.counts[RAW_FAIL]).collect();
+    row.scope_points_with = deltas.iter().map(|d| d.points[WITH]).collect();
+    row.scope_points_without = deltas.iter().map(|d| d.points[WITHOUT]).collect();
 }
 
 pub(crate) fn group_name<'e>(engine: &'e Engine, d: &ScopeDelta) -> &'e str {
@@ -476,6 +477,25 @@ fn transition_row(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `Batch::settle` writes a device's raw-state codes as its state codes while no exception
+    /// is in force: they must be the same codes.
+    #[test]
+    fn a_raw_code_is_its_state_code_without_exceptions() {
+        use posture_core::engine::{Cell, ExcStatus};
+        for raw in [
+            RawState::Pass,
+            RawState::Fail,
+            RawState::Unknown,
+            RawState::NotApplicable,
+        ] {
+            let cell = Cell {
+                raw,
+                exc: ExcStatus::None,
+            };
+            assert_eq!(raw_code(raw), state_code(cell.state()), "{raw:?}");
+        }
+    }
     use crate::batch::cut_from;
 
     /// Every `Enum8(...)` of the shipped DDL, as its (name, code) pairs.

@@ -78,6 +78,23 @@ impl Engine {
         })
     }
 
+    /// Each control's result for one device before exceptions, in catalog order: what
+    /// [`Engine::cells_of`] gives as `raw`, without the exception lookups.
+    pub fn raw_states_of(&self, dev: DeviceIdx) -> impl Iterator<Item = RawState> + '_ {
+        let d = &self.devices[dev as usize];
+        let conds = self.conds_of(d);
+        self.cat
+            .controls
+            .iter()
+            .map(move |control| raw_state(d, control, conds))
+    }
+
+    /// Whether any exception is in force now (without one every cell's exception status is
+    /// [`ExcStatus::None`] and its state follows from its raw state alone).
+    pub fn exceptions_in_force(&self) -> bool {
+        !self.active_exc.is_empty()
+    }
+
     /// The groups of a device's current inventory.
     pub fn device_groups(&self, dev: DeviceIdx) -> Vec<&str> {
         let d = &self.devices[dev as usize];
