@@ -24,20 +24,35 @@ pub fn parse_version(s: &str) -> Option<Vec<u64>> {
 /// Compares a dotted version string against a parsed version without
 /// allocating. `None` when `actual` is not a dotted version.
 pub fn cmp_version_str(actual: &str, expected: &[u64]) -> Option<Ordering> {
-    let mut parts = actual.split('.');
+    // One pass over the bytes (checks run on every event's version settings): each
+    // component must be 1 to 19 ASCII digits (19 always fit a u64), separated by single dots.
+    let b = actual.as_bytes();
+    let (mut pos, mut done) = (0usize, false);
     let mut i = 0;
     let mut result = Ordering::Equal;
-    let mut seen_any = false;
     loop {
-        let a = match parts.next() {
-            Some(c) => {
-                if c.is_empty() || c.len() > 19 || !c.bytes().all(|b| b.is_ascii_digit()) {
+        let a = if done {
+            None
+        } else {
+            let start = pos;
+            let mut v = 0u64;
+            while pos < b.len() && b[pos] != b'.' {
+                let d = b[pos];
+                if !d.is_ascii_digit() || pos - start == 19 {
                     return None;
                 }
-                seen_any = true;
-                Some(c.parse::<u64>().ok()?)
+                v = v * 10 + u64::from(d - b'0');
+                pos += 1;
             }
-            None => None,
+            if pos == start {
+                return None;
+            }
+            if pos == b.len() {
+                done = true;
+            } else {
+                pos += 1;
+            }
+            Some(v)
         };
         let e = expected.get(i).copied();
         if a.is_none() && e.is_none() {
@@ -48,7 +63,7 @@ pub fn cmp_version_str(actual: &str, expected: &[u64]) -> Option<Ordering> {
         }
         i += 1;
     }
-    seen_any.then_some(result)
+    Some(result)
 }
 
 /// Compares two parsed versions per component, missing components as 0.
@@ -133,6 +148,62 @@ mod tests {
         assert_eq!(cmp_version_str("1..2", &[1]), None);
         assert_eq!(cmp_versions(&[1, 2], &[1, 2, 0]), Ordering::Equal);
         assert_eq!(cmp_versions(&[1, 10], &[1, 9, 9]), Ordering::Greater);
+    }
+
+    /// The one-pass comparison answers exactly what the split-and-parse one it replaced
+    /// answered, on random strings of digits, dots and other bytes, and at the 19/20-digit edge.
+    #[test]
+    fn equals_the_split_and_parse_comparison() {
+        fn reference(actual: &str, expected: &[u64]) -> Option<Ordering> {
+            let mut parts = actual.split('.');
+            let mut i = 0;
+            let mut result = Ordering::Equal;
+            let mut seen_any = false;
+            loop {
+                let a = match parts.next() {
+                    Some(c) => {
+                        if c.is_empty() || c.len() > 19 || !c.bytes().all(|b| b.is_ascii_digit()) {
+                            return None;
+                        }
+                        seen_any = true;
+                        Some(c.parse::<u64>().ok()?)
+                    }
+                    None => None,
+                };
+                let e = expected.get(i).copied();
+                if a.is_none() && e.is_none() {
+                    break;
+                }
+                if result == Ordering::Equal {
+                    result = a.unwrap_or(0).cmp(&e.unwrap_or(0));
+                }
+                i += 1;
+            }
+            seen_any.then_some(result)
+        }
+        let mut rng = fastrand::Rng::with_seed(21);
+        let alphabet = b"0123456789..x-9 ";
+        for _ in 0..200_000 {
+            let len = rng.usize(0..12);
+            let s: String = (0..len)
+                .map(|_| alphabet[rng.usize(..alphabet.len())] as char)
+                .collect();
+            let expected: Vec<u64> = (0..rng.usize(0..4)).map(|_| rng.u64(0..12)).collect();
+            assert_eq!(
+                cmp_version_str(&s, &expected),
+                reference(&s, &expected),
+                "{s:?} vs {expected:?}"
+            );
+        }
+        for s in [
+            "9999999999999999999",
+            "99999999999999999999",
+            "1.9999999999999999999.2",
+            "\u{e9}.1",
+            "1.2\u{e9}",
+        ] {
+            assert_eq!(cmp_version_str(s, &[1]), reference(s, &[1]), "{s:?}");
+        }
     }
 
     #[test]
