@@ -105,6 +105,11 @@ pub struct Rollup {
     scopes: Vec<(String, String)>,
     /// tenant -> group -> scope id.
     scope_ids: HashMap<String, HashMap<String, u32>>,
+    /// (partition, tenant index, group index) -> the scope id those indices last resolved to in
+    /// that partition's engine. Used only after the names at that id are compared equal to the
+    /// engine's (a new engine of the partition may number its names otherwise): two short
+    /// string compares instead of hashing both names for every scope delta.
+    scope_cache: HashMap<(i32, TenantIdx, GroupIdx), u32>,
     /// (id, category, points) by control index (every engine of a pipeline has the same catalog).
     controls: Vec<(String, String, i64)>,
     control_ids: HashMap<ControlIdx, u32>,
@@ -128,7 +133,7 @@ impl Rollup {
 
     /// Adds the scope deltas of one transition (its event time, `engine`'s names).
     pub fn add(&mut self, engine: &Engine, source: SourcePos, event_time: i64, control: ControlIdx, d: &ScopeDelta) {
-        let scope = self.scope_id(engine, d.scope.tenant, d.scope.group);
+        let scope = self.scope_id(engine, source.partition, d.scope.tenant, d.scope.group);
         let control = self.control_id(engine, control);
         use posture_core::engine::count::*;
         let k = &d.counts;
@@ -148,14 +153,22 @@ impl Rollup {
         cell[4] += k[RAW_FAIL] as i64;
     }
 
-    fn scope_id(&mut self, engine: &Engine, tenant: TenantIdx, group: GroupIdx) -> u32 {
-        let tenant = engine.tenant_name(tenant);
-        let group = if group == NO_GROUP {
+    fn scope_id(&mut self, engine: &Engine, partition: i32, tenant_idx: TenantIdx, group_idx: GroupIdx) -> u32 {
+        let tenant = engine.tenant_name(tenant_idx);
+        let group = if group_idx == NO_GROUP {
             ""
         } else {
-            engine.group_name(group).unwrap_or_default()
+            engine.group_name(group_idx).unwrap_or_default()
         };
+        let key = (partition, tenant_idx, group_idx);
+        if let Some(&id) = self.scope_cache.get(&key) {
+            let (t, g) = &self.scopes[id as usize];
+            if t == tenant && g == group {
+                return id;
+            }
+        }
         if let Some(&id) = self.scope_ids.get(tenant).and_then(|g| g.get(group)) {
+            self.scope_cache.insert(key, id);
             return id;
         }
         let id = self.scopes.len() as u32;
@@ -164,6 +177,7 @@ impl Rollup {
             .entry(tenant.to_string())
             .or_default()
             .insert(group.to_string(), id);
+        self.scope_cache.insert(key, id);
         id
     }
 
@@ -453,6 +467,66 @@ impl Decomposition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A partition's new engine may number its tenants otherwise than the engine before it (a
+    /// restart, a rebalance): the scope cache of the rollup must still name each delta's scope by
+    /// the engine at hand.
+    #[test]
+    fn a_new_engine_of_a_partition_with_other_numbers_gets_the_right_scopes() {
+        use posture_core::engine::ScopeKey;
+        use posture_core::{Catalog, ConfigChange, EngineConfig, Output};
+        let cat = std::sync::Arc::new(
+            Catalog::from_sources(&[(
+                "t.yaml",
+                "baseline: t\nversion: 1\ncontrols:\n  - { id: fw, title: F, category: network, points: 30, check: { key: fw, op: eq, value: true } }\n",
+            )])
+            .unwrap(),
+        );
+        let ev = |tenant: &str, seq: i64| {
+            ConfigChange::from_json(&format!(
+                r#"{{"event_id":"e{seq}","tenant_id":"{tenant}","device_id":"d","kind":"SNAPSHOT","source":"AGENT","observed_at":{},"sequence":{seq},"settings":[{{"key":"fw","value":true}}]}}"#,
+                1_795_341_600_000i64 + seq
+            ))
+            .unwrap()
+        };
+        // Two engines of partition 0: "a" is tenant 0 in the first and tenant 1 in the second.
+        let engine = |tenants: [&str; 2]| {
+            let mut e = posture_core::Engine::new(cat.clone(), EngineConfig::default());
+            for (i, t) in tenants.iter().enumerate() {
+                e.apply(&ev(t, i as i64 + 1), SourcePos::default(), &mut Output::default())
+                    .unwrap();
+            }
+            e
+        };
+        let (first, second) = (engine(["a", "b"]), engine(["b", "a"]));
+        let mut rollup = Rollup::default();
+        let delta = |tenant| ScopeDelta {
+            scope: ScopeKey {
+                tenant,
+                group: NO_GROUP,
+            },
+            control: 0,
+            points: [1, 1],
+            max: [1, 1],
+            counts: [1, 0, 0, 1, 0],
+        };
+        let at = SourcePos {
+            partition: 0,
+            offset: 1,
+        };
+        rollup.add(&first, at, 0, 0, &delta(0));
+        rollup.add(&second, at, 0, 0, &delta(0));
+        rollup.add(&second, at, 0, 0, &delta(1));
+        let rows = rollup.rows();
+        let finest = rows.iter().filter(|r| !r.control.is_empty()).map(|r| r.level).min();
+        let mut passes: Vec<(String, i64)> = rows
+            .into_iter()
+            .filter(|r| !r.control.is_empty() && Some(r.level) == finest)
+            .map(|r| (r.tenant, r.pass_with))
+            .collect();
+        passes.sort();
+        assert_eq!(passes, [("a".to_string(), 2), ("b".to_string(), 1)]);
+    }
 
     /// Two partitions' engines, one event each, through `crate::rows`: the batch's rollup rows
     /// merge the partitions by name at every level, and its cut rows hold differences.
