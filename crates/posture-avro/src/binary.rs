@@ -239,9 +239,15 @@ impl<'a> Cursor<'a> {
         }
         let buf: &'a [u8] = self.buf;
         let bytes = &buf[self.pos..self.pos + len as usize];
-        let s = std::str::from_utf8(bytes).map_err(|e| {
-            DecodeError::malformed(self.pos + e.valid_up_to(), format!("{what}: invalid UTF-8 in string"))
-        })?;
+        let s = if bytes.is_ascii() {
+            // SAFETY: ASCII is UTF-8. Ids, keys and most values are ASCII, and this check is a
+            // fraction of `from_utf8`'s cost on such short strings (it was 9% of the evaluator).
+            unsafe { std::str::from_utf8_unchecked(bytes) }
+        } else {
+            std::str::from_utf8(bytes).map_err(|e| {
+                DecodeError::malformed(self.pos + e.valid_up_to(), format!("{what}: invalid UTF-8 in string"))
+            })?
+        };
         self.pos += len as usize;
         Ok(s)
     }

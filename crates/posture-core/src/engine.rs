@@ -776,9 +776,8 @@ impl Engine {
 
     fn apply_inner(&mut self, ev: &ConfigChange, source: SourcePos, out: &mut Output) -> Result<(), Rejected> {
         self.validate(ev)?;
-        let existing = self
-            .tenant_idx(&ev.tenant_id)
-            .and_then(|t| self.tenants[t as usize].devices.get(&self.devices, &ev.device_id));
+        let known_tenant = self.tenant_idx(&ev.tenant_id);
+        let existing = known_tenant.and_then(|t| self.tenants[t as usize].devices.get(&self.devices, &ev.device_id));
         if let Some(d) = existing {
             let last = self.devices[d as usize].last_seq;
             if ev.sequence <= last {
@@ -791,7 +790,10 @@ impl Engine {
         self.compute_leaf_updates(ev)?;
         // Everything below changes state: the event is valid and fresh.
         self.advance_to(ev.observed_at, source, out);
-        let tenant = self.intern_tenant(&ev.tenant_id);
+        let tenant = match known_tenant {
+            Some(t) => t,
+            None => self.intern_tenant(&ev.tenant_id),
+        };
         let (dev, is_new) = match existing {
             Some(d) => (d, false),
             None => (self.new_device(tenant, &ev.device_id), true),
@@ -891,7 +893,8 @@ impl Engine {
     fn cell(&self, dev: DeviceIdx, c: ControlIdx) -> Cell {
         let d = &self.devices[dev as usize];
         let raw = raw_state(d, &self.cat.controls[c as usize], self.conds_of(d));
-        let exc = if raw == RawState::NotApplicable {
+        // (The common case, no exception in force, without a call.)
+        let exc = if raw == RawState::NotApplicable || self.active_exc.is_empty() {
             ExcStatus::None
         } else {
             self.exc_status(dev, c)
