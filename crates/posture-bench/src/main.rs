@@ -184,7 +184,7 @@ fn main() -> Result<()> {
         a.rates = vec![1_000.0];
         a.rate_secs = 2.0;
         a.insert_events = 1_000;
-        a.callgrind_devices = 1_000;
+        a.callgrind_devices = 300;
         a.callgrind_events = a.callgrind_events.min(500);
     }
     let mut lines = Vec::new();

@@ -124,7 +124,7 @@ fn quick_run_measures_every_part() {
         "peak resident memory",
         "sink (tables concurrently) / clickhouse-client",
         "previous release self, decode + evaluate + emit, 2,000 devices",
-        "instructions per event (callgrind), plus the ClickHouse rows, 1,000 devices, against self",
+        "instructions per event (callgrind), plus the ClickHouse rows, 300 devices, against self",
     ] {
         assert!(table.contains(row), "the table lacks {row:?}:\n{table}");
     }

@@ -13,7 +13,7 @@
 //! | `data` | 16 + ceil(leaves / 4) + id length | 2 bits per catalog leaf, then the device id |
 //! | `tenant`, `inventory`, `flags`, `leaf_bytes` | 13 | interned tenant, interned inventory, retired/inactive bits, where the id starts |
 //! | `last_seq`, `last_seen` | 16 | stale detection and the inactivity window |
-//! | lookup | 4 / load factor | the device's index in its tenant's [`DeviceIndex`] |
+//! | lookup | 4 / load factor | the device's index in its tenant's `DeviceIndex` |
 //!
 //! The id sits in the same allocation as the leaf bits, and the lookup table holds bare
 //! indices: finding a device by id and reading its state touch the same memory, which is
