@@ -57,7 +57,7 @@ pub fn encode_score_delta<'g>(
     group_name: impl Fn(GroupIdx) -> &'g str,
     schema_id: u32,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128 + 48 * scopes.len());
+    let mut out = Vec::new();
     encode_score_delta_into(names, t, scopes, group_name, schema_id, &mut out);
     out
 }
@@ -72,9 +72,13 @@ pub fn encode_score_delta_into<'g>(
     schema_id: u32,
     out: &mut Vec<u8>,
 ) {
+    // `group_name` is called twice per scope (sizing, then writing): it must answer the same
+    // for the same index, as a lookup does.
     let group = |d: &ScopeDelta| (d.scope.group != NO_GROUP).then(|| group_name(d.scope.group));
-    // The record's largest encoding: every long at its 10-byte maximum, every string with its
-    // length. The record is written into that much room, then cut to what it took.
+    // The record's largest encoding: every long at its 10-byte maximum (4 string lengths, 4
+    // states, 8 more longs with one spare, the array's count and end), the two booleans, every
+    // string's bytes, and per scope its union index, group length and 9 longs. The record is
+    // written into that much room, then cut to what it took.
     let names_len = names.tenant.len() + names.device.len() + names.control.len() + names.category.len();
     let groups_len: usize = scopes.iter().map(|d| group(d).map_or(0, str::len)).sum();
     let bound = WIRE_HEADER_LEN

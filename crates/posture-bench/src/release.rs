@@ -129,6 +129,10 @@ pub fn evaluator_rates(
     work: &Path,
 ) -> Result<(f64, f64)> {
     let json = work.join(format!("release-evaluator-{devices}.json"));
+    // Never an old run's figures: the file is made anew or the run fails.
+    if json.exists() {
+        std::fs::remove_file(&json).with_context(|| format!("cannot remove {}", json.display()))?;
+    }
     let status = Command::new(bin)
         .args(["--only", "evaluator"])
         .args(["--devices", &devices.to_string()])
@@ -185,9 +189,11 @@ pub fn instructions(
         .arg("--tool=callgrind")
         .arg(format!("--callgrind-out-file={}", prefix.display()))
         .arg("--collect-atstart=no")
-        .arg("--toggle-collect=posture_stage::step::Step*::handle::*")
-        .arg("--toggle-collect=posture_bench::evaluator::flush::*")
-        .arg("--dump-after=posture_bench::evaluator::flush::*")
+        // The futures' poll functions themselves, by their exact names: a wider pattern would
+        // also match closures nested in them, and each match toggles collection.
+        .arg("--toggle-collect=posture_stage::step::Step<*>::handle::{{closure}}")
+        .arg("--toggle-collect=posture_bench::evaluator::flush::{{closure}}")
+        .arg("--dump-after=posture_bench::evaluator::flush::{{closure}}")
         .arg(bin)
         .args(["--only", "evaluator", "--passes", "1"])
         .args(["--devices", &devices.to_string()])
@@ -220,16 +226,18 @@ pub fn instructions(
         dumps.push(summary(&p)?);
     }
     let rest = summary(&prefix)?;
+    // Exactly one flush per pass (at most MAX_CALLGRIND_EVENTS events keep the pass with rows
+    // below --batch-rows): two dumps, nothing after them.
     ensure!(
-        dumps.len() >= 2 && dumps[0] > 0 && dumps[1] > 0,
-        "callgrind counted nothing in {} (dumps {dumps:?}): are Step::handle and evaluator::flush still functions of that build?",
+        dumps.len() == 2 && dumps.iter().all(|&d| d > 0) && rest == 0,
+        "callgrind's counts of {} are not one pass without rows and one with them (dumps {dumps:?}, after them {rest}): are Step::handle and evaluator::flush still functions of that build, flushed once per pass?",
         bin.display()
     );
     let without = dumps[0] as f64;
-    let with: u64 = dumps[1..].iter().sum::<u64>() + rest;
+    let with = dumps[1] as f64;
     Ok(Instructions {
         per_event: without / events as f64,
-        per_event_with_rows: with as f64 / events as f64,
+        per_event_with_rows: with / events as f64,
     })
 }
 

@@ -11,7 +11,7 @@
 //! | field | bytes | what |
 //! | --- | --- | --- |
 //! | `data` | 16 + ceil(leaves / 4) + id length | 2 bits per catalog leaf, then the device id |
-//! | `tenant`, `inventory`, `flags`, `leaf_bytes` | 13 | interned tenant, interned inventory, retired/inactive bits, where the id starts |
+//! | `tenant`, `inventory`, `flags`, `leaf_bytes` | 13 (+ 3 padding) | interned tenant, interned inventory, retired/inactive bits, where the id starts |
 //! | `last_seq`, `last_seen` | 16 | stale detection and the inactivity window |
 //! | lookup | 4 / load factor | the device's index in its tenant's `DeviceIndex` |
 //!

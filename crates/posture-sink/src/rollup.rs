@@ -336,6 +336,7 @@ impl Rollup {
     /// Drops everything of `partition` (revoked: its next owner rebuilds it).
     pub fn discard_partition(&mut self, partition: i32) {
         self.cells.retain(|k, _| k.partition != partition);
+        self.scope_cache.retain(|k, _| k.0 != partition);
         self.progress.remove(&partition);
         self.committed.remove(&partition);
     }

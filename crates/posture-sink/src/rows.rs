@@ -191,6 +191,9 @@ pub fn evidence_row(
     batch: &mut Batch,
 ) {
     use posture_core::ChangeKind;
+    if ev.kind == ChangeKind::Retire {
+        return;
+    }
     let mut row = EvidenceRow {
         tenant: String::new(),
         device: String::new(),
@@ -208,10 +211,8 @@ pub fn evidence_row(
         row.values.push(value);
         row.absent.push(removed);
     };
-    match ev.kind {
-        ChangeKind::Retire => return,
-        ChangeKind::Snapshot => push("", String::new(), 0),
-        _ => {}
+    if ev.kind == ChangeKind::Snapshot {
+        push("", String::new(), 0);
     }
     for s in ev.settings.iter().filter(|s| !s.key.is_empty() && keep(&s.key)) {
         let absent = ev.kind == ChangeKind::Remove || s.value == posture_core::Value::Null;
