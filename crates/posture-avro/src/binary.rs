@@ -133,19 +133,19 @@ pub fn decode_config_change_body_into(
 }
 
 /// A bounds-checked read position in an Avro body.
-struct Cursor<'a> {
-    buf: &'a [u8],
-    pos: usize,
+pub(crate) struct Cursor<'a> {
+    pub(crate) buf: &'a [u8],
+    pub(crate) pos: usize,
 }
 
 impl<'a> Cursor<'a> {
     #[inline]
-    fn remaining(&self) -> usize {
+    pub(crate) fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
 
     #[cold]
-    fn eof(&self, what: &str) -> DecodeError {
+    pub(crate) fn eof(&self, what: &str) -> DecodeError {
         DecodeError::malformed(self.pos, format!("truncated reading {what}"))
     }
 
@@ -153,7 +153,7 @@ impl<'a> Cursor<'a> {
     /// lengths and block counts, whose ranges the callers check).
     // Always inlined: some 25 per event, mostly one byte (a call each was 4% of the evaluator).
     #[inline(always)]
-    fn long(&mut self, what: &str) -> Result<i64, DecodeError> {
+    pub(crate) fn long(&mut self, what: &str) -> Result<i64, DecodeError> {
         match self.buf.get(self.pos) {
             Some(&b) if b < 0x80 => {
                 self.pos += 1;
@@ -189,7 +189,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn boolean(&mut self, what: &str) -> Result<bool, DecodeError> {
+    pub(crate) fn boolean(&mut self, what: &str) -> Result<bool, DecodeError> {
         match self.buf.get(self.pos) {
             Some(0) => {
                 self.pos += 1;
@@ -207,7 +207,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn double(&mut self, what: &str) -> Result<f64, DecodeError> {
+    pub(crate) fn double(&mut self, what: &str) -> Result<f64, DecodeError> {
         match self.buf.get(self.pos..self.pos + 8) {
             Some(b) => {
                 self.pos += 8;
@@ -219,7 +219,7 @@ impl<'a> Cursor<'a> {
 
     /// A string, borrowed from the body.
     #[inline(always)]
-    fn str_ref(&mut self, what: &str) -> Result<&'a str, DecodeError> {
+    pub(crate) fn str_ref(&mut self, what: &str) -> Result<&'a str, DecodeError> {
         let at = self.pos;
         let len = self.long(what)?;
         if len < 0 {
@@ -259,7 +259,7 @@ impl<'a> Cursor<'a> {
 
     /// A string into `out`, reusing its allocation.
     #[inline]
-    fn string_into(&mut self, what: &str, out: &mut String) -> Result<(), DecodeError> {
+    pub(crate) fn string_into(&mut self, what: &str, out: &mut String) -> Result<(), DecodeError> {
         let s = self.str_ref(what)?;
         out.clear();
         out.push_str(s);
@@ -285,7 +285,7 @@ impl<'a> Cursor<'a> {
 
     /// [`Cursor::array`] without a vector: `item(cursor, index)` reads each
     /// item. Returns the item count.
-    fn array_each(
+    pub(crate) fn array_each(
         &mut self,
         field: &'static str,
         min_item_bytes: usize,
@@ -411,7 +411,7 @@ impl<'a> Cursor<'a> {
 }
 
 #[inline]
-fn unzigzag(z: u64) -> i64 {
+pub(crate) fn unzigzag(z: u64) -> i64 {
     ((z >> 1) as i64) ^ -((z & 1) as i64)
 }
 

@@ -19,9 +19,10 @@ pub fn avro_decoder(schema_ids: Option<Vec<u32>>) -> impl FnMut(&[u8]) -> Result
 /// The production decoder: the hot-path [`WireDecoder`], and optionally a
 /// Confluent Schema Registry that is asked once about every schema id the
 /// decoder does not know. An id whose writer schema is the embedded
-/// `ConfigChange` schema is then accepted; any other answer (another schema,
-/// not found, not Avro) dead-letters the id's records with the registry's
-/// reason. While the registry is unreachable the lookup is retried with
+/// `ConfigChange` schema is then read by the hot path, and one whose writer
+/// schema resolves into it by its [`ResolutionPlan`](crate::resolve::ResolutionPlan);
+/// any other answer (a schema that cannot be read, not found, not Avro)
+/// dead-letters the id's records with the reason, which names the field. While the registry is unreachable the lookup is retried with
 /// backoff for up to `registry_patience`, then the record is dead-lettered
 /// as `registry_unavailable`; for [`REGISTRY_DOWN_PAUSE`] after that, records
 /// of unknown ids are dead-lettered the same way at once (one stall, not one
@@ -201,6 +202,15 @@ impl Decode for AvroDecoder {
                 Ok(Compatibility::Identical) => {
                     self.down_until = None;
                     self.wire.allow(schema_id);
+                    return true;
+                }
+                Ok(Compatibility::Resolvable(plan)) => {
+                    self.down_until = None;
+                    tracing::info!(
+                        "schema id {schema_id}: another writer schema, read by Avro schema resolution ({})",
+                        plan.summary()
+                    );
+                    self.wire.allow_resolved(schema_id, plan);
                     return true;
                 }
                 Ok(Compatibility::Incompatible(reason)) => {

@@ -27,7 +27,10 @@
 //! * [`schemas`]: the `.avsc` texts of `schemas/avro/`, embedded, and parsed.
 //! * [`registry`]: an optional Confluent Schema Registry client: looks up the
 //!   writer schema of an id the [`WireDecoder`] does not accept yet and says
-//!   whether the hot path can decode it (identical schema only, for now).
+//!   whether it is the embedded schema (hot path), another schema that
+//!   resolves into it, or one that cannot be read.
+//! * [`resolve`]: Avro schema resolution of other writer schemas (older or
+//!   newer agents) into `ConfigChange`, compiled once per schema id.
 //!
 //! Every decode failure is a [`DecodeError`] whose [`DecodeError::reason`] is a
 //! short stable string for metrics labels and dead-letter headers.
@@ -43,6 +46,7 @@ mod error;
 pub mod output;
 pub mod reference;
 pub mod registry;
+pub mod resolve;
 pub mod schemas;
 pub mod wire;
 

@@ -18,8 +18,23 @@ use posture_core::{ChangeKind, ConfigChange, ConfigSource, DeviceInfo, Setting, 
 /// Bytes left after the record are [`DecodeError::TrailingBytes`], as in the
 /// hand decoder.
 pub fn decode_config_change_body(body: &[u8]) -> Result<ConfigChange, DecodeError> {
+    decode_with(schemas::config_change(), None, body)
+}
+
+/// Decodes an Avro body written with `writer` through `apache-avro`'s schema
+/// resolution into the embedded schema: the oracle of
+/// [`ResolutionPlan`](crate::resolve::ResolutionPlan).
+pub fn decode_resolved_body(writer: &apache_avro::Schema, body: &[u8]) -> Result<ConfigChange, DecodeError> {
+    decode_with(writer, Some(schemas::config_change()), body)
+}
+
+fn decode_with(
+    writer: &apache_avro::Schema,
+    reader: Option<&apache_avro::Schema>,
+    body: &[u8],
+) -> Result<ConfigChange, DecodeError> {
     let mut cur = std::io::Cursor::new(body);
-    let v = apache_avro::from_avro_datum(schemas::config_change(), &mut cur, None)
+    let v = apache_avro::from_avro_datum(writer, &mut cur, reader)
         .map_err(|e| DecodeError::malformed(cur.position() as usize, e.to_string()))?;
     let ev = from_value(v)?;
     let used = cur.position() as usize;

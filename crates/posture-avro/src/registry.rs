@@ -19,6 +19,7 @@
 //!         if !decoder.accepts(id) {
 //!             match registry.resolve(id).await {
 //!                 Ok(Compatibility::Identical) => decoder.allow(id),
+//!                 Ok(Compatibility::Resolvable(plan)) => decoder.allow_resolved(id, plan),
 //!                 Ok(Compatibility::Incompatible(reason)) => {
 //!                     return dead_letter(value, INCOMPATIBLE_SCHEMA, &reason);
 //!                 }
@@ -38,19 +39,23 @@
 //! # fn retry_later(_: &[u8]) {}
 //! ```
 //!
-//! **Schema evolution is not supported yet.** A writer schema is accepted only
-//! when its Parsing Canonical Form equals that of the embedded schema (docs,
-//! defaults, aliases and logical-type annotations aside): the same binary
-//! layout. A different writer schema, even one Avro schema resolution could
-//! read into `ConfigChange` (an added field with a default, a widened type),
-//! is [`Compatibility::Incompatible`]. Schema references (Confluent
-//! `references`) are not resolved either.
+//! **Schema evolution.** A writer schema whose Parsing Canonical Form equals
+//! that of the embedded schema (docs, defaults, aliases and logical-type
+//! annotations aside) is [`Compatibility::Identical`]: the same binary layout,
+//! read by the hot path. Any other writer schema that Avro schema resolution
+//! can read into `ConfigChange` is [`Compatibility::Resolvable`], with the
+//! [`ResolutionPlan`] compiled once for it
+//! ([`WireDecoder::allow_resolved`](crate::WireDecoder::allow_resolved)); one
+//! that cannot be read is [`Compatibility::Incompatible`], the reason naming
+//! the field (see [`crate::resolve`]). Schema references (Confluent
+//! `references`) are not resolved.
 //!
 //! Answers are cached for the life of the client: registry schema ids are
 //! immutable, so a schema, a "not found", a non-Avro schema type or an
 //! unparsable schema is asked for once. Transport and HTTP failures are not
 //! cached. The cache is not bounded: one small entry per distinct id seen.
 
+use crate::resolve::ResolutionPlan;
 use crate::schemas;
 use apache_avro::Schema;
 use posture_stage::reasons;
@@ -217,31 +222,33 @@ impl RegistryError {
     }
 }
 
-/// Whether records written with a writer schema can be decoded by the hot
-/// path (the hand-written decoder of the embedded `posture.v1.ConfigChange`).
+/// Whether, and how, records written with a writer schema can be decoded
+/// into the embedded `posture.v1.ConfigChange`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Compatibility {
     /// Same Parsing Canonical Form as the embedded schema: same binary
-    /// layout, decode as is.
+    /// layout, read by the hot path as is.
     Identical,
-    /// Anything else, with a short human-readable reason. Schema evolution
-    /// (resolving a different writer schema) is not supported yet, so this
-    /// includes writer schemas Avro resolution could read.
+    /// Another schema that Avro resolution reads into ours (fields added or
+    /// removed with defaults, promotions, enum symbols mapped), with its plan.
+    Resolvable(Arc<ResolutionPlan>),
+    /// A schema that cannot be read, with a short human-readable reason
+    /// naming the field.
     Incompatible(String),
 }
 
 impl Compatibility {
-    /// True for [`Compatibility::Identical`].
+    /// True unless [`Compatibility::Incompatible`].
     pub fn is_compatible(&self) -> bool {
-        matches!(self, Compatibility::Identical)
+        !matches!(self, Compatibility::Incompatible(_))
     }
 }
 
-/// Checks whether records written with `schema` can be decoded by the hot
-/// path: [`Compatibility::Identical`] when its Parsing Canonical Form equals
-/// that of the embedded `ConfigChange` schema, otherwise
-/// [`Compatibility::Incompatible`] with a short reason. Schema evolution is not
-/// supported yet (see the [module docs](self)).
+/// Checks whether records written with `schema` can be decoded:
+/// [`Compatibility::Identical`] when its Parsing Canonical Form equals that of
+/// the embedded `ConfigChange` schema, [`Compatibility::Resolvable`] when
+/// [`ResolutionPlan::compile`] reads it, otherwise
+/// [`Compatibility::Incompatible`] with the plan's reason.
 pub fn check_config_change(schema: &Schema) -> Compatibility {
     check_as(schema, "writer schema")
 }
@@ -250,34 +257,10 @@ fn check_as(schema: &Schema, subject: &str) -> Compatibility {
     if schema.canonical_form() == config_change_canonical_form() {
         return Compatibility::Identical;
     }
-    let ours = schemas::config_change();
-    let expected = match ours {
-        Schema::Record(r) => r.name.fullname(None),
-        _ => unreachable!("the embedded ConfigChange schema is a record"),
-    };
-    let reason = match (schema, ours) {
-        (Schema::Record(w), Schema::Record(r)) => {
-            let name = w.name.fullname(None);
-            if name != expected {
-                format!("{subject} is record {name}, not {expected}")
-            } else {
-                let hint = w
-                    .fields
-                    .iter()
-                    .zip(&r.fields)
-                    .find(|(a, b)| a.name != b.name || a.schema.canonical_form() != b.schema.canonical_form())
-                    .map(|(a, _)| format!(" (first difference at field {})", a.name))
-                    .or_else(|| {
-                        (w.fields.len() != r.fields.len())
-                            .then(|| format!(" ({} fields, expected {})", w.fields.len(), r.fields.len()))
-                    })
-                    .unwrap_or_default();
-                format!("{subject} differs from {expected}{hint}; schema evolution is not supported")
-            }
-        }
-        _ => format!("{subject} is not a record, expected {expected}"),
-    };
-    Compatibility::Incompatible(reason)
+    match ResolutionPlan::compile(schema) {
+        Ok(plan) => Compatibility::Resolvable(Arc::new(plan)),
+        Err(e) => Compatibility::Incompatible(format!("{subject} cannot be read as posture.v1.ConfigChange: {e}")),
+    }
 }
 
 fn config_change_canonical_form() -> &'static str {
@@ -427,7 +410,7 @@ impl SchemaRegistry {
         }
     }
 
-    /// Whether records with schema id `id` can be decoded by the hot path:
+    /// Whether, and how, records with schema id `id` can be decoded:
     /// [`SchemaRegistry::schema`] then [`check_config_change`], with the
     /// verdict cached and the reason naming the id. `Err` only for a failed
     /// lookup: retryable ones ([`RegistryError::is_retryable`]) mean "ask

@@ -8,6 +8,11 @@ use std::sync::OnceLock;
 /// `schemas/avro/config_change.avsc`: the input event, `posture.v1.ConfigChange`.
 pub const CONFIG_CHANGE_AVSC: &str = include_str!("../../../schemas/avro/config_change.avsc");
 
+/// `schemas/avro/config_change.v2.avsc`: version 2 of the input event, FULL-compatible with
+/// version 1 (added and removed optional fields, a new `ConfigSource` symbol). posture reads it
+/// through a [`ResolutionPlan`](crate::resolve::ResolutionPlan); agents may write it.
+pub const CONFIG_CHANGE_V2_AVSC: &str = include_str!("../../../schemas/avro/config_change.v2.avsc");
+
 /// `schemas/avro/score_delta.avsc`: one control-state transition, `posture.v1.ScoreDelta`.
 pub const SCORE_DELTA_AVSC: &str = include_str!("../../../schemas/avro/score_delta.avsc");
 
@@ -22,6 +27,12 @@ fn parsed(cell: &'static OnceLock<Schema>, text: &str) -> &'static Schema {
 pub fn config_change() -> &'static Schema {
     static S: OnceLock<Schema> = OnceLock::new();
     parsed(&S, CONFIG_CHANGE_AVSC)
+}
+
+/// [`CONFIG_CHANGE_V2_AVSC`], parsed.
+pub fn config_change_v2() -> &'static Schema {
+    static S: OnceLock<Schema> = OnceLock::new();
+    parsed(&S, CONFIG_CHANGE_V2_AVSC)
 }
 
 /// The parsed `ScoreDelta` schema.

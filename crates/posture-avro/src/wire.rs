@@ -5,7 +5,9 @@
 
 use crate::binary::{decode_config_change_body, decode_config_change_body_into, DEFAULT_MAX_ARRAY_LEN};
 use crate::error::DecodeError;
+use crate::resolve::ResolutionPlan;
 use posture_core::ConfigChange;
+use std::sync::Arc;
 
 /// Byte 0 of every wire-format record.
 pub const MAGIC_BYTE: u8 = 0x00;
@@ -35,19 +37,28 @@ pub fn schema_id(record: &[u8]) -> Option<u32> {
 
 /// The decode stage: wire-format Kafka record values to [`ConfigChange`]s.
 ///
-/// Decoding always uses the embedded reader schema
-/// (`schemas/avro/config_change.avsc`); there is no registry lookup. So the
-/// accepted ids must name schemas with the same binary layout as the embedded
-/// one (the same schema registered under several subjects or versions, or
-/// versions differing only in docs/defaults). With no list (`None`), any id is
-/// accepted, which is what a deployment without a registry does. With one,
-/// the list grows at run time through [`WireDecoder::allow`] as
-/// [`crate::registry`] vouches for new ids.
+/// Two kinds of schema ids are decoded, both into the embedded reader schema
+/// (`schemas/avro/config_change.avsc`); the decoder itself never asks a
+/// registry:
+/// * the accepted ids, read by the hand-written hot path: they must name
+///   schemas with the same binary layout as the embedded one (the same schema
+///   registered under several subjects or versions, or versions differing
+///   only in docs/defaults). With no list (`None`), any id is accepted, which
+///   is what a deployment without a registry does. With one, the list grows at
+///   run time through [`WireDecoder::allow`] as [`crate::registry`] vouches
+///   for new ids;
+/// * ids of other writer schemas, each read through its
+///   [`ResolutionPlan`] (Avro schema resolution), added by
+///   [`WireDecoder::allow_resolved`] once the registry served a writer schema
+///   that resolves.
 ///
 /// Cheap to clone and `Send + Sync`: one per consumer task, or shared.
 #[derive(Clone, Debug)]
 pub struct WireDecoder {
     accepted_ids: Option<Vec<u32>>,
+    /// Schema ids of other writer schemas, each with its resolution plan (few: one per agent
+    /// schema version in use, so a scan beats a map).
+    plans: Vec<(u32, Arc<ResolutionPlan>)>,
     max_array_len: usize,
 }
 
@@ -64,6 +75,7 @@ impl WireDecoder {
     pub fn new(accepted_ids: Option<Vec<u32>>) -> WireDecoder {
         WireDecoder {
             accepted_ids,
+            plans: Vec::new(),
             max_array_len: DEFAULT_MAX_ARRAY_LEN,
         }
     }
@@ -84,7 +96,28 @@ impl WireDecoder {
     /// Whether records with schema id `id` pass the id check (always true
     /// without a list).
     pub fn accepts(&self, id: u32) -> bool {
+        self.hot(id) || self.plan(id).is_some()
+    }
+
+    /// Whether the hot path reads records of `id`.
+    #[inline]
+    fn hot(&self, id: u32) -> bool {
         self.accepted_ids.as_ref().is_none_or(|ids| ids.contains(&id))
+    }
+
+    /// The resolution plan of `id`, if it was added.
+    #[inline]
+    pub fn plan(&self, id: u32) -> Option<&Arc<ResolutionPlan>> {
+        self.plans.iter().find(|(i, _)| *i == id).map(|(_, p)| p)
+    }
+
+    /// Reads records of `id` through `plan` from now on (a writer schema
+    /// other than the embedded one, which
+    /// [`SchemaRegistry::resolve`](crate::registry::SchemaRegistry::resolve)
+    /// found resolvable). Replaces an earlier plan of the same id.
+    pub fn allow_resolved(&mut self, id: u32, plan: Arc<ResolutionPlan>) {
+        self.plans.retain(|(i, _)| *i != id);
+        self.plans.push((id, plan));
     }
 
     /// Adds `id` to the accepted ids, e.g. once
@@ -114,19 +147,32 @@ impl WireDecoder {
         Ok((id, body))
     }
 
-    /// Decodes one record value with the hand-written decoder (the fast
-    /// production path).
+    /// Decodes one record value: with the hand-written decoder (the fast
+    /// production path) for an accepted id, through its [`ResolutionPlan`]
+    /// for a resolved one.
     pub fn decode(&self, record: &[u8]) -> Result<ConfigChange, DecodeError> {
-        let (_, body) = self.check_header(record)?;
-        decode_config_change_body(body, self.max_array_len)
+        let (id, body) = split_wire(record)?;
+        if self.hot(id) {
+            return decode_config_change_body(body, self.max_array_len);
+        }
+        match self.plan(id) {
+            Some(plan) => plan.decode(body, self.max_array_len),
+            None => Err(DecodeError::UnknownSchemaId { id }),
+        }
     }
 
     /// [`WireDecoder::decode`] into an existing event, reusing its strings
     /// and settings: no allocation per event on the hot path. On error `ev`
     /// must not be used.
     pub fn decode_into(&self, record: &[u8], ev: &mut ConfigChange) -> Result<(), DecodeError> {
-        let (_, body) = self.check_header(record)?;
-        decode_config_change_body_into(body, self.max_array_len, ev)
+        let (id, body) = split_wire(record)?;
+        if self.hot(id) {
+            return decode_config_change_body_into(body, self.max_array_len, ev);
+        }
+        match self.plan(id) {
+            Some(plan) => plan.decode_into(body, self.max_array_len, ev),
+            None => Err(DecodeError::UnknownSchemaId { id }),
+        }
     }
 
     /// Decodes one record value through `apache-avro` (see
@@ -136,8 +182,11 @@ impl WireDecoder {
     /// reserve memory for a corrupt block count before noticing the record is
     /// short, so prefer [`WireDecoder::decode`] on untrusted input.
     pub fn decode_reference(&self, record: &[u8]) -> Result<ConfigChange, DecodeError> {
-        let (_, body) = self.check_header(record)?;
-        crate::reference::decode_config_change_body(body)
+        let (id, body) = self.check_header(record)?;
+        match self.plan(id).filter(|_| !self.hot(id)) {
+            Some(plan) => crate::reference::decode_resolved_body(plan.writer(), body),
+            None => crate::reference::decode_config_change_body(body),
+        }
     }
 }
 

@@ -67,7 +67,7 @@ fn route(path: &str) -> (&'static str, String) {
             "500 Internal Server Error",
             r#"{"error_code":50001,"message":"Error in the backend data store"}"#.to_owned(),
         ),
-        // Our record with one more field (with a default): evolution, not supported.
+        // Our record with one more field (with a default): evolution, read by resolution.
         "/schemas/ids/6" => {
             let mut s = config_change_json();
             s["fields"]
@@ -78,10 +78,16 @@ fn route(path: &str) -> (&'static str, String) {
         }
         // Not a valid Avro schema (a record without a name).
         "/schemas/ids/7" => (OK, schema_body(r#"{"type":"record","fields":[]}"#)),
-        // Our record with `sequence` as an int: a different binary layout.
+        // Our record with `sequence` as an int: a different binary layout, promoted to long.
         "/schemas/ids/8" => {
             let mut s = config_change_json();
             s["fields"][4]["type"] = json!("int");
+            (OK, schema_body(&s.to_string()))
+        }
+        // Our record with `sequence` as a string: a type Avro does not promote to long.
+        "/schemas/ids/11" => {
+            let mut s = config_change_json();
+            s["fields"][4]["type"] = json!("string");
             (OK, schema_body(&s.to_string()))
         }
         "/schemas/ids/9" => (
@@ -137,35 +143,57 @@ async fn identical_schema_is_accepted_and_cached() {
 }
 
 #[tokio::test]
-async fn different_schemas_are_incompatible_with_a_reason() {
+async fn other_schemas_resolve_or_are_incompatible_naming_the_field() {
     let reg = FakeRegistry::start(route).await;
     let client = SchemaRegistry::new(&reg.url(), None).unwrap();
 
     let Compatibility::Incompatible(reason) = client.resolve(2).await.unwrap() else {
         panic!("id 2 is another record");
     };
-    assert_eq!(reason, "schema id 2 is record foo.Bar, not posture.v1.ConfigChange");
+    assert_eq!(
+        reason,
+        "schema id 2 cannot be read as posture.v1.ConfigChange: the record: writer record Bar cannot be read as record ConfigChange"
+    );
     let Compatibility::Incompatible(reason) = check_config_change(&client.schema(2).await.unwrap()) else {
         panic!("id 2 is another record");
     };
-    assert_eq!(reason, "writer schema is record foo.Bar, not posture.v1.ConfigChange");
+    assert!(reason.starts_with("writer schema cannot be read"), "{reason}");
 
-    let Compatibility::Incompatible(reason) = client.resolve(6).await.unwrap() else {
-        panic!("id 6 has an extra field");
-    };
-    assert!(
-        reason.starts_with("schema id 6 differs from posture.v1.ConfigChange"),
-        "{reason}"
-    );
-    assert!(reason.contains("10 fields, expected 9"), "{reason}");
-    assert!(reason.contains("schema evolution is not supported"), "{reason}");
-
-    let Compatibility::Incompatible(reason) = client.resolve(8).await.unwrap() else {
-        panic!("id 8 has sequence as an int");
-    };
-    assert!(reason.contains("first difference at field sequence"), "{reason}");
-    assert!(!client.resolve(8).await.unwrap().is_compatible());
+    // One more field: skipped. `sequence` as an int: promoted. Records of both decode.
+    for (id, skipped, converted) in [(6, vec!["region"], vec![]), (8, vec![], vec!["sequence"])] {
+        let Compatibility::Resolvable(plan) = client.resolve(id).await.unwrap() else {
+            panic!("id {id} resolves");
+        };
+        assert_eq!(plan.summary().skipped, skipped, "id {id}");
+        assert_eq!(plan.summary().converted, converted, "id {id}");
+        assert!(client.resolve(id).await.unwrap().is_compatible());
+        let mut dec = WireDecoder::new(Some(vec![]));
+        dec.allow_resolved(id, plan);
+        assert!(dec.accepts(id));
+        let writer = client.schema(id).await.unwrap();
+        let mut value = posture_avro::reference::to_value(&event());
+        if let apache_avro::types::Value::Record(fields) = &mut value {
+            if id == 6 {
+                fields.push(("region".into(), apache_avro::types::Value::String("eu".into())));
+            } else {
+                fields[4].1 = apache_avro::types::Value::Int(3);
+            }
+        }
+        let mut rec = vec![0, 0, 0, 0, id as u8];
+        rec.extend(apache_avro::to_avro_datum(&writer, value).unwrap());
+        assert_eq!(dec.decode(&rec).unwrap(), event(), "id {id}");
+        assert_eq!(dec.decode_reference(&rec).unwrap(), event(), "id {id}");
+    }
     assert_eq!(reg.count("/schemas/ids/8"), 1);
+
+    let Compatibility::Incompatible(reason) = client.resolve(11).await.unwrap() else {
+        panic!("id 11 has sequence as a string");
+    };
+    assert_eq!(
+        reason,
+        "schema id 11 cannot be read as posture.v1.ConfigChange: field sequence: writer type string cannot be read as long"
+    );
+    assert!(!client.resolve(11).await.unwrap().is_compatible());
 
     // Not a record at all.
     let Compatibility::Incompatible(reason) = check_config_change(&apache_avro::Schema::parse_str("\"long\"").unwrap())
@@ -174,7 +202,7 @@ async fn different_schemas_are_incompatible_with_a_reason() {
     };
     assert_eq!(
         reason,
-        "writer schema is not a record, expected posture.v1.ConfigChange"
+        "writer schema cannot be read as posture.v1.ConfigChange: the record: writer type long cannot be read as record ConfigChange"
     );
     assert_eq!(INCOMPATIBLE_SCHEMA, "incompatible_schema");
 }
