@@ -552,6 +552,13 @@ impl ClusterNode {
     }
 }
 
+/// The stack's Python (`$POSTURE_PYTHON`, else the stack's venv), which has chdb-core
+/// (ClickHouse 26 in-process), fastavro and confluent-kafka: the independent clients some
+/// tests check posture against.
+pub fn stack_python() -> String {
+    chdb_python()
+}
+
 /// The python with chdb: `$POSTURE_PYTHON`, else the stack's venv.
 pub fn chdb_python() -> String {
     let py = std::env::var("POSTURE_PYTHON")
