@@ -183,6 +183,18 @@ pub enum RegistryError {
         /// What went wrong.
         detail: String,
     },
+    /// The registry refused to register a schema under a subject: it is
+    /// incompatible with the subject's earlier versions under the subject's
+    /// compatibility setting (HTTP 409), or invalid (HTTP 422). Permanent.
+    #[error("POST {url}: the registry refused the schema (HTTP {status}): {detail}")]
+    Rejected {
+        /// The URL requested.
+        url: String,
+        /// 409 or 422.
+        status: u16,
+        /// The registry's message.
+        detail: String,
+    },
     /// HTTP 200 but not a Confluent schema response (not JSON, no `schema`
     /// string, too large).
     #[error("GET {url}: unexpected response: {detail}")]
@@ -213,6 +225,7 @@ impl RegistryError {
         match self {
             RegistryError::InvalidUrl { .. } | RegistryError::Client { .. } => reasons::REGISTRY_CONFIG,
             RegistryError::NotFound { .. } => reasons::SCHEMA_NOT_FOUND,
+            RegistryError::Rejected { .. } => reasons::INCOMPATIBLE_SCHEMA,
             RegistryError::NotAvro { .. } => reasons::SCHEMA_NOT_AVRO,
             RegistryError::BadSchema { .. } => reasons::BAD_SCHEMA,
             RegistryError::Http { .. } | RegistryError::Transport { .. } | RegistryError::BadResponse { .. } => {
@@ -422,6 +435,69 @@ impl SchemaRegistry {
             .compatibility
             .get_or_init(|| check_as(&schema, &format!("schema id {id}")))
             .clone())
+    }
+
+    /// Registers `schema` (Avro schema text) under `subject`
+    /// (`POST {base}/subjects/{subject}/versions`) and returns its global id:
+    /// how posture publishes the schemas of its output topics, under
+    /// `<topic>-value` (TopicNameStrategy). Registering a schema the subject
+    /// already has returns its existing id. The registry checks the subject's
+    /// compatibility setting first: a refusal is
+    /// [`RegistryError::Rejected`]; transport and other HTTP failures are
+    /// retryable. Not cached.
+    pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
+        if subject.is_empty()
+            || !subject
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return Err(RegistryError::InvalidUrl {
+                detail: format!(
+                    "subject {subject:?}: only letters, digits, '.', '_' and '-' (a topic name and -value)"
+                ),
+            });
+        }
+        let url = format!("{}/subjects/{subject}/versions", self.base_url);
+        let body = serde_json::json!({ "schema": schema, "schemaType": "AVRO" }).to_string();
+        let mut req = self
+            .client
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/vnd.schemaregistry.v1+json")
+            .header(
+                reqwest::header::ACCEPT,
+                "application/vnd.schemaregistry.v1+json, application/json; qs=0.5",
+            )
+            .body(body);
+        if let Some(auth) = &self.auth {
+            req = req.basic_auth(&auth.username, Some(&auth.password));
+        }
+        let resp = req.send().await.map_err(|e| self.transport(&url, e))?;
+        let status = resp.status();
+        let body = self.read_body(&url, resp).await?;
+        if status == StatusCode::CONFLICT || status == StatusCode::UNPROCESSABLE_ENTITY {
+            return Err(RegistryError::Rejected {
+                url,
+                status: status.as_u16(),
+                detail: snippet(&body),
+            });
+        }
+        if !status.is_success() {
+            return Err(RegistryError::Http {
+                url,
+                status: status.as_u16(),
+                detail: snippet(&body),
+            });
+        }
+        #[derive(Deserialize)]
+        struct Registered {
+            id: u32,
+        }
+        serde_json::from_slice::<Registered>(&body)
+            .map(|r| r.id)
+            .map_err(|e| RegistryError::BadResponse {
+                url,
+                detail: format!("not a registration response ({e}): {}", snippet(&body)),
+            })
     }
 
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<Slot>>> {

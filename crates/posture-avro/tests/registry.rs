@@ -430,3 +430,64 @@ async fn pipeline_flow_allows_a_vouched_id() {
     assert!(any.accepts(2));
     assert_eq!(any.decode(&record).unwrap(), event());
 }
+
+/// Output schemas are registered under `<topic>-value` as a registry keeps them: one id per
+/// schema, the same id again for the same schema, a BACKWARD-incompatible version refused.
+#[tokio::test]
+async fn output_schemas_register_under_their_subjects() {
+    let reg = FakeRegistry::start(route).await;
+    let client = SchemaRegistry::new(&reg.url(), Some(BasicAuth::new(USER, PASSWORD))).unwrap();
+    let deltas = client
+        .register("posture.score-deltas-value", schemas::SCORE_DELTA_AVSC)
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .register("posture.score-deltas-value", schemas::SCORE_DELTA_AVSC)
+            .await
+            .unwrap(),
+        deltas,
+        "the same schema keeps its id"
+    );
+    let alerts = client
+        .register("posture.alerts-value", schemas::ALERT_AVSC)
+        .await
+        .unwrap();
+    assert_ne!(alerts, deltas);
+    assert_eq!(reg.versions("posture.score-deltas-value"), [deltas]);
+    // A consumer looks the id up and gets our schema.
+    let served = client.schema(deltas).await.unwrap();
+    assert_eq!(served.canonical_form(), schemas::score_delta().canonical_form());
+    assert!(reg.registered(alerts).is_some());
+    let posts: Vec<_> = reg.requests().into_iter().filter(|s| s.method == "POST").collect();
+    assert_eq!(posts.len(), 3);
+    assert!(posts.iter().all(|s| s.authorization.as_deref() == Some(EXPECTED_AUTH)));
+    assert_eq!(posts[0].path, "/subjects/posture.score-deltas-value/versions");
+
+    // Evolving the output: a new field with a default is BACKWARD compatible, one without is not.
+    let mut evolved: serde_json::Value = serde_json::from_str(schemas::SCORE_DELTA_AVSC).unwrap();
+    evolved["fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "note", "type": ["null", "string"], "default": null}));
+    let v2 = client
+        .register("posture.score-deltas-value", &evolved.to_string())
+        .await
+        .unwrap();
+    assert_eq!(reg.versions("posture.score-deltas-value"), [deltas, v2]);
+    evolved["fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "required_note", "type": "string"}));
+    let e = client
+        .register("posture.score-deltas-value", &evolved.to_string())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RegistryError::Rejected { status: 409, .. }), "{e}");
+    assert!(!e.is_retryable());
+    assert!(e.to_string().contains("incompatible with an earlier schema"), "{e}");
+    assert!(!e.to_string().contains(PASSWORD));
+
+    let e = client.register("bad subject/..", "\"long\"").await.unwrap_err();
+    assert!(matches!(e, RegistryError::InvalidUrl { .. }), "{e}");
+}

@@ -276,8 +276,11 @@ pub struct RunArgs {
     #[arg(long, env = "POSTURE_SCHEMA_IDS", value_delimiter = ',')]
     pub(crate) schema_ids: Option<Vec<u32>>,
     /// Confluent Schema Registry URL: schema ids not in --schema-ids are
-    /// looked up there once; ids of the ConfigChange schema are accepted,
-    /// others dead-lettered with the reason. The password comes from
+    /// looked up there once; ids of the ConfigChange schema are read as is,
+    /// other writer schemas through Avro schema resolution, and schemas that
+    /// cannot be read are dead-lettered with the reason (naming the field).
+    /// posture also registers its output schemas there (see
+    /// --score-delta-schema-id). The password comes from
     /// POSTURE_SCHEMA_REGISTRY_PASSWORD or --schema-registry-password-file.
     #[arg(long, env = "POSTURE_SCHEMA_REGISTRY_URL", value_name = "URL")]
     pub(crate) schema_registry_url: Option<String>,
@@ -308,9 +311,17 @@ pub struct RunArgs {
     /// Topic of ScoreDelta records, one per transition ("" = off).
     #[arg(long, env = "POSTURE_SCORE_DELTAS_TOPIC", default_value = "posture.score-deltas")]
     pub(crate) score_deltas_topic: String,
-    /// Schema id written in the header of ScoreDelta records.
+    /// Schema id written in the header of ScoreDelta records. With
+    /// --schema-registry-url, posture registers the ScoreDelta schema under
+    /// the subject `<score-deltas-topic>-value` at start and uses the id the
+    /// registry gives instead (unless --no-register-output-schemas).
     #[arg(long, env = "POSTURE_SCORE_DELTA_SCHEMA_ID", default_value_t = 2)]
     pub(crate) score_delta_schema_id: u32,
+    /// With --schema-registry-url: do not register the output schemas
+    /// (ScoreDelta, ScoreDropAlert); write --score-delta-schema-id and
+    /// --alert-schema-id as given. For registries posture may only read.
+    #[arg(long, env = "POSTURE_NO_REGISTER_OUTPUT_SCHEMAS")]
+    pub(crate) no_register_output_schemas: bool,
     /// Topic of records that could not be used, with the reason in headers
     /// ("" = off: they are then only counted and logged).
     #[arg(long, env = "POSTURE_DEAD_LETTER_TOPIC", default_value = "posture.dead-letter")]
@@ -343,7 +354,9 @@ pub struct RunArgs {
     /// How often the instance holding partition 0 checks for drops.
     #[arg(long, env = "POSTURE_ALERT_INTERVAL_SECS", default_value_t = 30, value_name = "SECS")]
     pub(crate) alert_interval_secs: u64,
-    /// Schema id written in the header of alert records.
+    /// Schema id written in the header of alert records (with a registry:
+    /// the id it gives the ScoreDropAlert schema under `<alerts-topic>-value`,
+    /// as for --score-delta-schema-id).
     #[arg(long, env = "POSTURE_ALERT_SCHEMA_ID", default_value_t = 3)]
     pub(crate) alert_schema_id: u32,
     /// Device groups that get their own `posture_score_percent{tenant,group}`

@@ -77,6 +77,7 @@ pub fn migrate(args: MigrateArgs) -> Result<ExitCode> {
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let catalog = Arc::new(crate::baselines::load_or_fail(&args.baselines)?);
     runtime()?.block_on(async move {
+        let mut args = args;
         let (client, everywhere_quorum) = args.ch.writer().await?;
         let client = client.with_database(&args.ch.database);
         let security = args.kafka.security.properties()?;
@@ -123,6 +124,35 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             (Some(_), Some(cluster)) => store.sharded(&args.ch.database, cluster),
             _ => store,
         };
+        let registry = match &args.schema_registry_url {
+            None => None,
+            Some(url) => {
+                let password = crate::config::secret(
+                    "POSTURE_SCHEMA_REGISTRY_PASSWORD",
+                    args.schema_registry_password_file.as_deref(),
+                )?;
+                let auth = match (&args.schema_registry_username, password) {
+                    (Some(u), p) => Some(BasicAuth::new(u.clone(), p.unwrap_or_default())),
+                    (None, Some(_)) => {
+                        anyhow::bail!("a schema registry password is set but no --schema-registry-username")
+                    }
+                    (None, None) => None,
+                };
+                Some(SchemaRegistry::new(url, auth).context("schema registry")?)
+            }
+        };
+        // With a registry, the output topics' schemas are registered under `<topic>-value` and
+        // their records carry the registered ids.
+        if let Some(r) = registry.as_ref().filter(|_| !args.no_register_output_schemas) {
+            let deltas = posture_avro::schemas::SCORE_DELTA_AVSC;
+            if let Some(id) = register_output(r, &args.score_deltas_topic, "ScoreDelta", deltas).await? {
+                args.score_delta_schema_id = id;
+            }
+            let alerts = posture_avro::schemas::ALERT_AVSC;
+            if let Some(id) = register_output(r, &args.alerts_topic, "ScoreDropAlert", alerts).await? {
+                args.alert_schema_id = id;
+            }
+        }
         let emit = {
             let mut e = EmitConfig::new(&brokers, &args.topic);
             e.score_deltas_topic = args.score_deltas_topic.clone();
@@ -203,23 +233,6 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 .context("creating the output producer")?
                 .with_metrics(metrics.clone()),
         );
-        let registry = match &args.schema_registry_url {
-            None => None,
-            Some(url) => {
-                let password = crate::config::secret(
-                    "POSTURE_SCHEMA_REGISTRY_PASSWORD",
-                    args.schema_registry_password_file.as_deref(),
-                )?;
-                let auth = match (&args.schema_registry_username, password) {
-                    (Some(u), p) => Some(BasicAuth::new(u.clone(), p.unwrap_or_default())),
-                    (None, Some(_)) => {
-                        anyhow::bail!("a schema registry password is set but no --schema-registry-username")
-                    }
-                    (None, None) => None,
-                };
-                Some(SchemaRegistry::new(url, auth).context("schema registry")?)
-            }
-        };
         let decoder = AvroDecoder::new(args.schema_ids.clone(), registry);
         // Exceptions come from ClickHouse (posture exceptions add|expire, or the API); they are
         // read before the first record, so every engine starts with them, then polled.
@@ -258,6 +271,48 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         ready.set_not_ready("stopping");
         result
     })
+}
+
+/// How long registering an output schema is retried while the registry is unreachable.
+const REGISTER_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Registers an output topic's schema under `<topic>-value` (TopicNameStrategy) and returns its
+/// id; `None` when the topic is off (""). A refusal (the subject's compatibility setting) fails
+/// the start with the registry's message; an unreachable registry is retried for
+/// [`REGISTER_PATIENCE`] first.
+async fn register_output(
+    registry: &posture_avro::SchemaRegistry,
+    topic: &str,
+    record: &str,
+    schema: &str,
+) -> Result<Option<u32>> {
+    if topic.is_empty() {
+        return Ok(None);
+    }
+    let subject = format!("{topic}-value");
+    let started = std::time::Instant::now();
+    let mut attempt = 0;
+    loop {
+        match registry.register(&subject, schema).await {
+            Ok(id) => {
+                tracing::info!("{record} records carry schema id {id}, registered under subject {subject}");
+                return Ok(Some(id));
+            }
+            Err(e) if e.is_retryable() && started.elapsed() < REGISTER_PATIENCE => {
+                attempt += 1;
+                tracing::warn!("registering {record} under {subject} failed (attempt {attempt}), retrying: {e}");
+                tokio::time::sleep(posture_stage::STATE_RETRY.backoff(attempt)).await;
+            }
+            Err(e) => {
+                return Err(anyhow::anyhow!(e)).with_context(|| {
+                    format!(
+                        "cannot register the {record} schema under subject {subject} in the schema registry \
+                         (register it yourself and pass --no-register-output-schemas with its id, see --help)"
+                    )
+                })
+            }
+        }
+    }
 }
 
 /// The running part of `posture run`: alerts, the stop conditions, the loop, the summary.

@@ -17,7 +17,9 @@
 //!   `incompatible_schema` and its error naming the field `kind`;
 //! * none lost or doubled: the run consumed every record produced, applied and
 //!   ignored exactly what embedded mode did, and refused only the id-3 records;
-//! * the registry was asked once per id.
+//! * the registry was asked once per id, and posture registered its output
+//!   schemas there: every score delta carries the registered id and decodes
+//!   with the schema the registry serves for it.
 mod common;
 use common::posture;
 use posture_tests::registry::FakeRegistry;
@@ -44,6 +46,8 @@ async fn agents_of_three_schema_versions_on_one_topic() {
     let topic = fresh_topic_with_partitions("evolution_in", 3).await;
     let (_client, database) = fresh_database("evolution").await;
     let dead_topic = unique_name("evolution_dead");
+    let deltas_topic = unique_name("evolution_deltas");
+    let alerts_topic = unique_name("evolution_alerts");
     posture(
         &[
             "simulate",
@@ -133,6 +137,10 @@ async fn agents_of_three_schema_versions_on_one_topic() {
             &registry_url,
             "--dead-letter-topic",
             &dead_topic,
+            "--score-deltas-topic",
+            &deltas_topic,
+            "--alerts-topic",
+            &alerts_topic,
             "--until-idle",
             "4",
             "--http-addr",
@@ -144,12 +152,19 @@ async fn agents_of_three_schema_versions_on_one_topic() {
     let log = String::from_utf8_lossy(&run.stderr).into_owned();
     assert!(run.status.success(), "posture run failed: {log}");
     for id in 1..=3 {
-        assert_eq!(registry.count(&format!("/schemas/ids/{id}")), 1, "id {id}: asked once");
+        let asked = registry
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path == format!("/schemas/ids/{id}"))
+            .count();
+        assert_eq!(asked, 1, "id {id}: asked once");
     }
     assert!(
         log.contains("schema id 2: another writer schema, read by Avro schema resolution"),
         "the resolution of id 2 is logged: {log}"
     );
+
+    assert_output_schemas_registered(&registry, &deltas_topic, &alerts_topic, &log).await;
 
     // Scores: ClickHouse against embedded mode over the version-1 equivalents.
     let compared = common::assert_reads_equal_embedded(BASELINES, &expected, &env, "ClickHouse");
@@ -227,6 +242,36 @@ async fn agents_of_three_schema_versions_on_one_topic() {
         *want.entry(k.as_str().unwrap().to_owned()).or_default() += 1;
     }
     assert_eq!(keys, want, "the broken build's records, each once");
+}
+
+/// What a consumer of the output topics sees: both output schemas registered under
+/// `<topic>-value`, every score delta carrying the registered id and decoding with the schema
+/// the registry serves for it.
+async fn assert_output_schemas_registered(registry: &FakeRegistry, deltas_topic: &str, alerts_topic: &str, log: &str) {
+    let deltas = registry.versions(&format!("{deltas_topic}-value"));
+    assert_eq!(deltas.len(), 1, "ScoreDelta registered once");
+    assert_eq!(
+        registry.versions(&format!("{alerts_topic}-value")).len(),
+        1,
+        "ScoreDropAlert registered"
+    );
+    assert!(
+        log.contains(&format!("ScoreDelta records carry schema id {}", deltas[0])),
+        "{log}"
+    );
+    let served = registry.registered(deltas[0]).unwrap();
+    let writer = apache_avro::Schema::parse_str(&served).unwrap();
+    let records = read_topic(deltas_topic).await;
+    assert!(records.len() > 1000, "{}", records.len());
+    for m in records.iter().step_by(97) {
+        let payload = m.payload().unwrap();
+        assert_eq!(payload[0], 0);
+        assert_eq!(u32::from_be_bytes(payload[1..5].try_into().unwrap()), deltas[0]);
+        let mut body = &payload[5..];
+        let v = apache_avro::from_avro_datum(&writer, &mut body, None).expect("decodes with the registered schema");
+        assert!(body.is_empty());
+        assert!(matches!(v, apache_avro::types::Value::Record(_)));
+    }
 }
 
 /// The number before `label` in a summary line (`613 events read`, `12 applied`).
