@@ -384,7 +384,7 @@ impl<'a> Cursor<'a> {
 
     /// A setting into `s`, reusing its key and a string value.
     #[inline]
-    fn setting_into(&mut self, s: &mut Setting, max_array_len: usize) -> Result<(), DecodeError> {
+    pub(crate) fn setting_into(&mut self, s: &mut Setting, max_array_len: usize) -> Result<(), DecodeError> {
         self.string_into("settings.key", &mut s.key)?;
         let at = self.pos;
         s.value = match self.long("settings.value")? {

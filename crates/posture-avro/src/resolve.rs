@@ -190,6 +190,10 @@ enum Fill {
 struct RecordPlan {
     steps: Box<[Step]>,
     fills: Box<[(Target, Fill)]>,
+    /// How many leading writer fields have exactly the reader's leading fields' names and
+    /// types, in order: a setting whose first two are `key` and `value` as ours is read by the
+    /// hot path's code, and only the rest by the plan (the common evolution: fields added).
+    same_prefix: usize,
 }
 
 /// What a plan does differently from the hot path, for logs and the README.
@@ -427,9 +431,16 @@ impl<'w> Compiler<'w> {
             fills.push((target, fill(target, reader_type(rf), default)?));
             self.summary.defaulted.push(target.path().to_owned());
         }
+        let same_prefix = wr
+            .fields
+            .iter()
+            .zip(&rr.fields)
+            .take_while(|(w, r)| w.name == r.name && same_shape(&w.schema, &r.schema))
+            .count();
         Ok(RecordPlan {
             steps: steps.into(),
             fills: fills.into(),
+            same_prefix,
         })
     }
 
@@ -965,7 +976,13 @@ impl<'a> Run<'a, '_> {
 
     #[inline]
     fn setting(&mut self, plan: &RecordPlan, s: &mut Setting) -> Result<(), DecodeError> {
-        for step in plan.steps.iter() {
+        let mut steps = plan.steps.iter();
+        if plan.same_prefix >= 2 {
+            // `key` and `value` as ours: the hot path's code, then the writer's other fields.
+            self.c.setting_into(s, self.max)?;
+            steps.nth(1);
+        }
+        for step in steps {
             match step {
                 Step::Skip(k) => self.skip(k, 1)?,
                 Step::Read(Target::Key, src) => self.str_into(src, Target::Key, &mut s.key)?,
