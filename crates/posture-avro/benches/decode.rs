@@ -123,7 +123,8 @@ const V0: &str = r#"{"type": "record", "name": "ConfigChange", "namespace": "pos
 ]}"#;
 
 /// Our value of an event, reshaped for writer schema `w`: fields `w` lacks dropped, fields
-/// only `w` has set to null (their union's null branch), union branches renumbered by type.
+/// only `w` has filled as an agent would (a string, a timestamp), union branches renumbered by
+/// type.
 fn project(v: AV, w: &Schema) -> AV {
     match (v, w) {
         (AV::Record(fields), Schema::Record(r)) => {
@@ -134,7 +135,7 @@ fn project(v: AV, w: &Schema) -> AV {
                     .map(|f| {
                         let v = match fields.remove(&f.name) {
                             Some(v) => project(v, &f.schema),
-                            None => AV::Union(0, Box::new(AV::Null)),
+                            None => filled(&f.schema),
                         };
                         (f.name.clone(), v)
                     })
@@ -162,6 +163,21 @@ fn project(v: AV, w: &Schema) -> AV {
         (AV::TimestampMillis(t), Schema::Long) => AV::Long(t),
         (v, _) => v,
     }
+}
+
+/// A value for a field only the writer has: its union's string or timestamp branch.
+fn filled(s: &Schema) -> AV {
+    let Schema::Union(u) = s else {
+        panic!("added fields are nullable unions")
+    };
+    for (i, b) in u.variants().iter().enumerate() {
+        match b {
+            Schema::String => return AV::Union(i as u32, Box::new(AV::String("7.2.0-build.4411".into()))),
+            Schema::TimestampMillis => return AV::Union(i as u32, Box::new(AV::TimestampMillis(1_795_341_599_000))),
+            _ => {}
+        }
+    }
+    AV::Union(0, Box::new(AV::Null))
 }
 
 /// The plans of other writer schemas against the hot path, on the same events.

@@ -39,7 +39,14 @@ const MIN_SETTING_BYTES: usize = 2;
 /// a sensible value). The whole body must be consumed, otherwise
 /// [`DecodeError::TrailingBytes`].
 pub fn decode_config_change_body(body: &[u8], max_array_len: usize) -> Result<ConfigChange, DecodeError> {
-    let mut ev = ConfigChange {
+    let mut ev = empty_event();
+    decode_config_change_body_into(body, max_array_len, &mut ev)?;
+    Ok(ev)
+}
+
+/// An event with nothing in it, for the decoders to fill.
+pub(crate) fn empty_event() -> ConfigChange {
+    ConfigChange {
         event_id: String::new(),
         tenant_id: String::new(),
         device_id: String::new(),
@@ -49,9 +56,7 @@ pub fn decode_config_change_body(body: &[u8], max_array_len: usize) -> Result<Co
         kind: ChangeKind::Upsert,
         device: None,
         settings: Vec::new(),
-    };
-    decode_config_change_body_into(body, max_array_len, &mut ev)?;
-    Ok(ev)
+    }
 }
 
 /// [`decode_config_change_body`] into an existing event, reusing its

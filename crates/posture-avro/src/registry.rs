@@ -546,7 +546,7 @@ impl SchemaRegistry {
                 }));
             }
         }
-        Ok(match Schema::parse_str(&parsed.schema) {
+        Ok(match crate::resolve::parse_writer_schema(&parsed.schema) {
             Ok(schema) => Lookup::Found(Arc::new(schema)),
             Err(e) => {
                 let mut detail = e.to_string();

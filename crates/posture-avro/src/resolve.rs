@@ -37,6 +37,7 @@ use crate::error::DecodeError;
 use crate::schemas;
 use apache_avro::schema::{Name, RecordField, ResolvedSchema, Schema};
 use posture_core::{ChangeKind, ConfigChange, ConfigSource, DeviceInfo, Setting, Value};
+use std::cell::Cell;
 use std::collections::HashMap;
 
 /// How deeply a writer's nested records, arrays and maps may go before a
@@ -59,6 +60,33 @@ fn err(field: &str, detail: impl Into<String>) -> ResolveError {
     ResolveError {
         field: field.to_owned(),
         detail: detail.into(),
+    }
+}
+
+/// Parses a writer schema's text for resolution. Like `Schema::parse_str`, but with the `uuid`
+/// logical type taken off first: apache-avro turns both a `string` and a `fixed` of 16 bytes
+/// marked `uuid` into one `Schema::Uuid`, losing which encoding the writer used (so a `fixed`
+/// uuid would be skipped as a length-prefixed string). A reader ignores logical types it does
+/// not need (the spec), and ours needs none but `timestamp-millis`.
+pub fn parse_writer_schema(text: &str) -> Result<Schema, apache_avro::Error> {
+    fn strip_uuid(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if m.get("logicalType").and_then(|t| t.as_str()) == Some("uuid") {
+                    m.remove("logicalType");
+                }
+                m.values_mut().for_each(strip_uuid);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip_uuid),
+            _ => {}
+        }
+    }
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(mut v) => {
+            strip_uuid(&mut v);
+            Schema::parse_str(&v.to_string())
+        }
+        Err(_) => Schema::parse_str(text),
     }
 }
 
@@ -307,10 +335,12 @@ impl ResolutionPlan {
     /// does. Every array is capped at `max_array_len` items; the whole body
     /// must be consumed. On error `ev` must not be used.
     pub fn decode_into(&self, body: &[u8], max_array_len: usize, ev: &mut ConfigChange) -> Result<(), DecodeError> {
+        let skipped = Cell::new(0);
         let mut r = Run {
             c: Cursor { buf: body, pos: 0 },
             max: max_array_len,
             records: &self.records,
+            skipped: &skipped,
         };
         r.event(&self.top, ev)?;
         if r.c.pos != body.len() {
@@ -323,17 +353,7 @@ impl ResolutionPlan {
 
     /// [`ResolutionPlan::decode_into`] into a new event.
     pub fn decode(&self, body: &[u8], max_array_len: usize) -> Result<ConfigChange, DecodeError> {
-        let mut ev = ConfigChange {
-            event_id: String::new(),
-            tenant_id: String::new(),
-            device_id: String::new(),
-            observed_at: 0,
-            sequence: 0,
-            source: ConfigSource::Agent,
-            kind: ChangeKind::Upsert,
-            device: None,
-            settings: Vec::new(),
-        };
+        let mut ev = crate::binary::empty_event();
         self.decode_into(body, max_array_len, &mut ev)?;
         Ok(ev)
     }
@@ -560,7 +580,17 @@ impl<'w> Compiler<'w> {
                 _ => return Err(no()),
             },
             ReaderType::Records(r) => match w {
-                Schema::Array(a) => Src::Array(Box::new(Src::Record(Box::new(self.record(&a.items, r, path)?)))),
+                Schema::Array(a) => match self.deref(&a.items, path)? {
+                    // Items of a union type: every branch must be the record.
+                    Schema::Union(u) => Src::Array(Box::new(Src::Union(
+                        u.variants()
+                            .iter()
+                            .map(|b| self.record(b, r, path).map(|p| Src::Record(Box::new(p))))
+                            .collect::<Result<Vec<_>, _>>()?
+                            .into(),
+                    ))),
+                    items => Src::Array(Box::new(Src::Record(Box::new(self.record(items, r, path)?)))),
+                },
                 _ => return Err(no()),
             },
             ReaderType::Value => match w {
@@ -749,6 +779,10 @@ struct Run<'a, 'p> {
     c: Cursor<'a>,
     max: usize,
     records: &'p [Box<[Skip]>],
+    /// Items of skipped arrays and maps walked so far in this record, at most `max` in all:
+    /// an item of a zero-width type (`null`, an empty record) costs no byte, so without this
+    /// bound a few bytes of nested skipped arrays could stand for billions of items.
+    skipped: &'p Cell<usize>,
 }
 
 fn mismatch(target: Target) -> DecodeError {
@@ -832,19 +866,32 @@ impl<'a> Run<'a, '_> {
         let Src::Array(item) = self.branch(src, t.path())? else {
             return Err(mismatch(t));
         };
-        let (max, records) = (self.max, self.records);
-        let n = self.c.array_each(t.path(), 1, max, |c, i| {
+        self.items_into(t.path(), out, String::new, |r, s| r.str_into(item, t, s))
+    }
+
+    /// An array into `out`, item `i` read into `out[i]` by `read` (reusing what the previous
+    /// event left there, as the hot path does; `new` makes the missing ones), then truncated.
+    fn items_into<T>(
+        &mut self,
+        what: &'static str,
+        out: &mut Vec<T>,
+        new: fn() -> T,
+        mut read: impl FnMut(&mut Run<'a, '_>, &mut T) -> Result<(), DecodeError>,
+    ) -> Result<(), DecodeError> {
+        let (max, records, skipped) = (self.max, self.records, self.skipped);
+        let n = self.c.array_each(what, 1, max, |c, i| {
             let mut r = Run {
                 c: Cursor { buf: c.buf, pos: c.pos },
                 max,
                 records,
+                skipped,
             };
             let res = match out.get_mut(i) {
-                Some(s) => r.str_into(item, t, s),
+                Some(x) => read(&mut r, x),
                 None => {
-                    let mut s = String::new();
-                    let res = r.str_into(item, t, &mut s);
-                    out.push(s);
+                    let mut x = new();
+                    let res = read(&mut r, &mut x);
+                    out.push(x);
                     res
                 }
             };
@@ -945,33 +992,19 @@ impl<'a> Run<'a, '_> {
         let Src::Array(item) = self.branch(src, t.path())? else {
             return Err(mismatch(t));
         };
-        let Src::Record(plan) = &**item else {
-            return Err(mismatch(t));
+        let new = || Setting {
+            key: String::new(),
+            value: Value::Null,
         };
-        let (max, records) = (self.max, self.records);
-        let n = self.c.array_each("settings", 1, max, |c, i| {
-            let mut r = Run {
-                c: Cursor { buf: c.buf, pos: c.pos },
-                max,
-                records,
-            };
-            let res = match out.get_mut(i) {
-                Some(s) => r.setting(plan, s),
-                None => {
-                    let mut s = Setting {
-                        key: String::new(),
-                        value: Value::Null,
-                    };
-                    let res = r.setting(plan, &mut s);
-                    out.push(s);
-                    res
-                }
-            };
-            c.pos = r.c.pos;
-            res
-        })?;
-        out.truncate(n);
-        Ok(())
+        match &**item {
+            Src::Record(plan) => self.items_into("settings", out, new, |r, s| r.setting(plan, s)),
+            // Items of a union type (each branch a Setting record).
+            item @ Src::Union(_) => self.items_into("settings", out, new, |r, s| match r.branch(item, "settings")? {
+                Src::Record(plan) => r.setting(plan, s),
+                _ => Err(mismatch(t)),
+            }),
+            _ => Err(mismatch(t)),
+        }
     }
 
     #[inline]
@@ -1076,13 +1109,21 @@ impl<'a> Run<'a, '_> {
             }
             Skip::Array(item) | Skip::Map(item) => {
                 let map = matches!(s, Skip::Map(_));
-                let (max, records) = (self.max, self.records);
+                let (max, records, skipped) = (self.max, self.records, self.skipped);
                 self.c
                     .array_each("skipped field", 0, max, |c, _| {
+                        skipped.set(skipped.get() + 1);
+                        if skipped.get() > max {
+                            return Err(DecodeError::ArrayTooLong {
+                                field: "the skipped fields of a record",
+                                max,
+                            });
+                        }
                         let mut r = Run {
                             c: Cursor { buf: c.buf, pos: c.pos },
                             max,
                             records,
+                            skipped,
                         };
                         if map {
                             r.skip(&Skip::Bytes, depth + 1)?;
@@ -1129,3 +1170,23 @@ const KINDS: [ChangeKind; 4] = [
     ChangeKind::Snapshot,
     ChangeKind::Retire,
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::{kind_symbol, source_symbol};
+
+    /// The tables that turn the reader's symbol index into our enums follow the reader schema.
+    #[test]
+    fn the_symbol_tables_follow_the_reader_schema() {
+        let Schema::Record(r) = schemas::config_change() else {
+            unreachable!()
+        };
+        let symbols = |name: &str| match &r.fields.iter().find(|f| f.name == name).unwrap().schema {
+            Schema::Enum(e) => e.symbols.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(SOURCES.map(source_symbol).to_vec(), symbols("source"));
+        assert_eq!(KINDS.map(kind_symbol).to_vec(), symbols("kind"));
+    }
+}

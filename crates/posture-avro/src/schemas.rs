@@ -10,7 +10,8 @@ pub const CONFIG_CHANGE_AVSC: &str = include_str!("../../../schemas/avro/config_
 
 /// `schemas/avro/config_change.v2.avsc`: version 2 of the input event, FULL-compatible with
 /// version 1 (added and removed optional fields, a new `ConfigSource` symbol). posture reads it
-/// through a [`ResolutionPlan`](crate::resolve::ResolutionPlan); agents may write it.
+/// through a [`ResolutionPlan`](crate::resolve::ResolutionPlan) when a schema registry names it;
+/// agents may write it to a topic posture reads with a registry.
 pub const CONFIG_CHANGE_V2_AVSC: &str = include_str!("../../../schemas/avro/config_change.v2.avsc");
 
 /// `schemas/avro/score_delta.avsc`: one control-state transition, `posture.v1.ScoreDelta`.

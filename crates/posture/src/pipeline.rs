@@ -233,6 +233,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 .context("creating the output producer")?
                 .with_metrics(metrics.clone()),
         );
+        if registry.is_none() && args.schema_ids.is_none() {
+            tracing::info!(
+                "no --schema-registry-url and no --schema-ids: every record is read as config_change.avsc \
+                 (version 1) whatever its schema id; agents writing another schema version need a registry"
+            );
+        }
         let decoder = AvroDecoder::new(args.schema_ids.clone(), registry);
         // Exceptions come from ClickHouse (posture exceptions add|expire, or the API); they are
         // read before the first record, so every engine starts with them, then polled.

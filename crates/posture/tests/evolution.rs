@@ -183,7 +183,13 @@ async fn agents_of_three_schema_versions_on_one_topic() {
         ])
         .output()
         .expect("evaluate");
-    let embedded_log = String::from_utf8_lossy(&embedded.stderr).into_owned();
+    let embedded_stderr = String::from_utf8_lossy(&embedded.stderr).into_owned();
+    // The summary line (lines before it name single events).
+    let embedded_log = embedded_stderr
+        .lines()
+        .find(|l| l.starts_with("posture: ") && l.contains("events read"))
+        .unwrap_or_else(|| panic!("no summary line: {embedded_stderr}"))
+        .to_owned();
     let (read, applied, stale, invalid) = (
         count(&embedded_log, "events read"),
         count(&embedded_log, "applied"),
