@@ -169,6 +169,33 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// Steps over a varint without computing its value (a skipped `int`, `long` or enum):
+    /// the same checks as [`Cursor::long`], a scan for the last byte instead of the shifts.
+    #[inline]
+    pub(crate) fn skip_varint(&mut self, what: &str) -> Result<(), DecodeError> {
+        let end = self.buf.len().min(self.pos + 10);
+        let mut i = self.pos;
+        while i < end {
+            let b = self.buf[i];
+            i += 1;
+            if b < 0x80 {
+                // The 10th byte holds bit 63 only; anything more overflows 64 bits.
+                if i - self.pos == 10 && b > 1 {
+                    break;
+                }
+                self.pos = i;
+                return Ok(());
+            }
+        }
+        if i == self.buf.len() && i - self.pos < 10 {
+            return Err(DecodeError::malformed(i, format!("truncated reading {what}")));
+        }
+        Err(DecodeError::malformed(
+            self.pos,
+            format!("{what}: varint overflows 64 bits"),
+        ))
+    }
+
     #[inline(never)]
     fn long_slow(&mut self, what: &str) -> Result<i64, DecodeError> {
         let start = self.pos;
@@ -605,6 +632,36 @@ mod tests {
         // A non-canonical (padded) varint is still the number.
         let b = [0x82, 0x80, 0x00];
         assert_eq!(Cursor { buf: &b, pos: 0 }.long("x").unwrap(), 1);
+    }
+
+    /// Skipping a varint accepts, refuses (with the same error) and advances exactly as reading
+    /// it does.
+    #[test]
+    fn skip_varint_agrees_with_long() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 12) as usize;
+            // Mostly continuation bytes, so long and overflowing varints are common.
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| {
+                    let b = (x >> (i * 5)) as u8;
+                    if (x >> (40 + i)) & 3 == 0 {
+                        b & 0x7f
+                    } else {
+                        b | 0x80
+                    }
+                })
+                .collect();
+            let (mut a, mut b) = (Cursor { buf: &bytes, pos: 0 }, Cursor { buf: &bytes, pos: 0 });
+            let (ra, rb) = (a.long("x").map(drop), b.skip_varint("x"));
+            assert_eq!(ra, rb, "{bytes:02x?}");
+            if ra.is_ok() {
+                assert_eq!(a.pos, b.pos, "{bytes:02x?}");
+            }
+        }
     }
 
     #[test]

@@ -219,8 +219,9 @@ struct RecordPlan {
     steps: Box<[Step]>,
     fills: Box<[(Target, Fill)]>,
     /// How many leading writer fields have exactly the reader's leading fields' names and
-    /// types, in order: a setting whose first two are `key` and `value` as ours is read by the
-    /// hot path's code, and only the rest by the plan (the common evolution: fields added).
+    /// types, in order: a setting whose first two are `key` and `value` as ours, and an event
+    /// whose first five are ours (ids, time, sequence), have those read directly, and only the
+    /// rest by the plan (the common evolution: fields added).
     same_prefix: usize,
 }
 
@@ -903,7 +904,17 @@ impl<'a> Run<'a, '_> {
     }
 
     fn event(&mut self, plan: &RecordPlan, ev: &mut ConfigChange) -> Result<(), DecodeError> {
-        for step in plan.steps.iter() {
+        let mut steps = plan.steps.iter();
+        if plan.same_prefix >= 5 {
+            // The ids, the time and the sequence as ours (every version so far): read directly.
+            self.c.string_into("event_id", &mut ev.event_id)?;
+            self.c.string_into("tenant_id", &mut ev.tenant_id)?;
+            self.c.string_into("device_id", &mut ev.device_id)?;
+            ev.observed_at = self.c.long("observed_at")?;
+            ev.sequence = self.c.long("sequence")?;
+            steps.nth(4);
+        }
+        for step in steps {
             match step {
                 Step::Skip(s) => self.skip(s, 0)?,
                 Step::Read(t, src) => match t {
@@ -1047,7 +1058,11 @@ impl<'a> Run<'a, '_> {
         self.setting_fills(plan, s)
     }
 
+    #[inline]
     fn setting_fills(&mut self, plan: &RecordPlan, s: &mut Setting) -> Result<(), DecodeError> {
+        if plan.fills.is_empty() {
+            return Ok(());
+        }
         for (t, f) in plan.fills.iter() {
             match (t, f) {
                 (Target::Key, Fill::Str(k)) => k.clone_into(&mut s.key),
@@ -1062,15 +1077,24 @@ impl<'a> Run<'a, '_> {
     /// number) inline, the rest in [`Run::skip_any`].
     #[inline]
     fn skip(&mut self, s: &Skip, depth: usize) -> Result<(), DecodeError> {
+        const WHAT: &str = "a writer field the reader does not have";
         match s {
             Skip::Zero => Ok(()),
-            Skip::Union(bs) => match (self.c.buf.get(self.c.pos), bs.first()) {
-                (Some(0), Some(Skip::Zero)) => {
-                    self.c.pos += 1;
-                    Ok(())
+            Skip::Varint => self.c.skip_varint(WHAT),
+            // An optional field (`["null", T]`): null, or a number, inline; the rest below.
+            Skip::Union(bs) => {
+                let at = self.c.pos;
+                let i = self.c.long(WHAT)?;
+                match bs.get(usize::try_from(i).unwrap_or(usize::MAX)) {
+                    Some(Skip::Zero) => Ok(()),
+                    Some(Skip::Varint) => self.c.skip_varint(WHAT),
+                    Some(b) => self.skip_any(b, depth),
+                    None => Err(DecodeError::malformed(
+                        at,
+                        format!("{WHAT}: union index {i} out of range 0..{}", bs.len()),
+                    )),
                 }
-                _ => self.skip_any(s, depth),
-            },
+            }
             s => self.skip_any(s, depth),
         }
     }
@@ -1087,7 +1111,7 @@ impl<'a> Run<'a, '_> {
         match s {
             Skip::Zero => Ok(()),
             Skip::Bool => self.c.boolean(WHAT).map(drop),
-            Skip::Varint => self.c.long(WHAT).map(drop),
+            Skip::Varint => self.c.skip_varint(WHAT),
             Skip::Bytes => {
                 let at = self.c.pos;
                 let len = self.c.long(WHAT)?;
