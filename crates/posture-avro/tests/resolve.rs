@@ -430,6 +430,34 @@ fn skipped_arrays_of_zero_width_items_are_bounded() {
 }
 
 #[test]
+fn skipped_arrays_and_maps_in_blocks_with_byte_sizes() {
+    // A writer may end an array or map block with its size in bytes (a negative count), so a
+    // reader can jump over it; the plan checks the size against the items it walks.
+    let mut j = reader_json();
+    fields(&mut j).push(json!({"name": "counts", "type": {"type": "array", "items": "long"}}));
+    fields(&mut j).push(json!({"name": "labels", "type": {"type": "map", "values": "string"}}));
+    let plan = compile(&j).unwrap();
+    let v1 = posture_avro::encode_config_change(&sample(), 1)[5..].to_vec();
+    // counts: one block of -3 items, 3 bytes (1, 2, 3 zig-zagged), then the end.
+    // labels: one block of -1 item, 5 bytes ("a" -> "bc"), then the end.
+    let mut body = v1.clone();
+    body.extend([5, 6, 2, 4, 6, 0]);
+    body.extend([1, 10, 2, b'a', 4, b'b', b'c', 0]);
+    assert_eq!(plan.decode(&body, DEFAULT_MAX_ARRAY_LEN).unwrap(), sample());
+    // The same with a byte size that does not match its items.
+    let mut body = v1.clone();
+    body.extend([5, 8, 2, 4, 6, 0]);
+    body.extend([1, 10, 2, b'a', 4, b'b', b'c', 0]);
+    let e = plan.decode(&body, DEFAULT_MAX_ARRAY_LEN).unwrap_err();
+    assert_eq!(e.reason(), "malformed_avro", "{e}");
+    // And apache-avro reads the well-formed one alike.
+    let mut body = v1;
+    body.extend([5, 6, 2, 4, 6, 0]);
+    body.extend([1, 10, 2, b'a', 4, b'b', b'c', 0]);
+    assert_eq!(oracle_decode(&parse(&j), &body).unwrap(), sample());
+}
+
+#[test]
 fn version_2_is_full_compatible_with_version_1() {
     let (v1, v2) = (schemas::config_change(), schemas::config_change_v2());
     // BACKWARD: a version-2 reader reads version-1 records.
