@@ -647,6 +647,8 @@ impl<'w> Compiler<'w> {
         Ok(match w {
             Schema::Null => Skip::Zero,
             Schema::Boolean => Skip::Bool,
+            // Integers, the logical types over them (as `long_src` lists them) and enum indices:
+            // one varint. Listed, not delegated, so the match stays exhaustive.
             Schema::Int
             | Schema::Long
             | Schema::Enum(_)

@@ -77,6 +77,16 @@ fn oracle_decode(writer: &Schema, body: &[u8]) -> Result<ConfigChange, String> {
     reference::from_value(v).map_err(|e| e.to_string())
 }
 
+/// `ev` encoded with `writer`: its fields as our schema has them, changed by `edit` into the
+/// writer's (fields added, values rewrapped).
+fn encode_as(writer: &Schema, ev: &ConfigChange, edit: impl FnOnce(&mut Vec<(String, AV)>)) -> Vec<u8> {
+    let AV::Record(mut fields) = reference::to_value(ev) else {
+        unreachable!("an event is a record")
+    };
+    edit(&mut fields);
+    apache_avro::to_avro_datum(writer, AV::Record(fields)).unwrap()
+}
+
 fn sample() -> ConfigChange {
     ConfigChange {
         event_id: "e-1".into(),
@@ -323,13 +333,11 @@ fn recursive_and_exotic_skipped_fields_are_walked_not_built() {
     };
     let chain = hop("a", AV::Union(1, Box::new(hop("b", AV::Union(0, Box::new(AV::Null))))));
     let ev = sample();
-    let AV::Record(mut rf) = reference::to_value(&ev) else {
-        unreachable!()
-    };
-    rf.insert(1, ("trail".into(), AV::Union(1, Box::new(chain.clone()))));
-    rf.push(("day".into(), AV::Date(20_000)));
-    rf.push(("again".into(), AV::Union(1, Box::new(chain))));
-    let body = apache_avro::to_avro_datum(&w, AV::Record(rf)).unwrap();
+    let body = encode_as(&w, &ev, |rf| {
+        rf.insert(1, ("trail".into(), AV::Union(1, Box::new(chain.clone()))));
+        rf.push(("day".into(), AV::Date(20_000)));
+        rf.push(("again".into(), AV::Union(1, Box::new(chain))));
+    });
     assert_eq!(plan.decode(&body, DEFAULT_MAX_ARRAY_LEN).unwrap(), ev);
     assert_eq!(oracle_decode(&w, &body).unwrap(), ev);
 }
@@ -361,18 +369,16 @@ fn settings_whose_items_are_a_union_of_the_record_resolve() {
     let w = parse(&j);
     let plan = ResolutionPlan::compile(&w).unwrap();
     let ev = sample();
-    let AV::Record(mut rf) = reference::to_value(&ev) else {
-        unreachable!()
-    };
-    for (name, v) in rf.iter_mut() {
-        if name == "settings" {
-            let AV::Array(items) = std::mem::replace(v, AV::Null) else {
-                unreachable!()
-            };
-            *v = AV::Array(items.into_iter().map(|i| AV::Union(0, Box::new(i))).collect());
+    let body = encode_as(&w, &ev, |rf| {
+        for (name, v) in rf.iter_mut() {
+            if name == "settings" {
+                let AV::Array(items) = std::mem::replace(v, AV::Null) else {
+                    unreachable!()
+                };
+                *v = AV::Array(items.into_iter().map(|i| AV::Union(0, Box::new(i))).collect());
+            }
         }
-    }
-    let body = apache_avro::to_avro_datum(&w, AV::Record(rf)).unwrap();
+    });
     assert_eq!(plan.decode(&body, DEFAULT_MAX_ARRAY_LEN).unwrap(), ev);
     assert_eq!(oracle_decode(&w, &body).unwrap(), ev);
 }
@@ -390,15 +396,13 @@ fn uuid_fields_are_read_by_their_encoding() {
     assert_eq!(plan.summary().skipped, ["agent_uuid", "run_uuid"]);
     let mut ev = sample();
     ev.event_id = "6f1c9a52-3b7e-4d2a-9c41-8e0f5a7b2d13".into();
-    let AV::Record(mut rf) = reference::to_value(&ev) else {
-        unreachable!()
-    };
-    rf.push(("agent_uuid".into(), AV::Fixed(16, (1..=16).collect())));
-    rf.push((
-        "run_uuid".into(),
-        AV::String("0b7e6c1e-2d4f-4a8e-9d51-3c2b1a0f9e87".into()),
-    ));
-    let body = apache_avro::to_avro_datum(&writer, AV::Record(rf)).unwrap();
+    let body = encode_as(&writer, &ev, |rf| {
+        rf.push(("agent_uuid".into(), AV::Fixed(16, (1..=16).collect())));
+        rf.push((
+            "run_uuid".into(),
+            AV::String("0b7e6c1e-2d4f-4a8e-9d51-3c2b1a0f9e87".into()),
+        ));
+    });
     assert_eq!(plan.decode(&body, DEFAULT_MAX_ARRAY_LEN).unwrap(), ev);
 }
 

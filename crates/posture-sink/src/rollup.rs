@@ -469,20 +469,25 @@ impl Decomposition {
 mod tests {
     use super::*;
 
+    /// A baseline of one control, `fw` (30 points, network): `fw` must be true.
+    fn one_control_catalog() -> std::sync::Arc<posture_core::Catalog> {
+        std::sync::Arc::new(
+            posture_core::Catalog::from_sources(&[(
+                "t.yaml",
+                "baseline: t\nversion: 1\ncontrols:\n  - { id: fw, title: F, category: network, points: 30, check: { key: fw, op: eq, value: true } }\n",
+            )])
+            .unwrap(),
+        )
+    }
+
     /// A partition's new engine may number its tenants otherwise than the engine before it (a
     /// restart, a rebalance): the scope cache of the rollup must still name each delta's scope by
     /// the engine at hand.
     #[test]
     fn a_new_engine_of_a_partition_with_other_numbers_gets_the_right_scopes() {
         use posture_core::engine::ScopeKey;
-        use posture_core::{Catalog, ConfigChange, EngineConfig, Output};
-        let cat = std::sync::Arc::new(
-            Catalog::from_sources(&[(
-                "t.yaml",
-                "baseline: t\nversion: 1\ncontrols:\n  - { id: fw, title: F, category: network, points: 30, check: { key: fw, op: eq, value: true } }\n",
-            )])
-            .unwrap(),
-        );
+        use posture_core::{ConfigChange, EngineConfig, Output};
+        let cat = one_control_catalog();
         let ev = |tenant: &str, seq: i64| {
             ConfigChange::from_json(&format!(
                 r#"{{"event_id":"e{seq}","tenant_id":"{tenant}","device_id":"d","kind":"SNAPSHOT","source":"AGENT","observed_at":{},"sequence":{seq},"settings":[{{"key":"fw","value":true}}]}}"#,
@@ -533,14 +538,8 @@ mod tests {
     /// merge the partitions by name at every level, and its cut rows hold differences.
     #[test]
     fn a_batch_rolls_up_by_name_and_cuts_by_difference() {
-        use posture_core::{Catalog, ConfigChange, EngineConfig, Output};
-        let cat = std::sync::Arc::new(
-            Catalog::from_sources(&[(
-                "t.yaml",
-                "baseline: t\nversion: 1\ncontrols:\n  - { id: fw, title: F, category: network, points: 30, check: { key: fw, op: eq, value: true } }\n",
-            )])
-            .unwrap(),
-        );
+        use posture_core::{ConfigChange, EngineConfig, Output};
+        let cat = one_control_catalog();
         let t = 1_795_341_600_000 + 5;
         let ev = |dev: &str, fw: bool| {
             ConfigChange::from_json(&format!(
