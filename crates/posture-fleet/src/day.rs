@@ -137,43 +137,7 @@ pub fn day(cat: &Catalog, fleet: &mut Fleet, spec: &DaySpec, rng: &mut fastrand:
         let t = start + 600_000 + rng.i64(0..span);
         events.push(mk(d, t, ChangeKind::Retire, None, vec![], ConfigSource::Mdm));
     }
-    // Arrival order: event time, with sequences re-assigned per device in that
-    // order so that they increase along the stream.
-    events.sort_by_key(|e| e.observed_at);
-    let mut seqs: HashMap<String, i64> = HashMap::new();
-    for e in events.iter_mut() {
-        let s = seqs.entry(e.device_id.clone()).or_insert(0);
-        *s += 1;
-        e.sequence = *s;
-    }
-    // Duplicates and stale copies, a little later in the stream.
-    let mut noise = Vec::new();
-    for (i, e) in events.iter().enumerate() {
-        if rng.f64() < spec.duplicate_rate {
-            noise.push((i + 1 + rng.usize(..50), e.clone()));
-        }
-        if rng.f64() < spec.stale_rate && e.sequence > 1 {
-            let mut stale = e.clone();
-            stale.sequence -= 1;
-            stale.event_id += "-stale";
-            noise.push((i + 1 + rng.usize(..50), stale));
-        }
-    }
-    noise.sort_by_key(|(pos, _)| *pos);
-    let (duplicates, stale) = (
-        noise.iter().filter(|(_, e)| !e.event_id.ends_with("-stale")).count(),
-        noise.iter().filter(|(_, e)| e.event_id.ends_with("-stale")).count(),
-    );
-    // The events with the noise spliced in.
-    let mut noise_iter = noise.into_iter().peekable();
-    let mut ordered: Vec<ConfigChange> = Vec::with_capacity(events.len());
-    for (i, e) in events.into_iter().enumerate() {
-        ordered.push(e);
-        while noise_iter.peek().is_some_and(|(pos, _)| *pos <= i) {
-            ordered.push(noise_iter.next().expect("peeked").1);
-        }
-    }
-    ordered.extend(noise_iter.map(|(_, e)| e));
+    let (ordered, duplicates, stale) = arrival_order(events, spec.duplicate_rate, spec.stale_rate, rng);
     Day {
         events: ordered,
         drift: drift_count,
@@ -183,4 +147,48 @@ pub fn day(cat: &Catalog, fleet: &mut Fleet, spec: &DaySpec, rng: &mut fastrand:
         stale,
         end,
     }
+}
+
+/// `events` in the order a producer sends them: by event time, with sequences re-assigned per
+/// device in that order (so they increase along the stream), and a share of duplicates and stale
+/// (old-sequence) copies spliced in a little later. Returns the events and how many duplicates
+/// and stale copies it added.
+pub(crate) fn arrival_order(
+    mut events: Vec<ConfigChange>,
+    duplicate_rate: f64,
+    stale_rate: f64,
+    rng: &mut fastrand::Rng,
+) -> (Vec<ConfigChange>, usize, usize) {
+    events.sort_by_key(|e| e.observed_at);
+    let mut seqs: HashMap<String, i64> = HashMap::new();
+    for e in events.iter_mut() {
+        let s = seqs.entry(e.device_id.clone()).or_insert(0);
+        *s += 1;
+        e.sequence = *s;
+    }
+    let mut noise = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        if rng.f64() < duplicate_rate {
+            noise.push((i + 1 + rng.usize(..50), e.clone()));
+        }
+        if rng.f64() < stale_rate && e.sequence > 1 {
+            let mut stale = e.clone();
+            stale.sequence -= 1;
+            stale.event_id += "-stale";
+            noise.push((i + 1 + rng.usize(..50), stale));
+        }
+    }
+    noise.sort_by_key(|(pos, _)| *pos);
+    let stale = noise.iter().filter(|(_, e)| e.event_id.ends_with("-stale")).count();
+    let duplicates = noise.len() - stale;
+    let mut noise_iter = noise.into_iter().peekable();
+    let mut ordered: Vec<ConfigChange> = Vec::with_capacity(events.len() + duplicates + stale);
+    for (i, e) in events.into_iter().enumerate() {
+        ordered.push(e);
+        while noise_iter.peek().is_some_and(|(pos, _)| *pos <= i) {
+            ordered.push(noise_iter.next().expect("peeked").1);
+        }
+    }
+    ordered.extend(noise_iter.map(|(_, e)| e));
+    (ordered, duplicates, stale)
 }

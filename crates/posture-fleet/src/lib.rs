@@ -8,6 +8,8 @@
 //! Catalog ─► Fleet::new (devices: tenant, groups, OS, tags, hygiene, applicable controls)
 //!         ─► day::day        a simulated day: snapshots, drift, remediation waves, retirements,
 //!                            duplicates and stale copies, in arrival order   (posture simulate)
+//!         ─► story::story    the demo's scripted day: the plain day with a bad policy push to
+//!                            one group, a pause for the alert, and remediation waves  (demo)
 //!         ─► Stream          an endless stream: each device's SNAPSHOT first, then UPSERTs of k
 //!                            controls at random, and RETIREs at a set share     (bench, tests)
 //! setting values ◄─ synth    synthesised from each control's check tree, so the intended
@@ -19,10 +21,12 @@
 #![warn(missing_docs)]
 
 pub mod day;
+pub mod story;
 pub mod stream;
 pub mod synth;
 
 pub use day::{day, Day, DaySpec};
+pub use story::{story, Story, StorySpec, Wave, STORY_HOURS};
 pub use stream::{Stream, StreamSpec};
 pub use synth::{settings_for, ValueTable};
 

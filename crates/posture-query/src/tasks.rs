@@ -64,6 +64,11 @@ pub struct NewTask {
     /// Who creates it (the API sets its token's name).
     #[serde(default)]
     pub author: String,
+    /// When it was opened (RFC 3339 or epoch ms); default now. For a task recorded after the
+    /// fact, or opened from an alert of a replayed stream (the demo's tasks are opened at their
+    /// alert's event time); at most a minute in the future.
+    #[serde(default)]
+    pub created_at: Option<String>,
 }
 
 /// A task as listed.
@@ -174,6 +179,17 @@ impl Query {
         check_len("group", new.group.as_deref().unwrap_or_default(), MAX_NAME_BYTES)?;
         check_len("notes", &new.notes, MAX_TEXT_BYTES)?;
         let now = now_ms();
+        let created_at = match new.created_at.as_deref() {
+            None | Some("") => now,
+            Some(t) => {
+                let t = posture_core::time::parse_time(t)
+                    .map_err(|e| QueryError::BadRequest(format!("created_at: {e}")))?;
+                if t > now + 60_000 {
+                    return bad(format!("created_at {} is in the future", format_time(t)));
+                }
+                t
+            }
+        };
         let id = new
             .id
             .filter(|i| !i.trim().is_empty())
@@ -197,7 +213,7 @@ impl Query {
             priority,
             notes: new.notes,
             author: new.author,
-            created_at_ms: now,
+            created_at_ms: created_at,
             status: "open".into(),
             completed_at_ms: None,
             version: crate::exceptions::next_version(0),

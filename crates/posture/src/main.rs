@@ -16,6 +16,7 @@ mod args;
 mod baselines;
 mod chart;
 mod config;
+mod demo;
 mod evaluate;
 mod limits;
 mod output;
@@ -99,6 +100,15 @@ enum Command {
     /// Example:
     ///   posture simulate --baselines deploy/baselines --devices 1000 --hours 48 --out fleet.jsonl
     Simulate(simulate::Args),
+    /// The demo's scripted day against a running pipeline, told as it happens: streams a
+    /// fleet's morning and a bad policy push to finance into Kafka, waits for the pipeline's
+    /// score-drop alert, opens remediation tasks and an exception through the query API,
+    /// streams the remediation waves, and waits until the pipeline has confirmed the tasks.
+    /// scripts/demo starts the stack and the pipeline and runs it.
+    ///
+    /// Example:
+    ///   POSTURE_API_TOKEN=... posture demo --baselines deploy/baselines --topic demo --alerts-topic demo.alerts
+    Demo(Box<demo::Args>),
     /// Apply the ClickHouse schema (schemas/clickhouse, embedded) to the
     /// configured database; idempotent.
     ///
@@ -239,6 +249,7 @@ fn main() -> ExitCode {
         Command::Baseline(BaselineCmd::ScoreXccdf(args)) => xccdf::score_xccdf(args),
         Command::ImportResults(args) => xccdf::import_results(args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Demo(args) => demo::run(*args),
         Command::Migrate(args) => pipeline::migrate(args),
         Command::Run(args) => pipeline::run(*args),
         Command::Serve(args) => serve::serve(*args),

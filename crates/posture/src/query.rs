@@ -535,6 +535,10 @@ pub struct CreateTask {
     /// An id of your own (default: generated).
     #[arg(long)]
     id: Option<String>,
+    /// When the task was opened (RFC 3339 or epoch ms; default now), for a task recorded
+    /// after the fact.
+    #[arg(long, value_name = "TIME")]
+    created_at: Option<String>,
 }
 
 /// `posture tasks`.
@@ -582,6 +586,7 @@ pub fn tasks(cmd: TasksCmd) -> Result<ExitCode> {
                 priority: Some(a.priority),
                 notes: a.notes,
                 author: a.author,
+                created_at: a.created_at,
             };
             let t = a.c.block_on(q.create_task(&a.c.tenant, new))?;
             print(&a.c, &[t])?;

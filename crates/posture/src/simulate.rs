@@ -13,7 +13,7 @@
 use anyhow::{Context, Result};
 use posture_core::time::{format_time, parse_time};
 use posture_core::*;
-use posture_fleet::{DaySpec, Fleet};
+use posture_fleet::{DaySpec, Fleet, StorySpec};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +54,13 @@ pub struct Args {
     /// Random seed; the same seed gives the same events.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// The demo's scripted day instead of the plain one (25 hours; --hours and
+    /// --wave-every-hours do not apply): at 09:00 a bad policy push turns off the network and
+    /// security-control settings of every finance device, remediation waves at 12:00, 14:00 and
+    /// 16:00 set them back, 1% of devices go silent after their snapshot. `posture demo` plays it
+    /// against a running pipeline; this writes the same events.
+    #[arg(long)]
+    story: bool,
     /// Output JSON-lines file ("-" for standard output).
     #[arg(long, default_value = "-")]
     out: PathBuf,
@@ -101,8 +108,28 @@ pub fn run(args: Args) -> Result<ExitCode> {
         duplicate_rate: args.duplicate_rate,
         stale_rate: args.stale_rate,
     };
-    let day = posture_fleet::day(&cat, &mut fleet, &spec, &mut rng);
-    let ordered = day.events;
+    let (ordered, summary, end) = if args.story {
+        let story = posture_fleet::story(&cat, &mut fleet, &story_spec(&spec), &mut rng);
+        let summary = format!(
+            "the story: {} drift, a push to {} devices of {}, {} remediation waves, {} silent, {} retirements, {} duplicates, {} stale",
+            story.drift,
+            story.push.devices,
+            story.group,
+            story.remediation.len(),
+            story.silent,
+            story.retirements,
+            story.duplicates,
+            story.stale
+        );
+        (story.events, summary, story.end)
+    } else {
+        let day = posture_fleet::day(&cat, &mut fleet, &spec, &mut rng);
+        let summary = format!(
+            "{} drift, {} remediation waves, {} retirements, {} duplicates, {} stale",
+            day.drift, day.waves, day.retirements, day.duplicates, day.stale
+        );
+        (day.events, summary, day.end)
+    };
     let written = ordered.len();
     let out_name = match &args.kafka {
         Some(brokers) => {
@@ -113,39 +140,51 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 schema_id: args.schema_id,
                 security: args.security.properties()?,
             };
-            produce(&to, args.rate, args.batch_records, &ordered)?;
+            produce("posture simulate", &to, args.rate, args.batch_records, &ordered)?;
             format!("kafka {brokers} topic {}", args.topic)
         }
         None => {
-            let out_name = args.out.display().to_string();
-            let sink: Box<dyn Write> = if out_name == "-" {
-                Box::new(std::io::stdout().lock())
-            } else {
-                Box::new(std::fs::File::create(&args.out).with_context(|| format!("cannot create {out_name}"))?)
-            };
-            let mut w = BufWriter::with_capacity(1 << 20, sink);
-            for e in &ordered {
-                writeln!(w, "{}", e.to_json())?;
-            }
-            w.flush()?;
-            out_name
+            write_jsonl(&args.out, &ordered)?;
+            args.out.display().to_string()
         }
     };
     eprintln!(
-        "posture simulate: {written} events ({} devices, {} tenants, {} snapshots, {} drift, {} remediation waves, {} retirements, {} duplicates, {} stale) from {} to {} in {:.0} ms -> {out_name}",
+        "posture simulate: {written} events ({} devices, {} tenants, {} snapshots, {summary}) from {} to {} in {:.0} ms -> {out_name}",
         args.devices,
         args.tenants.max(1),
         args.devices,
-        day.drift,
-        day.waves,
-        day.retirements,
-        day.duplicates,
-        day.stale,
         format_time(start),
-        format_time(day.end),
+        format_time(end),
         started.elapsed().as_secs_f64() * 1000.0
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The story's spec with the plain day's rates of drift, retirements and noise.
+fn story_spec(day: &DaySpec) -> StorySpec {
+    StorySpec {
+        drift_per_hour: day.drift_per_hour,
+        retire_rate: day.retire_rate,
+        duplicate_rate: day.duplicate_rate,
+        stale_rate: day.stale_rate,
+        ..StorySpec::new(day.start)
+    }
+}
+
+/// Writes `events` as JSON lines to `path` ("-": standard output).
+pub(crate) fn write_jsonl(path: &std::path::Path, events: &[ConfigChange]) -> Result<()> {
+    let name = path.display().to_string();
+    let sink: Box<dyn Write> = if name == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::fs::File::create(path).with_context(|| format!("cannot create {name}"))?)
+    };
+    let mut w = BufWriter::with_capacity(1 << 20, sink);
+    for e in events {
+        writeln!(w, "{}", e.to_json())?;
+    }
+    w.flush().with_context(|| format!("cannot write {name}"))?;
+    Ok(())
 }
 
 /// Counts delivery reports, so no event is lost silently.
@@ -187,7 +226,7 @@ pub(crate) struct KafkaTarget<'a> {
 }
 
 /// Creates the topic if it does not exist.
-fn ensure_topic(to: &KafkaTarget<'_>) -> Result<()> {
+pub(crate) fn ensure_topic(to: &KafkaTarget<'_>) -> Result<()> {
     let (brokers, topic, partitions) = (to.brokers, to.topic, to.partitions);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     if rt.block_on(posture_ingest::topics::ensure_topic(
@@ -196,7 +235,7 @@ fn ensure_topic(to: &KafkaTarget<'_>) -> Result<()> {
         partitions,
         &to.security,
     ))? {
-        eprintln!("posture simulate: created topic {topic} with {partitions} partitions");
+        eprintln!("posture: created topic {topic} with {partitions} partitions");
     }
     Ok(())
 }
@@ -204,7 +243,14 @@ fn ensure_topic(to: &KafkaTarget<'_>) -> Result<()> {
 /// Produces events to Kafka, Avro-encoded and keyed by device, with an
 /// idempotent producer; fails unless every event is acknowledged. Also used
 /// by `posture import-results --kafka`.
-pub(crate) fn produce(to: &KafkaTarget<'_>, rate: f64, batch_records: u32, events: &[ConfigChange]) -> Result<()> {
+/// Its progress lines (every 5 s, and the total) start with `who` (`posture simulate`).
+pub(crate) fn produce(
+    who: &str,
+    to: &KafkaTarget<'_>,
+    rate: f64,
+    batch_records: u32,
+    events: &[ConfigChange],
+) -> Result<()> {
     let (brokers, topic, schema_id) = (to.brokers, to.topic, to.schema_id);
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     use std::sync::atomic::Ordering::Relaxed;
@@ -244,7 +290,7 @@ pub(crate) fn produce(to: &KafkaTarget<'_>, rate: f64, batch_records: u32, event
             }
         }
         if last.elapsed() >= Duration::from_secs(5) {
-            eprintln!("posture simulate: {} of {} events produced", i + 1, events.len());
+            eprintln!("{who}: {} of {} events produced", i + 1, events.len());
             last = Instant::now();
         }
     }
@@ -266,7 +312,7 @@ pub(crate) fn produce(to: &KafkaTarget<'_>, rate: f64, batch_records: u32, event
         );
     }
     eprintln!(
-        "posture simulate: produced {ok} events in {:.1} s",
+        "{who}: produced {ok} events in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     Ok(())

@@ -940,11 +940,16 @@ async fn exceptions_and_tasks(api: &Api, env: &[(&str, &str)], topic: &str, dir:
         api,
         "/api/v1/tenants/t1/tasks",
         TOKEN_ALL,
-        json!({"id": "k1", "control": "pw", "due": (now - H).to_string(), "priority": "high", "notes": "all of them"}),
+        json!({"id": "k1", "control": "pw", "due": (now - H).to_string(), "priority": "high", "notes": "all of them",
+               "created_at": "2026-11-01T00:00:00Z"}),
     )
     .await;
     assert_eq!(status, 201, "{k1}");
     assert_eq!(k1["author"], "admin", "{k1}");
+    assert_eq!(
+        k1["created_at"], "2026-11-01T00:00:00Z",
+        "opened when the request says: {k1}"
+    );
     assert_eq!(
         (k1["status"].as_str(), k1["overdue"].as_bool()),
         (Some("open"), Some(true))
@@ -980,6 +985,15 @@ async fn exceptions_and_tasks(api: &Api, env: &[(&str, &str)], topic: &str, dir:
     )
     .await;
     assert_eq!(status, 400);
+    let (status, e) = post(
+        api,
+        "/api/v1/tenants/t1/tasks",
+        TOKEN_ALL,
+        json!({"control": "pw", "due": (now + H).to_string(), "created_at": (now + 10 * H).to_string()}),
+    )
+    .await;
+    assert_eq!(status, 400, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("in the future"), "{e}");
 
     // Let the pipeline poll the exceptions (every second), then stream the new events.
     tokio::time::sleep(Duration::from_secs(3)).await;
