@@ -149,40 +149,81 @@ pub fn day(cat: &Catalog, fleet: &mut Fleet, spec: &DaySpec, rng: &mut fastrand:
     }
 }
 
+/// What [`arrival_order`] needs of an event: its time, device, sequence, and how to make its
+/// stale copy.
+pub(crate) trait Arrival: Clone {
+    /// What identifies the device (sequences are per device).
+    type Device: std::hash::Hash + Eq;
+    /// Event time.
+    fn time(&self) -> i64;
+    /// The device that sends it.
+    fn device(&self) -> Self::Device;
+    /// Its sequence number.
+    fn sequence(&self) -> i64;
+    /// Sets its sequence number.
+    fn set_sequence(&mut self, s: i64);
+    /// Turns a copy into the stale copy (an older sequence, the event id marked).
+    fn make_stale(&mut self);
+    /// Whether it is a stale copy.
+    fn is_stale(&self) -> bool;
+}
+
+impl Arrival for ConfigChange {
+    type Device = String;
+    fn time(&self) -> i64 {
+        self.observed_at
+    }
+    fn device(&self) -> String {
+        self.device_id.clone()
+    }
+    fn sequence(&self) -> i64 {
+        self.sequence
+    }
+    fn set_sequence(&mut self, s: i64) {
+        self.sequence = s;
+    }
+    fn make_stale(&mut self) {
+        self.sequence -= 1;
+        self.event_id += "-stale";
+    }
+    fn is_stale(&self) -> bool {
+        self.event_id.ends_with("-stale")
+    }
+}
+
 /// `events` in the order a producer sends them: by event time, with sequences re-assigned per
 /// device in that order (so they increase along the stream), and a share of duplicates and stale
 /// (old-sequence) copies spliced in a little later. Returns the events and how many duplicates
 /// and stale copies it added.
-pub(crate) fn arrival_order(
-    mut events: Vec<ConfigChange>,
+pub(crate) fn arrival_order<E: Arrival>(
+    mut events: Vec<E>,
     duplicate_rate: f64,
     stale_rate: f64,
     rng: &mut fastrand::Rng,
-) -> (Vec<ConfigChange>, usize, usize) {
-    events.sort_by_key(|e| e.observed_at);
-    let mut seqs: HashMap<String, i64> = HashMap::new();
+) -> (Vec<E>, usize, usize) {
+    events.sort_by_key(|e| e.time());
+    let mut seqs: HashMap<E::Device, i64> = HashMap::new();
     for e in events.iter_mut() {
-        let s = seqs.entry(e.device_id.clone()).or_insert(0);
+        let s = seqs.entry(e.device()).or_insert(0);
         *s += 1;
-        e.sequence = *s;
+        e.set_sequence(*s);
     }
     let mut noise = Vec::new();
     for (i, e) in events.iter().enumerate() {
         if rng.f64() < duplicate_rate {
             noise.push((i + 1 + rng.usize(..50), e.clone()));
         }
-        if rng.f64() < stale_rate && e.sequence > 1 {
+        if rng.f64() < stale_rate && e.sequence() > 1 {
             let mut stale = e.clone();
-            stale.sequence -= 1;
-            stale.event_id += "-stale";
+            stale.make_stale();
             noise.push((i + 1 + rng.usize(..50), stale));
         }
     }
     noise.sort_by_key(|(pos, _)| *pos);
-    let stale = noise.iter().filter(|(_, e)| e.event_id.ends_with("-stale")).count();
+    let stale = noise.iter().filter(|(_, e)| e.is_stale()).count();
     let duplicates = noise.len() - stale;
     let mut noise_iter = noise.into_iter().peekable();
-    let mut ordered: Vec<ConfigChange> = Vec::with_capacity(events.len() + duplicates + stale);
+    let mut ordered: Vec<E> = Vec::with_capacity(events.len() + duplicates + stale);
     for (i, e) in events.into_iter().enumerate() {
         ordered.push(e);
         while noise_iter.peek().is_some_and(|(pos, _)| *pos <= i) {

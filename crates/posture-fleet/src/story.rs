@@ -19,10 +19,10 @@
 //! Pure and deterministic like the rest of the crate: the same fleet, spec and seed give the
 //! same events.
 
-use crate::day::arrival_order;
+use crate::day::{arrival_order, Arrival};
 use crate::synth::settings_for;
 use crate::Fleet;
-use posture_core::{Catalog, Category, ChangeKind, ConfigChange, ConfigSource, ControlIdx, Setting};
+use posture_core::{Catalog, Category, ChangeKind, ConfigChange, ConfigSource, ControlIdx};
 use std::collections::HashMap;
 
 const MIN: i64 = 60_000;
@@ -79,11 +79,12 @@ pub struct Wave {
     pub devices: usize,
 }
 
-/// The story's events in arrival order, and its script.
+/// The story's events in arrival order (as a plan: each event is made when it is read, so a
+/// million devices' day fits in memory), and its script.
 pub struct Story {
-    /// Every event, in the order a producer sends them.
-    pub events: Vec<ConfigChange>,
-    /// `events[..pause_index]` come before the pause, `events[pause_index..]` after.
+    /// Every event's plan, in the order a producer sends them.
+    plan: Vec<Planned>,
+    /// The first `pause_index` events come before the pause, the others after.
     pub pause_index: usize,
     /// Event time of the pause: the stream waits here for the alert.
     pub pause_at: i64,
@@ -111,11 +112,11 @@ pub struct Story {
 /// devices' day without an event ends.
 pub const STORY_HOURS: i64 = 25;
 
-/// The story of `fleet` (whose devices have sent nothing yet) against `cat`.
-pub fn story(cat: &Catalog, fleet: &mut Fleet, spec: &StorySpec, rng: &mut fastrand::Rng) -> Story {
+/// The story of `fleet` against `cat` (its events are read with [`Story::events`]).
+pub fn story(cat: &Catalog, fleet: &Fleet, spec: &StorySpec, rng: &mut fastrand::Rng) -> Story {
     let start = spec.start;
     let end = start + STORY_HOURS * HOUR;
-    let devs = &mut fleet.devices;
+    let devs = &fleet.devices;
     let n = devs.len();
     let in_group: Vec<bool> = devs.iter().map(|d| d.info.groups.contains(&spec.group)).collect();
     // Silent devices are outside the group, so the group's tasks can complete.
@@ -148,18 +149,23 @@ pub fn story(cat: &Catalog, fleet: &mut Fleet, spec: &StorySpec, rng: &mut fastr
     let chunk = pushed.len().div_ceil(waves_at.len()).max(1);
     let wave_controls: Vec<&[ControlIdx]> = pushed.chunks(chunk).collect();
 
-    // (device index, event time, kind, settings, source), made into events below.
-    let mut planned: Vec<(usize, i64, ChangeKind, Vec<Setting>, ConfigSource)> = Vec::new();
-    for (i, d) in devs.iter().enumerate() {
-        let t = start + rng.i64(0..600_000);
-        let want: Vec<(ControlIdx, bool)> = d.controls.iter().map(|&c| (c, rng.f64() < d.hygiene)).collect();
-        planned.push((
-            i,
+    // Each event's plan; its settings are made from its own seed when it is read.
+    let mut planned: Vec<Planned> = Vec::new();
+    let mut plan = |device: usize, t: i64, change: Change, source: ConfigSource, rng: &mut fastrand::Rng| {
+        planned.push(Planned {
+            device: device as u32,
             t,
-            ChangeKind::Snapshot,
-            settings_for(cat, &want, rng),
-            ConfigSource::Agent,
-        ));
+            change,
+            source,
+            seed: rng.u64(..),
+            seq: 0,
+            number: 0,
+            stale: false,
+        })
+    };
+    for i in 0..n {
+        let t = start + rng.i64(0..600_000);
+        plan(i, t, Change::Snapshot, ConfigSource::Agent, rng);
     }
     // Drift; on the group's pushed controls only before the push (the policy holds them after).
     let drift_count = (n as f64 * spec.drift_per_hour * STORY_HOURS as f64) as usize;
@@ -184,7 +190,7 @@ pub fn story(cat: &Catalog, fleet: &mut Fleet, spec: &StorySpec, rng: &mut fastr
         } else {
             ConfigSource::Mdm
         };
-        planned.push((i, t, ChangeKind::Upsert, settings_for(cat, &[(c, want)], rng), source));
+        plan(i, t, Change::Set(vec![(c, want)]), source, rng);
         drift += 1;
     }
     // The push, then the remediation waves, on the group's live devices.
@@ -215,13 +221,7 @@ pub fn story(cat: &Catalog, fleet: &mut Fleet, spec: &StorySpec, rng: &mut fastr
         if off.is_empty() || !live(i, t) {
             continue;
         }
-        planned.push((
-            i,
-            t,
-            ChangeKind::Upsert,
-            settings_for(cat, &off, rng),
-            ConfigSource::Intune,
-        ));
+        plan(i, t, Change::Set(off), ConfigSource::Intune, rng);
         push.devices += 1;
         for (w, cs) in remediation.iter_mut().zip(&wave_controls) {
             let t = w.at + rng.i64(0..w.minutes * MIN);
@@ -234,43 +234,24 @@ pub fn story(cat: &Catalog, fleet: &mut Fleet, spec: &StorySpec, rng: &mut fastr
             if on.is_empty() || !live(i, t) {
                 continue;
             }
-            planned.push((
-                i,
-                t,
-                ChangeKind::Upsert,
-                settings_for(cat, &on, rng),
-                ConfigSource::Intune,
-            ));
+            plan(i, t, Change::Set(on), ConfigSource::Intune, rng);
             w.devices += 1;
         }
     }
-    for (&i, &t) in &retired_at {
-        planned.push((i, t, ChangeKind::Retire, vec![], ConfigSource::Mdm));
+    let mut retirements: Vec<(usize, i64)> = retired_at.iter().map(|(&i, &t)| (i, t)).collect();
+    retirements.sort_unstable();
+    for &(i, t) in &retirements {
+        plan(i, t, Change::Retire, ConfigSource::Mdm, rng);
     }
-    // Events, numbered in plan order (the retirements' order is the map's: sort them first).
-    planned.sort_by_key(|p| (p.1, p.0));
-    let mut next_event = 0u64;
-    let events: Vec<ConfigChange> = planned
-        .into_iter()
-        .map(|(i, t, kind, settings, source)| {
-            let d = &mut devs[i];
-            d.seq += 1;
-            next_event += 1;
-            let info = (kind == ChangeKind::Snapshot).then(|| d.info.clone());
-            ConfigChange::new(d.tenant.clone(), d.id.clone(), kind, t, d.seq)
-                .with_event_id(format!("story-{next_event:010}"))
-                .with_source(source)
-                .with_device(info)
-                .with_settings(settings)
-        })
-        .collect();
-    let (events, duplicates, stale) = arrival_order(events, spec.duplicate_rate, spec.stale_rate, rng);
-    let pause_index = events
-        .iter()
-        .position(|e| e.observed_at >= pause_at)
-        .unwrap_or(events.len());
+    // Events numbered in time order (then by device), then in arrival order.
+    planned.sort_by_key(|p| (p.t, p.device));
+    for (k, p) in planned.iter_mut().enumerate() {
+        p.number = k as u64 + 1;
+    }
+    let (planned, duplicates, stale) = arrival_order(planned, spec.duplicate_rate, spec.stale_rate, rng);
+    let pause_index = planned.iter().position(|p| p.t >= pause_at).unwrap_or(planned.len());
     Story {
-        events,
+        plan: planned,
         pause_index,
         pause_at,
         push,
@@ -278,10 +259,106 @@ pub fn story(cat: &Catalog, fleet: &mut Fleet, spec: &StorySpec, rng: &mut fastr
         group: spec.group.clone(),
         silent: silent.iter().filter(|&&s| s).count(),
         drift,
-        retirements: retired_at.len(),
+        retirements: retirements.len(),
         duplicates,
         stale,
         end,
+    }
+}
+
+/// What an event of the story sets.
+#[derive(Clone, Debug)]
+enum Change {
+    /// Every control of the device, each compliant with the device's hygiene as its chance.
+    Snapshot,
+    /// These controls, to these outcomes (`true`: PASS).
+    Set(Vec<(ControlIdx, bool)>),
+    /// The device leaves.
+    Retire,
+}
+
+/// One event of the story, before its settings are made.
+#[derive(Clone, Debug)]
+struct Planned {
+    device: u32,
+    t: i64,
+    change: Change,
+    source: ConfigSource,
+    /// The seed its settings (and a snapshot's outcomes) are drawn from.
+    seed: u64,
+    seq: i64,
+    /// Its number in the event id (`story-0000000042`).
+    number: u64,
+    stale: bool,
+}
+
+impl Arrival for Planned {
+    type Device = u32;
+    fn time(&self) -> i64 {
+        self.t
+    }
+    fn device(&self) -> u32 {
+        self.device
+    }
+    fn sequence(&self) -> i64 {
+        self.seq
+    }
+    fn set_sequence(&mut self, s: i64) {
+        self.seq = s;
+    }
+    fn make_stale(&mut self) {
+        self.seq -= 1;
+        self.stale = true;
+    }
+    fn is_stale(&self) -> bool {
+        self.stale
+    }
+}
+
+impl Story {
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        self.plan.len()
+    }
+
+    /// Whether the story has no event (a fleet of no device).
+    pub fn is_empty(&self) -> bool {
+        self.plan.is_empty()
+    }
+
+    /// Event time of event `k` (in arrival order).
+    pub fn time_of(&self, k: usize) -> i64 {
+        self.plan[k].t
+    }
+
+    /// The events of `range` (in arrival order), each made as it is read; `cat` and `fleet` must
+    /// be the ones the story was made for. The same story gives the same events every time.
+    pub fn events<'a>(
+        &'a self,
+        cat: &'a Catalog,
+        fleet: &'a Fleet,
+        range: std::ops::Range<usize>,
+    ) -> impl ExactSizeIterator<Item = ConfigChange> + 'a {
+        self.plan[range].iter().map(move |p| {
+            let d = &fleet.devices[p.device as usize];
+            let mut rng = fastrand::Rng::with_seed(p.seed);
+            let (kind, settings) = match &p.change {
+                Change::Snapshot => {
+                    let want: Vec<(ControlIdx, bool)> =
+                        d.controls.iter().map(|&c| (c, rng.f64() < d.hygiene)).collect();
+                    (ChangeKind::Snapshot, settings_for(cat, &want, &mut rng))
+                }
+                Change::Set(want) => (ChangeKind::Upsert, settings_for(cat, want, &mut rng)),
+                Change::Retire => (ChangeKind::Retire, Vec::new()),
+            };
+            let info = (kind == ChangeKind::Snapshot).then(|| d.info.clone());
+            let stale = if p.stale { "-stale" } else { "" };
+            ConfigChange::new(d.tenant.clone(), d.id.clone(), kind, p.t, p.seq)
+                .with_event_id(format!("story-{:010}{stale}", p.number))
+                .with_source(p.source)
+                .with_device(info)
+                .with_settings(settings)
+        })
     }
 }
 
@@ -301,20 +378,39 @@ mod tests {
     }
 
     /// The story's script holds: the push reaches the group's devices, the waves undo all of
-    /// it, the pause splits the stream at its instant, and the same seed gives the same events.
+    /// it, the pause splits the stream at its instant, events made lazily are the same every
+    /// time (a duplicate equals its original), sequences increase per device along the stream
+    /// (but for stale copies), and the same seed gives the same events.
     /// (What it does to the score is the stack test's: `crates/posture/tests/story.rs`.)
     #[test]
     fn the_push_reaches_the_group_and_the_waves_undo_it() {
         let cat = catalog();
-        let mk = || {
-            let mut rng = fastrand::Rng::with_seed(42);
-            let mut fleet = Fleet::new(&cat, 2_000, 1, &mut rng);
-            story(&cat, &mut fleet, &StorySpec::new(1_793_491_200_000), &mut rng)
-        };
-        let s = mk();
-        assert_eq!(s.events, mk().events, "deterministic");
-        let group_devices = s
-            .events
+        let mut rng = fastrand::Rng::with_seed(42);
+        let fleet = Fleet::new(&cat, 2_000, 1, &mut rng);
+        let s = story(&cat, &fleet, &StorySpec::new(1_793_491_200_000), &mut rng);
+        let events: Vec<ConfigChange> = s.events(&cat, &fleet, 0..s.len()).collect();
+        assert_eq!(events.len(), s.len());
+        assert_eq!(
+            events[10..20],
+            s.events(&cat, &fleet, 10..20).collect::<Vec<_>>()[..],
+            "read twice, the same"
+        );
+        let mut first: std::collections::HashMap<&str, &ConfigChange> = std::collections::HashMap::new();
+        let mut seq: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+        for e in &events {
+            if let Some(orig) = first.get(e.event_id.as_str()) {
+                assert_eq!(*orig, e, "a duplicate equals its original");
+                continue;
+            }
+            first.insert(&e.event_id, e);
+            if e.event_id.ends_with("-stale") {
+                continue;
+            }
+            let last = seq.insert(&e.device_id, e.sequence).unwrap_or(0);
+            assert_eq!(e.sequence, last + 1, "{}", e.event_id);
+        }
+        assert_eq!(first.len(), s.len() - s.duplicates, "every other event id once");
+        let group_devices = events
             .iter()
             .filter(|e| {
                 e.kind == ChangeKind::Snapshot && e.device.as_ref().is_some_and(|d| d.groups.contains(&s.group))
@@ -334,9 +430,23 @@ mod tests {
             "the waves undo the whole push"
         );
         assert!(s.silent > 5 && s.retirements > 5, "{} {}", s.silent, s.retirements);
-        assert!(s.events[..s.pause_index]
+        assert!(events[..s.pause_index]
             .iter()
             .all(|e| e.observed_at < s.pause_at + 50 * 60_000));
-        assert!(s.events[s.pause_index].observed_at >= s.pause_at);
+        assert!(events[s.pause_index].observed_at >= s.pause_at);
+        assert_eq!(s.time_of(s.pause_index), events[s.pause_index].observed_at);
+    }
+
+    /// The same seed gives the same story.
+    #[test]
+    fn the_same_seed_gives_the_same_story() {
+        let cat = catalog();
+        let mk = || {
+            let mut rng = fastrand::Rng::with_seed(7);
+            let fleet = Fleet::new(&cat, 300, 1, &mut rng);
+            let s = story(&cat, &fleet, &StorySpec::new(0), &mut rng);
+            s.events(&cat, &fleet, 0..s.len()).collect::<Vec<_>>()
+        };
+        assert_eq!(mk(), mk());
     }
 }

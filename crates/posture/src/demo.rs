@@ -20,7 +20,6 @@ use crate::simulate::{produce, write_jsonl, KafkaTarget};
 use anyhow::{bail, Context, Result};
 use posture_core::time::{format_time, parse_time};
 use posture_fleet::{Fleet, Story, StorySpec};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -53,9 +52,15 @@ pub struct Args {
     /// Produce at most this many events per second (0: as fast as the broker takes them).
     #[arg(long, default_value_t = 1200.0, value_name = "EVENTS_PER_SEC")]
     rate: f64,
-    /// At most this many records per producer batch (see `posture simulate --help`).
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    /// At most this many records per producer batch. Batches of several records are safe here
+    /// because the demo's pipeline never restarts (on the test broker a consumer resumes only
+    /// at a batch boundary: see `posture simulate --help`).
+    #[arg(long, default_value_t = 100, value_name = "N")]
     batch_records: u32,
+    /// Start the pipeline without its score-delta topic (no ScoreDelta records to Kafka: one per
+    /// transition, the test broker's largest load at scale); the scores in ClickHouse are the same.
+    #[arg(long)]
+    no_score_deltas: bool,
     /// Address of the pipeline's HTTP port (its --http-addr): the query API the demo opens
     /// tasks and the exception through, and the dashboard page.
     #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDR")]
@@ -64,8 +69,9 @@ pub struct Args {
     #[arg(long, default_value = ".stack/demo", value_name = "DIR")]
     dir: PathBuf,
     /// How long to wait for the pipeline at each step (the alert, catching up, the tasks).
-    #[arg(long, default_value_t = 180, value_name = "SECS")]
-    wait_secs: u64,
+    /// Default: 180 s, and a second more per 5,000 events of the story.
+    #[arg(long, value_name = "SECS")]
+    wait_secs: Option<u64>,
     #[command(flatten)]
     kafka: crate::args::KafkaArgs,
 }
@@ -96,12 +102,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
     rt.block_on(pipeline.ready(&api))?;
 
     let mut rng = fastrand::Rng::with_seed(args.seed);
-    let mut fleet = Fleet::new(&cat, args.devices, 1, &mut rng);
-    let story = posture_fleet::story(&cat, &mut fleet, &StorySpec::new(args.start), &mut rng);
+    let fleet = Fleet::new(&cat, args.devices, 1, &mut rng);
+    let story = posture_fleet::story(&cat, &fleet, &StorySpec::new(args.start), &mut rng);
     let events_path = args.dir.join("events.jsonl");
-    write_jsonl(&events_path, &story.events)?;
+    write_jsonl(&events_path, story.events(&cat, &fleet, 0..story.len()))?;
     let clock = |t: i64| clock(args.start, t);
-    let wait = Duration::from_secs(args.wait_secs);
+    let wait = Duration::from_secs(args.wait_secs.unwrap_or(180 + story.len() as u64 / 5_000));
 
     // 1. The morning and the push.
     say(
@@ -109,7 +115,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         &format!(
             "streaming {} of the day's {} events into {}: {} devices' snapshots, the morning's drift, and at {} a policy push to {}: {} devices get their {} network and security-control settings turned off",
             story.pause_index,
-            story.events.len(),
+            story.len(),
             args.topic,
             args.devices,
             clock(story.push.at),
@@ -118,12 +124,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
             story.push.controls.len()
         ),
     );
-    produce(
+    let mut last_offsets = produce(
         "          posture demo",
         &target,
         args.rate,
         args.batch_records,
-        &story.events[..story.pause_index],
+        story.events(&cat, &fleet, 0..story.pause_index),
     )?;
 
     // 2. The alert.
@@ -235,6 +241,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
             clock(exc_start)
         ),
     );
+    // Before the afternoon streams, the pipeline must hold the exception, so that it starts
+    // exactly at its instant (a start its clock has passed would be stamped later).
+    pipeline.wait_for_log("exceptions: 1 configured", wait)?;
     std::fs::write(args.dir.join("exceptions.yaml"), exceptions_yaml(&exception))
         .with_context(|| format!("cannot write {}", args.dir.join("exceptions.yaml").display()))?;
 
@@ -248,25 +257,25 @@ pub fn run(args: Args) -> Result<ExitCode> {
         &format!("{} -> {}", clock(story.pause_at), clock(story.end)),
         &format!(
             "streaming the other {} events: remediation waves on {group} at {}, the exception from {}, {} retirements, and {} devices silent since their snapshot leave after a day",
-            story.events.len() - story.pause_index,
+            story.len() - story.pause_index,
             waves.join(", "),
             clock(exc_start),
             story.retirements,
             story.silent
         ),
     );
-    produce(
+    last_offsets.extend(produce(
         "          posture demo",
         &target,
         args.rate,
         args.batch_records,
-        &story.events[story.pause_index..],
-    )?;
+        story.events(&cat, &fleet, story.pause_index..story.len()),
+    )?);
     say(
         "",
         "waiting for the pipeline to consume every record and to confirm the tasks",
     );
-    rt.block_on(wait_caught_up(&api, &args.kafka.brokers, &security, &args.topic, wait))?;
+    rt.block_on(wait_caught_up(&api, &last_offsets, &args.topic, wait))?;
     let ids: Vec<String> = tasks
         .iter()
         .filter_map(|t| t["task"]["id"].as_str().map(str::to_string))
@@ -337,7 +346,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let summary = json!({
         "tenant": TENANT,
         "devices": args.devices,
-        "events": story.events.len(),
+        "events": story.len(),
         "events_file": events_path,
         "start": format_time(args.start),
         "end": format_time(story.end),
@@ -413,7 +422,11 @@ impl Pipeline {
             "--group",
             t,
             "--score-deltas-topic",
-            &format!("{t}.score-deltas"),
+            &if args.no_score_deltas {
+                String::new()
+            } else {
+                format!("{t}.score-deltas")
+            },
             "--dead-letter-topic",
             &format!("{t}.dead-letter"),
             "--alerts-topic",
@@ -423,6 +436,8 @@ impl Pipeline {
             "--alert-interval-secs",
             "1",
             "--tasks-confirm-secs",
+            "1",
+            "--exceptions-poll-secs",
             "1",
             "--inactivity-days",
             "1",
@@ -436,11 +451,15 @@ impl Pipeline {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        let shown: Vec<&str> = argv
+            .iter()
+            .map(|a| if a.is_empty() { "\"\"" } else { a.as_str() })
+            .collect();
         say(
             "",
             &format!(
                 "starting the pipeline: posture {} (log: {})",
-                argv.join(" "),
+                shown.join(" "),
                 log.display()
             ),
         );
@@ -473,6 +492,26 @@ impl Pipeline {
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
             }
+        }
+    }
+
+    /// Waits until the pipeline's log has a line containing `needle`.
+    fn wait_for_log(&self, needle: &str, wait: Duration) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            let log =
+                std::fs::read_to_string(&self.log).with_context(|| format!("cannot read {}", self.log.display()))?;
+            if log.lines().any(|l| l.contains(needle)) {
+                return Ok(());
+            }
+            if started.elapsed() > wait {
+                bail!(
+                    "posture run did not log {needle:?} within {} s; its log: {}",
+                    wait.as_secs(),
+                    self.log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 
@@ -636,32 +675,15 @@ fn wait_for_alert(
     }
 }
 
-/// Waits until the pipeline's cut (the `posture-cut` header of a score answer) covers the last
-/// record of every partition of `topic`.
+/// Waits until the pipeline's cut (the `posture-cut` header of a score answer) covers `last`,
+/// the offset of the last record the demo wrote to each partition of `topic` (from the
+/// producer's delivery reports: a broker's high watermark may fall inside a batch).
 async fn wait_caught_up(
     api: &Api,
-    brokers: &str,
-    security: &[(String, String)],
+    last: &std::collections::BTreeMap<i32, i64>,
     topic: &str,
     wait: Duration,
 ) -> Result<()> {
-    let consumer: BaseConsumer = posture_ingest::topics::client_config(brokers, &[], security)
-        .create()
-        .context("cannot create a Kafka client")?;
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .with_context(|| format!("metadata of {topic}"))?;
-    let mut last = std::collections::BTreeMap::new();
-    for t in md.topics().iter().filter(|t| t.name() == topic) {
-        for p in t.partitions() {
-            let (_, high) = consumer
-                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-                .with_context(|| format!("watermarks of {topic} partition {}", p.id()))?;
-            if high > 0 {
-                last.insert(p.id(), high - 1);
-            }
-        }
-    }
     let started = Instant::now();
     loop {
         let (_, headers) = api.get_with_headers(&format!("/api/v1/tenants/{TENANT}/score")).await?;

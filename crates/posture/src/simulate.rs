@@ -108,8 +108,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         duplicate_rate: args.duplicate_rate,
         stale_rate: args.stale_rate,
     };
-    let (ordered, summary, end) = if args.story {
-        let story = posture_fleet::story(&cat, &mut fleet, &story_spec(&spec), &mut rng);
+    let (story, day);
+    let (events, summary, end): (Box<dyn ExactSizeIterator<Item = ConfigChange>>, _, _) = if args.story {
+        story = posture_fleet::story(&cat, &fleet, &story_spec(&spec), &mut rng);
         let summary = format!(
             "the story: {} drift, a push to {} devices of {}, {} remediation waves, {} silent, {} retirements, {} duplicates, {} stale",
             story.drift,
@@ -121,16 +122,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
             story.duplicates,
             story.stale
         );
-        (story.events, summary, story.end)
+        (Box::new(story.events(&cat, &fleet, 0..story.len())), summary, story.end)
     } else {
-        let day = posture_fleet::day(&cat, &mut fleet, &spec, &mut rng);
+        day = posture_fleet::day(&cat, &mut fleet, &spec, &mut rng);
         let summary = format!(
             "{} drift, {} remediation waves, {} retirements, {} duplicates, {} stale",
             day.drift, day.waves, day.retirements, day.duplicates, day.stale
         );
-        (day.events, summary, day.end)
+        (Box::new(day.events.iter().cloned()), summary, day.end)
     };
-    let written = ordered.len();
+    let written = events.len();
     let out_name = match &args.kafka {
         Some(brokers) => {
             let to = KafkaTarget {
@@ -140,11 +141,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 schema_id: args.schema_id,
                 security: args.security.properties()?,
             };
-            produce("posture simulate", &to, args.rate, args.batch_records, &ordered)?;
+            produce("posture simulate", &to, args.rate, args.batch_records, events)?;
             format!("kafka {brokers} topic {}", args.topic)
         }
         None => {
-            write_jsonl(&args.out, &ordered)?;
+            write_jsonl(&args.out, events)?;
             args.out.display().to_string()
         }
     };
@@ -172,7 +173,10 @@ fn story_spec(day: &DaySpec) -> StorySpec {
 }
 
 /// Writes `events` as JSON lines to `path` ("-": standard output).
-pub(crate) fn write_jsonl(path: &std::path::Path, events: &[ConfigChange]) -> Result<()> {
+pub(crate) fn write_jsonl(
+    path: &std::path::Path,
+    events: impl IntoIterator<Item = impl std::borrow::Borrow<ConfigChange>>,
+) -> Result<()> {
     let name = path.display().to_string();
     let sink: Box<dyn Write> = if name == "-" {
         Box::new(std::io::stdout().lock())
@@ -181,7 +185,7 @@ pub(crate) fn write_jsonl(path: &std::path::Path, events: &[ConfigChange]) -> Re
     };
     let mut w = BufWriter::with_capacity(1 << 20, sink);
     for e in events {
-        writeln!(w, "{}", e.to_json())?;
+        writeln!(w, "{}", e.borrow().to_json())?;
     }
     w.flush().with_context(|| format!("cannot write {name}"))?;
     Ok(())
@@ -193,6 +197,8 @@ struct Deliveries {
     ok: std::sync::atomic::AtomicU64,
     failed: std::sync::atomic::AtomicU64,
     first_error: std::sync::Mutex<Option<String>>,
+    /// The offset of the last record acknowledged, per partition.
+    last_offsets: std::sync::Mutex<std::collections::BTreeMap<i32, i64>>,
 }
 
 impl rdkafka::ClientContext for Deliveries {}
@@ -202,8 +208,12 @@ impl rdkafka::producer::ProducerContext for Deliveries {
     fn delivery(&self, r: &rdkafka::message::DeliveryResult<'_>, _: ()) {
         use std::sync::atomic::Ordering::Relaxed;
         match r {
-            Ok(_) => {
+            Ok(m) => {
+                use rdkafka::message::Message;
                 self.ok.fetch_add(1, Relaxed);
+                let mut last = self.last_offsets.lock().expect("not poisoned");
+                let o = last.entry(m.partition()).or_insert(m.offset());
+                *o = (*o).max(m.offset());
             }
             Err((e, _)) => {
                 self.failed.fetch_add(1, Relaxed);
@@ -243,14 +253,15 @@ pub(crate) fn ensure_topic(to: &KafkaTarget<'_>) -> Result<()> {
 /// Produces events to Kafka, Avro-encoded and keyed by device, with an
 /// idempotent producer; fails unless every event is acknowledged. Also used
 /// by `posture import-results --kafka`.
-/// Its progress lines (every 5 s, and the total) start with `who` (`posture simulate`).
+/// Its progress lines (every 5 s, and the total) start with `who` (`posture simulate`). Returns
+/// the offset of the last record it wrote to each partition.
 pub(crate) fn produce(
     who: &str,
     to: &KafkaTarget<'_>,
     rate: f64,
     batch_records: u32,
-    events: &[ConfigChange],
-) -> Result<()> {
+    events: impl ExactSizeIterator<Item = impl std::borrow::Borrow<ConfigChange>>,
+) -> Result<std::collections::BTreeMap<i32, i64>> {
     let (brokers, topic, schema_id) = (to.brokers, to.topic, to.schema_id);
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     use std::sync::atomic::Ordering::Relaxed;
@@ -266,7 +277,9 @@ pub(crate) fn produce(
         .with_context(|| format!("cannot create a Kafka producer for {brokers}"))?;
     let started = Instant::now();
     let mut last = Instant::now();
-    for (i, e) in events.iter().enumerate() {
+    let total = events.len();
+    for (i, e) in events.enumerate() {
+        let e = e.borrow();
         let payload = posture_avro::encode_config_change(e, schema_id);
         let mut record = BaseRecord::to(topic).key(e.device_id.as_str()).payload(&payload);
         loop {
@@ -290,30 +303,28 @@ pub(crate) fn produce(
             }
         }
         if last.elapsed() >= Duration::from_secs(5) {
-            eprintln!("{who}: {} of {} events produced", i + 1, events.len());
+            eprintln!("{who}: {} of {total} events produced", i + 1);
             last = Instant::now();
         }
     }
     producer
-        .flush(Duration::from_secs(60))
+        .flush(Duration::from_secs(300))
         .with_context(|| format!("waiting for {topic} at {brokers} to acknowledge every event"))?;
     let ctx = producer.context();
     let (ok, failed) = (ctx.ok.load(Relaxed), ctx.failed.load(Relaxed));
-    if failed > 0 || ok != events.len() as u64 {
+    if failed > 0 || ok != total as u64 {
         let first = ctx
             .first_error
             .lock()
             .expect("not poisoned")
             .clone()
             .unwrap_or_default();
-        anyhow::bail!(
-            "{failed} of {} events were not delivered to {topic} at {brokers} (first error: {first})",
-            events.len()
-        );
+        anyhow::bail!("{failed} of {total} events were not delivered to {topic} at {brokers} (first error: {first})");
     }
     eprintln!(
         "{who}: produced {ok} events in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    Ok(())
+    let last = ctx.last_offsets.lock().expect("not poisoned").clone();
+    Ok(last)
 }

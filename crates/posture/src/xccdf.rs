@@ -207,7 +207,7 @@ pub fn import_results(args: ImportResultsArgs) -> Result<ExitCode> {
                 schema_id: args.schema_id,
                 security: args.security.properties()?,
             };
-            crate::simulate::produce("posture import-results", &to, 0.0, 1, &events)?;
+            crate::simulate::produce("posture import-results", &to, 0.0, 1, events.iter())?;
             eprintln!(
                 "posture: {} SNAPSHOT event(s) -> kafka {brokers} topic {}",
                 events.len(),
