@@ -1,17 +1,18 @@
 // The dashboard page in headless Chromium (Debian's chromium, driven by playwright-core): logs in
-// with TOKEN, opens the overview of TENANT at AT (score, categories, the hourly score over the
-// day before AT, top recommendations) and saves a screenshot to FILE. scripts/demo runs it on the
-// demo's data.
+// with the token in POSTURE_TOKEN (not an argument: argv is visible to every user), opens the
+// overview of TENANT at AT (score, categories, the hourly score over the day before AT, top
+// recommendations) and saves a screenshot to FILE. scripts/demo runs it on the demo's data.
 //
-//   node web/tools/screenshot.mjs URL TOKEN TENANT AT FILE
+//   POSTURE_TOKEN=... node web/tools/screenshot.mjs URL TENANT AT FILE
 //
 // POSTURE_CHROMIUM: the browser (default /usr/bin/chromium). Exit status 1 with the reason on
 // stderr when a step fails.
 import { chromium } from "playwright-core";
 
-const [url, token, tenant, at, file] = process.argv.slice(2);
-if (!file) {
-  console.error("usage: node web/tools/screenshot.mjs URL TOKEN TENANT AT FILE");
+const [url, tenant, at, file] = process.argv.slice(2);
+const token = process.env.POSTURE_TOKEN;
+if (!file || !token) {
+  console.error("usage: POSTURE_TOKEN=... node web/tools/screenshot.mjs URL TENANT AT FILE");
   process.exit(2);
 }
 const executablePath = process.env.POSTURE_CHROMIUM || "/usr/bin/chromium";

@@ -210,14 +210,17 @@ pub fn story(cat: &Catalog, fleet: &Fleet, spec: &StorySpec, rng: &mut fastrand:
             devices: 0,
         })
         .collect();
+    // The device's controls among `of`, each with the outcome `pass`.
+    let set = |d: &crate::Device, of: &[ControlIdx], pass: bool| -> Vec<(ControlIdx, bool)> {
+        d.controls
+            .iter()
+            .filter(|c| of.contains(c))
+            .map(|&c| (c, pass))
+            .collect()
+    };
     for (i, d) in devs.iter().enumerate().filter(|(i, _)| in_group[*i]) {
         let t = push_at + rng.i64(0..10 * MIN);
-        let off: Vec<(ControlIdx, bool)> = d
-            .controls
-            .iter()
-            .filter(|c| pushed.contains(c))
-            .map(|&c| (c, false))
-            .collect();
+        let off = set(d, &pushed, false);
         if off.is_empty() || !live(i, t) {
             continue;
         }
@@ -225,12 +228,7 @@ pub fn story(cat: &Catalog, fleet: &Fleet, spec: &StorySpec, rng: &mut fastrand:
         push.devices += 1;
         for (w, cs) in remediation.iter_mut().zip(&wave_controls) {
             let t = w.at + rng.i64(0..w.minutes * MIN);
-            let on: Vec<(ControlIdx, bool)> = d
-                .controls
-                .iter()
-                .filter(|c| cs.contains(c))
-                .map(|&c| (c, true))
-                .collect();
+            let on = set(d, cs, true);
             if on.is_empty() || !live(i, t) {
                 continue;
             }
@@ -430,10 +428,23 @@ mod tests {
             "the waves undo the whole push"
         );
         assert!(s.silent > 5 && s.retirements > 5, "{} {}", s.silent, s.retirements);
-        assert!(events[..s.pause_index]
-            .iter()
-            .all(|e| e.observed_at < s.pause_at + 50 * 60_000));
-        assert!(events[s.pause_index].observed_at >= s.pause_at);
+        // The pause splits the stream at its instant: before it, only earlier events; after it,
+        // an earlier instant only on a copy (a duplicate or a stale copy spliced in late).
+        assert!(0 < s.pause_index && s.pause_index < s.len());
+        assert!(events[..s.pause_index].iter().all(|e| e.observed_at < s.pause_at));
+        let before: std::collections::HashSet<&str> =
+            events[..s.pause_index].iter().map(|e| e.event_id.as_str()).collect();
+        for e in &events[s.pause_index..] {
+            if e.observed_at < s.pause_at {
+                assert!(
+                    e.event_id.ends_with("-stale") || before.contains(e.event_id.as_str()),
+                    "{} at {} after the pause",
+                    e.event_id,
+                    e.observed_at
+                );
+            }
+        }
+        assert!(events[s.pause_index..].iter().any(|e| e.observed_at >= s.pause_at));
         assert_eq!(s.time_of(s.pause_index), events[s.pause_index].observed_at);
     }
 

@@ -188,6 +188,25 @@ impl KafkaSecurityArgs {
         }
         Ok(p)
     }
+
+    /// The same settings as the environment variables of these options, for a child `posture`
+    /// process (the password itself stays in its own variable or file, never in argv).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let mut e = Vec::new();
+        let mut put = |k: &'static str, v: Option<String>| {
+            if let Some(v) = v {
+                e.push((k, v));
+            }
+        };
+        put("POSTURE_KAFKA_SECURITY_PROTOCOL", self.kafka_security_protocol.clone());
+        put("POSTURE_KAFKA_SASL_MECHANISM", self.kafka_sasl_mechanism.clone());
+        put("POSTURE_KAFKA_SASL_USERNAME", self.kafka_sasl_username.clone());
+        put(
+            "POSTURE_KAFKA_SASL_PASSWORD_FILE",
+            self.kafka_sasl_password_file.as_ref().map(|f| f.display().to_string()),
+        );
+        e
+    }
 }
 
 #[derive(clap::Args)]

@@ -93,7 +93,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
     crate::simulate::ensure_topic(&target)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let pipeline = Pipeline::start(&args)?;
+    let mut pipeline = Pipeline::start(&args)?;
     let api = Api {
         base: format!("http://{}", args.http_addr),
         token: pipeline.token.clone(),
@@ -140,7 +140,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             args.alerts_topic
         ),
     );
-    let alert = wait_for_alert(&args.kafka.brokers, &security, &args.alerts_topic, wait)?;
+    let alert = wait_for_alert(&args.kafka.brokers, &security, &args.alerts_topic, &story, wait)?;
     say(
         &clock(alert.at),
         &format!(
@@ -177,13 +177,19 @@ pub fn run(args: Args) -> Result<ExitCode> {
         &[("group", group.as_str()), ("top", "3"), ("at", at.as_str())],
     ))?;
     let recs = recs.as_array().cloned().unwrap_or_default();
+    if recs.is_empty() || recs.iter().any(|r| !r["control"].is_string()) {
+        bail!(
+            "no recommendations for group {group} at {} from the API: {recs:?}",
+            format_time(alert.at)
+        );
+    }
     say(
         &clock(alert.at),
         &format!("top recommendations for {group} now, through the API:"),
     );
     let mut tasks = Vec::new();
     for (i, r) in recs.iter().enumerate() {
-        let control = r["control"].as_str().unwrap_or_default();
+        let control = r["control"].as_str().expect("checked above");
         let due = format_time(alert.at + (i as i64 + 1) * 24 * HOUR);
         let body = json!({
             "control": control,
@@ -243,7 +249,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     );
     // Before the afternoon streams, the pipeline must hold the exception, so that it starts
     // exactly at its instant (a start its clock has passed would be stamped later).
-    pipeline.wait_for_log("exceptions: 1 configured", wait)?;
+    let configured = rt.block_on(api.get(&format!("/api/v1/tenants/{TENANT}/exceptions"), &[]))?;
+    let configured = format!("exceptions: {} configured", configured.as_array().map_or(0, Vec::len));
+    pipeline.wait_for_log(&[&configured], wait)?;
     std::fs::write(args.dir.join("exceptions.yaml"), exceptions_yaml(&exception))
         .with_context(|| format!("cannot write {}", args.dir.join("exceptions.yaml").display()))?;
 
@@ -280,13 +288,20 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .iter()
         .filter_map(|t| t["task"]["id"].as_str().map(str::to_string))
         .collect();
+    for id in &ids {
+        // The pipeline's own confirmation (a listing shows a fixed task completed before that).
+        pipeline.wait_for_log(&["task completed", id.as_str()], wait)?;
+    }
     let done = rt.block_on(wait_tasks(&api, &ids, wait))?;
     for t in &done {
-        let completed = t["completed_at"].as_str().and_then(|c| parse_time(c).ok()).unwrap_or(0);
+        let completed = t["completed_at"]
+            .as_str()
+            .and_then(|c| parse_time(c).ok())
+            .with_context(|| format!("a completed task without completed_at: {t}"))?;
         say(
             &clock(completed),
             &format!(
-                "task {} completed (system confirmation): every {} device passes {} ({} h after it was opened)",
+                "task {} completed, confirmed by the pipeline: every {} device passes {} ({} h after it was opened)",
                 t["id"].as_str().unwrap_or_default(),
                 t["group"].as_str().unwrap_or_default(),
                 t["control"].as_str().unwrap_or_default(),
@@ -352,6 +367,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         "end": format_time(story.end),
         "end_ms": story.end,
         "push": wave_json(&story, &story.push),
+        "pause_at": story.pause_at,
         "remediation": story.remediation.iter().map(|w| wave_json(&story, w)).collect::<Vec<_>>(),
         "silent_devices": story.silent,
         "retirements": story.retirements,
@@ -403,7 +419,7 @@ impl Pipeline {
     fn start(args: &Args) -> Result<Pipeline> {
         let dir = &args.dir;
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let token = format!("demo-{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+        let token = format!("demo-{}", random_hex(16)?);
         let tokens = dir.join("tokens.toml");
         write_private(
             &tokens,
@@ -466,6 +482,13 @@ impl Pipeline {
         let err = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
         let child = std::process::Command::new(std::env::current_exe().context("the posture binary's path")?)
             .args(&argv)
+            // The demo's Kafka (its --brokers and security options); ClickHouse from the
+            // environment, as for the demo. The demo reads the log: human lines, info level.
+            .env("POSTURE_KAFKA_BROKERS", &args.kafka.brokers)
+            .envs(args.kafka.security.env())
+            .env_remove("RUST_LOG")
+            .env("POSTURE_LOG", "info")
+            .env("POSTURE_LOG_FORMAT", "human")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(err)
@@ -479,14 +502,15 @@ impl Pipeline {
     }
 
     /// Waits until the pipeline answers on its API (at most a minute).
-    async fn ready(&self, api: &Api) -> Result<()> {
+    async fn ready(&mut self, api: &Api) -> Result<()> {
         let started = Instant::now();
         loop {
+            self.alive()?;
             match api.get("/api/v1/whoami", &[]).await {
                 Ok(_) => return Ok(()),
                 Err(e) if started.elapsed() > Duration::from_secs(60) => {
                     bail!(
-                        "posture run did not answer within a minute ({e}); its log: {}",
+                        "posture run did not answer within a minute ({e}); is another process on its --http-addr? Its log: {}",
                         self.log.display()
                     )
                 }
@@ -495,18 +519,44 @@ impl Pipeline {
         }
     }
 
-    /// Waits until the pipeline's log has a line containing `needle`.
-    fn wait_for_log(&self, needle: &str, wait: Duration) -> Result<()> {
+    /// An error with the end of the log if the pipeline has exited.
+    fn alive(&mut self) -> Result<()> {
+        let Some(child) = self.child.as_mut() else {
+            bail!("posture run was stopped");
+        };
+        if let Some(status) = child.try_wait().context("checking on posture run")? {
+            self.child = None;
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log
+                .lines()
+                .rev()
+                .take(10)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            bail!(
+                "posture run exited with {status}; the end of its log ({}):\n{}",
+                self.log.display(),
+                tail.join("\n")
+            );
+        }
+        Ok(())
+    }
+
+    /// Waits until the pipeline's log has a line containing every one of `needles`.
+    fn wait_for_log(&mut self, needles: &[&str], wait: Duration) -> Result<()> {
         let started = Instant::now();
         loop {
+            self.alive()?;
             let log =
                 std::fs::read_to_string(&self.log).with_context(|| format!("cannot read {}", self.log.display()))?;
-            if log.lines().any(|l| l.contains(needle)) {
+            if log.lines().any(|l| needles.iter().all(|n| l.contains(n))) {
                 return Ok(());
             }
             if started.elapsed() > wait {
                 bail!(
-                    "posture run did not log {needle:?} within {} s; its log: {}",
+                    "posture run did not log {needles:?} within {} s; its log: {}",
                     wait.as_secs(),
                     self.log.display()
                 );
@@ -515,13 +565,13 @@ impl Pipeline {
         }
     }
 
-    /// SIGTERM, then waits for the pipeline to exit; an exit other than success is an error.
+    /// SIGTERM, then waits for the pipeline to exit (it flushes first: at most two minutes,
+    /// then SIGKILL); an exit other than success is an error.
     fn stop(mut self) -> Result<()> {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
-        terminate(&child);
-        let status = child.wait().context("waiting for posture run")?;
+        let status = terminate(&mut child, Duration::from_secs(120))?;
         if !status.success() {
             bail!("posture run exited with {status}; its log: {}", self.log.display());
         }
@@ -532,23 +582,52 @@ impl Pipeline {
 impl Drop for Pipeline {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            terminate(&child);
-            let _ = child.wait();
+            let _ = terminate(&mut child, Duration::from_secs(30));
         }
     }
 }
 
-fn terminate(child: &std::process::Child) {
+/// SIGTERM to `child`, and its exit status; SIGKILL if it has not exited within `grace`.
+fn terminate(child: &mut std::process::Child, grace: Duration) -> Result<std::process::ExitStatus> {
     // SAFETY: kill(2) with the pid of a child this process started and has not reaped.
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
     }
+    let started = Instant::now();
+    while started.elapsed() < grace {
+        if let Some(status) = child.try_wait().context("waiting for posture run")? {
+            return Ok(status);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "posture demo: posture run did not stop within {} s of SIGTERM: killed",
+        grace.as_secs()
+    );
+    child.kill().context("killing posture run")?;
+    child.wait().context("waiting for posture run")
 }
 
-/// Writes a file only its owner may read (the tokens file).
+/// `bytes` bytes from the operating system's random source, in hex (the demo's API token).
+fn random_hex(bytes: usize) -> Result<String> {
+    use std::io::Read;
+    let mut b = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .context("reading /dev/urandom for the demo's API token")?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// Writes a file only its owner may read (the tokens file), replacing any file there.
 fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot replace {}", path.display()))
+        }
+        _ => {}
+    }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -638,14 +717,18 @@ impl Api {
     }
 }
 
-/// The first score-drop alert in `topic`, waiting up to `wait` for one.
+/// The first score-drop alert in `topic` for the story's group after its push, waiting up to
+/// `wait` for one.
 fn wait_for_alert(
     brokers: &str,
     security: &[(String, String)],
     topic: &str,
+    story: &Story,
     wait: Duration,
 ) -> Result<posture_avro::ScoreDropAlert> {
     let started = Instant::now();
+    let mut others = Vec::new();
+    let mut last_error = None;
     loop {
         let records = posture_ingest::topics::read_to_end(
             brokers,
@@ -654,21 +737,33 @@ fn wait_for_alert(
             Duration::from_millis(500),
             Duration::from_secs(10),
         );
-        // The topic appears with the pipeline's first alert check on some brokers: not an error yet.
-        if let Ok(records) = records {
-            let mut alerts: Vec<posture_avro::ScoreDropAlert> = records
-                .iter()
-                .filter_map(|m| posture_avro::decode_alert(m.payload().unwrap_or_default()).ok())
-                .collect();
-            alerts.sort_by_key(|a| a.at);
-            if let Some(a) = alerts.into_iter().next() {
-                return Ok(a);
+        // The topic may appear only with the pipeline's first alert: not an error yet.
+        match records {
+            Ok(records) => {
+                let (mut ours, rest): (Vec<_>, Vec<_>) = records
+                    .iter()
+                    .filter_map(|m| posture_avro::decode_alert(m.payload().unwrap_or_default()).ok())
+                    .partition(|a| {
+                        a.tenant == TENANT && a.group.as_deref() == Some(story.group.as_str()) && a.at >= story.push.at
+                    });
+                ours.sort_by_key(|a| a.at);
+                if let Some(a) = ours.into_iter().next() {
+                    return Ok(a);
+                }
+                others = rest
+                    .iter()
+                    .map(|a| format!("{} {:?} at {}", a.tenant, a.group, format_time(a.at)))
+                    .collect();
             }
+            Err(e) => last_error = Some(e.to_string()),
         }
         if started.elapsed() > wait {
             bail!(
-                "no score-drop alert in {topic} after {} s: posture run must be consuming the demo's topic with --alerts-topic {topic} and an alert rule for the pushed group (scripts/demo's: a 10-point drop within 60 minutes)",
-                wait.as_secs()
+                "no score-drop alert for group {} in {topic} after {} s (other alerts: [{}]; last read error: {}): posture run must be consuming the demo's topic with --alerts-topic {topic} and its alert rule for groups (a 10-point drop within 60 minutes)",
+                story.group,
+                wait.as_secs(),
+                others.join(", "),
+                last_error.as_deref().unwrap_or("none")
             );
         }
         std::thread::sleep(Duration::from_secs(1));
@@ -686,7 +781,14 @@ async fn wait_caught_up(
 ) -> Result<()> {
     let started = Instant::now();
     loop {
-        let (_, headers) = api.get_with_headers(&format!("/api/v1/tenants/{TENANT}/score")).await?;
+        let headers = match api.get_with_headers(&format!("/api/v1/tenants/{TENANT}/score")).await {
+            Ok((_, h)) => h,
+            Err(e) if started.elapsed() > wait => return Err(e.context("reading the pipeline's cut")),
+            Err(_) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
         let cut: std::collections::BTreeMap<i32, i64> = headers
             .get("posture-cut")
             .and_then(|v| v.to_str().ok())
@@ -742,7 +844,17 @@ async fn wait_tasks(api: &Api, ids: &[String], wait: Duration) -> Result<Vec<Val
             return Ok(ours);
         }
         if started.elapsed() > wait {
-            bail!("tasks still open after {} s: {}", wait.as_secs(), open.join(", "));
+            let missing: Vec<&str> = ids
+                .iter()
+                .map(String::as_str)
+                .filter(|i| !ours.iter().any(|t| t["id"] == *i))
+                .collect();
+            bail!(
+                "tasks not completed after {} s: open [{}], not listed [{}]",
+                wait.as_secs(),
+                open.join(", "),
+                missing.join(", ")
+            );
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

@@ -107,7 +107,7 @@ enum Command {
     /// scripts/demo starts the stack and the pipeline and runs it.
     ///
     /// Example:
-    ///   POSTURE_API_TOKEN=... posture demo --baselines deploy/baselines --topic demo --alerts-topic demo.alerts
+    ///   posture demo --baselines deploy/baselines --topic demo --alerts-topic demo.alerts --dir .stack/demo
     Demo(Box<demo::Args>),
     /// Apply the ClickHouse schema (schemas/clickhouse, embedded) to the
     /// configured database; idempotent.

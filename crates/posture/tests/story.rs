@@ -3,7 +3,8 @@
 //! 09:00, remediation waves from 12:00) and acts on the pipeline's alert through the API. Then:
 //!
 //! - the pipeline published exactly one score-drop alert, for group finance, whose causes are
-//!   finance devices and pushed controls, at an instant between the push and the pause;
+//!   finance devices, most of their points lost by pushed controls, at an instant between the
+//!   push and the pause;
 //! - the tasks opened from it were confirmed by the pipeline (their completed rows are in
 //!   ClickHouse), each within the remediation wave that fixed its control;
 //! - the tenant and finance dip and recover, and the exception separates "with" from "without";
@@ -94,15 +95,28 @@ async fn the_demo_tells_the_drop_the_alert_the_tasks_and_the_recovery() {
     assert!(alert.old_percent - alert.new_percent >= 10.0, "{alert:?}");
     let (push_at, pause_at) = (
         story["push"]["at"].as_i64().unwrap(),
-        story["push"]["at"].as_i64().unwrap() + 30 * 60_000,
+        story["pause_at"].as_i64().unwrap(),
     );
     assert!(alert.at >= push_at && alert.at <= pause_at, "{alert:?}");
     assert!(!alert.causes.is_empty());
     for c in &alert.causes {
         assert!(finance.contains(&c.device), "{c:?} is not a finance device");
-        assert!(pushed.contains(c.control.as_str()), "{c:?} is not a pushed control");
         assert!(c.points_lost > 0.0, "{c:?}");
     }
+    // Mostly the push: drift in the same hour can cost a device as much as a pushed control, and
+    // ties are ordered by control, so a cause may be drift; most of the points are the push's.
+    let lost = |pushed_only: bool| -> f64 {
+        alert
+            .causes
+            .iter()
+            .filter(|c| !pushed_only || pushed.contains(c.control.as_str()))
+            .map(|c| c.points_lost)
+            .sum()
+    };
+    assert!(
+        lost(true) * 2.0 > lost(false),
+        "the causes are mostly the push: {alert:?}"
+    );
     assert_eq!(
         story["alert"]["at"].as_i64(),
         Some(alert.at),
