@@ -26,6 +26,10 @@ try {
   await page.waitForSelector('[data-testid="score-percent"]');
   await page.waitForSelector('[data-testid="history-chart"] canvas');
   await page.waitForFunction(() => !document.querySelector('[aria-busy="true"]'));
+  // Each recommendation's "score if fixed" (a what-if request of its own).
+  await page.waitForFunction(() =>
+    [...document.querySelectorAll('[data-testid="recommendation"]')].every((r) => r.querySelector('[data-testid="whatif"]')),
+  );
   await page.screenshot({ path: file, fullPage: true });
 } catch (e) {
   console.error(`screenshot of ${url}: ${e.message}`);
