@@ -292,7 +292,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         // The pipeline's own confirmation (a listing shows a fixed task completed before that).
         pipeline.wait_for_log(&["task completed", id.as_str()], wait)?;
     }
-    let done = rt.block_on(wait_tasks(&api, &ids, wait))?;
+    let done = rt.block_on(completed_tasks(&api, &ids))?;
     for t in &done {
         let completed = t["completed_at"]
             .as_str()
@@ -702,12 +702,15 @@ impl Api {
     }
 
     async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value> {
-        let r = self.client.get(format!("{}{path}", self.base)).query(query);
-        Ok(self.answer(&format!("GET {path}"), r).await?.0)
+        Ok(self.get_with_headers(path, query).await?.0)
     }
 
-    async fn get_with_headers(&self, path: &str) -> Result<(Value, reqwest::header::HeaderMap)> {
-        let r = self.client.get(format!("{}{path}", self.base));
+    async fn get_with_headers(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<(Value, reqwest::header::HeaderMap)> {
+        let r = self.client.get(format!("{}{path}", self.base)).query(query);
         self.answer(&format!("GET {path}"), r).await
     }
 
@@ -781,7 +784,10 @@ async fn wait_caught_up(
 ) -> Result<()> {
     let started = Instant::now();
     loop {
-        let headers = match api.get_with_headers(&format!("/api/v1/tenants/{TENANT}/score")).await {
+        let headers = match api
+            .get_with_headers(&format!("/api/v1/tenants/{TENANT}/score"), &[])
+            .await
+        {
             Ok((_, h)) => h,
             Err(e) if started.elapsed() > wait => return Err(e.context("reading the pipeline's cut")),
             Err(_) => {
@@ -823,39 +829,26 @@ async fn wait_caught_up(
     }
 }
 
-/// Waits until every task of `ids` is completed; returns them as listed.
-async fn wait_tasks(api: &Api, ids: &[String], wait: Duration) -> Result<Vec<Value>> {
-    let started = Instant::now();
-    loop {
-        let list = api.get(&format!("/api/v1/tenants/{TENANT}/tasks"), &[]).await?;
-        let ours: Vec<Value> = list
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|t| t["id"].as_str().is_some_and(|i| ids.iter().any(|x| x == i)))
-            .cloned()
-            .collect();
-        let open: Vec<&str> = ours
-            .iter()
-            .filter(|t| t["status"] != json!("completed"))
-            .filter_map(|t| t["id"].as_str())
-            .collect();
-        if open.is_empty() && ours.len() == ids.len() {
-            return Ok(ours);
-        }
-        if started.elapsed() > wait {
-            let missing: Vec<&str> = ids
-                .iter()
-                .map(String::as_str)
-                .filter(|i| !ours.iter().any(|t| t["id"] == *i))
-                .collect();
-            bail!(
-                "tasks not completed after {} s: open [{}], not listed [{}]",
-                wait.as_secs(),
-                open.join(", "),
-                missing.join(", ")
-            );
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+/// The tasks of `ids` as listed; an error unless every one is there and completed.
+async fn completed_tasks(api: &Api, ids: &[String]) -> Result<Vec<Value>> {
+    let list = api.get(&format!("/api/v1/tenants/{TENANT}/tasks"), &[]).await?;
+    let ours: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            list.as_array()
+                .into_iter()
+                .flatten()
+                .find(|t| t["id"] == *id)
+                .cloned()
+                .with_context(|| format!("task {id} is not listed"))
+        })
+        .collect::<Result<_>>()?;
+    if let Some(t) = ours.iter().find(|t| t["status"] != json!("completed")) {
+        bail!(
+            "the pipeline confirmed task {} but it is listed {}",
+            t["id"],
+            t["status"]
+        );
     }
+    Ok(ours)
 }
